@@ -1,0 +1,1 @@
+"""ASTRA engines and services. Plain Python: nothing under astra/ imports Dagster."""

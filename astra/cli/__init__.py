@@ -1,0 +1,1 @@
+"""The `astra` command line (typer + rich)."""

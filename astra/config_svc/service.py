@@ -1,0 +1,223 @@
+"""Tenant Config Service: the single source of truth for each tenant's zone map and style map.
+
+Postgres holds every version (1, 2, 3… per tenant, gap-free); Redis is a read-through cache of
+the latest one at `<prefix>:config:<tenant>`, a hash carrying the version. Publishing writes the
+new snapshot into the cache *after* commit through a compare-and-set that only ever raises the
+cached version, so a slow reader holding an older snapshot cannot put it back over a newer one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis
+from sqlalchemy import Engine, func, insert, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from astra.config_svc import validation
+from astra.db.schema import tenant_config_versions as tcv
+from astra.db.schema import tenants
+from astra.tenancy import validate_slug
+
+log = logging.getLogger(__name__)
+
+CACHE_TTL_SECONDS = 3600
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+# KEYS[1] cache key; ARGV[1] version; ARGV[2] snapshot JSON; ARGV[3] ttl.
+_CAS_LUA = """
+local cur = redis.call('HGET', KEYS[1], 'version')
+if (not cur) or tonumber(cur) < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'version', ARGV[1], 'snapshot', ARGV[2])
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+  return 1
+end
+return 0
+"""
+
+
+class TenantNotFound(LookupError):
+    def __init__(self, tenant: str):
+        super().__init__(f"tenant {tenant!r} has no configuration")
+        self.tenant = tenant
+
+
+class VersionNotFound(LookupError):
+    def __init__(self, tenant: str, version: int):
+        super().__init__(f"tenant {tenant!r} has no configuration version {version}")
+        self.tenant, self.version = tenant, version
+
+
+class InvalidConfig(ValueError):
+    def __init__(self, problems: list[str]):
+        super().__init__("invalid configuration: " + "; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class ConfigSnapshot:
+    tenant: str
+    version: int
+    zone_map: dict[str, Any]
+    style_map: dict[str, Any]
+    template_sha256: str
+    created_by_run: str
+    created_at: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> "ConfigSnapshot":
+        return cls(**json.loads(raw))
+
+
+def check_config(zone_map: Any, style_map: Any, template_sha256: Any) -> list[str]:
+    """Every problem with a candidate config, each naming the field."""
+    problems = validation.errors("zone_map", zone_map) + validation.errors("style_map", style_map)
+    if not isinstance(template_sha256, str) or not _SHA256.match(template_sha256):
+        problems.append("template_sha256: must be 64 lowercase hex characters")
+    if problems:
+        return problems
+    ids = [z["id"] for z in zone_map["zones"]]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        problems.append(f"zone_map.zones: duplicate zone ids {dupes}")
+    if zone_map["fallback_zone"] not in ids:
+        problems.append(f"zone_map.fallback_zone: {zone_map['fallback_zone']!r} is not one of the zones")
+    unknown = sorted(set(style_map["zones"]) - set(ids))
+    if unknown:
+        problems.append(f"style_map.zones: styles for unknown zones {unknown}")
+    return problems
+
+
+class ConfigService:
+    def __init__(self, engine: Engine, redis_client: redis.Redis | None, key_prefix: str = "astra"):
+        self.engine = engine
+        self.redis = redis_client
+        self.key_prefix = key_prefix
+        self._cas = redis_client.register_script(_CAS_LUA) if redis_client is not None else None
+
+    def cache_key(self, tenant: str) -> str:
+        return f"{self.key_prefix}:config:{tenant}"
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def publish(
+        self,
+        tenant: str,
+        zone_map: dict[str, Any],
+        style_map: dict[str, Any],
+        template_sha256: str,
+        created_by_run: str,
+    ) -> int:
+        validate_slug(tenant)
+        problems = check_config(zone_map, style_map, template_sha256)
+        if problems:
+            raise InvalidConfig(problems)
+        with self.engine.begin() as conn:
+            conn.execute(pg_insert(tenants).values(tenant_id=tenant).on_conflict_do_nothing())
+            # The row lock serializes publishers of one tenant, so max+1 is gap-free and unique.
+            conn.execute(select(tenants.c.tenant_id).where(tenants.c.tenant_id == tenant).with_for_update())
+            version = conn.execute(
+                select(func.coalesce(func.max(tcv.c.version), 0) + 1).where(tcv.c.tenant_id == tenant)
+            ).scalar_one()
+            row = conn.execute(
+                insert(tcv)
+                .values(
+                    tenant_id=tenant,
+                    version=version,
+                    zone_map=zone_map,
+                    style_map=style_map,
+                    template_sha256=template_sha256,
+                    created_by_run=created_by_run,
+                )
+                .returning(tcv.c.created_at)
+            ).one()
+        snap = ConfigSnapshot(
+            tenant, version, zone_map, style_map, template_sha256, created_by_run, row.created_at.isoformat()
+        )
+        self._cache_put(snap)
+        return version
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def snapshot(self, tenant: str, version: int | None = None) -> ConfigSnapshot:
+        validate_slug(tenant)
+        cached = self._cache_get(tenant)
+        if cached is not None and (version is None or cached.version == version):
+            return cached
+        snap = self._load(tenant, version)
+        if version is None:
+            self._cache_put(snap)
+        return snap
+
+    def history(self, tenant: str) -> list[dict[str, Any]]:
+        validate_slug(tenant)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(tcv.c.version, tcv.c.template_sha256, tcv.c.created_by_run, tcv.c.created_at)
+                .where(tcv.c.tenant_id == tenant)
+                .order_by(tcv.c.version)
+            ).all()
+        if not rows:
+            raise TenantNotFound(tenant)
+        return [
+            {
+                "version": r.version,
+                "template_sha256": r.template_sha256,
+                "created_by_run": r.created_by_run,
+                "created_at": r.created_at.isoformat(),
+            }
+            for r in rows
+        ]
+
+    def _load(self, tenant: str, version: int | None) -> ConfigSnapshot:
+        query = select(tcv).where(tcv.c.tenant_id == tenant)
+        query = query.where(tcv.c.version == version) if version is not None else query
+        with self.engine.connect() as conn:
+            row = conn.execute(query.order_by(tcv.c.version.desc()).limit(1)).one_or_none()
+        if row is None:
+            if version is not None and self._tenant_exists(tenant):
+                raise VersionNotFound(tenant, version)
+            raise TenantNotFound(tenant)
+        return ConfigSnapshot(
+            tenant=row.tenant_id,
+            version=row.version,
+            zone_map=row.zone_map,
+            style_map=row.style_map,
+            template_sha256=row.template_sha256,
+            created_by_run=row.created_by_run,
+            created_at=row.created_at.isoformat(),
+        )
+
+    def _tenant_exists(self, tenant: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(text("1")).select_from(tcv).where(tcv.c.tenant_id == tenant).limit(1)
+            ).first() is not None
+
+    # -- cache --------------------------------------------------------------------------------
+
+    def _cache_get(self, tenant: str) -> ConfigSnapshot | None:
+        if self.redis is None:
+            return None
+        try:
+            raw = self.redis.hget(self.cache_key(tenant), "snapshot")
+        except redis.RedisError as exc:
+            log.warning("config cache unavailable, reading %s from Postgres: %s", tenant, exc)
+            return None
+        return ConfigSnapshot.from_json(raw) if raw else None
+
+    def _cache_put(self, snap: ConfigSnapshot) -> None:
+        if self._cas is None:
+            return
+        try:
+            self._cas(keys=[self.cache_key(snap.tenant)], args=[snap.version, snap.to_json(), CACHE_TTL_SECONDS])
+        except redis.RedisError as exc:
+            # The TTL bounds how long a cache that missed this write can lag; Postgres is the truth.
+            log.warning("config cache not updated for %s v%s: %s", snap.tenant, snap.version, exc)

@@ -1,0 +1,101 @@
+"""The tables of ARCHITECTURE §4. Every table carries tenant_id; every key starts with it.
+
+This module is the SQLAlchemy Core description the code queries through; the migrations under
+`migrations/versions/` are what creates it. A test compares the two.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+TENANT_SLUG_CHECK = "tenant_id ~ '^[a-z0-9]([a-z0-9-]{0,62})$' AND position('--' in tenant_id) = 0"
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("tenant_id", String(63), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint(TENANT_SLUG_CHECK, name="tenants_slug"),
+)
+
+
+def _tenant_fk(primary_key: bool = True) -> Column:
+    return Column("tenant_id", String(63), ForeignKey("tenants.tenant_id"), primary_key=primary_key, nullable=False)
+
+
+tenant_config_versions = Table(
+    "tenant_config_versions",
+    metadata,
+    _tenant_fk(),
+    Column("version", Integer, primary_key=True),
+    Column("zone_map", JSONB, nullable=False),
+    Column("style_map", JSONB, nullable=False),
+    Column("template_sha256", String(64), nullable=False),
+    Column("created_by_run", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("version >= 1", name="tenant_config_versions_positive"),
+)
+
+asset_registry = Table(
+    "asset_registry",
+    metadata,
+    _tenant_fk(),
+    Column("sha256", String(64), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("media_type", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("canonical_uri", Text, nullable=False),
+    Column("registered_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+custody_ledger = Table(
+    "custody_ledger",
+    metadata,
+    _tenant_fk(),
+    Column("seq", BigInteger, primary_key=True),
+    Column("entry", Text, nullable=False),  # canonical JSON, hashed exactly as stored
+    Column("prev_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+model_registry = Table(
+    "model_registry",
+    metadata,
+    _tenant_fk(),
+    Column("version", Integer, primary_key=True),
+    Column("uri", Text, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("metrics", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("status", String(16), nullable=False, server_default="candidate"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    _tenant_fk(primary_key=False),
+    Column("topic", Text, nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("published_at", DateTime(timezone=True), nullable=True),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+)

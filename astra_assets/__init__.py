@@ -1,0 +1,1 @@
+"""The Dagster layer: assets, checks and the Definitions object. Thin: engines live in astra/."""

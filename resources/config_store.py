@@ -1,0 +1,28 @@
+"""CONFIG_SVC as a resource: Postgres for the truth, Redis for the read-through cache."""
+
+from __future__ import annotations
+
+from dagster import ConfigurableResource, EnvVar
+
+from astra.config_svc import ConfigService
+from astra.db import make_engine
+from astra.runtime import redis_client
+from astra.settings import Settings
+
+
+class ConfigStoreResource(ConfigurableResource):
+    database_url: str
+    redis_url: str
+    redis_prefix: str = "astra"
+
+    @classmethod
+    def from_env(cls) -> "ConfigStoreResource":
+        return cls(
+            database_url=EnvVar("ASTRA_DATABASE_URL"),
+            redis_url=EnvVar("ASTRA_REDIS_URL"),
+            redis_prefix=EnvVar("ASTRA_REDIS_PREFIX"),
+        )
+
+    def service(self) -> ConfigService:
+        settings = Settings(database_url=self.database_url, redis_url=self.redis_url, redis_prefix=self.redis_prefix)
+        return ConfigService(make_engine(self.database_url), redis_client(settings), self.redis_prefix)
