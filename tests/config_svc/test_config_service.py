@@ -1,0 +1,167 @@
+"""CONFIG_SVC against the machine's Postgres and Redis."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import redis
+from sqlalchemy import event, func, select
+
+from astra.config_svc import ConfigService, InvalidConfig, TenantNotFound, VersionNotFound
+from astra.db import make_engine
+from astra.db.schema import tenant_config_versions
+from astra.tenancy import InvalidKey
+from tests.config_svc.maps import SHA, maps
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def svc(pg_url, redis_url, redis_prefix) -> ConfigService:
+    return ConfigService(make_engine(pg_url), redis.Redis.from_url(redis_url), redis_prefix)
+
+
+def count_versions(pg_url, tenant) -> int:
+    with make_engine(pg_url).connect() as conn:
+        return conn.execute(
+            select(func.count()).select_from(tenant_config_versions).where(tenant_config_versions.c.tenant_id == tenant)
+        ).scalar_one()
+
+
+def test_versions_count_up_and_read_back_through_the_cache(svc, tenant):
+    assert svc.publish(tenant, *maps("first"), SHA, "run-1") == 1
+    assert svc.publish(tenant, *maps("second"), SHA, "run-2") == 2
+    snap = svc.snapshot(tenant)
+    assert snap.version == 2 and snap.zone_map["zones"][0]["label"] == "second"
+    cached = svc.redis.hgetall(svc.cache_key(tenant))
+    assert cached[b"version"] == b"2"
+    assert svc.snapshot(tenant, version=1).zone_map["zones"][0]["label"] == "first"
+    assert [h["version"] for h in svc.history(tenant)] == [1, 2]
+
+
+def test_cache_hit_serves_without_postgres(svc, tenant, pg_url, redis_prefix):
+    svc.publish(tenant, *maps(), SHA, "run")
+    statements: list[str] = []
+    engine = make_engine(pg_url)
+    listener = lambda conn, cursor, stmt, *a: statements.append(stmt)  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        assert svc.snapshot(tenant).version == 1
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert statements == []
+
+
+def test_invalid_config_names_the_field_and_writes_nothing(svc, tenant, pg_url):
+    zm, sm = maps()
+    zm["zones"][0]["kind"] = "paragraph"
+    with pytest.raises(InvalidConfig) as err:
+        svc.publish(tenant, zm, sm, SHA, "run")
+    assert "zone_map.zones[0].kind" in str(err.value)
+    zm, sm = maps()
+    zm["fallback_zone"] = "missing"
+    with pytest.raises(InvalidConfig, match="zone_map.fallback_zone"):
+        svc.publish(tenant, zm, sm, SHA, "run")
+    with pytest.raises(InvalidConfig, match="template_sha256"):
+        svc.publish(tenant, *maps(), "not-a-sha", "run")
+    assert count_versions(pg_url, tenant) == 0
+    with pytest.raises(TenantNotFound):
+        svc.snapshot(tenant)
+
+
+def test_concurrent_publishers_get_gap_free_versions(svc, tenant, pg_url):
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def publisher(n: int) -> None:
+        try:
+            for i in range(5):
+                results.append(svc.publish(tenant, *maps(f"w{n}-{i}"), SHA, f"run-{n}"))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publisher, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(results) == list(range(1, 41))
+    assert svc.snapshot(tenant).version == 40
+
+
+def test_a_slow_reader_cannot_put_an_older_version_back_in_the_cache(svc, tenant):
+    svc.publish(tenant, *maps("old"), SHA, "run")
+    stale = svc.snapshot(tenant)  # a reader that loaded v1 and is about to cache it...
+    svc.publish(tenant, *maps("new"), SHA, "run")
+    svc._cache_put(stale)  # ...writes it after the publish returned
+    assert svc.snapshot(tenant).version == 2
+
+
+def test_redis_down_is_served_from_postgres(pg_url, tenant, caplog, svc):
+    svc.publish(tenant, *maps(), SHA, "run")
+    from astra.runtime import redis_client
+    from astra.settings import Settings
+    from astra.stack.processes import free_port
+
+    dead = redis_client(Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    down = ConfigService(make_engine(pg_url), dead, "astratest-dead")
+    assert down.snapshot(tenant).version == 1
+    assert down.publish(tenant, *maps("while down"), SHA, "run") == 2
+    assert down.snapshot(tenant).zone_map["zones"][0]["label"] == "while down"
+    assert "reading" in caplog.text and "Postgres" in caplog.text
+
+
+def test_unknown_tenant_and_version(svc, tenant):
+    with pytest.raises(TenantNotFound, match=tenant):
+        svc.snapshot(tenant)
+    with pytest.raises(TenantNotFound):
+        svc.history(tenant)
+    svc.publish(tenant, *maps(), SHA, "run")
+    with pytest.raises(VersionNotFound):
+        svc.snapshot(tenant, version=7)
+
+
+def test_a_tenant_cannot_read_another_tenants_config(svc, tenant):
+    other = tenant + "-b"
+    svc.publish(other, *maps("secret of b"), SHA, "run")
+    # Tenant A has nothing: neither its latest nor B's version 1 may leak through.
+    with pytest.raises(TenantNotFound):
+        svc.snapshot(tenant)
+    with pytest.raises(TenantNotFound):
+        svc.snapshot(tenant, version=1)
+    svc.publish(tenant, *maps("a's own"), SHA, "run")
+    assert svc.snapshot(tenant).zone_map["zones"][0]["label"] == "a's own"
+    assert svc.snapshot(other).zone_map["zones"][0]["label"] == "secret of b"
+
+
+def test_every_query_filters_by_tenant(svc, tenant, pg_url):
+    statements: list[str] = []
+    engine = make_engine(pg_url)
+    listener = lambda conn, cursor, stmt, *a: statements.append(stmt)  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        svc.publish(tenant, *maps(), SHA, "run")
+        svc.redis.delete(svc.cache_key(tenant))
+        svc.snapshot(tenant)
+        svc.snapshot(tenant, version=1)
+        svc.history(tenant)
+        with pytest.raises(VersionNotFound):
+            svc.snapshot(tenant, version=9)
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    table_statements = [s for s in statements if "tenant" in s.lower() or "FROM" in s]
+    assert table_statements, "no SQL was captured"
+    for stmt in statements:
+        if stmt.strip().upper().startswith(("SELECT 1", "SELECT PG_", "SHOW", "BEGIN", "COMMIT", "ROLLBACK")):
+            continue
+        assert "tenant_id" in stmt, f"query without tenant: {stmt}"
+
+
+@pytest.mark.parametrize("bad", ["Acme", "a--b", "", "-a", "a_b", "a,b", "x" * 64])
+def test_bad_tenant_slugs_are_refused(svc, bad):
+    with pytest.raises(InvalidKey):
+        svc.snapshot(bad)
+    with pytest.raises(InvalidKey):
+        svc.publish(bad, *maps(), SHA, "run")

