@@ -16,9 +16,10 @@ import os
 import shutil
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import redis as redis_lib
 
@@ -281,3 +282,26 @@ def _delete_prefix(url: str, prefix: str) -> int:
     for key in client.scan_iter(match=f"{prefix}:*", count=500):
         n += client.delete(key)
     return n
+
+
+@contextmanager
+def running_stack(say: Callable[[str], None] = log.info) -> Iterator[dict[str, str]]:
+    """The stack for a one-shot command (`make demo`, a bench): use the one that is up and leave
+    it up; otherwise start one and stop it (discarding the sandbox) at the end."""
+    stack = Stack(say=say)
+    parts = stack.status()
+    was_up = bool(parts) and all(p.answers for p in parts.values())
+    values = stack.up()
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield values
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if not was_up:
+            for line in stack.down():
+                say(line)

@@ -1,0 +1,35 @@
+# Two commands set everything up on a fresh machine: `make demo`, `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install protos test demo dev bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade 'pip>=24'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) protos
+
+# gRPC code is generated from astra/protos/*.proto by grpcio-tools, never written by hand.
+protos: $(STAMP)
+	$(PY) -c 'import astra.protos'
+
+test: install
+	$(PY) -m pytest
+
+demo: install
+	$(PY) -m astra_assets.demo
+
+dev: install
+	$(VENV)/bin/astra dev
+
+bench: install
+	$(PY) bench/config_read.py
+
+clean:
+	-$(VENV)/bin/astra stack down
+	rm -rf $(VENV) .astra

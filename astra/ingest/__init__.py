@@ -1,0 +1,1 @@
+"""INGEST: atomization, upload audit, zone and style map extraction, asset dedup registry."""

@@ -1,0 +1,713 @@
+"""Zone map extraction from a tenant's Word template (INGEST).
+
+:func:`extract_maps` reads a .docx (bytes) straight from its zip with a hardened lxml parser
+and returns the **zone map** and the **style map** (see ``astra/config_svc/schemas``), or
+raises :class:`TemplateRefused`. Parts scanned: the main document, then every header, then
+every footer (natural part-name order). Footnotes, comments and glossary parts are not.
+Content inside ``mc:Fallback`` is skipped (it duplicates the ``mc:Choice`` branch).
+
+Declaring zones
+===============
+
+1. **Content controls** (``w:sdt``) whose ``w:sdtPr/w:tag/@w:val`` starts with ``astra:``.
+   The control's title (``w:sdtPr/w:alias/@w:val``) is the zone's label. Tag grammar::
+
+       tag     = "astra:" zone_id *( ";" param ) [ ";" ]
+       param   = key "=" value | "fallback"
+       key     = "kind" | "intents" | "domains" | "data" | "media" | "fallback"
+       kind    = "text" | "list" | "table" | "image"
+       intents = name *( "," name )      ; name = intent | domain "." intent
+       domains = domain *( "," domain )
+       data    = "data/" pattern          ; e.g. data/*.csv  (no "..", "\\", ";" or ",")
+       media   = "media/" pattern         ; e.g. media/*.png
+       fallback= "true" | "false" | "yes" | "no" | "1" | "0"   (bare "fallback" = true)
+       zone_id = [a-z][a-z0-9_]{0,63}
+
+   Whitespace around tokens is ignored, keys are case-insensitive, list items are
+   de-duplicated in order, a key may appear once. Unknown keys or bad values refuse the
+   template (``invalid_tag``). Example:
+   ``astra:summary;kind=text;intents=travel.book_flight,banking;domains=travel``.
+   Content controls whose tag does not start with ``astra:`` are ordinary content.
+
+2. **Placeholders** ``{{ zone_id }}`` in paragraph text. Detection runs on the paragraph's
+   concatenated ``w:t`` text, so placeholders Word split across runs (with ``w:proofErr``,
+   bookmarks, hyperlinks, smart tags... between them, even ``{`` and ``{`` in separate runs)
+   are found; each match is mapped back to the runs it spans. Tabs, breaks and drawings
+   separate text (a placeholder cannot span them); deleted/moved-from text is ignored.
+   Anything between ``{{`` and ``}}`` that is not a zone id refuses the template
+   (``bad_zone_id``). Placeholders take no inline parameters: bindings come from the sidecar.
+
+Zone ids are unique across the whole template (body, headers and footers): a second
+declaration of an id, whether content control or placeholder, refuses the template. A zone
+declared inside another zone refuses it too (``nested_zone``).
+
+Sidecar
+=======
+
+``<name>.zones.json`` uploaded next to the template, validated against
+``astra/ingest/sidecar.schema.json``::
+
+    {"version": 1,
+     "zones": {"summary": {"label": "Summary", "kind": "text",
+                           "intents": ["travel.book_flight"], "domains": ["travel"],
+                           "data": "data/*.csv", "media": "media/*.png"}},
+     "fallback_zone": "notes"}
+
+Each field given replaces the template's value for that field (lists are replaced, not
+merged; ``[]`` clears). Precedence for every zone field: sidecar > template (tag / alias) >
+inference. Zones named in the sidecar (and its ``fallback_zone``) must exist in the template.
+
+Zone fields
+===========
+
+* ``label``: sidecar label, else the content control's alias, else the id title-cased
+  (``site_photo`` -> ``Site Photo``); collapsed whitespace, at most 200 characters.
+* ``kind``: sidecar, else tag, else inferred: ``image`` if the control has ``w:picture``;
+  ``table`` if the control/placeholder sits in a table or the control wraps one (or is a
+  row/cell-level control); ``list`` if its paragraph is numbered (``w:numPr`` directly or
+  through the paragraph style, ``numId`` 0 meaning "not numbered"); else ``text``.
+* ``location``: ``part`` (e.g. ``/word/document.xml``, ``/word/header1.xml``), ``block``
+  (index of the top-level block among the element children of ``w:body``/``w:hdr``/
+  ``w:ftr``) and ``path`` from the story root, each step ``prefix:name[i]`` with ``i`` the
+  0-based index among same-name siblings, ending at the ``w:sdt`` (content control) or the
+  ``w:p`` (placeholder: runs are an editing accident, the paragraph is the stable anchor).
+* ``accepts``: ``intents``, ``domains`` (always present, maybe empty), ``data``/``media``
+  (when bound) and ``fallback`` (true on exactly one zone).
+
+Fallback rule
+=============
+
+The fallback zone is, in this order:
+
+1. the sidecar's ``fallback_zone``;
+2. the one zone whose tag says ``fallback`` (two flagged zones: ``multiple_fallback_zones``);
+3. otherwise (never a refusal) the last ``text`` zone of the main document, else the last
+   ``text`` zone of any part, else the last ``list`` zone, else the last zone.
+
+An *explicitly* chosen fallback zone (1 or 2) must be of kind ``text`` or ``list``
+(``bad_fallback_zone``): unmatched content is prose.
+
+Refusal codes (:class:`TemplateRefused`.code)
+=============================================
+
+``invalid_package`` (not a readable docx: bad zip, no main document, malformed XML, DTD),
+``no_zones``, ``bad_zone_id``, ``invalid_tag``, ``duplicate_zone_id``, ``nested_zone``,
+``unknown_intent``, ``unknown_domain`` (only checked when ``known_intents`` is given),
+``invalid_sidecar``, ``unknown_sidecar_zone``, ``multiple_fallback_zones``,
+``bad_fallback_zone``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import NamedTuple
+
+from jsonschema import Draft202012Validator
+from lxml import etree
+
+from .styles import StyleAnchor, StyleSheet, zone_style
+from .wordml import MC, W, PackageError, WordPackage, element_path, on_off, top_block, wval
+
+__all__ = [
+    "KINDS",
+    "SIDECAR_SCHEMA_PATH",
+    "REFUSAL_CODES",
+    "TemplateMaps",
+    "TemplateRefused",
+    "ZoneDecl",
+    "extract_maps",
+    "load_known_intents",
+    "parse_tag",
+    "scan_zones",
+    "validate_sidecar",
+]
+
+KINDS = ("text", "list", "table", "image")
+TAG_PREFIX = "astra:"
+TAG_KEYS = ("kind", "intents", "domains", "data", "media", "fallback")
+SIDECAR_SCHEMA_PATH = Path(__file__).with_name("sidecar.schema.json")
+REFUSAL_CODES = (
+    "invalid_package",
+    "no_zones",
+    "bad_zone_id",
+    "invalid_tag",
+    "duplicate_zone_id",
+    "nested_zone",
+    "unknown_intent",
+    "unknown_domain",
+    "invalid_sidecar",
+    "unknown_sidecar_zone",
+    "multiple_fallback_zones",
+    "bad_fallback_zone",
+)
+
+ZONE_ID_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+INTENT_RE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)?")
+DOMAIN_RE = re.compile(r"[a-z][a-z0-9_]*")
+_SOURCE_RE = {
+    "data": re.compile(r"data/(?!.*\.\.)[^\\;,\x00-\x1f]+"),
+    "media": re.compile(r"media/(?!.*\.\.)[^\\;,\x00-\x1f]+"),
+}
+_TRUE = {"true", "yes", "1", "on"}
+_FALSE = {"false", "no", "0", "off"}
+_PLACEHOLDER_RE = re.compile(r"\{\{([^{}\x00]*)\}\}")
+_SEP = "\x00"  # stands for tabs, breaks, drawings: a placeholder never spans one
+_MAX_LABEL = 200
+
+
+class TemplateRefused(ValueError):
+    """The template cannot be accepted. ``code`` is one of :data:`REFUSAL_CODES`;
+    ``location`` is a zone-map style location (``part``/``block``/``path``), a sidecar
+    location (``{"part": "sidecar", "path": "zones.x"}``) or None."""
+
+    def __init__(self, code: str, message: str, location: dict | None = None):
+        super().__init__(code, message, location)
+        self.code = code
+        self.message = message
+        self.location = location
+
+    def __str__(self) -> str:
+        where = ""
+        if self.location:
+            where = " (at " + " ".join(f"{k}={v}" for k, v in self.location.items()) + ")"
+        return f"{self.code}: {self.message}{where}"
+
+
+class TemplateMaps(NamedTuple):
+    zone_map: dict
+    style_map: dict
+
+
+@dataclass
+class ZoneDecl:
+    """One zone as declared in the template (before sidecar merge)."""
+
+    id: str
+    declared_by: str  # "content_control" | "placeholder"
+    part: str
+    block: int
+    path: str
+    element: etree._Element  # the w:sdt, or the w:p holding the placeholder
+    anchor: StyleAnchor
+    inferred_kind: str
+    alias: str | None = None
+    params: dict = field(default_factory=dict)  # parsed tag parameters
+    runs: tuple = ()  # placeholder: the w:r elements the {{ ... }} spans
+    span: tuple[int, int] | None = None  # placeholder: offsets in the paragraph text
+
+    @property
+    def location(self) -> dict:
+        return {"part": self.part, "block": self.block, "path": self.path}
+
+
+# --------------------------------------------------------------------------- tag grammar
+
+
+def parse_tag(value: str, location: dict | None = None) -> tuple[str, dict]:
+    """Parse an ``astra:`` content-control tag into ``(zone_id, params)``.
+
+    ``params`` holds only the keys given: ``kind`` (str), ``intents``/``domains`` (lists),
+    ``data``/``media`` (str), ``fallback`` (bool).
+    """
+    text = value.strip()
+    if not text[: len(TAG_PREFIX)].lower() == TAG_PREFIX:
+        raise TemplateRefused("invalid_tag", f"tag {value!r} does not start with {TAG_PREFIX!r}", location)
+    pieces = text[len(TAG_PREFIX) :].split(";")
+    zone_id = pieces[0].strip()
+    if not ZONE_ID_RE.fullmatch(zone_id):
+        raise TemplateRefused(
+            "bad_zone_id", f"zone id {zone_id!r} in tag {value!r} must match [a-z][a-z0-9_]{{0,63}}", location
+        )
+    params: dict = {}
+    for raw in pieces[1:]:
+        raw = raw.strip()
+        if not raw:
+            continue
+        key, eq, val = raw.partition("=")
+        key, val = key.strip().lower(), val.strip()
+        if key not in TAG_KEYS:
+            raise TemplateRefused(
+                "invalid_tag", f"unknown parameter {key!r} in tag {value!r} (allowed: {', '.join(TAG_KEYS)})", location
+            )
+        if key in params:
+            raise TemplateRefused("invalid_tag", f"parameter {key!r} given twice in tag {value!r}", location)
+        if key == "fallback":
+            if not eq:
+                params[key] = True
+            elif val.lower() in _TRUE:
+                params[key] = True
+            elif val.lower() in _FALSE:
+                params[key] = False
+            else:
+                raise TemplateRefused("invalid_tag", f"fallback={val!r} is not a boolean in tag {value!r}", location)
+            continue
+        if not eq or not val:
+            raise TemplateRefused("invalid_tag", f"parameter {key!r} needs a value in tag {value!r}", location)
+        if key == "kind":
+            if val not in KINDS:
+                raise TemplateRefused(
+                    "invalid_tag", f"kind={val!r} in tag {value!r} is not one of {', '.join(KINDS)}", location
+                )
+            params[key] = val
+        elif key in ("intents", "domains"):
+            pattern = INTENT_RE if key == "intents" else DOMAIN_RE
+            items: list[str] = []
+            for item in (x.strip() for x in val.split(",")):
+                if not item or item in items:
+                    continue
+                if not pattern.fullmatch(item):
+                    raise TemplateRefused("invalid_tag", f"{key} entry {item!r} in tag {value!r} is malformed", location)
+                items.append(item)
+            params[key] = items
+        else:  # data / media
+            if not _SOURCE_RE[key].fullmatch(val):
+                raise TemplateRefused(
+                    "invalid_tag",
+                    f"{key}={val!r} in tag {value!r} must be a pattern under {key}/ (no '..', '\\\\', ';' or ',')",
+                    location,
+                )
+            params[key] = val
+    return zone_id, params
+
+
+def _astra_tag(sdt: etree._Element) -> str | None:
+    val = wval(sdt.find(f"{W.sdtPr}/{W.tag}"))
+    if val is not None and val.strip()[: len(TAG_PREFIX)].lower() == TAG_PREFIX:
+        return val
+    return None
+
+
+# --------------------------------------------------------------------------- sidecar
+
+
+@lru_cache(maxsize=1)
+def _sidecar_validator() -> Draft202012Validator:
+    schema = json.loads(SIDECAR_SCHEMA_PATH.read_text(encoding="utf-8"))
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def validate_sidecar(sidecar: object) -> dict:
+    """Validate a sidecar against ``sidecar.schema.json``; returns it (``{}`` for None)."""
+    if sidecar is None:
+        return {}
+    errors = sorted(_sidecar_validator().iter_errors(sidecar), key=lambda e: (list(e.absolute_path), e.message))
+    if errors:
+        err = errors[0]
+        where = ".".join(str(p) for p in err.absolute_path) or "(root)"
+        raise TemplateRefused("invalid_sidecar", f"sidecar {where}: {err.message}", {"part": "sidecar", "path": where})
+    # JSON Schema regexes use search semantics ('$' accepts a trailing newline): re-check.
+    for zid, spec in (sidecar.get("zones") or {}).items():
+        if not ZONE_ID_RE.fullmatch(zid):
+            raise TemplateRefused("invalid_sidecar", f"sidecar zone id {zid!r} is malformed", {"part": "sidecar", "path": f"zones.{zid}"})
+        for key in ("data", "media"):
+            if key in spec and not _SOURCE_RE[key].fullmatch(spec[key]):
+                raise TemplateRefused(
+                    "invalid_sidecar", f"sidecar zones.{zid}.{key} is malformed", {"part": "sidecar", "path": f"zones.{zid}.{key}"}
+                )
+        for key, pattern in (("intents", INTENT_RE), ("domains", DOMAIN_RE)):
+            for item in spec.get(key, []):
+                if not pattern.fullmatch(item):
+                    raise TemplateRefused(
+                        "invalid_sidecar", f"sidecar zones.{zid}.{key} entry {item!r} is malformed", {"part": "sidecar", "path": f"zones.{zid}.{key}"}
+                    )
+    fallback = sidecar.get("fallback_zone")
+    if fallback is not None and not ZONE_ID_RE.fullmatch(fallback):
+        raise TemplateRefused("invalid_sidecar", f"sidecar fallback_zone {fallback!r} is malformed", {"part": "sidecar", "path": "fallback_zone"})
+    return sidecar
+
+
+# --------------------------------------------------------------------------- known intents
+
+
+def load_known_intents(domains_json_path: str | Path) -> set[str]:
+    """Read a ``{domain: [intent, ...]}`` JSON file (CLINC150 ``domains.json``) into the set
+    of plain intents (``book_flight``), domain-qualified intents (``travel.book_flight``)
+    and domain names (``travel``)."""
+    data = json.loads(Path(domains_json_path).read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{domains_json_path}: expected an object mapping domain -> list of intents")
+    known: set[str] = set()
+    for domain, intents in data.items():
+        if not isinstance(domain, str) or not DOMAIN_RE.fullmatch(domain):
+            raise ValueError(f"{domains_json_path}: bad domain name {domain!r}")
+        if not isinstance(intents, list) or not all(isinstance(i, str) and DOMAIN_RE.fullmatch(i) for i in intents):
+            raise ValueError(f"{domains_json_path}: domain {domain!r} must list intent names")
+        known.add(domain)
+        for intent in intents:
+            known.add(intent)
+            known.add(f"{domain}.{intent}")
+    return known
+
+
+class _Vocabulary:
+    """Interprets a flat ``known_intents`` set: dotted names give the domains."""
+
+    def __init__(self, known: set[str]):
+        self.known = set(known)
+        dotted = {k for k in self.known if "." in k}
+        self.domains = {k.split(".", 1)[0] for k in dotted}
+        self.plain = {k.split(".", 1)[1] for k in dotted} | {
+            k for k in self.known if "." not in k and k not in self.domains
+        }
+        self.has_dotted = bool(dotted)
+
+    def intent_ok(self, name: str) -> bool:
+        return name in self.known if "." in name else name in self.plain
+
+    def domain_ok(self, name: str) -> bool:
+        return name in self.domains if self.has_dotted else name in self.known
+
+
+# --------------------------------------------------------------------------- scanning
+
+_SKIP_IN_PARAGRAPH = {W.pPr, W.rPr, W.sdtPr, W.sdtEndPr, MC.Fallback, W.moveFrom, W.p, W.txbxContent}
+_SEPARATORS = {W.tab, W.ptab, W.br, W.cr, W.drawing, W.pict, W.object}
+_BLOCK_CONTAINERS = {W.body, W.hdr, W.ftr, W.tc, W.txbxContent, W.tbl, W.tr, W.footnote, W.endnote, W.comment}
+
+
+def _paragraph_text(p: etree._Element) -> tuple[str, list[tuple[int, int, etree._Element | None, bool]]]:
+    """Concatenated text of ``p`` (own runs only) and segments ``(start, end, run, in_zone)``."""
+    chunks: list[str] = []
+    segs: list[tuple[int, int, etree._Element | None, bool]] = []
+    pos = 0
+
+    def add(text: str, run, in_zone: bool) -> None:
+        nonlocal pos
+        if not text:
+            return
+        chunks.append(text)
+        segs.append((pos, pos + len(text), run, in_zone))
+        pos += len(text)
+
+    def walk(el, run, in_zone: bool) -> None:
+        for child in el:
+            tag = child.tag
+            if not isinstance(tag, str) or tag in _SKIP_IN_PARAGRAPH:
+                continue
+            if tag == W.t:
+                add(child.text or "", run, in_zone)
+            elif tag in _SEPARATORS:
+                add(_SEP, run, in_zone)
+            elif tag == W.r:
+                walk(child, child, in_zone)
+            elif tag == W.sdt:
+                walk(child, run, in_zone or _astra_tag(child) is not None)
+            else:
+                walk(child, run, in_zone)
+
+    walk(p, None, False)
+    return "".join(chunks), segs
+
+
+def _nearest(el: etree._Element, tags: set[str], stop: etree._Element) -> etree._Element | None:
+    cur = el.getparent()
+    while cur is not None and cur is not stop:
+        if cur.tag in tags:
+            return cur
+        cur = cur.getparent()
+    return None
+
+
+def _is_numbered(p: etree._Element | None, sheet: StyleSheet) -> bool:
+    if p is None:
+        return False
+    ppr = p.find(W.pPr)
+    if ppr is not None:
+        num = ppr.find(W.numPr)
+        if num is not None:
+            num_id = wval(num.find(W.numId))
+            if num_id is not None:
+                return num_id.strip() != "0"
+        pstyle = wval(ppr.find(W.pStyle))
+    else:
+        pstyle = None
+    return sheet.has_numbering(sheet.paragraph_style_for(pstyle))
+
+
+def _first_desc(el: etree._Element, tag: str) -> etree._Element | None:
+    for found in el.iter(tag):
+        if found is not el:
+            return found
+    return None
+
+
+def _scan_story(root: etree._Element, part: str, sheet: StyleSheet) -> list[ZoneDecl]:
+    decls: list[ZoneDecl] = []
+
+    def loc(el) -> dict:
+        return {"part": part, "block": top_block(el, root)[0], "path": element_path(el, root)}
+
+    def on_sdt(sdt: etree._Element, tag: str) -> None:
+        location = loc(sdt)
+        zone_id, params = parse_tag(tag, location)
+        sdt_pr = sdt.find(W.sdtPr)
+        content = sdt.find(W.sdtContent)
+        content = content if content is not None else sdt
+        container = _nearest(sdt, _BLOCK_CONTAINERS | {W.p}, root)
+        if container is not None and container.tag == W.p:  # run-level control
+            paragraph = container
+        else:
+            paragraph = _first_desc(content, W.p)
+        run = _first_desc(content, W.r)
+        table = _first_desc(content, W.tbl)
+        in_table = _nearest(sdt, {W.tbl}, root)
+        if table is None:
+            table = in_table
+        if sdt_pr is not None and sdt_pr.find(W.picture) is not None:
+            kind = "image"
+        elif table is not None:
+            kind = "table"
+        elif _is_numbered(paragraph, sheet):
+            kind = "list"
+        else:
+            kind = "text"
+        alias = wval(sdt_pr.find(W.alias)) if sdt_pr is not None else None
+        decls.append(
+            ZoneDecl(
+                id=zone_id,
+                declared_by="content_control",
+                part=part,
+                block=location["block"],
+                path=location["path"],
+                element=sdt,
+                anchor=StyleAnchor(paragraph=paragraph, run=run, table=table, sdt=sdt),
+                inferred_kind=kind,
+                alias=alias,
+                params=params,
+            )
+        )
+
+    def on_paragraph(p: etree._Element, zone_sdt: etree._Element | None) -> None:
+        text, segs = _paragraph_text(p)
+        if "{{" not in text:
+            return
+        for match in _PLACEHOLDER_RE.finditer(text):
+            location = loc(p)
+            inner = match.group(1).strip()
+            if not ZONE_ID_RE.fullmatch(inner):
+                raise TemplateRefused(
+                    "bad_zone_id",
+                    f"placeholder {match.group(0)!r} does not name a zone id ([a-z][a-z0-9_]{{0,63}})",
+                    location,
+                )
+            start, end = match.span()
+            spanned = [s for s in segs if s[0] < end and s[1] > start]
+            if zone_sdt is not None or any(s[3] for s in spanned):
+                raise TemplateRefused(
+                    "nested_zone", f"placeholder {match.group(0)!r} sits inside an astra content control", location
+                )
+            runs: list = []
+            for s in spanned:
+                if s[2] is not None and all(s[2] is not r for r in runs):
+                    runs.append(s[2])
+            first_run = spanned[0][2] if spanned else None
+            table = _nearest(p, {W.tbl}, root)
+            if table is not None:
+                kind = "table"
+            elif _is_numbered(p, sheet):
+                kind = "list"
+            else:
+                kind = "text"
+            decls.append(
+                ZoneDecl(
+                    id=inner,
+                    declared_by="placeholder",
+                    part=part,
+                    block=location["block"],
+                    path=location["path"],
+                    element=p,
+                    anchor=StyleAnchor(paragraph=p, run=first_run, table=table),
+                    inferred_kind=kind,
+                    runs=tuple(runs),
+                    span=(start, end),
+                )
+            )
+
+    def walk(el: etree._Element, zone_sdt: etree._Element | None) -> None:
+        for child in el:
+            tag = child.tag
+            if not isinstance(tag, str) or tag == MC.Fallback:
+                continue
+            if tag == W.sdt:
+                astra = _astra_tag(child)
+                if astra is not None:
+                    if zone_sdt is not None:
+                        raise TemplateRefused(
+                            "nested_zone", f"content control {astra.strip()!r} sits inside another astra zone", loc(child)
+                        )
+                    on_sdt(child, astra)
+                    walk(child, child)
+                    continue
+            elif tag == W.p:
+                on_paragraph(child, zone_sdt)
+            walk(child, zone_sdt)
+
+    walk(root, None)
+    return decls
+
+
+def _open(docx_bytes: bytes) -> tuple[WordPackage, StyleSheet]:
+    try:
+        pkg = WordPackage.open(docx_bytes)
+        styles_name = pkg.styles_part()
+        theme_name = pkg.theme_part()
+        sheet = StyleSheet(
+            pkg.xml(styles_name) if styles_name else None,
+            pkg.xml(theme_name) if theme_name else None,
+        )
+    except PackageError as exc:
+        raise TemplateRefused("invalid_package", str(exc)) from None
+    return pkg, sheet
+
+
+def scan_zones(docx_bytes: bytes) -> list[ZoneDecl]:
+    """Every zone the template declares, in document order (no sidecar, no validation of
+    uniqueness). Raises :class:`TemplateRefused` for malformed declarations."""
+    pkg, sheet = _open(docx_bytes)
+    return _scan(pkg, sheet)
+
+
+def _scan(pkg: WordPackage, sheet: StyleSheet) -> list[ZoneDecl]:
+    decls: list[ZoneDecl] = []
+    try:
+        for part in pkg.story_parts():
+            decls.extend(_scan_story(pkg.xml(part), part, sheet))
+    except PackageError as exc:
+        raise TemplateRefused("invalid_package", str(exc)) from None
+    return decls
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+def _label(text: str | None) -> str | None:
+    if not text:
+        return None
+    text = " ".join(text.split())
+    return text[:_MAX_LABEL] or None
+
+
+def _title(zone_id: str) -> str:
+    return " ".join(word.capitalize() for word in zone_id.split("_") if word) or zone_id
+
+
+def extract_maps(
+    docx_bytes: bytes,
+    sidecar: dict | None = None,
+    known_intents: set[str] | None = None,
+) -> TemplateMaps:
+    """Zone map and style map of a template. See the module docstring for the rules."""
+    side = validate_sidecar(sidecar)
+    pkg, sheet = _open(docx_bytes)
+    decls = _scan(pkg, sheet)
+    if not decls:
+        raise TemplateRefused(
+            "no_zones", "the template declares no zone (no astra: content control, no {{ placeholder }})"
+        )
+
+    seen: dict[str, ZoneDecl] = {}
+    for decl in decls:
+        if decl.id in seen:
+            first = seen[decl.id]
+            raise TemplateRefused(
+                "duplicate_zone_id",
+                f"zone {decl.id!r} declared twice ({first.declared_by} at {first.part} block {first.block}, "
+                f"{decl.declared_by} at {decl.part} block {decl.block})",
+                decl.location,
+            )
+        seen[decl.id] = decl
+
+    side_zones: dict = side.get("zones") or {}
+    for zid in side_zones:
+        if zid not in seen:
+            raise TemplateRefused(
+                "unknown_sidecar_zone", f"sidecar names zone {zid!r}, which the template does not declare",
+                {"part": "sidecar", "path": f"zones.{zid}"},
+            )
+    side_fallback = side.get("fallback_zone")
+    if side_fallback is not None and side_fallback not in seen:
+        raise TemplateRefused(
+            "unknown_sidecar_zone", f"sidecar fallback_zone {side_fallback!r} is not a zone of the template",
+            {"part": "sidecar", "path": "fallback_zone"},
+        )
+
+    vocab = _Vocabulary(known_intents) if known_intents is not None else None
+    zones: list[dict] = []
+    for decl in decls:
+        over = side_zones.get(decl.id, {})
+        params = decl.params
+        accepts: dict = {
+            "intents": list(over.get("intents", params.get("intents", []))),
+            "domains": list(over.get("domains", params.get("domains", []))),
+        }
+        for key in ("data", "media"):
+            value = over.get(key, params.get(key))
+            if value is not None:
+                accepts[key] = value
+        if vocab is not None:
+            for name in accepts["intents"]:
+                if not vocab.intent_ok(name):
+                    raise TemplateRefused(
+                        "unknown_intent", f"zone {decl.id!r} binds unknown intent {name!r}", decl.location
+                    )
+            for name in accepts["domains"]:
+                if not vocab.domain_ok(name):
+                    raise TemplateRefused(
+                        "unknown_domain", f"zone {decl.id!r} binds unknown domain {name!r}", decl.location
+                    )
+        zones.append(
+            {
+                "id": decl.id,
+                "label": _label(over.get("label")) or _label(decl.alias) or _title(decl.id),
+                "kind": over.get("kind") or params.get("kind") or decl.inferred_kind,
+                "declared_by": decl.declared_by,
+                "location": decl.location,
+                "accepts": accepts,
+            }
+        )
+
+    fallback_id = _choose_fallback(decls, zones, side_fallback, pkg.main_document())
+    for zone in zones:
+        zone["accepts"]["fallback"] = zone["id"] == fallback_id
+
+    zone_map = {"zones": zones, "fallback_zone": fallback_id}
+    style_map = {
+        "defaults": sheet.document_defaults(),
+        "zones": {decl.id: zone_style(sheet, decl.anchor) for decl in decls},
+    }
+    return TemplateMaps(zone_map=zone_map, style_map=style_map)
+
+
+def _choose_fallback(decls: list[ZoneDecl], zones: list[dict], side_fallback: str | None, main_part: str) -> str:
+    by_id = {z["id"]: z for z in zones}
+    explicit: str | None = side_fallback
+    where: dict | None = {"part": "sidecar", "path": "fallback_zone"} if side_fallback else None
+    if explicit is None:
+        flagged = [d for d in decls if d.params.get("fallback") is True]
+        if len(flagged) > 1:
+            raise TemplateRefused(
+                "multiple_fallback_zones",
+                "more than one zone is flagged fallback: " + ", ".join(d.id for d in flagged),
+                flagged[1].location,
+            )
+        if flagged:
+            explicit, where = flagged[0].id, flagged[0].location
+    if explicit is not None:
+        kind = by_id[explicit]["kind"]
+        if kind not in ("text", "list"):
+            raise TemplateRefused(
+                "bad_fallback_zone", f"fallback zone {explicit!r} is a {kind} zone; it must be text or list", where
+            )
+        return explicit
+    text_main = [z for z in zones if z["kind"] == "text" and z["location"]["part"] == main_part]
+    text_any = [z for z in zones if z["kind"] == "text"]
+    lists = [z for z in zones if z["kind"] == "list"]
+    for group in (text_main, text_any, lists, zones):
+        if group:
+            return group[-1]["id"]
+    raise AssertionError("unreachable: zones is never empty here")  # pragma: no cover

@@ -1,0 +1,53 @@
+"""The CLI behaves like a Unix tool: one error line, details with --verbose, exit 0 only on success."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.config_svc.maps import SHA, STYLE_MAP, ZONE_MAP
+
+pytestmark = pytest.mark.integration
+
+
+def test_config_commands_round_trip(use_stack_env, tenant, tmp_path):
+    (tmp_path / "zm.json").write_text(json.dumps(ZONE_MAP))
+    (tmp_path / "sm.json").write_text(json.dumps(STYLE_MAP))
+    for expected in (1, 2):
+        res = run_cli("config", "publish", "-t", tenant, "--zone-map", str(tmp_path / "zm.json"),
+                      "--style-map", str(tmp_path / "sm.json"), "--template-sha256", SHA, "--json")
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["version"] == expected
+    show = run_cli("config", "show", "-t", tenant)
+    assert show.returncode == 0 and json.loads(show.stdout)["version"] == 2
+    old = run_cli("config", "show", "-t", tenant, "--version", "1")
+    assert json.loads(old.stdout)["version"] == 1
+    hist = run_cli("config", "history", "-t", tenant, "--json")
+    assert [h["version"] for h in json.loads(hist.stdout)] == [1, 2]
+
+
+def test_errors_are_one_line_with_details_on_verbose(use_stack_env, tenant, tmp_path):
+    res = run_cli("config", "show", "-t", tenant)
+    assert res.returncode == 1
+    assert res.stdout == ""
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and tenant in lines[0]
+    verbose = run_cli("--verbose", "config", "show", "-t", tenant)
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr
+
+    (tmp_path / "bad.json").write_text("{not json")
+    bad = run_cli("config", "publish", "-t", tenant, "--zone-map", str(tmp_path / "bad.json"),
+                  "--style-map", str(tmp_path / "bad.json"), "--template-sha256", SHA)
+    assert bad.returncode == 1 and "not valid JSON" in bad.stderr
+
+
+def test_missing_settings_say_what_to_do(tmp_path, monkeypatch):
+    res = run_cli("config", "show", "-t", "acme", env={"ASTRA_DATABASE_URL": ""})
+    assert res.returncode == 1 and "ASTRA_DATABASE_URL" in res.stderr and "stack up" in res.stderr
+
+
+def test_usage_errors_exit_2():
+    res = run_cli("config", "show")
+    assert res.returncode == 2
