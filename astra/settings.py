@@ -7,13 +7,17 @@ EnvVar, the CLI and the engines through `Settings.from_env()`.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
 DEFAULT_UPLOADS_BUCKET = "astra-uploads"
 DEFAULT_ASSETS_BUCKET = "astra-assets"
 DEFAULT_GUARD_BUCKET = "astra-guard"
 DEFAULT_REDIS_PREFIX = "astra"
 DEFAULT_RETENTION_DAYS = 365
+# The intents and domains a zone may bind to: CLINC150's domain map, read in place from the
+# shared datasets (never copied into the repo). ASTRA_INTENT_CATALOG points elsewhere.
+DEFAULT_INTENT_CATALOG = str(Path(__file__).resolve().parents[2] / "shared" / "datasets" / "clinc150" / "domains.json")
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,7 @@ class Settings:
     ingest_target: str | None = None
     core_target: str | None = None
     aws_region: str = "us-east-1"
-    extra: dict[str, str] = field(default_factory=dict)
+    intent_catalog: str = DEFAULT_INTENT_CATALOG
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -46,6 +50,7 @@ class Settings:
             ingest_target=env.get("ASTRA_INGEST_TARGET") or None,
             core_target=env.get("ASTRA_CORE_TARGET") or None,
             aws_region=env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            intent_catalog=env.get("ASTRA_INTENT_CATALOG") or DEFAULT_INTENT_CATALOG,
         )
 
     def require(self, name: str) -> str:

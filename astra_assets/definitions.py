@@ -1,17 +1,23 @@
 """Assembles the code location; nothing is defined here."""
 
-from dagster import Definitions
-from dagster_aws.s3 import S3Resource  # noqa: F401 — the type the `s3` resource key carries
+import os
 
-from astra_assets import ingest, learn, orchestrator
-from resources import ConfigStoreResource, RedisResource, StorageLayout, s3_resource
+from dagster import Definitions, EnvVar
+
+from astra_assets import config, ingest, learn, orchestrator
+from resources import ConfigStoreResource, IntentCatalogResource, RedisResource, StorageLayout, s3_resource
+from sensors.template_upload import template_upload_sensor
 
 defs = Definitions(
-    assets=[*ingest.assets, *orchestrator.assets, *learn.assets],
+    assets=[*ingest.assets, *config.assets, *orchestrator.assets, *learn.assets],
+    sensors=[template_upload_sensor],
     resources={
         "s3": s3_resource(),
         "storage": StorageLayout.from_env(),
         "redis": RedisResource.from_env(),
         "config_store": ConfigStoreResource.from_env(),
+        "intent_catalog": IntentCatalogResource(path=EnvVar("ASTRA_INTENT_CATALOG"))
+        if os.environ.get("ASTRA_INTENT_CATALOG")
+        else IntentCatalogResource(),
     },
 )

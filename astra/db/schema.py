@@ -13,6 +13,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Identity,
+    Index,
     Integer,
     MetaData,
     String,
@@ -74,6 +75,21 @@ custody_ledger = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("entry_hash", String(64), nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Idempotency key of an append (e.g. "audio:<session>:v<n>:<sha256>"): a re-run finds its entry.
+    Column("entry_key", Text, nullable=True),
+    Index("custody_ledger_entry_key", "tenant_id", "entry_key", unique=True),
+)
+
+# Merkle roots (RFC 6962) of a tenant's ledger prefix, written by `astra guard verify` when the
+# chain is intact; a later audit checks the ledger still extends them. Append-only like the ledger.
+custody_checkpoints = Table(
+    "custody_checkpoints",
+    metadata,
+    _tenant_fk(),
+    Column("size", BigInteger, primary_key=True),
+    Column("merkle_root", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("size >= 1", name="custody_checkpoints_size_positive"),
 )
 
 model_registry = Table(

@@ -110,7 +110,7 @@ from jsonschema import Draft202012Validator
 from lxml import etree
 
 from .styles import StyleAnchor, StyleSheet, zone_style
-from .wordml import MC, W, PackageError, WordPackage, element_path, on_off, top_block, wval
+from .wordml import MC, W, PackageError, WordPackage, element_path, top_block, wval
 
 __all__ = [
     "KINDS",
@@ -451,9 +451,10 @@ def _scan_story(root: etree._Element, part: str, sheet: StyleSheet) -> list[Zone
         container = _nearest(sdt, _BLOCK_CONTAINERS | {W.p}, root)
         if container is not None and container.tag == W.p:  # run-level control
             paragraph = container
-        else:
+            run = _first_desc(content, W.r)
+        else:  # block-, row- or cell-level control: its first paragraph and that one's first run
             paragraph = _first_desc(content, W.p)
-        run = _first_desc(content, W.r)
+            run = _first_desc(paragraph, W.r) if paragraph is not None else None
         table = _first_desc(content, W.tbl)
         in_table = _nearest(sdt, {W.tbl}, root)
         if table is None:
@@ -576,7 +577,12 @@ def _scan(pkg: WordPackage, sheet: StyleSheet) -> list[ZoneDecl]:
     decls: list[ZoneDecl] = []
     try:
         for part in pkg.story_parts():
-            decls.extend(_scan_story(pkg.xml(part), part, sheet))
+            root = pkg.xml(part)
+            if root.tag == W.document:  # the main story is w:body, not the document element
+                root = root.find(W.body)
+                if root is None:
+                    continue
+            decls.extend(_scan_story(root, part, sheet))
     except PackageError as exc:
         raise TemplateRefused("invalid_package", str(exc)) from None
     return decls

@@ -1,0 +1,128 @@
+"""`astra ingest roundtrip | audit | zones | template` — INGEST from the command line.
+
+Exit codes (kept exact: acceptance checks rely on them): roundtrip 1 if any file is not lossless,
+2 if any is refused by the audit; audit 0 pass, 2 refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import typer
+from rich.progress import Progress
+
+from astra.cli.common import console, emit_json, errors, fail
+from astra.ingest.atoms import atomize, part_digests, reassemble
+from astra.ingest.audit import audit as run_audit
+from astra.settings import Settings
+
+app = typer.Typer(help="INGEST: audit, atomize and map templates.", no_args_is_help=True)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise fail(f"cannot read {path}: {exc.strerror}") from exc
+
+
+@app.command()
+def roundtrip(paths: list[Path] = typer.Argument(..., help=".docx files")) -> None:
+    """Atomize and reassemble each file in memory; one JSON line per file."""
+    worst = 0
+    with errors(), Progress(console=console, transient=True, disable=len(paths) < 5) as progress:
+        task = progress.add_task("round trip", total=len(paths))
+        for path in paths:
+            data = _read(path)
+            report = run_audit(data, filename=path.name)
+            if not report.passed:
+                first = report.refusals[0]
+                emit_json({"file": str(path), "refused": True, "reason": first.message, "location": first.location})
+                worst = max(worst, 2)
+            else:
+                package = atomize(data)
+                rebuilt = reassemble(package.manifest, package.atoms.__getitem__)
+                a, b = part_digests(data), part_digests(rebuilt)
+                lossless = list(a.items()) == list(b.items())
+                counts = package.manifest["counts"]
+                emit_json({"file": str(path), "parts": counts["parts"], "atoms": counts["atoms"], "lossless": lossless})
+                if not lossless:
+                    worst = max(worst, 1)
+            progress.advance(task)
+    raise typer.Exit(worst)
+
+
+@app.command()
+def audit(path: Path = typer.Argument(..., help="a .docx file")) -> None:
+    """Print the audit findings as JSON; exit 0 on pass, 2 when refused."""
+    with errors():
+        report = run_audit(_read(path), filename=path.name)
+        emit_json({"file": str(path), **report.to_dict()})
+    raise typer.Exit(0 if report.passed else 2)
+
+
+@app.command()
+def zones(
+    path: Path = typer.Argument(..., help="a .docx template"),
+    sidecar: Path = typer.Option(None, "--sidecar", help="the template's <name>.zones.json"),
+) -> None:
+    """Print the zone map and style map as JSON (refusals exit 2)."""
+    from astra.ingest.zones import TemplateRefused, extract_maps, load_known_intents
+
+    with errors():
+        data = _read(path)
+        report = run_audit(data, filename=path.name)
+        if not report.passed:
+            first = report.refusals[0]
+            raise fail(f"{path}: refused by the audit: {first.message} (at {first.location})", 2)
+        side = json.loads(_read(sidecar)) if sidecar else None
+        catalog = Settings.from_env().intent_catalog
+        known = load_known_intents(catalog) if Path(catalog).exists() else None
+        if known is None:
+            console.print(f"[yellow]intent catalog {catalog} not found: intent bindings not checked[/]")
+        try:
+            maps = extract_maps(data, side, known)
+        except TemplateRefused as exc:
+            raise fail(f"{path}: {exc}", 2) from exc
+        emit_json({"zone_map": maps.zone_map, "style_map": maps.style_map})
+
+
+@app.command()
+def template(
+    path: Path = typer.Argument(..., help="a .docx template"),
+    tenant: str = typer.Option(..., "--tenant", "-t"),
+    sidecar: Path = typer.Option(None, "--sidecar", help="its <name>.zones.json, uploaded first"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Upload a template to the uploads bucket; the template sensor does the rest."""
+    from astra import s3 as s3_lib
+    from astra.tenancy import validate_slug
+
+    with errors():
+        validate_slug(tenant)
+        settings = Settings.from_env()
+        client = s3_lib.client(settings)
+        data = _read(path)
+        name = path.name if path.name.endswith(".docx") else path.stem + ".docx"
+        key = f"{tenant}/templates/{name}"
+        uploaded = []
+        if sidecar:
+            side = _read(sidecar)
+            json.loads(side)
+            side_key = key[: -len(".docx")] + ".zones.json"
+            client.put_object(Bucket=settings.uploads_bucket, Key=side_key, Body=side, ChecksumAlgorithm="SHA256",
+                              ContentType="application/json")
+            uploaded.append(side_key)
+        # The template goes last: its arrival is what the sensor acts on.
+        client.put_object(Bucket=settings.uploads_bucket, Key=key, Body=data, ChecksumAlgorithm="SHA256",
+                          ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document")
+        uploaded.append(key)
+        info = {"tenant": tenant, "bucket": settings.uploads_bucket, "keys": uploaded,
+                "sha256": hashlib.sha256(data).hexdigest()}
+        if json_out:
+            emit_json(info)
+        else:
+            for k in uploaded:
+                console.print(f"uploaded s3://{settings.uploads_bucket}/{k}")

@@ -1,0 +1,61 @@
+"""`astra serve ingest [--host H] [--port N]`: INGEST's dedup registry over gRPC (ARCHITECTURE §5).
+
+Binds ASTRA_INGEST_TARGET (default 127.0.0.1:50051); --host/--port override its parts. Needs
+ASTRA_DATABASE_URL; canonical URIs name ASTRA_ASSETS_BUCKET. Prints one line on stdout once
+serving (with the bound port: `--port 0` picks a free one) and runs until SIGTERM or SIGINT,
+then stops gracefully (health NOT_SERVING, calls in flight drained) and exits 0.
+ASTRA_INGEST_DELAY_MS slows every call down (a test hook; never set it in production).
+"""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from astra.cli.common import console, errors, out
+from astra.settings import Settings
+
+DEFAULT_INGEST_TARGET = "127.0.0.1:50051"
+
+app = typer.Typer(help="Run ASTRA's gRPC services.", no_args_is_help=True)
+
+
+@app.callback()
+def serve() -> None:
+    """Run ASTRA's gRPC services in the foreground (stop with SIGTERM or Ctrl-C)."""
+
+
+@app.command()
+def ingest(
+    host: str = typer.Option(None, "--host", help="address to bind (default: the host of ASTRA_INGEST_TARGET, else 127.0.0.1)"),
+    port: int = typer.Option(None, "--port", min=0, max=65535,
+                             help="port to bind, 0 for a free one (default: the port of ASTRA_INGEST_TARGET, else 50051)"),
+    workers: int = typer.Option(8, "--workers", min=1, help="calls served at once (and database connections)"),
+    grace: float = typer.Option(10.0, "--grace", min=0, help="seconds given to calls in flight on shutdown"),
+) -> None:
+    """Serve astra.ingest.v1.AssetRegistry (the per-tenant asset dedup registry) and grpc.health.v1."""
+    with errors():
+        from astra.ingest.registry import AssetRegistry, registry_engine
+        from astra.ingest.registry_server import run_forever, serve, split_target
+
+        settings = Settings.from_env()
+        env_host, env_port = split_target(settings.ingest_target or DEFAULT_INGEST_TARGET)
+        target = f"{host or env_host}:{env_port if port is None else port}"
+        delay_ms = os.environ.get("ASTRA_INGEST_DELAY_MS") or "0"
+        try:
+            delay_s = float(delay_ms) / 1000
+        except ValueError:
+            raise ValueError(f"ASTRA_INGEST_DELAY_MS must be a number of milliseconds, got {delay_ms!r}") from None
+        engine = registry_engine(settings.require("database_url"), pool_size=workers)
+        registry = AssetRegistry(engine, settings.assets_bucket)
+        server = serve(target, registry, delay_s=delay_s, workers=workers)
+        try:
+            note = f" (test delay {delay_s * 1000:g} ms per call)" if delay_s else ""
+            out.print(f"astra ingest registry serving on {server.target} (pid {os.getpid()}){note}")
+            run_forever(server, grace_s=grace,
+                        on_stop=lambda sig: console.print(f"{sig}: stopping, draining calls in flight (<= {grace:g} s)"))
+            console.print("astra ingest registry stopped")
+        finally:
+            server.stop(0)
+            engine.dispose()

@@ -1,0 +1,563 @@
+"""Upload audit for .docx packages: runs on the raw bytes BEFORE anything is stored or atomized.
+
+``audit(data, filename, limits)`` returns an :class:`AuditReport`; ``audit_or_raise`` raises
+:class:`~astra.ingest.errors.AuditRefused` instead when the report has a refusal. Every finding
+has a stable ``code``, a ``severity`` ("refuse" or "info"), a human message and a ``location``:
+the upload's file name, a member name, ``<rels part>#<relationship Id>``, or for a nested
+package ``<embedding member>!<member inside it>``.
+
+What is refused (codes in :class:`Code`):
+
+* Not a package: oversized upload, an OLE compound file (legacy binary .doc or an *encrypted*
+  OOXML document, which Office wraps in OLE), bytes that are not a zip.
+* Zip structure: too many members, bytes outside any member (leading, trailing, or between
+  members: polyglots and hidden payloads — and the atomizer could not keep them), overlapping
+  members (a zip-bomb technique), local/central header disagreement, encrypted members,
+  compression methods other than stored/deflate.
+* Zip bombs: caps on each member, on the total (nested packages included) and on the
+  compression ratio of members above ``ratio_floor_bytes``; checked on the declared sizes AND
+  while inflating, with an output cap, so headers that lie are caught too (and reported).
+* Member names: absolute, ``..``, backslashes, control characters, duplicates (compared
+  case-insensitively, as OPC part names are).
+* Not a Word document: no ``[Content_Types].xml``, no main document part (or one whose content
+  type is not WordprocessingML).
+* Active content: VBA projects (vbaProject.bin, vbaData.xml, their relationships/content types),
+  macro-enabled content types and .docm/.dotm names, ActiveX controls, OLE objects (oleObject*.bin,
+  the oleObject relationship or content type, and any embedded OLE compound file), and embedded
+  packages carrying any of these (nested zips are opened recursively up to ``max_nesting``).
+* Relationships with ``TargetMode="External"`` other than hyperlinks (attached templates,
+  linked images, frames, OLE links, subdocuments, anything else), internal targets with a URI
+  scheme, and internal targets escaping the package root.
+* XML: any DOCTYPE or ENTITY declaration (XXE, entity expansion), or malformed XML, in any XML
+  part. Parsing uses a hardened lxml parser (no entity resolution, no DTD loading, no network,
+  no huge trees), and declarations are refused before the parser even sees them.
+
+Recorded, not refused (severity "info"):
+
+* External hyperlinks: also listed in ``report.hyperlinks``.
+* DECISION: embedded OOXML packages *without* macros, ActiveX or OLE content (for instance an
+  .xlsx chart workbook under word/embeddings, relationship type .../package) are allowed and
+  recorded as ``embedded_package``. They are inert data to Word until a user opens them, and
+  refusing them would refuse every document with a native chart. Their contents are audited
+  with the same rules, recursively.
+
+Not covered here: field codes that fetch content (INCLUDEPICTURE/INCLUDETEXT/DDEAUTO inside
+w:instrText) — they carry no relationship and need a story-level scan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import zlib
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+from lxml import etree
+
+from .errors import AuditRefused, PackageError
+from .opc import (
+    FLAG_ENCRYPTED,
+    OLE_MAGIC,
+    ContentTypes,
+    MemberTooLarge,
+    ZipListing,
+    has_dtd_markup,
+    hardened_parser,
+    inflate,
+    parse_content_types,
+    parse_relationships,
+    read_zip,
+    resolve_target,
+)
+
+MiB = 1024 * 1024
+
+REFUSE = "refuse"
+INFO = "info"
+
+
+class Code:
+    """Finding codes (stable strings: stored in reports and matched by callers)."""
+
+    UPLOAD_TOO_LARGE = "upload_too_large"
+    OLE_COMPOUND_FILE = "ole_compound_file"
+    NOT_A_ZIP = "not_a_zip"
+    ZIP_TOO_MANY_MEMBERS = "zip_too_many_members"
+    ZIP_UNREFERENCED_DATA = "zip_unreferenced_data"
+    ZIP_OVERLAPPING_MEMBERS = "zip_overlapping_members"
+    ZIP_HEADER_MISMATCH = "zip_header_mismatch"
+    ZIP_ENCRYPTED_MEMBER = "zip_encrypted_member"
+    ZIP_UNSUPPORTED_COMPRESSION = "zip_unsupported_compression"
+    ZIP_BOMB_RATIO = "zip_bomb_ratio"
+    ZIP_BOMB_MEMBER = "zip_bomb_member"
+    ZIP_BOMB_TOTAL = "zip_bomb_total"
+    ZIP_SIZE_MISMATCH = "zip_size_mismatch"
+    ZIP_CRC_MISMATCH = "zip_crc_mismatch"
+    ZIP_CORRUPT_MEMBER = "zip_corrupt_member"
+    MEMBER_NAME_ABSOLUTE = "member_name_absolute"
+    MEMBER_NAME_TRAVERSAL = "member_name_traversal"
+    MEMBER_NAME_BACKSLASH = "member_name_backslash"
+    MEMBER_NAME_INVALID = "member_name_invalid"
+    MEMBER_NAME_DUPLICATE = "member_name_duplicate"
+    MISSING_CONTENT_TYPES = "missing_content_types"
+    MISSING_MAIN_DOCUMENT = "missing_main_document"
+    MACRO_VBA_PROJECT = "macro_vba_project"
+    MACRO_ENABLED_CONTENT_TYPE = "macro_enabled_content_type"
+    MACRO_ENABLED_FILENAME = "macro_enabled_filename"
+    ACTIVEX_CONTROL = "activex_control"
+    OLE_OBJECT = "ole_object"
+    EMBEDDED_PACKAGE_WITH_MACROS = "embedded_package_with_macros"
+    EMBEDDED_PACKAGE_UNREADABLE = "embedded_package_unreadable"
+    EMBEDDED_NESTING_TOO_DEEP = "embedded_nesting_too_deep"
+    EXTERNAL_RELATIONSHIP = "external_relationship"
+    RELATIONSHIP_TARGET_OUTSIDE_PACKAGE = "relationship_target_outside_package"
+    XML_DTD = "xml_dtd"
+    XML_MALFORMED = "xml_malformed"
+    # info
+    HYPERLINK_EXTERNAL = "hyperlink_external"
+    EMBEDDED_PACKAGE = "embedded_package"
+
+
+# Refusals that mean "this carries executable or active content"; an embedded package with any
+# of them makes its embedding member refused too.
+_ACTIVE_CONTENT_CODES = frozenset({
+    Code.MACRO_VBA_PROJECT, Code.MACRO_ENABLED_CONTENT_TYPE, Code.MACRO_ENABLED_FILENAME,
+    Code.ACTIVEX_CONTROL, Code.OLE_OBJECT, Code.EMBEDDED_PACKAGE_WITH_MACROS,
+})
+
+_REL_TRANSITIONAL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/"
+_REL_STRICT = "http://purl.oclc.org/ooxml/officeDocument/relationships/"
+OFFICE_DOCUMENT_REL_TYPES = frozenset({_REL_TRANSITIONAL + "officeDocument", _REL_STRICT + "officeDocument"})
+HYPERLINK_REL_TYPES = frozenset({_REL_TRANSITIONAL + "hyperlink", _REL_STRICT + "hyperlink"})
+
+_WML = "application/vnd.openxmlformats-officedocument.wordprocessingml."
+WORD_MAIN_CONTENT_TYPES = frozenset({
+    _WML + "document.main+xml",
+    _WML + "template.main+xml",
+    # macro-enabled mains are Word documents too; they are refused as macro-enabled instead
+    "application/vnd.ms-word.document.macroenabled.main+xml",
+    "application/vnd.ms-word.template.macroenabledtemplate.main+xml",
+})
+_VBA_CONTENT_TYPES = frozenset({"application/vnd.ms-office.vbaproject", "application/vnd.ms-word.vbadata+xml"})
+_ACTIVEX_CONTENT_TYPES = frozenset({"application/vnd.ms-office.activex+xml", "application/vnd.ms-office.activex"})
+_OLE_CONTENT_TYPE = "application/vnd.openxmlformats-officedocument.oleobject"
+_MACRO_EXTENSIONS = (".docm", ".dotm", ".xlsm", ".xltm", ".xlam", ".pptm", ".potm", ".ppsm", ".ppam", ".sldm")
+
+_ACTIVEX_NAME = re.compile(r"activex\d*\.(?:xml|bin)")
+_OLE_NAME = re.compile(r"oleobject\d*\.bin")
+_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+@dataclass(frozen=True)
+class AuditLimits:
+    max_upload_bytes: int = 50 * MiB
+    max_total_uncompressed: int = 200 * MiB  # all members, nested packages included
+    max_member_uncompressed: int = 100 * MiB
+    max_ratio: float = 100.0
+    max_members: int = 5000  # per package
+    max_nesting: int = 3  # embedded packages inside embedded packages
+    # Tiny members legitimately compress far beyond 100:1 (runs of zeros, repeated XML); they
+    # cannot blow memory up, so the ratio cap only applies from this uncompressed size on.
+    ratio_floor_bytes: int = 1 * MiB
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    severity: str  # REFUSE | INFO
+    message: str
+    location: str
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "severity": self.severity, "message": self.message, "location": self.location}
+
+
+@dataclass(frozen=True)
+class Hyperlink:
+    location: str  # "<rels part>#<Id>" (prefixed with "<member>!" inside embedded packages)
+    source_part: str
+    id: str
+    target: str
+
+    def to_dict(self) -> dict:
+        return {"location": self.location, "source_part": self.source_part, "id": self.id, "target": self.target}
+
+
+@dataclass
+class AuditReport:
+    filename: str
+    size: int
+    sha256: str | None  # None when the upload was too large to be read at all
+    findings: list[Finding] = field(default_factory=list)
+    hyperlinks: list[Hyperlink] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.refusals
+
+    @property
+    def refusals(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == REFUSE]
+
+    def codes(self, severity: str | None = None) -> set[str]:
+        return {f.code for f in self.findings if severity is None or f.severity == severity}
+
+    def to_dict(self) -> dict:
+        return {
+            "filename": self.filename,
+            "size": self.size,
+            "sha256": self.sha256,
+            "passed": self.passed,
+            "findings": [f.to_dict() for f in self.findings],
+            "hyperlinks": [h.to_dict() for h in self.hyperlinks],
+        }
+
+
+def audit(data: bytes, filename: str = "upload.docx", limits: AuditLimits = AuditLimits()) -> AuditReport:
+    """Audit an uploaded .docx; never raises on hostile input, everything ends up in the report."""
+    if len(data) > limits.max_upload_bytes:
+        report = AuditReport(filename, len(data), None)
+        report.findings.append(Finding(
+            Code.UPLOAD_TOO_LARGE, REFUSE,
+            f"upload is {len(data)} bytes, over the {limits.max_upload_bytes}-byte limit", filename,
+        ))
+        return report
+    report = AuditReport(filename, len(data), hashlib.sha256(data).hexdigest())
+    _Auditor(report, limits).run(data, filename)
+    return report
+
+
+def audit_or_raise(data: bytes, filename: str = "upload.docx", limits: AuditLimits = AuditLimits()) -> AuditReport:
+    """Like :func:`audit`, but raise AuditRefused (carrying the report) if anything is refused."""
+    report = audit(data, filename, limits)
+    if not report.passed:
+        raise AuditRefused(report)
+    return report
+
+
+class _Auditor:
+    def __init__(self, report: AuditReport, limits: AuditLimits) -> None:
+        self.report = report
+        self.limits = limits
+        self.declared_total = 0  # sum of declared sizes, all packages
+        self.inflated_total = 0  # bytes actually inflated, all packages
+        self._seen: set[tuple[str, str]] = set()
+
+    # ---------------------------------------------------------------- findings
+
+    def refuse(self, code: str, location: str, message: str) -> None:
+        self._add(Finding(code, REFUSE, message, location))
+
+    def info(self, code: str, location: str, message: str) -> None:
+        self._add(Finding(code, INFO, message, location))
+
+    def _add(self, finding: Finding) -> None:
+        key = (finding.code, finding.location)
+        if key not in self._seen:  # one finding per problem and place, however it was spotted
+            self._seen.add(key)
+            self.report.findings.append(finding)
+
+    # ---------------------------------------------------------------- top level
+
+    def run(self, data: bytes, filename: str) -> None:
+        if data.startswith(OLE_MAGIC):
+            self.refuse(Code.OLE_COMPOUND_FILE, filename,
+                        "encrypted or legacy binary document (OLE compound file, not an OOXML zip): "
+                        "save it as an unencrypted .docx")
+            return
+        if filename.lower().endswith((".docm", ".dotm")):
+            self.refuse(Code.MACRO_ENABLED_FILENAME, filename, "macro-enabled file type (.docm/.dotm)")
+        self.package(data, where=filename, prefix="", depth=0)
+
+    def package(self, data: bytes, where: str, prefix: str, depth: int) -> None:
+        """Audit one zip package; ``prefix`` is prepended to member names in locations."""
+        top = depth == 0
+        try:
+            listing = read_zip(data)
+        except PackageError as exc:
+            if top:
+                self.refuse(Code.NOT_A_ZIP, where, f"not a zip package: {exc}")
+            else:
+                self.refuse(Code.EMBEDDED_PACKAGE_UNREADABLE, where, f"embedded zip cannot be read: {exc}")
+            return
+        if len(listing.entries) > self.limits.max_members:
+            self.refuse(Code.ZIP_TOO_MANY_MEMBERS, where,
+                        f"{len(listing.entries)} members, over the {self.limits.max_members} limit")
+            return
+
+        self.check_layout(data, listing, where, prefix)
+        skip = self.check_headers_and_names(listing, prefix)
+        payloads = self.inflate_members(data, listing, where, prefix, skip)
+        if payloads is None:
+            return
+        types, rels = self.check_xml(payloads, prefix)
+        if top:
+            self.check_main_document(payloads, types, rels)
+        self.check_members(payloads, types, prefix, depth)
+        self.check_relationships(rels, prefix)
+
+    # ---------------------------------------------------------------- zip structure
+
+    def check_layout(self, data: bytes, listing: ZipListing, where: str, prefix: str) -> None:
+        expected = 0
+        for entry in sorted(listing.entries, key=lambda e: e.header_offset):
+            if entry.header_offset > expected:
+                self.refuse(Code.ZIP_UNREFERENCED_DATA, prefix + entry.name,
+                            f"{entry.header_offset - expected} bytes before this member belong to no member")
+            elif entry.header_offset < expected:
+                self.refuse(Code.ZIP_OVERLAPPING_MEMBERS, prefix + entry.name,
+                            "member data overlaps another member (overlapping-entry zip bomb or corrupt zip)")
+            expected = max(expected, entry.end_offset)
+        if listing.central_dir_offset > expected:
+            self.refuse(Code.ZIP_UNREFERENCED_DATA, where,
+                        f"{listing.central_dir_offset - expected} bytes before the central directory belong to no member")
+        elif listing.central_dir_offset < expected:
+            self.refuse(Code.ZIP_OVERLAPPING_MEMBERS, where, "member data overlaps the central directory")
+        if listing.eocd_offset < 0:
+            self.refuse(Code.ZIP_UNREFERENCED_DATA, where, "bytes after the end of the zip")
+        elif listing.eocd_offset != listing.central_dir_end:
+            gap = data[listing.central_dir_end:listing.eocd_offset]
+            is_zip64_end = gap.startswith(b"PK\x06\x06") and gap[-20:-16] == b"PK\x06\x07"
+            if not is_zip64_end:
+                self.refuse(Code.ZIP_UNREFERENCED_DATA, where,
+                            f"{len(gap)} bytes between the central directory and its end record")
+
+    def check_headers_and_names(self, listing: ZipListing, prefix: str) -> set[int]:
+        """Per-member header and name checks; returns indexes of members not to inflate."""
+        skip: set[int] = set()
+        seen: dict[str, str] = {}
+        for i, entry in enumerate(listing.entries):
+            name, loc, h = entry.name, prefix + entry.name, entry.header
+            if entry.local_name != entry.raw_name or entry.local_compress_type != h.compress_type:
+                self.refuse(Code.ZIP_HEADER_MISMATCH, loc, "local header disagrees with the central directory")
+                skip.add(i)
+            if h.flag_bits & FLAG_ENCRYPTED:
+                self.refuse(Code.ZIP_ENCRYPTED_MEMBER, loc, "encrypted zip member")
+                skip.add(i)
+            if h.compress_type not in (0, 8):
+                self.refuse(Code.ZIP_UNSUPPORTED_COMPRESSION, loc,
+                            f"compression method {h.compress_type} (only stored and deflate are accepted)")
+                skip.add(i)
+            if not name or any(ord(c) < 0x20 or c == "\x7f" for c in name):
+                self.refuse(Code.MEMBER_NAME_INVALID, loc, "member name is empty or has control characters")
+            if name.startswith(("/", "\\")) or _DRIVE.match(name):
+                self.refuse(Code.MEMBER_NAME_ABSOLUTE, loc, "absolute member name")
+            if ".." in re.split(r"[/\\]", name):
+                self.refuse(Code.MEMBER_NAME_TRAVERSAL, loc, "member name with a '..' segment (path traversal)")
+            if "\\" in name:
+                self.refuse(Code.MEMBER_NAME_BACKSLASH, loc, "member name with a backslash")
+            key = name.lower()
+            if key in seen:
+                self.refuse(Code.MEMBER_NAME_DUPLICATE, loc,
+                            f"duplicate member name (same part as {seen[key]!r}; OPC names are case-insensitive)")
+            else:
+                seen[key] = name
+        return skip
+
+    def _ratio_exceeded(self, size: int, compressed: int) -> bool:
+        return size >= self.limits.ratio_floor_bytes and size > self.limits.max_ratio * max(compressed, 1)
+
+    def inflate_members(self, data: bytes, listing: ZipListing, where: str, prefix: str,
+                        skip: set[int]) -> dict[str, bytes] | None:
+        """Inflate every member under the caps; None if the package must not be looked at further."""
+        limits = self.limits
+        self.declared_total += sum(e.file_size for e in listing.entries)
+        if self.declared_total > limits.max_total_uncompressed:
+            self.refuse(Code.ZIP_BOMB_TOTAL, where,
+                        f"declared uncompressed size {self.declared_total} bytes is over the "
+                        f"{limits.max_total_uncompressed}-byte limit")
+            return None
+        payloads: dict[str, bytes] = {}
+        for i, entry in enumerate(listing.entries):
+            loc = prefix + entry.name
+            if i in skip:
+                continue
+            if entry.file_size > limits.max_member_uncompressed:
+                self.refuse(Code.ZIP_BOMB_MEMBER, loc,
+                            f"declared size {entry.file_size} bytes is over the "
+                            f"{limits.max_member_uncompressed}-byte member limit")
+                continue
+            if self._ratio_exceeded(entry.file_size, entry.compress_size):
+                self.refuse(Code.ZIP_BOMB_RATIO, loc,
+                            f"compression ratio {entry.file_size / max(entry.compress_size, 1):.0f}:1 is over "
+                            f"{limits.max_ratio:.0f}:1")
+                continue
+            room = limits.max_total_uncompressed - self.inflated_total
+            cap = min(limits.max_member_uncompressed, room)
+            try:
+                out = inflate(data, entry, cap)
+            except MemberTooLarge:
+                if entry.file_size <= cap:
+                    self.refuse(Code.ZIP_SIZE_MISMATCH, loc,
+                                f"header declares {entry.file_size} bytes but the data inflates to more than {cap}")
+                if cap < limits.max_member_uncompressed:
+                    self.refuse(Code.ZIP_BOMB_TOTAL, loc,
+                                f"inflating this member takes the package over the "
+                                f"{limits.max_total_uncompressed}-byte total limit")
+                    return None
+                self.refuse(Code.ZIP_BOMB_MEMBER, loc,
+                            f"inflates beyond the {limits.max_member_uncompressed}-byte member limit")
+                continue
+            except PackageError as exc:
+                self.refuse(Code.ZIP_CORRUPT_MEMBER, loc, str(exc))
+                continue
+            self.inflated_total += len(out)
+            if len(out) != entry.file_size:
+                self.refuse(Code.ZIP_SIZE_MISMATCH, loc,
+                            f"header declares {entry.file_size} bytes but the data inflates to {len(out)}")
+            elif zlib.crc32(out) != entry.crc:
+                self.refuse(Code.ZIP_CRC_MISMATCH, loc, "CRC-32 does not match the data")
+            if self._ratio_exceeded(len(out), entry.compress_size):
+                self.refuse(Code.ZIP_BOMB_RATIO, loc,
+                            f"compression ratio {len(out) / max(entry.compress_size, 1):.0f}:1 is over "
+                            f"{limits.max_ratio:.0f}:1")
+                continue
+            payloads.setdefault(entry.name, out)
+        return payloads
+
+    # ---------------------------------------------------------------- XML
+
+    def check_xml(self, payloads: dict[str, bytes], prefix: str
+                  ) -> tuple[ContentTypes | None, dict[str, etree._Element]]:
+        """Parse every XML part; returns the content types and the parsed relationship parts."""
+        parser = hardened_parser()
+        ct_name = _find(payloads, "[Content_Types].xml")
+        types = None
+        if ct_name is not None:
+            root = self.parse_xml(parser, ct_name, payloads[ct_name], prefix)
+            if root is not None:
+                types = parse_content_types(root)
+        rels: dict[str, etree._Element] = {}
+        for name, payload in payloads.items():
+            if name == ct_name or name.endswith("/") or not _is_xml(name, types):
+                continue
+            root = self.parse_xml(parser, name, payload, prefix)
+            if root is not None and name.lower().endswith(".rels"):
+                rels[name] = root
+        return types, rels
+
+    def parse_xml(self, parser: etree.XMLParser, name: str, payload: bytes, prefix: str) -> etree._Element | None:
+        loc = prefix + name
+        if has_dtd_markup(payload):
+            # Refused before parsing: no parser ever sees the DTD (XXE, billion laughs).
+            self.refuse(Code.XML_DTD, loc, "XML part declares a DOCTYPE or ENTITY (XXE / entity expansion)")
+            return None
+        try:
+            root = etree.fromstring(payload, parser)
+        except (etree.XMLSyntaxError, ValueError) as exc:
+            self.refuse(Code.XML_MALFORMED, loc, f"malformed XML: {exc}")
+            return None
+        if root.getroottree().docinfo.doctype:  # e.g. a DOCTYPE in an encoding the byte check missed
+            self.refuse(Code.XML_DTD, loc, "XML part declares a DOCTYPE")
+            return None
+        return root
+
+    # ---------------------------------------------------------------- OPC
+
+    def check_main_document(self, payloads: dict[str, bytes], types: ContentTypes | None,
+                            rels: dict[str, etree._Element]) -> None:
+        if _find(payloads, "[Content_Types].xml") is None:
+            self.refuse(Code.MISSING_CONTENT_TYPES, "[Content_Types].xml", "package has no [Content_Types].xml")
+        package_rels = _find(rels, "_rels/.rels")
+        main = None
+        if package_rels is not None:
+            for rel in parse_relationships(package_rels, rels[package_rels]):
+                if rel.type in OFFICE_DOCUMENT_REL_TYPES and not rel.external:
+                    main = resolve_target("", rel.target)
+                    break
+        member = _find(payloads, main) if main else None
+        if member is None and main:
+            member = _find(payloads, unquote(main))
+        if member is None:
+            where = main or "_rels/.rels"
+            self.refuse(Code.MISSING_MAIN_DOCUMENT, where,
+                        "no main document part (officeDocument relationship in _rels/.rels to an existing part)")
+            return
+        content_type = types.of(member) if types else None
+        if types is not None and (content_type or "").lower() not in WORD_MAIN_CONTENT_TYPES:
+            self.refuse(Code.MISSING_MAIN_DOCUMENT, member,
+                        f"main part has content type {content_type!r}, not a WordprocessingML document")
+
+    def check_members(self, payloads: dict[str, bytes], types: ContentTypes | None, prefix: str, depth: int) -> None:
+        for name, payload in payloads.items():
+            if name.endswith("/"):
+                continue
+            loc = prefix + name
+            lower = name.lower()
+            base = lower.rsplit("/", 1)[-1]
+            content_type = (types.of(name) if types else None) or ""
+            ct = content_type.lower()
+            if "macroenabled" in ct:
+                self.refuse(Code.MACRO_ENABLED_CONTENT_TYPE, loc, f"macro-enabled content type {content_type}")
+            if base.endswith(_MACRO_EXTENSIONS):
+                self.refuse(Code.MACRO_ENABLED_FILENAME, loc, "macro-enabled Office file embedded")
+            # One finding per member, most specific first: VBA projects and ActiveX binaries are
+            # OLE compound files themselves.
+            if base in ("vbaproject.bin", "vbadata.xml") or ct in _VBA_CONTENT_TYPES:
+                self.refuse(Code.MACRO_VBA_PROJECT, loc, "VBA macro project")
+            elif "/activex/" in "/" + lower or _ACTIVEX_NAME.fullmatch(base) or ct in _ACTIVEX_CONTENT_TYPES:
+                self.refuse(Code.ACTIVEX_CONTROL, loc, "ActiveX control")
+            elif _OLE_NAME.fullmatch(base) or ct == _OLE_CONTENT_TYPE or payload.startswith(OLE_MAGIC):
+                self.refuse(Code.OLE_OBJECT, loc, "binary OLE object (may carry macros or executables)")
+            elif payload.startswith(_ZIP_MAGIC):
+                self.check_embedded_package(loc, payload, depth)
+
+    def check_embedded_package(self, loc: str, payload: bytes, depth: int) -> None:
+        if depth + 1 > self.limits.max_nesting:
+            self.refuse(Code.EMBEDDED_NESTING_TOO_DEEP, loc,
+                        f"embedded packages nested deeper than {self.limits.max_nesting} levels")
+            return
+        before = len(self.report.findings)
+        self.package(payload, where=loc, prefix=loc + "!", depth=depth + 1)
+        nested = [f for f in self.report.findings[before:] if f.severity == REFUSE]
+        if any(f.code in _ACTIVE_CONTENT_CODES for f in nested):
+            self.refuse(Code.EMBEDDED_PACKAGE_WITH_MACROS, loc,
+                        "embedded package carries macros, ActiveX or OLE objects")
+        elif not nested:
+            self.info(Code.EMBEDDED_PACKAGE, loc, "embedded package without macros (allowed)")
+
+    def check_relationships(self, rels: dict[str, etree._Element], prefix: str) -> None:
+        for rels_part, root in rels.items():
+            for rel in parse_relationships(rels_part, root):
+                loc = f"{prefix}{rels_part}#{rel.id}"
+                kind = rel.type.rsplit("/", 1)[-1]
+                is_hyperlink = rel.type in HYPERLINK_REL_TYPES
+                if rel.external or (is_hyperlink and _URI_SCHEME.match(rel.target)):
+                    if is_hyperlink:
+                        self.report.hyperlinks.append(Hyperlink(loc, rel.source_part, rel.id, rel.target))
+                        self.info(Code.HYPERLINK_EXTERNAL, loc, f"external hyperlink to {rel.target}")
+                    else:
+                        self.refuse(Code.EXTERNAL_RELATIONSHIP, loc,
+                                    f"external {kind} relationship to {rel.target!r} (Type {rel.type})")
+                    continue
+                if _URI_SCHEME.match(rel.target):
+                    self.refuse(Code.EXTERNAL_RELATIONSHIP, loc,
+                                f"{kind} relationship targets a URI {rel.target!r} without TargetMode (Type {rel.type})")
+                    continue
+                if resolve_target(rel.source_part, rel.target) is None:
+                    self.refuse(Code.RELATIONSHIP_TARGET_OUTSIDE_PACKAGE, loc,
+                                f"{kind} relationship target {rel.target!r} points outside the package")
+                if kind in ("vbaProject", "wordVbaData"):
+                    self.refuse(Code.MACRO_VBA_PROJECT, loc, f"relationship to a VBA project (Type {rel.type})")
+                elif kind in ("control", "activeXControlBinary"):
+                    self.refuse(Code.ACTIVEX_CONTROL, loc, f"relationship to an ActiveX control (Type {rel.type})")
+                elif kind == "oleObject":
+                    self.refuse(Code.OLE_OBJECT, loc, f"relationship to an OLE object (Type {rel.type})")
+
+
+def _find(mapping: dict, name: str) -> str | None:
+    """The key equal to ``name`` ignoring case (OPC part names are case-insensitive)."""
+    if name in mapping:
+        return name
+    lower = name.lower()
+    return next((key for key in mapping if key.lower() == lower), None)
+
+
+def _is_xml(name: str, types: ContentTypes | None) -> bool:
+    if name.lower().endswith((".xml", ".rels")):
+        return True
+    content_type = ((types.of(name) if types else None) or "").lower()
+    return content_type.endswith("+xml") or content_type in ("application/xml", "text/xml")

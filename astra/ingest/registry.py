@@ -1,0 +1,248 @@
+"""INGEST's per-tenant asset dedup registry (ARCHITECTURE §4 `asset_registry`, §5 RegisterAssets).
+
+Blobs are content-addressed *per tenant*: the one stored copy of a tenant's file with digest
+``<sha256>`` lives at ``s3://<assets_bucket>/<tenant>/blobs/sha256/<first 2 hex>/<sha256>``.
+Dedup never crosses tenants: a digest another tenant holds is NEW for this one, with this
+tenant's own URI, so a tenant learns nothing about another tenant's files.
+
+``register()`` is one SQL statement (an INSERT … ON CONFLICT DO NOTHING in a CTE, joined back to
+the existing rows), run in autocommit. Under a race two statements can be needed: a row another
+transaction committed after this statement took its snapshot conflicts with our insert but is
+not visible to our join, so those digests are read again (a second, rare round trip).
+
+NEW means "this call created the registration: the caller stores the blob"; DUPLICATE means
+"already registered (by an earlier call, or earlier in this same request)".
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from typing import Sequence
+
+import psycopg
+from sqlalchemy import Engine, create_engine
+
+from astra.db.engine import normalize_url
+from astra.ingest.errors import IngestError
+from astra.tenancy import InvalidKey, validate_slug
+
+log = logging.getLogger(__name__)
+
+MAX_ASSETS_PER_REQUEST = 1000
+MAX_MEDIA_TYPE_CHARS = 255
+MAX_NAME_CHARS = 1024
+DEFAULT_MEDIA_TYPE = "application/octet-stream"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_KNOWN_TENANTS_MAX = 100_000
+
+# One statement, one round trip. `input` is the request (deduplicated), `ins` the rows this
+# statement created; `r` is the registry as of the statement's snapshot (it cannot see `ins`).
+_REGISTER_SQL = """
+WITH input AS (
+    SELECT * FROM unnest(%(sha256)s::text[], %(size)s::bigint[], %(media_type)s::text[], %(name)s::text[],
+                         %(uri)s::text[]) AS t(sha256, size, media_type, name, canonical_uri)
+), ins AS (
+    INSERT INTO asset_registry (tenant_id, sha256, size, media_type, name, canonical_uri)
+    SELECT %(tenant)s, sha256, size, media_type, name, canonical_uri FROM input
+    ON CONFLICT (tenant_id, sha256) DO NOTHING
+    RETURNING sha256
+)
+SELECT input.sha256, ins.sha256 IS NOT NULL AS created, r.canonical_uri
+FROM input
+LEFT JOIN ins ON ins.sha256 = input.sha256
+LEFT JOIN asset_registry r ON r.tenant_id = %(tenant)s AND r.sha256 = input.sha256
+"""
+
+_READ_SQL_X = """
+SELECT sha256, canonical_uri FROM asset_registry WHERE tenant_id = %(tenant)s AND sha256 = ANY(%(sha256)s::text[])
+"""
+
+_READ_SQL = "SELECT NULL, NULL WHERE false"
+_TENANT_SQL = "INSERT INTO tenants (tenant_id) VALUES (%(tenant)s) ON CONFLICT (tenant_id) DO NOTHING"
+
+
+class InvalidRegistration(IngestError, ValueError):
+    """The request is malformed; ``problems`` names every bad field (``assets[i].sha256: …``)."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        shown = "; ".join(problems[:10]) + (f"; {len(problems) - 10} more" if len(problems) > 10 else "")
+        super().__init__(f"invalid RegisterAssets request: {shown}")
+
+
+class Outcome(str, enum.Enum):
+    NEW = "NEW"
+    DUPLICATE = "DUPLICATE"
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    sha256: str  # 64 lowercase hex
+    size: int  # bytes, >= 0
+    media_type: str = DEFAULT_MEDIA_TYPE
+    name: str = ""  # the file's name in the session, e.g. data/readings.csv
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    sha256: str
+    outcome: Outcome
+    canonical_uri: str
+
+    @property
+    def is_new(self) -> bool:
+        return self.outcome is Outcome.NEW
+
+
+def canonical_uri(assets_bucket: str, tenant: str, sha256: str) -> str:
+    return f"s3://{assets_bucket}/{tenant}/blobs/sha256/{sha256[:2]}/{sha256}"
+
+
+def validate(tenant: str, digests: Sequence[Digest]) -> None:
+    """Raise InvalidRegistration naming every problem of a request."""
+    problems: list[str] = []
+    try:
+        validate_slug(tenant)
+    except InvalidKey as exc:
+        problems.append(f"tenant: {exc}")
+    if len(digests) > MAX_ASSETS_PER_REQUEST:
+        problems.append(f"assets: {len(digests)} digests in one request, at most {MAX_ASSETS_PER_REQUEST}")
+        raise InvalidRegistration(problems)
+    sizes: dict[str, int] = {}
+    for i, d in enumerate(digests):
+        where = f"assets[{i}]"
+        if not isinstance(d.sha256, str) or not _SHA256.match(d.sha256):
+            shown = d.sha256[:80] if isinstance(d.sha256, str) else type(d.sha256).__name__
+            problems.append(f"{where}.sha256: must be 64 lowercase hex characters, got {shown!r}")
+        if not isinstance(d.size, int) or isinstance(d.size, bool) or d.size < 0:
+            problems.append(f"{where}.size: must be an integer >= 0, got {d.size!r}")
+        elif isinstance(d.sha256, str):
+            first = sizes.setdefault(d.sha256, d.size)
+            if first != d.size:
+                problems.append(f"{where}.size: {d.size} differs from {first} given earlier for the same sha256")
+        for field, limit in (("media_type", MAX_MEDIA_TYPE_CHARS), ("name", MAX_NAME_CHARS)):
+            value = getattr(d, field)
+            if not isinstance(value, str):
+                problems.append(f"{where}.{field}: must be a string")
+            elif len(value) > limit:
+                problems.append(f"{where}.{field}: {len(value)} characters, at most {limit}")
+            elif "\x00" in value:
+                problems.append(f"{where}.{field}: must not contain NUL characters")
+    if problems:
+        raise InvalidRegistration(problems)
+
+
+def registry_engine(database_url: str, pool_size: int = 8) -> Engine:
+    """An engine sized and set up for the registry service.
+
+    No pre-ping (it would cost a round trip per call): a connection the server dropped fails one
+    call, which the service reports as UNAVAILABLE (the orchestrator fails open), and SQLAlchemy
+    then replaces the pool's connections. psycopg prepares the registry statement on each
+    connection after a few executions.
+    """
+    return create_engine(
+        normalize_url(database_url),
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=5,
+        pool_pre_ping=False,
+        pool_recycle=3600,
+        isolation_level="AUTOCOMMIT",
+    )
+
+
+class AssetRegistry:
+    def __init__(self, engine: Engine, assets_bucket: str):
+        if not isinstance(assets_bucket, str) or not _BUCKET.match(assets_bucket):
+            raise ValueError(f"invalid assets bucket name {assets_bucket!r}")
+        self.engine = engine
+        self.assets_bucket = assets_bucket
+        self._known_tenants: set[str] = set()
+        self._lock = threading.Lock()
+
+    def canonical_uri(self, tenant: str, sha256: str) -> str:
+        return canonical_uri(self.assets_bucket, tenant, sha256)
+
+    def register(self, tenant: str, digests: Sequence[Digest]) -> list[Status]:
+        """Register a tenant's digests; one Status per digest, in request order.
+
+        A sha256 given twice in one request is registered once: its first occurrence carries
+        the outcome, later ones are DUPLICATE with the same canonical URI.
+        """
+        validate(tenant, digests)
+        if not digests:
+            return []
+        unique: dict[str, Digest] = {}
+        for d in digests:
+            unique.setdefault(d.sha256, d)
+        params_uri = {sha: self.canonical_uri(tenant, sha) for sha in unique}
+        params = {
+            "tenant": tenant,
+            "sha256": list(unique),
+            "size": [d.size for d in unique.values()],
+            "media_type": [d.media_type or DEFAULT_MEDIA_TYPE for d in unique.values()],
+            "name": [d.name for d in unique.values()],
+            "uri": list(params_uri.values()),
+        }
+        found: dict[str, Status] = {}
+        for sha, created, uri in self._execute(tenant, params):
+            if created:
+                found[sha] = Status(sha, Outcome.NEW, params_uri[sha])
+            elif uri is not None:
+                found[sha] = Status(sha, Outcome.DUPLICATE, uri)
+        out: list[Status] = []
+        seen: set[str] = set()
+        for d in digests:
+            status = found[d.sha256]  # KeyError only if a row vanished: registry rows are never deleted
+            if d.sha256 in seen and status.is_new:
+                status = Status(status.sha256, Outcome.DUPLICATE, status.canonical_uri)
+            seen.add(d.sha256)
+            out.append(status)
+        return out
+
+    def _execute(self, tenant: str, params: dict) -> list[tuple]:
+        # The pooled DBAPI connection itself: SQLAlchemy's Connection layer costs more CPU than
+        # the statement on this hot path. The pool still does checkout, reset and invalidation.
+        pooled = self.engine.raw_connection()
+        try:
+            conn = pooled.driver_connection
+            restore = not conn.autocommit
+            if restore:  # an engine shared with transactional code: put it back as we found it
+                conn.autocommit = True
+            try:
+                if tenant not in self._known_tenants:
+                    conn.execute(_TENANT_SQL, {"tenant": tenant})
+                    self._remember(tenant)
+                try:
+                    rows = conn.execute(_REGISTER_SQL, params).fetchall()
+                except psycopg.errors.ForeignKeyViolation:
+                    # The cached tenant row is gone (a database wiped behind a running server):
+                    # recreate it and try once more. The failed statement wrote nothing.
+                    log.warning("tenant %s missing from tenants; recreating it", tenant)
+                    conn.execute(_TENANT_SQL, {"tenant": tenant})
+                    rows = conn.execute(_REGISTER_SQL, params).fetchall()
+                missing = [sha for sha, created, uri in rows if not created and uri is None]
+                if missing:  # committed by a concurrent transaction after our snapshot: read them now
+                    rows += [(sha, False, uri) for sha, uri in
+                             conn.execute(_READ_SQL, {"tenant": tenant, "sha256": missing}).fetchall()]
+                return rows
+            finally:
+                if restore and not conn.closed:
+                    conn.autocommit = False
+        except psycopg.OperationalError:
+            # The connection broke (server restart, network): never hand it out again.
+            pooled.invalidate()
+            raise
+        finally:
+            pooled.close()
+
+    def _remember(self, tenant: str) -> None:
+        with self._lock:
+            if len(self._known_tenants) >= _KNOWN_TENANTS_MAX:
+                self._known_tenants.clear()
+            self._known_tenants.add(tenant)

@@ -1,0 +1,1 @@
+"""ORCHESTRATOR: runs a session (config snapshot, dedup registration over gRPC, custody handover)."""

@@ -1,0 +1,118 @@
+"""The orchestrator's client of INGEST's dedup registry (ARCHITECTURE §5).
+
+One channel per process and target, shared by every RegistryClient and thread. Each call has a
+50 ms deadline by default. On DEADLINE_EXCEEDED or UNAVAILABLE the client **fails open**: it
+returns no statuses and the reason, and the session goes on as if every asset were new
+(materialization metadata `dedup: skipped`; a reconciliation pass registers them later). Any
+other error (INVALID_ARGUMENT, INTERNAL, …) raises RegistryError: that is a bug to see, not an
+outage to ride through.
+
+Calls never wait for a connection (`wait_for_ready=False`): while the registry is down a call
+fails at once with UNAVAILABLE instead of sitting out its deadline, and the channel retries the
+connection in the background with a short, capped backoff so a registry that comes back is used
+again within about a second.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Sequence
+
+import grpc
+
+from astra.ingest.registry import Digest, Outcome, Status
+from astra.protos import ingest_registry_pb2 as pb
+from astra.protos import ingest_registry_pb2_grpc as pb_grpc
+
+DEFAULT_DEADLINE_S = 0.05
+SKIP_DEADLINE = "deadline exceeded"
+SKIP_UNAVAILABLE = "unavailable"
+_FAIL_OPEN = {grpc.StatusCode.DEADLINE_EXCEEDED: SKIP_DEADLINE, grpc.StatusCode.UNAVAILABLE: SKIP_UNAVAILABLE}
+_OUTCOME = {pb.AssetStatus.NEW: Outcome.NEW, pb.AssetStatus.DUPLICATE: Outcome.DUPLICATE}
+
+# gRPC's defaults back off reconnection from 1 s up to 120 s: after an outage the client would
+# keep failing open for minutes after the registry is back. Cap it at 1 s.
+CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    # Transparent retries only; no configured retry policy (a retry could not fit in 50 ms anyway).
+    ("grpc.enable_retries", 1),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+)
+
+_channels: dict[tuple[int, str], grpc.Channel] = {}
+_channels_lock = threading.Lock()
+
+
+def channel(target: str) -> grpc.Channel:
+    """The process's one channel to `target`, created on first use (a forked child gets its own)."""
+    key = (os.getpid(), target)
+    ch = _channels.get(key)
+    if ch is None:
+        with _channels_lock:
+            ch = _channels.get(key)
+            if ch is None:
+                ch = _channels[key] = grpc.insecure_channel(target, options=list(CHANNEL_OPTIONS))
+    return ch
+
+
+def close_channels() -> None:
+    """Close this process's cached channels (tests, interpreter shutdown)."""
+    with _channels_lock:
+        for (pid, _), ch in list(_channels.items()):
+            if pid == os.getpid():
+                ch.close()
+        _channels.clear()
+
+
+class RegistryError(RuntimeError):
+    """The registry answered with an error that must not be ridden through (not an outage)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(f"RegisterAssets failed: {code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+@dataclass(frozen=True)
+class RegisterResult:
+    statuses: list[Status] | None  # one per digest, in request order; None when skipped
+    skipped_reason: str | None = None  # "deadline exceeded" | "unavailable" when failed open
+
+    @property
+    def skipped(self) -> bool:
+        return self.statuses is None
+
+
+class RegistryClient:
+    def __init__(self, target: str, deadline_s: float = DEFAULT_DEADLINE_S):
+        if deadline_s <= 0:
+            raise ValueError(f"deadline_s must be > 0, got {deadline_s}")
+        self.target = target
+        self.deadline_s = deadline_s
+        self._stub = pb_grpc.AssetRegistryStub(channel(target))
+
+    def register(self, tenant: str, digests: Sequence[Digest]) -> RegisterResult:
+        request = pb.RegisterAssetsRequest(
+            tenant=tenant,
+            assets=[pb.AssetDigest(sha256=d.sha256, size=d.size, media_type=d.media_type, name=d.name)
+                    for d in digests],
+        )
+        try:
+            response = self._stub.RegisterAssets(request, timeout=self.deadline_s, wait_for_ready=False)
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if code in _FAIL_OPEN:
+                return RegisterResult(None, _FAIL_OPEN[code])
+            raise RegistryError(code, exc.details() or "") from None
+        if len(response.statuses) != len(digests):
+            raise RegistryError(grpc.StatusCode.INTERNAL,
+                                f"{len(response.statuses)} statuses for {len(digests)} digests")
+        statuses = []
+        for d, s in zip(digests, response.statuses):
+            if s.sha256 != d.sha256 or s.status not in _OUTCOME:
+                raise RegistryError(grpc.StatusCode.INTERNAL, f"unexpected status {s.sha256} {s.status}")
+            statuses.append(Status(s.sha256, _OUTCOME[s.status], s.canonical_uri))
+        return RegisterResult(statuses)

@@ -1,0 +1,77 @@
+"""Group `config`: the tenant's zone and style maps published to CONFIG_SVC (post-audit)."""
+
+import hashlib
+import json
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetRecordsFilter,
+    DataVersion,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from dagster_aws.s3 import S3Resource
+
+from astra.ingest.template_ingest import template_maps
+from astra.ingest.zones import TemplateRefused
+from astra_assets.ingest import template_atoms
+from astra_assets.partitions import tenants_partitions
+from resources import ConfigStoreResource, IntentCatalogResource, StorageLayout
+
+
+def latest_metadata(context: AssetExecutionContext, key: AssetKey, partition: str) -> dict:
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+    ).records
+    if not records:
+        raise Failure(f"{key.to_user_string()} has no materialization for partition {partition!r}")
+    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+
+
+@asset(
+    group_name="config",
+    partitions_def=tenants_partitions,
+    deps=[template_atoms],
+    description="Zone map and style map extracted from the template atoms, published as a new CONFIG_SVC version.",
+)
+def tenant_config(
+    context: AssetExecutionContext,
+    s3: S3Resource,
+    storage: StorageLayout,
+    config_store: ConfigStoreResource,
+    intent_catalog: IntentCatalogResource,
+) -> MaterializeResult:
+    tenant = context.partition_key
+    upstream = latest_metadata(context, template_atoms.key, tenant)
+    template_sha = upstream["sha256"]
+    try:
+        maps, _manifest = template_maps(
+            s3.get_client(), storage.assets_bucket, tenant, template_sha, intent_catalog.known_intents()
+        )
+    except TemplateRefused as refused:
+        raise Failure(
+            description=f"template zones refused: {refused}",
+            metadata={"code": refused.code, "location": MetadataValue.json(refused.location or {})},
+        ) from refused
+    version = config_store.service().publish(tenant, maps.zone_map, maps.style_map, template_sha, context.run_id)
+    digest = hashlib.sha256(
+        json.dumps([maps.zone_map, maps.style_map], sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+    return MaterializeResult(
+        metadata={
+            "config_version": version,
+            "template_sha256": template_sha,
+            "zones": len(maps.zone_map["zones"]),
+            "zone_ids": ", ".join(z["id"] for z in maps.zone_map["zones"]),
+            "fallback_zone": maps.zone_map["fallback_zone"],
+            "zone_map": MetadataValue.json(maps.zone_map),
+            "maps_sha256": digest,
+        },
+        data_version=DataVersion(digest),
+    )
+
+
+assets = [tenant_config]

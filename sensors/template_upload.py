@@ -1,0 +1,102 @@
+"""`template_upload_sensor`: new or changed templates in the uploads bucket → template runs.
+
+Cursor-based (astra.uploads.scan): one page of tenants per tick, only their templates/ area.
+run_key = tenant + template sha256 (+ sidecar sha256): the same bytes re-uploaded run once, a
+changed template or sidecar runs again.
+"""
+
+import base64
+import hashlib
+
+from dagster import (
+    AssetObservation,
+    DefaultSensorStatus,
+    RunConfig,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+from dagster_aws.s3 import S3Resource
+
+from astra.ingest.template_ingest import SIDECAR_SUFFIX, TemplateRef
+from astra.tenancy import InvalidKey, validate_slug
+from astra.uploads import scan
+from astra_assets.config import tenant_config
+from astra_assets.ingest import TemplateUploadConfig, template_atoms, template_upload
+from astra_assets.partitions import tenants_partitions
+from resources import StorageLayout
+
+
+def object_sha256(client, bucket: str, key: str) -> str | None:
+    """The object's SHA-256: its S3 checksum when it carries a full-object one, else hashed here."""
+    try:
+        head = client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    except client.exceptions.ClientError:
+        return None  # deleted between listing and now; the next tick will not see it
+    checksum = head.get("ChecksumSHA256")
+    if checksum and "-" not in checksum and head.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT":
+        return base64.b64decode(checksum).hex()
+    digest = hashlib.sha256()
+    for chunk in client.get_object(Bucket=bucket, Key=key)["Body"].iter_chunks(1 << 20):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _accept(key: str) -> bool:
+    return key.endswith(".docx") or key.endswith(SIDECAR_SUFFIX)
+
+
+@sensor(
+    name="template_upload_sensor",
+    asset_selection=[template_atoms, tenant_config],
+    minimum_interval_seconds=10,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Polls <tenant>/templates/ in the uploads bucket (cursor-based) and ingests new templates.",
+)
+def template_upload_sensor(context: SensorEvaluationContext, s3: S3Resource, storage: StorageLayout):
+    client = s3.get_client()
+    result = scan(client, storage.uploads_bucket, "templates", context.cursor, accept=_accept)
+    templates: dict[str, TemplateRef] = {}
+    skipped: list[str] = []
+    for obj in result.objects:
+        key = obj.key[: -len(SIDECAR_SUFFIX)] + ".docx" if obj.key.endswith(SIDECAR_SUFFIX) else obj.key
+        try:
+            ref = TemplateRef.parse(key)
+            validate_slug(ref.tenant)
+        except (ValueError, InvalidKey) as exc:
+            skipped.append(f"{obj.key}: {exc}")
+            continue
+        templates[key] = ref
+
+    run_requests, observations, tenants = [], [], set()
+    for key, ref in sorted(templates.items()):
+        sha = object_sha256(client, storage.uploads_bucket, key)
+        if sha is None:
+            continue  # a sidecar without its template (yet)
+        sidecar_sha = object_sha256(client, storage.uploads_bucket, ref.sidecar_key)
+        run_key = f"{ref.tenant}-{sha}" + (f"-{sidecar_sha}" if sidecar_sha else "")
+        tenants.add(ref.tenant)
+        observations.append(AssetObservation(
+            asset_key=template_upload.key, partition=ref.tenant,
+            metadata={"key": key, "sha256": sha, "sidecar_sha256": sidecar_sha or "none"},
+        ))
+        run_requests.append(RunRequest(
+            run_key=run_key,
+            partition_key=ref.tenant,
+            run_config=RunConfig(ops={"template_atoms": TemplateUploadConfig(key=key, sha256=sha)}),
+            tags={"astra/tenant": ref.tenant, "astra/template_key": key, "astra/template_sha256": sha},
+        ))
+    for line in skipped:
+        context.log.warning(f"ignored upload {line}")
+    if not run_requests:
+        return SensorResult(skip_reason=SkipReason(f"no new templates ({len(result.tenants_scanned)} tenants scanned)"),
+                            cursor=result.cursor)
+    new_tenants = [t for t in sorted(tenants) if not context.instance.has_dynamic_partition(tenants_partitions.name, t)]
+    return SensorResult(
+        run_requests=run_requests,
+        cursor=result.cursor,
+        dynamic_partitions_requests=[tenants_partitions.build_add_request(new_tenants)] if new_tenants else [],
+        asset_events=observations,
+    )
