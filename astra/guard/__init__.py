@@ -1,0 +1,38 @@
+"""GUARD: WORM custody of session audio (S3 Object Lock), a hash-chained ledger, and its audit."""
+
+from astra.guard.custody import (
+    CustodyError,
+    CustodyRecord,
+    audio_entry_key,
+    check_custody,
+    guard_key,
+    place_in_custody,
+    prepare_client,
+    take_custody,
+)
+from astra.guard.ledger import GENESIS_HASH, Checkpoint, CustodyLedger, LedgerEntry, canonical_json, chain_hash
+from astra.guard.merkle import merkle_root, merkle_root_hex
+from astra.guard.verify import Problem, VerifyReport, verify, verify_chain
+
+__all__ = [
+    "GENESIS_HASH",
+    "Checkpoint",
+    "CustodyError",
+    "CustodyLedger",
+    "CustodyRecord",
+    "LedgerEntry",
+    "Problem",
+    "VerifyReport",
+    "audio_entry_key",
+    "canonical_json",
+    "chain_hash",
+    "check_custody",
+    "guard_key",
+    "merkle_root",
+    "merkle_root_hex",
+    "place_in_custody",
+    "prepare_client",
+    "take_custody",
+    "verify",
+    "verify_chain",
+]

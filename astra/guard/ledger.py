@@ -1,0 +1,188 @@
+"""The custody ledger: append-only, hash-chained per tenant, idempotent by entry key.
+
+Row `seq` of a tenant stores the entry's canonical JSON and
+
+    entry_hash = sha256(bytes.fromhex(prev_hash) + canonical).hexdigest()
+
+where `prev_hash` is the entry_hash of seq-1 (GENESIS_HASH for seq 1). The canonical JSON
+carries the entry's own `seq` and `tenant`, so the hash binds each entry to its position and its
+tenant: moving or copying a row is visible even when its hashes are copied along.
+
+Appends of one tenant are serialized by a row lock on `tenants` (as CONFIG_SVC publish does), so
+seq is 1, 2, 3… without gaps under concurrent appenders. The Postgres trigger of migration 0001
+refuses UPDATE, DELETE and TRUNCATE; what a superuser can still do with the triggers disabled is
+what `astra.guard.verify` detects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from astra.db.schema import custody_checkpoints, custody_ledger, tenants
+from astra.tenancy import validate_slug
+
+GENESIS_HASH = "0" * 64
+RESERVED_FIELDS = ("seq", "tenant")
+
+
+def canonical_json(entry: dict[str, Any]) -> bytes:
+    """The exact bytes that are hashed and stored (as UTF-8 text)."""
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def chain_hash(prev_hash: str, canonical: bytes) -> str:
+    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical).hexdigest()
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    tenant: str
+    seq: int
+    entry: dict[str, Any]  # includes "seq" and "tenant"
+    canonical: str  # the stored text; canonical.encode() is what was hashed
+    prev_hash: str
+    entry_hash: str
+    entry_key: str | None
+    recorded_at: datetime
+    appended: bool = field(default=True, compare=False)  # False: an earlier append with this key was returned
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tenant": self.tenant,
+            "seq": self.seq,
+            "entry": self.entry,
+            "prev_hash": self.prev_hash,
+            "entry_hash": self.entry_hash,
+            "entry_key": self.entry_key,
+            "recorded_at": self.recorded_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    tenant: str
+    size: int
+    merkle_root: str
+    created_at: datetime | None = None
+
+
+def _entry_from_row(row: Any, appended: bool = True) -> LedgerEntry:
+    return LedgerEntry(
+        tenant=row.tenant_id,
+        seq=row.seq,
+        entry=json.loads(row.entry),
+        canonical=row.entry,
+        prev_hash=row.prev_hash,
+        entry_hash=row.entry_hash,
+        entry_key=row.entry_key,
+        recorded_at=row.recorded_at,
+        appended=appended,
+    )
+
+
+class CustodyLedger:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def append(self, tenant: str, entry: dict[str, Any], entry_key: str | None = None) -> LedgerEntry:
+        """Append `entry` to the tenant's chain; with an `entry_key` already present, return that
+        entry instead (appended=False) so a crashed run can simply be re-run."""
+        validate_slug(tenant)
+        if not isinstance(entry, dict):
+            raise TypeError("a ledger entry is a JSON object (dict)")
+        if "seq" in entry:
+            raise ValueError("a ledger entry must not carry 'seq': the ledger assigns it")
+        if entry.get("tenant", tenant) != tenant:
+            raise ValueError(f"entry names tenant {entry['tenant']!r}, appended to {tenant!r}")
+        if entry_key is not None:
+            existing = self.get_by_key(tenant, entry_key)
+            if existing is not None:
+                return existing
+        with self.engine.begin() as conn:
+            conn.execute(pg_insert(tenants).values(tenant_id=tenant).on_conflict_do_nothing())
+            # The row lock serializes the tenant's appenders: seq = last+1 is gap-free and the
+            # entry_key re-check below cannot race another appender of the same key.
+            conn.execute(select(tenants.c.tenant_id).where(tenants.c.tenant_id == tenant).with_for_update())
+            if entry_key is not None:
+                row = conn.execute(
+                    select(custody_ledger).where(
+                        custody_ledger.c.tenant_id == tenant, custody_ledger.c.entry_key == entry_key
+                    )
+                ).one_or_none()
+                if row is not None:
+                    return _entry_from_row(row, appended=False)
+            last = conn.execute(
+                select(custody_ledger.c.seq, custody_ledger.c.entry_hash)
+                .where(custody_ledger.c.tenant_id == tenant)
+                .order_by(custody_ledger.c.seq.desc())
+                .limit(1)
+            ).one_or_none()
+            seq = 1 if last is None else last.seq + 1
+            prev_hash = GENESIS_HASH if last is None else last.entry_hash
+            record = {**entry, "seq": seq, "tenant": tenant}
+            canonical = canonical_json(record)
+            row = conn.execute(
+                insert(custody_ledger)
+                .values(
+                    tenant_id=tenant,
+                    seq=seq,
+                    entry=canonical.decode(),
+                    prev_hash=prev_hash,
+                    entry_hash=chain_hash(prev_hash, canonical),
+                    entry_key=entry_key,
+                )
+                .returning(custody_ledger)
+            ).one()
+        return _entry_from_row(row)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def get_by_key(self, tenant: str, entry_key: str) -> LedgerEntry | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(custody_ledger).where(
+                    custody_ledger.c.tenant_id == tenant, custody_ledger.c.entry_key == entry_key
+                )
+            ).one_or_none()
+        return None if row is None else _entry_from_row(row, appended=False)
+
+    def entries(self, tenant: str) -> list[LedgerEntry]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(custody_ledger).where(custody_ledger.c.tenant_id == tenant).order_by(custody_ledger.c.seq)
+            ).all()
+        return [_entry_from_row(r, appended=False) for r in rows]
+
+    def last_checkpoint(self, tenant: str) -> Checkpoint | None:
+        with self.engine.connect() as conn:
+            return last_checkpoint(conn, tenant)
+
+
+def last_checkpoint(conn: Connection, tenant: str) -> Checkpoint | None:
+    row = conn.execute(
+        select(custody_checkpoints)
+        .where(custody_checkpoints.c.tenant_id == tenant)
+        .order_by(custody_checkpoints.c.size.desc())
+        .limit(1)
+    ).one_or_none()
+    return None if row is None else Checkpoint(row.tenant_id, row.size, row.merkle_root, row.created_at)
+
+
+def write_checkpoint(conn: Connection, tenant: str, size: int, merkle_root: str) -> Checkpoint | None:
+    """Insert a checkpoint; None when one of that size exists already (a concurrent audit)."""
+    row = conn.execute(
+        pg_insert(custody_checkpoints)
+        .values(tenant_id=tenant, size=size, merkle_root=merkle_root)
+        .on_conflict_do_nothing()
+        .returning(custody_checkpoints.c.created_at)
+    ).one_or_none()
+    return None if row is None else Checkpoint(tenant, size, merkle_root, row.created_at)

@@ -1,0 +1,282 @@
+"""INGEST dedup registry under open-loop load: RegisterAssets over real gRPC on loopback.
+
+Starts the real server (`astra serve ingest` in a subprocess) against Postgres (ASTRA_DATABASE_URL
+if set, else a throw-away database on 127.0.0.1:5432, dropped afterwards), then drives it from
+separate load processes at a fixed rate. Sends are scheduled on a fixed timetable and latency
+is measured from each call's *scheduled* send time, so a stalled server or load generator shows
+up in the tail instead of slowing the offered load (no coordinated omission).
+
+Requests: a few tenants, 1-4 digests each, about half already registered (DUPLICATE) and half
+fresh (NEW). Calls carry a 1 s deadline so the whole latency distribution is seen; the fraction
+over 50 ms is what the orchestrator (50 ms deadline) would have failed open on.
+Goal: p99 <= 2 ms, fail-open < 0.1 %.
+
+    python bench/register_assets.py [--rate 2000] [--seconds 30] [--drivers 1] [--workers 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+FAIL_OPEN_MS = 50.0
+PG_ADMIN_URL = os.environ.get("ASTRA_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+# -- load driver (runs in its own process) ----------------------------------------------------------
+
+def _sha() -> str:
+    return uuid.uuid4().hex + uuid.uuid4().hex
+
+
+async def _drive(target: str, rate: float, seconds: float, warmup: float, tenants: list[str], seed: int) -> dict:
+    import grpc
+
+    from astra.protos import ingest_registry_pb2 as pb
+    from astra.protos import ingest_registry_pb2_grpc as pb_grpc
+
+    rnd = random.Random(seed)
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.AssetRegistryStub(channel)
+        # Known digests per tenant, registered up front: these come back DUPLICATE.
+        known = {t: [_sha() for _ in range(500)] for t in tenants}
+        for t, shas in known.items():
+            await stub.RegisterAssets(pb.RegisterAssetsRequest(
+                tenant=t, assets=[pb.AssetDigest(sha256=s, size=1, media_type="application/octet-stream") for s in shas]),
+                timeout=10)
+
+        def make_request() -> tuple[pb.RegisterAssetsRequest, int]:
+            t = rnd.choice(tenants)
+            assets, dups = [], 0
+            for _ in range(rnd.randint(1, 4)):
+                if rnd.random() < 0.5:
+                    sha, dups = rnd.choice(known[t]), dups + 1
+                else:
+                    sha = _sha()
+                assets.append(pb.AssetDigest(sha256=sha, size=rnd.randint(0, 10**9), media_type="audio/wav",
+                                             name="media/file.bin"))
+            if len({a.sha256 for a in assets}) != len(assets):  # a repeated known digest: keep it simple
+                assets = list({a.sha256: a for a in assets}.values())
+                dups = sum(1 for a in assets if a.sha256 in known_set[t])
+            return pb.RegisterAssetsRequest(tenant=t, assets=assets), dups
+
+        known_set = {t: set(v) for t, v in known.items()}
+        total = int(rate * (warmup + seconds))
+        requests = [make_request() for _ in range(total)]  # built before the clock starts
+
+        loop = asyncio.get_running_loop()
+        latencies: list[float] = []
+        errors: dict[str, int] = {}
+        outcome = {"new": 0, "duplicate": 0, "expected_duplicate": 0}
+        measured_from = warmup
+        pending: set[asyncio.Task] = set()
+
+        async def call(scheduled: float, req, dups: int, measured: bool) -> None:
+            try:
+                resp = await stub.RegisterAssets(req, timeout=1.0)
+            except grpc.aio.AioRpcError as exc:
+                if measured:
+                    errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
+                return
+            if measured:
+                latencies.append((loop.time() - scheduled) * 1000)
+                for s in resp.statuses:
+                    outcome["new" if s.status == pb.AssetStatus.NEW else "duplicate"] += 1
+                outcome["expected_duplicate"] += dups
+
+        start = loop.time() + 0.05
+        interval = 1.0 / rate
+        i = 0
+        max_lag = 0.0
+        while i < total:
+            now = loop.time()
+            due = start + i * interval
+            if due > now:
+                await asyncio.sleep(due - now)
+                continue
+            # Launch everything that is due (several at once when the loop fell behind).
+            while i < total and start + i * interval <= now:
+                scheduled = start + i * interval
+                max_lag = max(max_lag, now - scheduled)
+                req, dups = requests[i]
+                task = loop.create_task(call(scheduled, req, dups, scheduled - start >= measured_from))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                i += 1
+        end_sched = loop.time()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+        sent_measured = total - int(rate * warmup)
+        return {
+            "latencies_ms": latencies, "errors": errors, "outcome": outcome, "sent": sent_measured,
+            "send_window_s": end_sched - (start + warmup), "max_send_lag_ms": max_lag * 1000,
+        }
+
+
+def driver_main(args) -> None:
+    import psutil
+
+    tenants = args.tenants.split(",")
+    proc = psutil.Process()
+    cpu0 = proc.cpu_times()
+    result = asyncio.run(_drive(args.target, args.rate, args.seconds, args.warmup, tenants, args.seed))
+    cpu1 = proc.cpu_times()
+    result["cpu_s"] = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+    sys.stdout.write(json.dumps(result))
+    sys.stdout.flush()
+
+
+# -- orchestration (the parent process) ---------------------------------------------------------------
+
+def pct(sorted_samples: list[float], q: float) -> float:
+    if not sorted_samples:
+        return float("nan")
+    return sorted_samples[min(len(sorted_samples) - 1, int(q * len(sorted_samples)))]
+
+
+def serve_argv(*args: str) -> list[str]:
+    from astra.cli import main
+
+    if any(g.name == "serve" for g in main.app.registered_groups):
+        return [str(Path(sys.executable).with_name("astra")), "serve", "ingest", *args]
+    return [sys.executable, "-c", "import sys; from astra.cli.serve_cmd import app; app(sys.argv[1:])", "ingest", *args]
+
+
+class ThrowAwayDatabase:
+    def __init__(self):
+        self.name = f"astra_bench_{uuid.uuid4().hex[:8]}"
+        self.url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{self.name}"
+
+    def __enter__(self) -> str:
+        import psycopg
+
+        from astra.db import upgrade
+
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+        upgrade(self.url)
+        return self.url
+
+    def __exit__(self, *exc) -> None:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def postgres_cpu_s() -> float:
+    import psutil
+
+    total = 0.0
+    for p in psutil.process_iter(["name"]):
+        if p.info["name"] and p.info["name"].startswith("postgres"):
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+    return total
+
+
+def run(args, database_url: str) -> None:
+    import psutil
+
+    env = {**os.environ, "ASTRA_DATABASE_URL": database_url}
+    env.pop("ASTRA_INGEST_DELAY_MS", None)
+    server = subprocess.Popen(serve_argv("--port", "0", "--workers", str(args.workers)), env=env, cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        line = server.stdout.readline()
+        if "serving on" not in line:
+            raise RuntimeError(f"server did not start: {line!r} {server.stderr.read()}")
+        target = line.split("serving on ")[1].split()[0]
+        print(line.strip())
+        run_id = uuid.uuid4().hex[:6]
+        tenants = ",".join(f"bench-{run_id}-{i}" for i in range(args.tenants))
+        srv_ps = psutil.Process(server.pid)
+        srv_cpu0, pg_cpu0 = sum(srv_ps.cpu_times()[:2]), postgres_cpu_s()
+        wall0 = time.monotonic()
+        drivers = [
+            subprocess.Popen([sys.executable, __file__, "--drive", target, "--rate", str(args.rate / args.drivers),
+                              "--seconds", str(args.seconds), "--warmup", str(args.warmup), "--tenants", tenants,
+                              "--seed", str(i)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+            for i in range(args.drivers)
+        ]
+        outs = [json.loads(d.communicate()[0]) for d in drivers]
+        wall = time.monotonic() - wall0
+        srv_cpu, pg_cpu = sum(srv_ps.cpu_times()[:2]) - srv_cpu0, postgres_cpu_s() - pg_cpu0
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+    lat = sorted(x for o in outs for x in o["latencies_ms"])
+    sent = sum(o["sent"] for o in outs)
+    window = max(o["send_window_s"] for o in outs)
+    errors: dict[str, int] = {}
+    for o in outs:
+        for k, v in o["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+    new = sum(o["outcome"]["new"] for o in outs)
+    dup = sum(o["outcome"]["duplicate"] for o in outs)
+    expected_dup = sum(o["outcome"]["expected_duplicate"] for o in outs)
+    over = sum(1 for x in lat if x > FAIL_OPEN_MS) + sum(errors.values())
+    fail_open = over / sent if sent else float("nan")
+    print(f"\nRegisterAssets, open loop, {args.drivers} load process(es), {args.tenants} tenants, 1-4 digests per call,"
+          f" server --workers {args.workers}, {os.cpu_count()} CPUs")
+    print(f"offered   {args.rate:,.0f} req/s for {args.seconds:g} s (after {args.warmup:g} s warm-up)")
+    print(f"achieved  {len(lat) / window:,.0f} req/s completed ({len(lat):,} of {sent:,} sent; errors: {errors or 'none'})")
+    print(f"digests   {new:,} NEW, {dup:,} DUPLICATE ({expected_dup:,} DUPLICATE expected)")
+    print("latency from scheduled send time:")
+    for name, q in (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p999", 0.999)):
+        print(f"  {name:>5} {pct(lat, q):8.3f} ms")
+    print(f"  {'max':>5} {lat[-1] if lat else float('nan'):8.3f} ms")
+    print(f"over {FAIL_OPEN_MS:g} ms (would fail open): {over:,} of {sent:,} = {fail_open * 100:.4f} %")
+    print(f"max send lag of the load generator: {max(o['max_send_lag_ms'] for o in outs):.2f} ms")
+    print(f"CPU over {wall:.1f} s: server {srv_cpu / wall * 100:.0f} %, load {sum(o['cpu_s'] for o in outs) / wall * 100:.0f} %,"
+          f" all postgres processes {pg_cpu / wall * 100:.0f} % (of one core)")
+    p99 = pct(lat, 0.99)
+    print(f"goal p99 <= 2 ms: {'met' if p99 <= 2.0 else 'NOT met'} ({p99:.3f} ms); "
+          f"goal fail-open < 0.1 %: {'met' if fail_open < 0.001 else 'NOT met'} ({fail_open * 100:.4f} %)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rate", type=float, default=2000, help="requests per second offered (total)")
+    ap.add_argument("--seconds", type=float, default=30, help="measured duration")
+    ap.add_argument("--warmup", type=float, default=3, help="seconds of load before measuring")
+    ap.add_argument("--drivers", type=int, default=1, help="load generator processes")
+    ap.add_argument("--workers", type=int, default=8, help="server worker threads (= database connections)")
+    ap.add_argument("--tenants", default="4", help="number of tenants (driver mode: comma-separated slugs)")
+    ap.add_argument("--drive", metavar="TARGET", help=argparse.SUPPRESS)
+    ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.drive:
+        args.target = args.drive
+        driver_main(args)
+        return
+    args.tenants = int(args.tenants)
+    if os.environ.get("ASTRA_DATABASE_URL"):
+        run(args, os.environ["ASTRA_DATABASE_URL"])
+    else:
+        with ThrowAwayDatabase() as url:
+            print(f"throw-away database {url}")
+            run(args, url)
+
+
+if __name__ == "__main__":
+    main()
