@@ -17,12 +17,12 @@ Goal: p99 <= 2 ms, fail-open < 0.1 %.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import random
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -40,88 +40,85 @@ def _sha() -> str:
     return uuid.uuid4().hex + uuid.uuid4().hex
 
 
-async def _drive(target: str, rate: float, seconds: float, warmup: float, tenants: list[str], seed: int) -> dict:
+def _drive(target: str, rate: float, seconds: float, warmup: float, tenants: list[str], seed: int) -> dict:
+    """Fire calls on a fixed timetable from one thread (`.future()`: never waits for an answer),
+    record each completion in gRPC's callback thread against the call's scheduled time."""
     import grpc
 
     from astra.protos import ingest_registry_pb2 as pb
     from astra.protos import ingest_registry_pb2_grpc as pb_grpc
 
     rnd = random.Random(seed)
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = pb_grpc.AssetRegistryStub(channel)
-        # Known digests per tenant, registered up front: these come back DUPLICATE.
-        known = {t: [_sha() for _ in range(500)] for t in tenants}
-        for t, shas in known.items():
-            await stub.RegisterAssets(pb.RegisterAssetsRequest(
-                tenant=t, assets=[pb.AssetDigest(sha256=s, size=1, media_type="application/octet-stream") for s in shas]),
-                timeout=10)
+    channel = grpc.insecure_channel(target)
+    stub = pb_grpc.AssetRegistryStub(channel)
+    # Known digests per tenant, registered up front: these come back DUPLICATE.
+    known = {t: [_sha() for _ in range(500)] for t in tenants}
+    for t, shas in known.items():
+        stub.RegisterAssets(pb.RegisterAssetsRequest(
+            tenant=t, assets=[pb.AssetDigest(sha256=s, size=1, media_type="application/octet-stream") for s in shas]),
+            timeout=10)
 
-        def make_request() -> tuple[pb.RegisterAssetsRequest, int]:
-            t = rnd.choice(tenants)
-            assets, dups = [], 0
-            for _ in range(rnd.randint(1, 4)):
-                if rnd.random() < 0.5:
-                    sha, dups = rnd.choice(known[t]), dups + 1
-                else:
-                    sha = _sha()
-                assets.append(pb.AssetDigest(sha256=sha, size=rnd.randint(0, 10**9), media_type="audio/wav",
-                                             name="media/file.bin"))
-            if len({a.sha256 for a in assets}) != len(assets):  # a repeated known digest: keep it simple
-                assets = list({a.sha256: a for a in assets}.values())
-                dups = sum(1 for a in assets if a.sha256 in known_set[t])
-            return pb.RegisterAssetsRequest(tenant=t, assets=assets), dups
+    def make_request() -> tuple[pb.RegisterAssetsRequest, int]:
+        t = rnd.choice(tenants)
+        shas = list(dict.fromkeys(rnd.choice(known[t]) if rnd.random() < 0.5 else _sha()
+                                  for _ in range(rnd.randint(1, 4))))
+        dups = sum(1 for sha in shas if sha in known_set[t])
+        return pb.RegisterAssetsRequest(tenant=t, assets=[
+            pb.AssetDigest(sha256=sha, size=rnd.randint(0, 10**9), media_type="audio/wav", name="media/file.bin")
+            for sha in shas]), dups
 
-        known_set = {t: set(v) for t, v in known.items()}
-        total = int(rate * (warmup + seconds))
-        requests = [make_request() for _ in range(total)]  # built before the clock starts
+    known_set = {t: set(v) for t, v in known.items()}
+    total = int(rate * (warmup + seconds))
+    first_measured = int(rate * warmup)
+    requests = [make_request() for _ in range(total)]  # built before the clock starts
+    # Warm the channel and the server's prepared statements (not measured).
+    for req, _ in requests[:50]:
+        stub.RegisterAssets(req, timeout=5)
 
-        loop = asyncio.get_running_loop()
-        latencies: list[float] = []
-        errors: dict[str, int] = {}
-        outcome = {"new": 0, "duplicate": 0, "expected_duplicate": 0}
-        measured_from = warmup
-        pending: set[asyncio.Task] = set()
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    outcome = {"new": 0, "duplicate": 0, "expected_duplicate": 0}
+    lock = threading.Lock()
+    done = threading.Semaphore(0)
+    clock = time.perf_counter
 
-        async def call(scheduled: float, req, dups: int, measured: bool) -> None:
-            try:
-                resp = await stub.RegisterAssets(req, timeout=1.0)
-            except grpc.aio.AioRpcError as exc:
-                if measured:
-                    errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
-                return
+    def on_done(fut, scheduled: float, dups: int, measured: bool) -> None:
+        finished = clock()
+        try:
+            exc = fut.exception()
             if measured:
-                latencies.append((loop.time() - scheduled) * 1000)
-                for s in resp.statuses:
-                    outcome["new" if s.status == pb.AssetStatus.NEW else "duplicate"] += 1
-                outcome["expected_duplicate"] += dups
+                with lock:
+                    if exc is not None:
+                        errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
+                    else:
+                        latencies.append((finished - scheduled) * 1000)
+                        for st in fut.result().statuses:
+                            outcome["new" if st.status == pb.AssetStatus.NEW else "duplicate"] += 1
+                        outcome["expected_duplicate"] += dups
+        finally:
+            done.release()
 
-        start = loop.time() + 0.05
-        interval = 1.0 / rate
-        i = 0
-        max_lag = 0.0
-        while i < total:
-            now = loop.time()
-            due = start + i * interval
-            if due > now:
-                await asyncio.sleep(due - now)
-                continue
-            # Launch everything that is due (several at once when the loop fell behind).
-            while i < total and start + i * interval <= now:
-                scheduled = start + i * interval
-                max_lag = max(max_lag, now - scheduled)
-                req, dups = requests[i]
-                task = loop.create_task(call(scheduled, req, dups, scheduled - start >= measured_from))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-                i += 1
-        end_sched = loop.time()
-        if pending:
-            await asyncio.wait(pending, timeout=5)
-        sent_measured = total - int(rate * warmup)
-        return {
-            "latencies_ms": latencies, "errors": errors, "outcome": outcome, "sent": sent_measured,
-            "send_window_s": end_sched - (start + warmup), "max_send_lag_ms": max_lag * 1000,
-        }
+    interval = 1.0 / rate
+    start = clock() + 0.05
+    max_lag = 0.0
+    for i, (req, dups) in enumerate(requests):
+        scheduled = start + i * interval
+        wait = scheduled - clock()
+        if wait > 0.0002:
+            time.sleep(wait - 0.0001)
+        while clock() < scheduled:  # the last ~100 µs spun: time.sleep overshoots
+            pass
+        max_lag = max(max_lag, clock() - scheduled)
+        fut = stub.RegisterAssets.future(req, timeout=1.0)
+        fut.add_done_callback(lambda f, s=scheduled, d=dups, m=i >= first_measured: on_done(f, s, d, m))
+    send_window = clock() - (start + warmup)
+    for _ in range(total):
+        done.acquire(timeout=5)
+    channel.close()
+    return {
+        "latencies_ms": latencies, "errors": errors, "outcome": outcome, "sent": total - first_measured,
+        "send_window_s": send_window, "max_send_lag_ms": max_lag * 1000,
+    }
 
 
 def driver_main(args) -> None:
@@ -130,7 +127,7 @@ def driver_main(args) -> None:
     tenants = args.tenants.split(",")
     proc = psutil.Process()
     cpu0 = proc.cpu_times()
-    result = asyncio.run(_drive(args.target, args.rate, args.seconds, args.warmup, tenants, args.seed))
+    result = _drive(args.target, args.rate, args.seconds, args.warmup, tenants, args.seed)
     cpu1 = proc.cpu_times()
     result["cpu_s"] = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
     sys.stdout.write(json.dumps(result))

@@ -57,7 +57,7 @@ def dev(
     except KeyboardInterrupt:
         console.print("stopping dagster dev…")
     finally:
-        left = processes.stop_tree(proc.pid, signal.SIGTERM, timeout=10)
+        left = processes.stop_tree(proc.pid, signal.SIGTERM, timeout=6)
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:

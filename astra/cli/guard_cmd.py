@@ -17,6 +17,12 @@ app = typer.Typer(help="GUARD: WORM custody of session audio and its tamper-evid
 _PHASES = {"ledger": "re-walking ledgers", "objects": "re-hashing objects"}
 
 
+@app.callback()
+def guard() -> None:
+    """GUARD: WORM custody of session audio and its tamper-evident ledger."""
+    # A callback keeps `guard` a command group (`astra guard verify`) while it has one command.
+
+
 @app.command()
 def verify(
     tenant: str = typer.Option(None, "--tenant", "-t", help="one tenant (default: all)"),

@@ -163,8 +163,9 @@ def check_checkpoint(tenant: str, rows: Sequence[Row], cp: Checkpoint | None, le
     if cp is None:
         return None
     if len(rows) < cp.size:
+        last = rows[-1].seq if rows else 0
         return Problem(
-            tenant, len(rows) + 1, "truncated",
+            tenant, last + 1 if last < cp.size else None, "truncated",
             f"the ledger has {len(rows)} entries, fewer than the {cp.size} of its checkpoint "
             f"(root {cp.merkle_root[:16]}…, {cp.created_at})",
         )

@@ -569,7 +569,6 @@ class _Syntax:
     def __init__(self, conv: Callable[[str], bytes | str]) -> None:
         self.conv = conv
         self.lt = conv("<")
-        self.gt = conv(">")
         self.bom = conv("\ufeff") if conv is str else b"\xef\xbb\xbf"
         self.comment_open, self.comment_close = conv("<!--"), conv("-->")
         self.cdata_open, self.cdata_close = conv("<![CDATA["), conv("]]>")
@@ -786,11 +785,14 @@ def split_children(
             text = data.decode(encoding)
             char_segments = _scan(text, _TEXT, container_path)
             segments = _char_to_byte_segments(text, encoding, char_segments)
-    except (_Unsplittable, UnicodeDecodeError):
+    except Exception:  # noqa: BLE001 - any surprise degrades to "keep the part whole", which is lossless
         return None
-    if not segments or segments[0][1] != 0 or segments[-1][2] != len(data):
-        return None
-    return segments
+    position = 0
+    for _, start, end in segments:  # the contract: contiguous, in order, covering every byte
+        if start != position or end < start:
+            return None
+        position = end
+    return segments if position == len(data) else None
 
 
 def _char_to_byte_segments(text: str, encoding: str, segments):

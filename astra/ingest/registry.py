@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import psycopg
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
 
 from astra.db.engine import normalize_url
 from astra.ingest.errors import IngestError
@@ -138,15 +138,22 @@ def validate(tenant: str, digests: Sequence[Digest]) -> None:
         raise InvalidRegistration(problems)
 
 
-def registry_engine(database_url: str, pool_size: int = 8) -> Engine:
+def registry_engine(database_url: str, pool_size: int = 8, synchronous_commit: bool = False) -> Engine:
     """An engine sized and set up for the registry service.
 
     No pre-ping (it would cost a round trip per call): a connection the server dropped fails one
     call, which the service reports as UNAVAILABLE (the orchestrator fails open), and SQLAlchemy
     then replaces the pool's connections. psycopg prepares the registry statement on each
     connection after a few executions.
+
+    `synchronous_commit` off (the default here, for these connections only): a commit returns
+    before its WAL is flushed, which takes the disk's flush latency out of every call that
+    registers something NEW. What it risks is bounded and benign: a Postgres crash can forget
+    the last few hundred milliseconds of registrations, and a forgotten digest is simply NEW
+    again next time (BlobStore.put_once then finds the blob already stored). It can never
+    produce a wrong DUPLICATE: a row is visible only to those after it in the WAL, lost with it.
     """
-    return create_engine(
+    engine = create_engine(
         normalize_url(database_url),
         pool_size=pool_size,
         max_overflow=0,
@@ -155,6 +162,15 @@ def registry_engine(database_url: str, pool_size: int = 8) -> Engine:
         pool_recycle=3600,
         isolation_level="AUTOCOMMIT",
     )
+    if not synchronous_commit:
+        @event.listens_for(engine, "connect")
+        def _async_commit(dbapi_conn, _record) -> None:
+            autocommit = dbapi_conn.autocommit
+            dbapi_conn.autocommit = True
+            dbapi_conn.execute("SET synchronous_commit TO off")
+            dbapi_conn.autocommit = autocommit
+
+    return engine
 
 
 class AssetRegistry:

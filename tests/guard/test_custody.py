@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from botocore.exceptions import ClientError
 
-from astra.guard import CustodyError, CustodyLedger, check_custody, place_in_custody, take_custody
+from astra.guard import CustodyError, check_custody, place_in_custody, take_custody
 from astra.guard.custody import parse_iso
 from tests.guard.conftest import rows, upload_audio
 

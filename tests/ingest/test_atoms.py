@@ -18,6 +18,7 @@ from lxml import etree
 from astra.ingest.atoms import atomize, member_metadata, part_digests, reassemble
 from astra.ingest.audit import Code, audit
 from astra.ingest.errors import PackageError, ReassemblyError
+from astra.ingest.opc import split_children
 
 from . import docx_factory as f
 
@@ -286,6 +287,25 @@ def test_odd_story_parts_never_fail(document, expected_kinds):
     pkg = atomize(data)
     assert [k for k, _ in _atoms_of(pkg, "word/document.xml")] == expected_kinds
     assert_lossless(data, pkg)
+
+
+@settings(max_examples=50, deadline=None, database=None)
+@given(st.data())
+def test_scanner_tiles_any_mangled_part_or_keeps_it_whole(data):
+    """Cut, duplicate or insert bytes anywhere in a story part: the split still tiles it, or is None."""
+    part = bytearray(f.document_xml([f.paragraph("a>b"), f.text_box_paragraph(f.paragraph("x")),
+                                     "<!-- c -->", f.table([[f.paragraph("t")]]), f.section_properties()],
+                                    bom=data.draw(st.booleans()),
+                                    encoding=data.draw(st.sampled_from(["utf-8", "utf-16"]))))
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(part)))
+        part[at:at + data.draw(st.integers(0, 8))] = data.draw(
+            st.sampled_from([b"", b"<", b">", b"/>", b"</w:p>", b"<w:p>", b'"', b"<!--", b"]]>", b"\x00"]))
+    part = bytes(part)
+    segments = split_children(part, lambda root: ("body",) if root == "document" else ())
+    if segments is not None:
+        assert b"".join(part[s:e] for _, s, e in segments) == part
+        assert segments[0][0] == "prefix" and segments[-1][0] == "suffix"
 
 
 def test_glossary_is_split_at_doc_parts():
