@@ -29,6 +29,8 @@ dev: install
 
 bench: install
 	$(PY) bench/config_read.py
+	$(PY) bench/atomize.py
+	$(PY) bench/footprint.py
 
 clean:
 	-$(VENV)/bin/astra stack down

@@ -134,6 +134,8 @@ def test_a_delete_marker_is_allowed_by_s3_and_reported(engine, s3, settings, ten
     # A re-run puts the audio back under the key as a new locked version (the old one stays).
     rec2, entry = take_custody(engine, s3, settings, tenant, "sess-1", 1, settings.uploads_bucket, src, sha, "wav")
     assert rec2.copied and rec2.version_id != rec.version_id and entry.appended is False
+    assert entry.entry["version_id"] == rec.version_id  # the ledger keeps the first custody copy
+    assert check_custody(s3, settings, engine, rec2) == []  # it is intact, and the key serves it again
 
 
 def test_existing_object_with_other_content_is_never_copied_over(s3, settings, tenant):

@@ -1,0 +1,84 @@
+"""`astra ingest …` as users and acceptance checks call it (exit codes are part of the contract)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from astra.ingest.sample_template import build_sample_template, sample_sidecar
+from tests.conftest import SHARED_DATASETS, run_cli
+
+CORPUS = SHARED_DATASETS / "docx-corpus"
+REFUSED = {"external-picture.docx", "shp-inline-shape-access.docx"}
+
+
+def test_roundtrip_over_the_whole_corpus():
+    files = sorted(CORPUS.rglob("*.docx"))
+    assert len(files) == 62
+    res = run_cli("ingest", "roundtrip", *map(str, files))
+    lines = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(lines) == 62
+    refused = {l["file"].rsplit("/", 1)[1] for l in lines if l.get("refused")}
+    assert refused == REFUSED
+    assert all(l["lossless"] and l["atoms"] >= l["parts"] > 0 for l in lines if not l.get("refused"))
+    assert res.returncode == 2  # some were refused by the audit
+
+
+def test_roundtrip_exit_0_when_all_lossless(tmp_path):
+    path = tmp_path / "sample.docx"
+    path.write_bytes(build_sample_template())
+    res = run_cli("ingest", "roundtrip", str(path))
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["lossless"] is True
+
+
+def test_audit_exit_codes():
+    ok = run_cli("ingest", "audit", str(CORPUS / "python-docx" / "having-images.docx"))
+    assert ok.returncode == 0 and json.loads(ok.stdout)["passed"] is True
+    bad = run_cli("ingest", "audit", str(CORPUS / "mammoth" / "external-picture.docx"))
+    assert bad.returncode == 2
+    report = json.loads(bad.stdout)
+    assert report["passed"] is False and any(f["code"] == "external_relationship" for f in report["findings"])
+
+
+def test_missing_file_is_one_error_line(tmp_path):
+    res = run_cli("ingest", "audit", str(tmp_path / "nope.docx"))
+    assert res.returncode == 1 and res.stderr.strip().startswith("error:") and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_zones_prints_both_maps(tmp_path):
+    path = tmp_path / "field_inspection.docx"
+    path.write_bytes(build_sample_template())
+    side = tmp_path / "field_inspection.zones.json"
+    side.write_text(json.dumps(sample_sidecar()))
+    res = run_cli("ingest", "zones", str(path), "--sidecar", str(side))
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["zone_map"]["fallback_zone"] == "notes"
+    assert set(out["style_map"]["zones"]) == {z["id"] for z in out["zone_map"]["zones"]}
+
+
+def test_zones_refusal_exits_2(tmp_path):
+    from astra.ingest.sample_template import minimal_docx
+
+    path = tmp_path / "plain.docx"
+    path.write_bytes(minimal_docx("<w:p><w:r><w:t>nothing</w:t></w:r></w:p>"))
+    res = run_cli("ingest", "zones", str(path))
+    assert res.returncode == 2 and "no_zones" in res.stderr
+
+
+@pytest.mark.integration
+def test_template_upload_puts_sidecar_then_template(use_stack_env, s3, settings, tenant, tmp_path):
+    path = tmp_path / "report.docx"
+    path.write_bytes(build_sample_template())
+    side = tmp_path / "report.zones.json"
+    side.write_text(json.dumps(sample_sidecar()))
+    res = run_cli("ingest", "template", "--tenant", tenant, str(path), "--sidecar", str(side), "--json")
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert info["keys"] == [f"{tenant}/templates/report.zones.json", f"{tenant}/templates/report.docx"]
+    head = s3.head_object(Bucket=settings.uploads_bucket, Key=f"{tenant}/templates/report.docx", ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"]
+    bad = run_cli("ingest", "template", "--tenant", "Bad_Tenant", str(path))
+    assert bad.returncode == 1 and "invalid tenant" in bad.stderr
