@@ -191,7 +191,7 @@ def run(args, database_url: str) -> None:
 
     env = {**os.environ, "ASTRA_DATABASE_URL": database_url}
     env.pop("ASTRA_INGEST_DELAY_MS", None)
-    server = subprocess.Popen(serve_argv("--port", "0", "--workers", str(args.workers)), env=env, cwd=ROOT,
+    server = subprocess.Popen(serve_argv("--port", "0", "--workers", str(args.workers), "--lanes", str(args.lanes)), env=env, cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     try:
         line = server.stdout.readline()
@@ -234,7 +234,7 @@ def run(args, database_url: str) -> None:
     over = sum(1 for x in lat if x > FAIL_OPEN_MS) + sum(errors.values())
     fail_open = over / sent if sent else float("nan")
     print(f"\nRegisterAssets, open loop, {args.drivers} load process(es), {args.tenants} tenants, 1-4 digests per call,"
-          f" server --workers {args.workers}, {os.cpu_count()} CPUs")
+          f" server --workers {args.workers} --lanes {args.lanes}, {os.cpu_count()} CPUs")
     print(f"offered   {args.rate:,.0f} req/s for {args.seconds:g} s (after {args.warmup:g} s warm-up)")
     print(f"achieved  {len(lat) / window:,.0f} req/s completed ({len(lat):,} of {sent:,} sent; errors: {errors or 'none'})")
     print(f"digests   {new:,} NEW, {dup:,} DUPLICATE ({expected_dup:,} DUPLICATE expected)")
@@ -257,7 +257,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30, help="measured duration")
     ap.add_argument("--warmup", type=float, default=3, help="seconds of load before measuring")
     ap.add_argument("--drivers", type=int, default=1, help="load generator processes")
-    ap.add_argument("--workers", type=int, default=8, help="server worker threads (= database connections)")
+    ap.add_argument("--workers", type=int, default=16, help="server gRPC threads")
+    ap.add_argument("--lanes", type=int, default=2, help="server database lanes (connections)")
     ap.add_argument("--tenants", default="4", help="number of tenants (driver mode: comma-separated slugs)")
     ap.add_argument("--drive", metavar="TARGET", help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)

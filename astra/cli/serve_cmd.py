@@ -31,7 +31,8 @@ def ingest(
     host: str = typer.Option(None, "--host", help="address to bind (default: the host of ASTRA_INGEST_TARGET, else 127.0.0.1)"),
     port: int = typer.Option(None, "--port", min=0, max=65535,
                              help="port to bind, 0 for a free one (default: the port of ASTRA_INGEST_TARGET, else 50051)"),
-    workers: int = typer.Option(8, "--workers", min=1, help="calls served at once (and database connections)"),
+    workers: int = typer.Option(16, "--workers", min=1, help="gRPC threads: calls taken at once"),
+    lanes: int = typer.Option(2, "--lanes", min=1, help="database connections running the calls, in batches"),
     grace: float = typer.Option(10.0, "--grace", min=0, help="seconds given to calls in flight on shutdown"),
 ) -> None:
     """Serve astra.ingest.v1.AssetRegistry (the per-tenant asset dedup registry) and grpc.health.v1."""
@@ -47,9 +48,9 @@ def ingest(
             delay_s = float(delay_ms) / 1000
         except ValueError:
             raise ValueError(f"ASTRA_INGEST_DELAY_MS must be a number of milliseconds, got {delay_ms!r}") from None
-        engine = registry_engine(settings.require("database_url"), pool_size=workers)
+        engine = registry_engine(settings.require("database_url"), pool_size=lanes)
         registry = AssetRegistry(engine, settings.assets_bucket)
-        server = serve(target, registry, delay_s=delay_s, workers=workers)
+        server = serve(target, registry, delay_s=delay_s, workers=workers, lanes=lanes)
         try:
             note = f" (test delay {delay_s * 1000:g} ms per call)" if delay_s else ""
             out.print(f"astra ingest registry serving on {server.target} (pid {os.getpid()}){note}")

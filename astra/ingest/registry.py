@@ -41,29 +41,32 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _KNOWN_TENANTS_MAX = 100_000
 
-# One statement, one round trip. `input` is the request (deduplicated), `ins` the rows this
-# statement created; `r` is the registry as of the statement's snapshot (it cannot see `ins`).
+# One statement, one round trip, for any number of requests and tenants. `input` is the batch
+# (deduplicated), `ins` the rows this statement created; `r` is the registry as of the
+# statement's snapshot (it cannot see `ins`).
 _REGISTER_SQL = """
 WITH input AS (
-    SELECT * FROM unnest(%(sha256)s::text[], %(size)s::bigint[], %(media_type)s::text[], %(name)s::text[],
-                         %(uri)s::text[]) AS t(sha256, size, media_type, name, canonical_uri)
+    SELECT * FROM unnest(%(tenant)s::text[], %(sha256)s::text[], %(size)s::bigint[], %(media_type)s::text[],
+                         %(name)s::text[], %(uri)s::text[]) AS t(tenant_id, sha256, size, media_type, name, canonical_uri)
 ), ins AS (
     INSERT INTO asset_registry (tenant_id, sha256, size, media_type, name, canonical_uri)
-    SELECT %(tenant)s, sha256, size, media_type, name, canonical_uri FROM input
+    SELECT tenant_id, sha256, size, media_type, name, canonical_uri FROM input
     ON CONFLICT (tenant_id, sha256) DO NOTHING
-    RETURNING sha256
+    RETURNING tenant_id, sha256
 )
-SELECT input.sha256, ins.sha256 IS NOT NULL AS created, r.canonical_uri
+SELECT input.tenant_id, input.sha256, ins.sha256 IS NOT NULL AS created, r.canonical_uri
 FROM input
-LEFT JOIN ins ON ins.sha256 = input.sha256
-LEFT JOIN asset_registry r ON r.tenant_id = %(tenant)s AND r.sha256 = input.sha256
+LEFT JOIN ins ON ins.tenant_id = input.tenant_id AND ins.sha256 = input.sha256
+LEFT JOIN asset_registry r ON r.tenant_id = input.tenant_id AND r.sha256 = input.sha256
 """
 
 _READ_SQL = """
-SELECT sha256, canonical_uri FROM asset_registry WHERE tenant_id = %(tenant)s AND sha256 = ANY(%(sha256)s::text[])
+SELECT r.tenant_id, r.sha256, r.canonical_uri
+FROM unnest(%(tenant)s::text[], %(sha256)s::text[]) AS k(tenant_id, sha256)
+JOIN asset_registry r ON r.tenant_id = k.tenant_id AND r.sha256 = k.sha256
 """
 
-_TENANT_SQL = "INSERT INTO tenants (tenant_id) VALUES (%(tenant)s) ON CONFLICT (tenant_id) DO NOTHING"
+_TENANTS_SQL = "INSERT INTO tenants (tenant_id) SELECT unnest(%(tenant)s::text[]) ON CONFLICT (tenant_id) DO NOTHING"
 
 
 class InvalidRegistration(IngestError, ValueError):
@@ -150,8 +153,9 @@ def registry_engine(database_url: str, pool_size: int = 8, synchronous_commit: b
     before its WAL is flushed, which takes the disk's flush latency out of every call that
     registers something NEW. What it risks is bounded and benign: a Postgres crash can forget
     the last few hundred milliseconds of registrations, and a forgotten digest is simply NEW
-    again next time (BlobStore.put_once then finds the blob already stored). It can never
-    produce a wrong DUPLICATE: a row is visible only to those after it in the WAL, lost with it.
+    again next time (BlobStore.put_once then finds the blob already stored). A DUPLICATE answered
+    from a row that is later lost was still right: the caller that got NEW stores the blob
+    whatever the database remembers.
     """
     engine = create_engine(
         normalize_url(database_url),
@@ -192,37 +196,53 @@ class AssetRegistry:
         the outcome, later ones are DUPLICATE with the same canonical URI.
         """
         validate(tenant, digests)
-        if not digests:
-            return []
-        unique: dict[str, Digest] = {}
-        for d in digests:
-            unique.setdefault(d.sha256, d)
-        params_uri = {sha: self.canonical_uri(tenant, sha) for sha in unique}
-        params = {
-            "tenant": tenant,
-            "sha256": list(unique),
-            "size": [d.size for d in unique.values()],
-            "media_type": [d.media_type or DEFAULT_MEDIA_TYPE for d in unique.values()],
-            "name": [d.name for d in unique.values()],
-            "uri": list(params_uri.values()),
-        }
-        found: dict[str, Status] = {}
-        for sha, created, uri in self._execute(tenant, params):
-            if created:
-                found[sha] = Status(sha, Outcome.NEW, params_uri[sha])
-            elif uri is not None:
-                found[sha] = Status(sha, Outcome.DUPLICATE, uri)
-        out: list[Status] = []
-        seen: set[str] = set()
-        for d in digests:
-            status = found[d.sha256]  # KeyError only if a row vanished: registry rows are never deleted
-            if d.sha256 in seen and status.is_new:
-                status = Status(status.sha256, Outcome.DUPLICATE, status.canonical_uri)
-            seen.add(d.sha256)
-            out.append(status)
+        return self.register_validated([(tenant, digests)])[0]
+
+    def register_many(self, requests: Sequence[tuple[str, Sequence[Digest]]]) -> list[list[Status]]:
+        """Several requests (any tenants) in one statement, as if registered one after the other."""
+        for tenant, digests in requests:
+            validate(tenant, digests)
+        return self.register_validated(requests)
+
+    def register_validated(self, requests: Sequence[tuple[str, Sequence[Digest]]]) -> list[list[Status]]:
+        """register_many for requests that already passed `validate` (the server validates each
+        call on its own thread, so one bad call never fails a batch)."""
+        unique: dict[tuple[str, str], Digest] = {}
+        for tenant, digests in requests:
+            for d in digests:
+                unique.setdefault((tenant, d.sha256), d)
+        found: dict[tuple[str, str], Status] = {}
+        if unique:
+            uris = [self.canonical_uri(t, sha) for t, sha in unique]
+            params = {
+                "tenant": [t for t, _ in unique],
+                "sha256": [sha for _, sha in unique],
+                "size": [d.size for d in unique.values()],
+                "media_type": [d.media_type or DEFAULT_MEDIA_TYPE for d in unique.values()],
+                "name": [d.name for d in unique.values()],
+                "uri": uris,
+            }
+            new_uri = dict(zip(unique, uris))
+            for tenant, sha, created, uri in self._execute(params):
+                if created:
+                    found[tenant, sha] = Status(sha, Outcome.NEW, new_uri[tenant, sha])
+                elif uri is not None:
+                    found[tenant, sha] = Status(sha, Outcome.DUPLICATE, uri)
+        out: list[list[Status]] = []
+        seen: set[tuple[str, str]] = set()
+        for tenant, digests in requests:
+            statuses = []
+            for d in digests:
+                key = (tenant, d.sha256)
+                status = found[key]  # always there: registry rows are never deleted
+                if key in seen and status.is_new:  # an earlier digest of this batch registered it
+                    status = Status(status.sha256, Outcome.DUPLICATE, status.canonical_uri)
+                seen.add(key)
+                statuses.append(status)
+            out.append(statuses)
         return out
 
-    def _execute(self, tenant: str, params: dict) -> list[tuple]:
+    def _execute(self, params: dict) -> list[tuple]:
         # The pooled DBAPI connection itself: SQLAlchemy's Connection layer costs more CPU than
         # the statement on this hot path. The pool still does checkout, reset and invalidation.
         pooled = self.engine.raw_connection()
@@ -232,21 +252,22 @@ class AssetRegistry:
             if restore:  # an engine shared with transactional code: put it back as we found it
                 conn.autocommit = True
             try:
-                if tenant not in self._known_tenants:
-                    conn.execute(_TENANT_SQL, {"tenant": tenant})
-                    self._remember(tenant)
+                unknown = sorted(set(params["tenant"]) - self._known_tenants)
+                if unknown:
+                    conn.execute(_TENANTS_SQL, {"tenant": unknown})
+                    self._remember(unknown)
                 try:
                     rows = conn.execute(_REGISTER_SQL, params).fetchall()
                 except psycopg.errors.ForeignKeyViolation:
-                    # The cached tenant row is gone (a database wiped behind a running server):
-                    # recreate it and try once more. The failed statement wrote nothing.
-                    log.warning("tenant %s missing from tenants; recreating it", tenant)
-                    conn.execute(_TENANT_SQL, {"tenant": tenant})
+                    # A cached tenant row is gone (a database wiped behind a running server):
+                    # recreate the batch's tenants and try once more. The failed statement wrote nothing.
+                    log.warning("tenant rows missing from tenants; recreating them")
+                    conn.execute(_TENANTS_SQL, {"tenant": sorted(set(params["tenant"]))})
                     rows = conn.execute(_REGISTER_SQL, params).fetchall()
-                missing = [sha for sha, created, uri in rows if not created and uri is None]
+                missing = [(t, sha) for t, sha, created, uri in rows if not created and uri is None]
                 if missing:  # committed by a concurrent transaction after our snapshot: read them now
-                    rows += [(sha, False, uri) for sha, uri in
-                             conn.execute(_READ_SQL, {"tenant": tenant, "sha256": missing}).fetchall()]
+                    keys = {"tenant": [t for t, _ in missing], "sha256": [sha for _, sha in missing]}
+                    rows += [(t, sha, False, uri) for t, sha, uri in conn.execute(_READ_SQL, keys).fetchall()]
                 return rows
             finally:
                 if restore and not conn.closed:
@@ -258,8 +279,8 @@ class AssetRegistry:
         finally:
             pooled.close()
 
-    def _remember(self, tenant: str) -> None:
+    def _remember(self, tenants: list[str]) -> None:
         with self._lock:
-            if len(self._known_tenants) >= _KNOWN_TENANTS_MAX:
-                self._known_tenants.clear()
-            self._known_tenants.add(tenant)
+            if len(self._known_tenants) + len(tenants) > _KNOWN_TENANTS_MAX:
+                self._known_tenants = set()
+            self._known_tenants.update(tenants)

@@ -11,6 +11,7 @@ anything else. A call whose client has already gone (deadline passed, cancelled)
 
 from __future__ import annotations
 
+import collections
 import logging
 import signal
 import threading
@@ -23,21 +24,121 @@ import psycopg
 import sqlalchemy.exc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from astra.ingest.registry import AssetRegistry, Digest, InvalidRegistration, Outcome
+from astra.ingest.registry import (
+    MAX_ASSETS_PER_REQUEST,
+    AssetRegistry,
+    Digest,
+    InvalidRegistration,
+    Outcome,
+    Status,
+    validate,
+)
 from astra.protos import ingest_registry_pb2 as pb
 from astra.protos import ingest_registry_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AssetRegistry"].full_name  # astra.ingest.v1.AssetRegistry
-DEFAULT_WORKERS = 8
+DEFAULT_WORKERS = 16
+DEFAULT_LANES = 2
 DEFAULT_GRACE_S = 10.0
 _OUTCOME = {Outcome.NEW: pb.AssetStatus.NEW, Outcome.DUPLICATE: pb.AssetStatus.DUPLICATE}
 
 
-class AssetRegistryServicer(pb_grpc.AssetRegistryServicer):
-    def __init__(self, registry: AssetRegistry, delay_s: float = 0.0):
+class _Call:
+    __slots__ = ("tenant", "digests", "context", "done", "result", "error")
+
+    def __init__(self, tenant: str, digests: list[Digest], context: grpc.ServicerContext | None):
+        self.tenant, self.digests, self.context = tenant, digests, context
+        self.done = threading.Event()
+        self.result: list[Status] | None = None
+        self.error: BaseException | None = None
+
+
+class ClientGone(Exception):
+    """The call's client went away (deadline, cancel) before its batch ran: it was not run."""
+
+
+class Batcher:
+    """Runs the calls waiting at any moment as one registry statement (opportunistic batching).
+
+    A lane thread takes every call queued so far, runs them in one `register_validated`, and
+    wakes their handlers. Nothing waits for a batch to fill: a call arriving at an idle lane
+    runs at once; batches grow only while the database is busy, which is when they help (one
+    statement, one commit and one foreign-key check of each tenant row for many calls).
+    """
+
+    def __init__(self, registry: AssetRegistry, lanes: int = 1, max_digests: int = 2000):
         self.registry = registry
+        self.max_digests = max(max_digests, MAX_ASSETS_PER_REQUEST)
+        self._queue: collections.deque[_Call] = collections.deque()
+        self._cv = threading.Condition()
+        self._closed = False
+        self._threads = [threading.Thread(target=self._lane, name=f"ingest-registry-db-{i}", daemon=True)
+                         for i in range(lanes)]
+        for t in self._threads:
+            t.start()
+
+    def register(self, tenant: str, digests: list[Digest], context: grpc.ServicerContext | None = None) -> list[Status]:
+        call = _Call(tenant, digests, context)
+        with self._cv:
+            if self._closed:
+                raise RuntimeError("registry batcher is closed")
+            self._queue.append(call)
+            self._cv.notify()
+        call.done.wait()
+        if call.error is not None:
+            raise call.error
+        return call.result
+
+    def close(self) -> None:
+        """Run what is queued, then stop the lanes."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        for t in self._threads:
+            t.join(30)
+
+    def _take(self) -> list[_Call] | None:
+        with self._cv:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._cv.wait()
+            batch, size = [], 0
+            while self._queue and (not batch or size + len(self._queue[0].digests) <= self.max_digests):
+                call = self._queue.popleft()
+                batch.append(call)
+                size += len(call.digests)
+            return batch
+
+    def _lane(self) -> None:
+        while (batch := self._take()) is not None:
+            live = []
+            for call in batch:
+                if call.context is not None and not call.context.is_active():
+                    call.error = ClientGone()
+                    call.done.set()
+                else:
+                    live.append(call)
+            if not live:
+                continue
+            try:
+                results = self.registry.register_validated([(c.tenant, c.digests) for c in live])
+            except BaseException as exc:  # noqa: BLE001 — handed to every caller of the batch
+                for call in live:
+                    call.error = exc
+                    call.done.set()
+                continue
+            for call, result in zip(live, results):
+                call.result = result
+                call.done.set()
+
+
+class AssetRegistryServicer(pb_grpc.AssetRegistryServicer):
+    def __init__(self, registry: AssetRegistry, delay_s: float = 0.0, batcher: Batcher | None = None):
+        self.registry = registry
+        self.batcher = batcher
         self.delay_s = delay_s  # test hook: slow every call down by this much
 
     def RegisterAssets(self, request: pb.RegisterAssetsRequest, context: grpc.ServicerContext):  # noqa: N802
@@ -47,9 +148,15 @@ class AssetRegistryServicer(pb_grpc.AssetRegistryServicer):
             context.abort(grpc.StatusCode.CANCELLED, "client went away before the call ran")
         digests = [Digest(a.sha256, a.size, a.media_type, a.name) for a in request.assets]
         try:
-            statuses = self.registry.register(request.tenant, digests)
+            validate(request.tenant, digests)
+            if self.batcher is not None:
+                statuses = self.batcher.register(request.tenant, digests, context)
+            else:
+                statuses = self.registry.register_validated([(request.tenant, digests)])[0]
         except InvalidRegistration as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except ClientGone:
+            context.abort(grpc.StatusCode.CANCELLED, "client went away before the call ran")
         except (psycopg.OperationalError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError) as exc:
             log.warning("RegisterAssets: database unavailable: %s", str(exc).strip().splitlines()[0] if str(exc) else exc)
             context.abort(grpc.StatusCode.UNAVAILABLE, "asset registry database unavailable")
@@ -65,9 +172,11 @@ class AssetRegistryServicer(pb_grpc.AssetRegistryServicer):
 class RegistryServer(grpc.Server):
     """A started grpc.Server plus what a graceful stop needs: the bound port and the health servicer."""
 
-    def __init__(self, server: grpc.Server, health_servicer: health.HealthServicer, host: str, port: int):
+    def __init__(self, server: grpc.Server, health_servicer: health.HealthServicer, batcher: Batcher, host: str,
+                 port: int):
         self._server = server
         self.health = health_servicer
+        self.batcher = batcher
         self.host = host
         self.port = port
         self._stopping = threading.Lock()
@@ -84,6 +193,7 @@ class RegistryServer(grpc.Server):
             if announce_s > 0:
                 time.sleep(announce_s)
             self._server.stop(grace_s).wait()
+            self.batcher.close()
 
     # grpc.Server, delegated
     def add_generic_rpc_handlers(self, generic_rpc_handlers):
@@ -102,7 +212,9 @@ class RegistryServer(grpc.Server):
         self._server.start()
 
     def stop(self, grace):
-        return self._server.stop(grace)
+        stopped = self._server.stop(grace)
+        threading.Thread(target=lambda: (stopped.wait(), self.batcher.close()), daemon=True).start()
+        return stopped
 
     def wait_for_termination(self, timeout=None):
         return self._server.wait_for_termination(timeout)
@@ -115,30 +227,39 @@ def split_target(target: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def serve(target: str, registry: AssetRegistry, delay_s: float = 0.0, workers: int = DEFAULT_WORKERS) -> RegistryServer:
+def serve(
+    target: str,
+    registry: AssetRegistry,
+    delay_s: float = 0.0,
+    workers: int = DEFAULT_WORKERS,
+    lanes: int = DEFAULT_LANES,
+) -> RegistryServer:
     """Start serving the registry and health on `target` (`host:port`; port 0 picks a free one).
 
-    Returns the started server; its `.port` is the bound port. `workers` bounds the calls run at
-    once: size the registry engine's pool to match.
+    Returns the started server; its `.port` is the bound port. `workers` gRPC threads take
+    calls; `lanes` threads run them against Postgres in batches (one connection each: the
+    registry engine's pool needs at least `lanes`).
     """
     host, _ = split_target(target)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest-registry"),
         options=[("grpc.so_reuseport", 0)],  # a second server on a busy port must fail, not share it
     )
-    pb_grpc.add_AssetRegistryServicer_to_server(AssetRegistryServicer(registry, delay_s), server)
+    batcher = Batcher(registry, lanes)
+    pb_grpc.add_AssetRegistryServicer_to_server(AssetRegistryServicer(registry, delay_s, batcher), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     try:
         port = server.add_insecure_port(target)
+        if port == 0:
+            raise RuntimeError("no address bound")
     except RuntimeError as exc:
+        batcher.close()
         raise OSError(f"cannot listen on {target}: {exc}") from None
-    if port == 0:
-        raise OSError(f"cannot listen on {target}")
     server.start()
     for name in (health.OVERALL_HEALTH, SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RegistryServer(server, health_servicer, host, port)
+    return RegistryServer(server, health_servicer, batcher, host, port)
 
 
 def run_forever(

@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from astra.guard import canonical_json, chain_hash, check_custody, verify, verify_chain
 from astra.guard.merkle import merkle_root_hex
-from tests.guard.conftest import custody_n, rows, superuser_sql, upload_audio
+from tests.guard.conftest import custody_n, rows, superuser_sql
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,131 @@
+"""Session manifests: the published JSON Schema, parsing, and the rules a key must follow.
+
+A manifest is judged before any run exists: it must be JSON, pass the schema, agree with the
+key it was uploaded under (tenant, session id, version), fit the partition key rules, and every
+file it names must be in the bucket. A manifest that fails gets a `ManifestRejected` with the
+reason; the caller records it and leaves the upload untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mimetypes
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from jsonschema import Draft202012Validator, FormatChecker
+
+from astra.tenancy import InvalidKey, SessionKey
+
+SCHEMA_PATH = Path(__file__).with_name("schemas") / "session_manifest.schema.json"
+MANIFEST_KEY = re.compile(r"^(?P<tenant>[^/]+)/sessions/(?P<session>[^/]+)/v(?P<version>[^/]+)/manifest\.json$")
+MEDIA_TYPES = {".wav": "audio/wav", ".ogg": "audio/ogg", ".mp3": "audio/mpeg", ".m4a": "audio/mp4",
+               ".csv": "text/csv", ".json": "application/json", ".txt": "text/plain", ".vtt": "text/vtt",
+               ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+
+
+class ManifestRejected(ValueError):
+    def __init__(self, key: str, reason: str):
+        super().__init__(f"{key}: {reason}")
+        self.key, self.reason = key, reason
+
+
+@lru_cache(maxsize=1)
+def validator() -> Draft202012Validator:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema, format_checker=FormatChecker())
+
+
+@dataclass(frozen=True)
+class SessionFile:
+    role: str  # audio | transcript | data | media
+    path: str  # relative to the version folder, e.g. data/readings.csv
+    key: str  # full key in the uploads bucket
+    media_type: str
+
+
+@dataclass(frozen=True)
+class SessionManifest:
+    key: str  # the manifest's key in the uploads bucket
+    sha256: str
+    document: dict
+    session: SessionKey
+
+    @property
+    def prefix(self) -> str:
+        return self.key[: -len("manifest.json")]
+
+    @property
+    def files(self) -> list[SessionFile]:
+        doc = self.document
+        named = [("audio", doc.get("audio")), ("transcript", doc.get("transcript"))]
+        named += [("data", p) for p in doc["data"]] + [("media", p) for p in doc["media"]]
+        return [SessionFile(role, path, self.prefix + path, media_type(path)) for role, path in named if path]
+
+    @property
+    def audio(self) -> SessionFile | None:
+        return next((f for f in self.files if f.role == "audio"), None)
+
+
+def media_type(path: str) -> str:
+    suffix = Path(path).suffix.lower()
+    return MEDIA_TYPES.get(suffix) or mimetypes.guess_type(path)[0] or "application/octet-stream"
+
+
+def manifest_session(key: str) -> SessionKey:
+    """The session a manifest key names, checked against the partition key rules."""
+    m = MANIFEST_KEY.match(key)
+    if not m:
+        raise ManifestRejected(key, "not a manifest key: expected <tenant>/sessions/<session_id>/v<n>/manifest.json")
+    if not m["version"].isdigit():
+        raise ManifestRejected(key, f"version folder 'v{m['version']}' is not v<integer>")
+    try:
+        return SessionKey(m["tenant"], m["session"], int(m["version"]))
+    except InvalidKey as exc:
+        raise ManifestRejected(key, str(exc)) from None
+
+
+def parse_manifest(key: str, raw: bytes) -> SessionManifest:
+    """Judge a manifest by itself and its key (not yet whether its files exist)."""
+    session = manifest_session(key)
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestRejected(key, f"not valid JSON: {exc}") from None
+    problems = sorted(validator().iter_errors(doc), key=lambda e: list(e.absolute_path))
+    if problems:
+        first = problems[0]
+        where = "/".join(str(p) for p in first.absolute_path) or "(root)"
+        raise ManifestRejected(key, f"schema: {where}: {first.message}")
+    for field, in_key in (("tenant", session.tenant), ("session_id", session.session_id), ("version", session.version)):
+        if doc[field] != in_key:
+            raise ManifestRejected(key, f"{field} {doc[field]!r} does not match the upload key ({in_key!r})")
+    clone = doc.get("clone_of")
+    if clone and clone["version"] >= session.version:
+        raise ManifestRejected(key, f"clone_of version {clone['version']} must be lower than {session.version}")
+    return SessionManifest(key, hashlib.sha256(raw).hexdigest(), doc, session)
+
+
+def check_files_present(s3, bucket: str, manifest: SessionManifest) -> None:
+    missing = []
+    for f in manifest.files:
+        try:
+            s3.head_object(Bucket=bucket, Key=f.key)
+        except s3.exceptions.ClientError:
+            missing.append(f.path)
+    if missing:
+        raise ManifestRejected(manifest.key, f"names files that are not uploaded: {', '.join(missing)}")
+
+
+def load_manifest(s3, bucket: str, key: str) -> SessionManifest:
+    try:
+        raw = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        raise ManifestRejected(key, "the manifest is gone") from None
+    manifest = parse_manifest(key, raw)
+    check_files_present(s3, bucket, manifest)
+    return manifest
