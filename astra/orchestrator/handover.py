@@ -15,6 +15,7 @@ failure anywhere converges. A re-run that finds the record only finishes the cle
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -86,9 +87,9 @@ def hand_over(h: Handover, manifest_key: str, expected_sha256: str | None = None
 
     files = []
     for f in manifest.files:
-        sha, size, _ = stream_sha256(h.s3, uploads, f.key)
+        sha, size, resp = stream_sha256(h.s3, uploads, f.key)
         files.append({"role": f.role, "path": f.path, "key": f.key, "media_type": f.media_type,
-                      "sha256": sha, "size": size})
+                      "sha256": sha, "size": size, "etag": resp["ETag"]})
 
     dedup = register(h, session, files)
 
@@ -96,7 +97,10 @@ def hand_over(h: Handover, manifest_key: str, expected_sha256: str | None = None
     for f in files:
         f["blob_uri"] = blob_uri(assets, session.tenant, f["sha256"])
         f["blob_copied"] = _copy_blob(h, store, uploads, f["key"], f["sha256"])
-    raw_manifest = h.s3.get_object(Bucket=uploads, Key=manifest_key)["Body"].read()
+    got = h.s3.get_object(Bucket=uploads, Key=manifest_key)
+    raw_manifest = got["Body"].read()
+    if hashlib.sha256(raw_manifest).hexdigest() != manifest.sha256:
+        raise HandoverError(f"{manifest_key} changed during the handover; the upload is kept")
     store.put_once(manifest.sha256, raw_manifest)
 
     custody = None
@@ -110,7 +114,7 @@ def hand_over(h: Handover, manifest_key: str, expected_sha256: str | None = None
     record = {
         "session": {"tenant": session.tenant, "session_id": session.session_id, "version": session.version,
                     "partition_key": session.partition_key},
-        "manifest": {"key": manifest_key, "sha256": manifest.sha256, "document": manifest.document,
+        "manifest": {"key": manifest_key, "sha256": manifest.sha256, "etag": got["ETag"], "document": manifest.document,
                      "blob_uri": blob_uri(assets, session.tenant, manifest.sha256)},
         "config_version": snapshot.version,
         "template_sha256": snapshot.template_sha256,
@@ -173,17 +177,28 @@ def _copy_blob(h: Handover, store: BlobStore, bucket: str, key: str, sha256: str
 
 
 def _delete_temp(h: Handover, record: dict) -> list[str]:
-    """Delete the upload's files, the manifest last, so an interrupted clean-up is seen again."""
-    keys = [f["key"] for f in record["files"]] + [record["manifest"]["key"]]
-    deleted = []
-    for key in keys:
+    """Delete the upload's files, the manifest last, so an interrupted clean-up is seen again.
+
+    Only objects that are still exactly what was handed over (same ETag) are deleted: a file
+    re-uploaded under the same key since then is new input, and deleting it would lose it."""
+    bucket = h.settings.uploads_bucket
+    expected = [(f["key"], f["etag"]) for f in record["files"]] + [(record["manifest"]["key"], record["manifest"]["etag"])]
+    present, changed = [], []
+    for key, etag in expected:
         try:
-            h.s3.head_object(Bucket=h.settings.uploads_bucket, Key=key)
+            head = h.s3.head_object(Bucket=bucket, Key=key)
         except ClientError:
-            continue
-        h.s3.delete_object(Bucket=h.settings.uploads_bucket, Key=key)
-        deleted.append(key)
-    return deleted
+            continue  # deleted already
+        (present if head["ETag"] == etag else changed).append(key)
+    if changed:
+        raise HandoverError(
+            f"{record['session']['partition_key']} was already handed over, and these uploads differ from what "
+            f"was handed over: {', '.join(changed)}. Session versions are immutable: upload it as "
+            f"v{record['session']['version'] + 1}. Nothing was deleted."
+        )
+    for key in present:
+        h.s3.delete_object(Bucket=bucket, Key=key)
+    return present
 
 
 def _read_record(h: Handover, session: SessionKey) -> dict | None:

@@ -1,0 +1,197 @@
+"""Handover over the real stack: moto S3 (Object Lock), Postgres ledger, gRPC registry on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+
+from astra.config_svc import TenantNotFound
+from astra.db import make_engine
+from astra.db.schema import custody_ledger
+from astra.ingest.registry import AssetRegistry, registry_engine
+from astra.ingest.registry_server import serve
+from astra.ingest.store import blob_key
+from astra.orchestrator import handover as ho
+from astra.orchestrator.reconcile import pending_count, reconcile
+from astra.orchestrator.registry_client import RegistryClient
+from astra.orchestrator.upload import upload_session
+from astra.samples import session_files
+from astra.tenancy import SessionKey
+from tests.orchestrator.conftest import make_handover
+
+pytestmark = pytest.mark.integration
+
+
+def new_session(s3, settings, tenant: str, version: int = 1, files: dict | None = None, session_id: str | None = None):
+    session = SessionKey(tenant, session_id or f"s-{uuid.uuid4().hex[:8]}", version)
+    key = upload_session(s3, settings.uploads_bucket, session, "field_inspection", files or session_files())
+    return session, key
+
+
+def upload_keys(s3, settings, session: SessionKey) -> list[str]:
+    prefix = f"{session.tenant}/sessions/{session.session_id}/v{session.version}/"
+    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=settings.uploads_bucket, Prefix=prefix).get("Contents", []))
+
+
+def ledger_count(pg_url, tenant) -> int:
+    with make_engine(pg_url).connect() as conn:
+        return conn.execute(select(func.count()).select_from(custody_ledger)
+                            .where(custody_ledger.c.tenant_id == tenant)).scalar_one()
+
+
+def guard_versions(s3, settings, tenant) -> list[dict]:
+    return s3.list_object_versions(Bucket=settings.guard_bucket, Prefix=f"{tenant}/audio/").get("Versions", [])
+
+
+def test_handover_end_to_end(handover, s3, settings, configured_tenant, pg_url):
+    tenant = configured_tenant
+    session, key = new_session(s3, settings, tenant)
+    result = ho.hand_over(handover, key)
+    rec = result.record
+    assert rec["config_version"] == 1 and rec["dedup"] == {"status": "registered"}
+    assert {f["path"]: f["dedup"] for f in rec["files"]} == {
+        "audio.wav": "NEW", "transcript.txt": "NEW", "data/readings.csv": "NEW", "media/site.png": "NEW"}
+    for f in rec["files"]:
+        body = s3.get_object(Bucket=settings.assets_bucket, Key=blob_key(tenant, f["sha256"]))["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == f["sha256"]
+    audio_sha = hashlib.sha256(session_files()["audio.wav"]).hexdigest()
+    custody = rec["custody"]
+    assert custody["key"] == f"{tenant}/audio/{session.session_id}/v1/{audio_sha}.wav"
+    head = s3.head_object(Bucket=settings.guard_bucket, Key=custody["key"])
+    assert head["ObjectLockMode"] == "COMPLIANCE"
+    assert ledger_count(pg_url, tenant) == 1
+    assert upload_keys(s3, settings, session) == []  # temp gone, only after all of the above
+    assert len(result.temp_deleted) == 5
+
+    # The same files in another session of the tenant: all DUPLICATE, nothing copied again.
+    session2, key2 = new_session(s3, settings, tenant)
+    rec2 = ho.hand_over(handover, key2).record
+    assert {f["dedup"] for f in rec2["files"]} == {"DUPLICATE"}
+    assert not any(f["blob_copied"] for f in rec2["files"])
+
+
+def test_dedup_never_crosses_tenants(handover, s3, settings, configured_tenant, config_service):
+    from tests.config_svc.maps import SHA, maps
+
+    other = configured_tenant + "-b"
+    config_service.publish(other, *maps(), SHA, "test")
+    _, key_a = new_session(s3, settings, configured_tenant)
+    _, key_b = new_session(s3, settings, other)
+    ho.hand_over(handover, key_a)
+    rec_b = ho.hand_over(handover, key_b).record
+    assert {f["dedup"] for f in rec_b["files"]} == {"NEW"}
+    assert all(f["blob_uri"].startswith(f"s3://{settings.assets_bucket}/{other}/") for f in rec_b["files"])
+
+
+def test_registry_down_fails_open_then_reconciles(dead_registry_handover, handover, s3, settings, configured_tenant, pg_url):
+    tenant = configured_tenant
+    session, key = new_session(s3, settings, tenant)
+    rec = ho.hand_over(dead_registry_handover, key).record
+    assert rec["dedup"] == {"status": "skipped", "reason": "unavailable"}
+    assert {f["dedup"] for f in rec["files"]} == {"skipped"}
+    assert rec["custody"] is not None and upload_keys(s3, settings, session) == []
+    assert pending_count(make_engine(pg_url), tenant) == 1
+    outcome = reconcile(make_engine(pg_url), handover.registry)
+    assert outcome.registered >= 1
+    assert pending_count(make_engine(pg_url), tenant) == 0
+    # Registered now: the same files are DUPLICATE for the next session.
+    _, key2 = new_session(s3, settings, tenant)
+    assert {f["dedup"] for f in ho.hand_over(handover, key2).record["files"]} == {"DUPLICATE"}
+
+
+def test_registry_slowed_past_the_deadline_fails_open(settings, s3, pg_url, config_service, configured_tenant):
+    engine = registry_engine(pg_url, pool_size=2)
+    slow = serve("127.0.0.1:0", AssetRegistry(engine, settings.assets_bucket), delay_s=0.2)
+    try:
+        h = make_handover(settings, s3, pg_url, config_service, slow.target)
+        _, key = new_session(s3, settings, configured_tenant)
+        rec = ho.hand_over(h, key).record
+        assert rec["dedup"] == {"status": "skipped", "reason": "deadline exceeded"}
+        assert pending_count(make_engine(pg_url), configured_tenant) == 1
+        # Reconciliation uses a patient client: the slow registry answers within it.
+        assert reconcile(make_engine(pg_url), RegistryClient(slow.target, deadline_s=2.0)).registered >= 1
+        assert pending_count(make_engine(pg_url), configured_tenant) == 0
+    finally:
+        slow.graceful_stop(0)
+        engine.dispose()
+
+
+def test_unknown_tenant_keeps_the_upload(handover, s3, settings, tenant):
+    session, key = new_session(s3, settings, tenant)
+    before = upload_keys(s3, settings, session)
+    with pytest.raises(TenantNotFound):
+        ho.hand_over(handover, key)
+    assert upload_keys(s3, settings, session) == before
+
+
+def test_a_version_is_immutable_once_handed_over(handover, s3, settings, configured_tenant):
+    session, key = new_session(s3, settings, configured_tenant)
+    ho.hand_over(handover, key)
+    files = dict(session_files(), **{"data/readings.csv": b"sensor\nchanged\n"})
+    new_session(s3, settings, configured_tenant, files=files, session_id=session.session_id)
+    raw = s3.get_object(Bucket=settings.uploads_bucket, Key=key)["Body"].read()
+    with pytest.raises(ho.HandoverError, match="immutable"):
+        ho.hand_over(handover, key, expected_sha256=hashlib.sha256(raw).hexdigest())
+    # The new upload is input nobody has handed over: it is kept, every file of it.
+    assert len(upload_keys(s3, settings, session)) == 5
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def _fail(*_a, **_k):
+    raise Boom("injected failure")
+
+
+STEPS = {
+    "snapshot": lambda mp, h: mp.setattr(h.config, "snapshot", _fail),
+    "hash": lambda mp, h: mp.setattr(ho, "stream_sha256", _fail),
+    "register": lambda mp, h: mp.setattr(ho, "register", _fail),
+    "copy_blobs": lambda mp, h: mp.setattr(ho, "_copy_blob", _fail),
+    "custody": lambda mp, h: mp.setattr(ho, "take_custody", _fail),
+    "record": lambda mp, h: mp.setattr(ho.BlobStore, "put_json", _fail),
+}
+
+
+@pytest.mark.parametrize("step", list(STEPS))
+def test_a_failure_at_each_step_leaves_the_upload_and_a_rerun_converges(step, handover, s3, settings, configured_tenant, pg_url, monkeypatch):
+    tenant = configured_tenant
+    session, key = new_session(s3, settings, tenant)
+    before = upload_keys(s3, settings, session)
+    with monkeypatch.context() as mp:
+        STEPS[step](mp, handover)
+        with pytest.raises(Boom):
+            ho.hand_over(handover, key)
+    assert upload_keys(s3, settings, session) == before, "the upload must be intact after a failure"
+    result = ho.hand_over(handover, key)
+    again = ho.hand_over(handover, key)  # and once more: nothing new happens
+    assert again.resumed and again.temp_deleted == []
+    assert upload_keys(s3, settings, session) == []
+    assert ledger_count(pg_url, tenant) == 1
+    assert len(guard_versions(s3, settings, tenant)) == 1
+    assert result.record["custody"]["version_id"] == guard_versions(s3, settings, tenant)[0]["VersionId"]
+
+
+def test_a_crash_in_the_middle_of_the_clean_up_is_finished_by_a_rerun(handover, s3, settings, configured_tenant, pg_url, monkeypatch):
+    session, key = new_session(s3, settings, configured_tenant)
+    real_delete = s3.delete_object
+    calls = []
+
+    def delete_then_crash(**kwargs):
+        calls.append(kwargs["Key"])
+        if len(calls) == 2:
+            raise Boom("killed mid clean-up")
+        return real_delete(**kwargs)
+
+    monkeypatch.setattr(s3, "delete_object", delete_then_crash)
+    with pytest.raises(Boom):
+        ho.hand_over(handover, key)
+    monkeypatch.setattr(s3, "delete_object", real_delete)
+    assert key in upload_keys(s3, settings, session)  # the manifest goes last, so the session is still seen
+    result = ho.hand_over(handover, key)
+    assert result.resumed and upload_keys(s3, settings, session) == []
+    assert ledger_count(pg_url, configured_tenant) == 1
