@@ -4,18 +4,31 @@ import os
 
 from dagster import Definitions, EnvVar
 
-from astra_assets import config, ingest, learn, orchestrator
-from resources import ConfigStoreResource, IntentCatalogResource, RedisResource, StorageLayout, s3_resource
+from astra_assets import config, guard, ingest, learn, orchestrator
+from resources import (
+    ConfigStoreResource,
+    IngestRegistryResource,
+    IntentCatalogResource,
+    RedisResource,
+    StorageLayout,
+    s3_resource,
+)
+from schedules.custody import custody_audit, custody_audit_job, temp_cleanup, temp_cleanup_job
+from schedules.dedup import dedup_reconcile, dedup_reconcile_job
+from sensors.session_upload import session_upload_sensor
 from sensors.template_upload import template_upload_sensor
 
 defs = Definitions(
-    assets=[*ingest.assets, *config.assets, *orchestrator.assets, *learn.assets],
-    sensors=[template_upload_sensor],
+    assets=[*ingest.assets, *config.assets, *orchestrator.assets, *guard.assets, *learn.assets],
+    sensors=[template_upload_sensor, session_upload_sensor],
+    schedules=[custody_audit, temp_cleanup, dedup_reconcile],
+    jobs=[custody_audit_job, temp_cleanup_job, dedup_reconcile_job],
     resources={
         "s3": s3_resource(),
         "storage": StorageLayout.from_env(),
         "redis": RedisResource.from_env(),
         "config_store": ConfigStoreResource.from_env(),
+        "registry": IngestRegistryResource.from_env(),
         "intent_catalog": IntentCatalogResource(path=EnvVar("ASTRA_INTENT_CATALOG"))
         if os.environ.get("ASTRA_INTENT_CATALOG")
         else IntentCatalogResource(),

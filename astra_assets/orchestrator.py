@@ -1,8 +1,23 @@
-"""Group `orchestrator`: the session upload and its handover."""
+"""Group `orchestrator`: the session upload and its handover (ARCHITECTURE §2, §3)."""
 
-from dagster import AssetSpec
+from dagster import (
+    AssetExecutionContext,
+    AssetSpec,
+    Config,
+    DataVersion,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from dagster_aws.s3 import S3Resource
 
+from astra.config_svc import TenantNotFound
+from astra.orchestrator.handover import Handover, HandoverError, hand_over
+from astra.orchestrator.manifest import ManifestRejected
+from astra_assets.config import tenant_config
 from astra_assets.partitions import sessions_partitions
+from resources import ConfigStoreResource, IngestRegistryResource, StorageLayout
 
 session_upload = AssetSpec(
     "session_upload",
@@ -12,4 +27,64 @@ session_upload = AssetSpec(
     metadata={"bucket_env": "ASTRA_UPLOADS_BUCKET", "key_pattern": "<tenant>/sessions/<session_id>/v<n>/"},
 )
 
-assets = [session_upload]
+upload_quarantine = AssetSpec(
+    "upload_quarantine",
+    group_name="orchestrator",
+    description="Uploads refused before any run (bad manifest, missing files, ids outside the key rules). "
+    "Each refusal is an observation with the key and the reason; the upload is left untouched.",
+)
+
+
+class SessionManifestConfig(Config):
+    """The manifest the sensor saw; the handover refuses it if it changed since."""
+
+    manifest_key: str
+    manifest_sha256: str
+
+
+@asset(
+    group_name="orchestrator",
+    partitions_def=sessions_partitions,
+    deps=[session_upload, tenant_config],
+    description="The session handed over: config snapshot pinned, files hashed and deduplicated, durable "
+    "content-addressed copies, audio under custody, then the temporary upload deleted.",
+)
+def session_handover(
+    context: AssetExecutionContext,
+    config: SessionManifestConfig,
+    s3: S3Resource,
+    storage: StorageLayout,
+    config_store: ConfigStoreResource,
+    registry: IngestRegistryResource,
+) -> MaterializeResult:
+    h = Handover(s3=s3.get_client(), settings=storage.settings(s3.endpoint_url), engine=config_store.engine(),
+                 config=config_store.service(), registry=registry.client())
+    try:
+        result = hand_over(h, config.manifest_key, config.manifest_sha256)
+    except (ManifestRejected, HandoverError, TenantNotFound) as exc:
+        raise Failure(description=f"handover refused: {exc}; the upload is kept",
+                      metadata={"manifest_key": config.manifest_key}) from exc
+    rec = result.record
+    dedup = rec["dedup"]
+    custody = rec["custody"] or {}
+    context.log.info(f"{rec['session']['partition_key']}: dedup {dedup['status']}, {len(result.temp_deleted)} temp objects deleted")
+    return MaterializeResult(
+        metadata={
+            "uri": MetadataValue.url(result.record_uri),
+            "manifest_sha256": rec["manifest"]["sha256"],
+            "config_version": rec["config_version"],
+            "template_sha256": rec["template_sha256"],
+            "dedup": dedup["status"] if dedup["status"] == "registered" else f"skipped ({dedup['reason']})",
+            "files": MetadataValue.md("\n".join(
+                ["| file | sha256 | size | dedup |", "|---|---|---|---|"]
+                + [f"| {f['path']} | `{f['sha256'][:16]}…` | {f['size']} | {f['dedup']} |" for f in rec["files"]])),
+            "audio_custody_uri": f"s3://{custody['bucket']}/{custody['key']}" if custody else "no audio",
+            "ledger_seq": custody.get("ledger_seq", 0),
+            "temp_deleted": len(result.temp_deleted),
+            "resumed": result.resumed,
+        },
+        data_version=DataVersion(rec["manifest"]["sha256"]),
+    )
+
+
+assets = [session_upload, upload_quarantine, session_handover]

@@ -3,6 +3,14 @@
 from resources.config_store import ConfigStoreResource
 from resources.intent_catalog import IntentCatalogResource
 from resources.redis import RedisResource
+from resources.registry import IngestRegistryResource
 from resources.storage import StorageLayout, s3_resource
 
-__all__ = ["ConfigStoreResource", "IntentCatalogResource", "RedisResource", "StorageLayout", "s3_resource"]
+__all__ = [
+    "ConfigStoreResource",
+    "IngestRegistryResource",
+    "IntentCatalogResource",
+    "RedisResource",
+    "StorageLayout",
+    "s3_resource",
+]

@@ -1,8 +1,7 @@
 """CONFIG_SVC as a resource: Postgres for the truth, Redis for the read-through cache."""
 
-from __future__ import annotations
-
 from dagster import ConfigurableResource, EnvVar
+from sqlalchemy import Engine
 
 from astra.config_svc import ConfigService
 from astra.db import make_engine
@@ -23,6 +22,9 @@ class ConfigStoreResource(ConfigurableResource):
             redis_prefix=EnvVar("ASTRA_REDIS_PREFIX"),
         )
 
+    def engine(self) -> Engine:
+        return make_engine(self.database_url)
+
     def service(self) -> ConfigService:
         settings = Settings(database_url=self.database_url, redis_url=self.redis_url, redis_prefix=self.redis_prefix)
-        return ConfigService(make_engine(self.database_url), redis_client(settings), self.redis_prefix)
+        return ConfigService(self.engine(), redis_client(settings), self.redis_prefix)

@@ -106,7 +106,20 @@ def s3(settings):
 
 
 @pytest.fixture(scope="session")
-def stack_env(settings, s3) -> dict[str, str]:
+def registry_server(pg_url, settings):
+    """INGEST's dedup registry: a real gRPC server on a free loopback port (threads of this process)."""
+    from astra.ingest.registry import AssetRegistry, registry_engine
+    from astra.ingest.registry_server import serve
+
+    engine = registry_engine(pg_url, pool_size=4)
+    srv = serve("127.0.0.1:0", AssetRegistry(engine, settings.assets_bucket))
+    yield srv
+    srv.graceful_stop(0)
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def stack_env(settings, s3, registry_server) -> dict[str, str]:
     """The variables `astra stack up` would write, pointing at the test services."""
     return {
         "ASTRA_DATABASE_URL": settings.database_url,
@@ -117,6 +130,7 @@ def stack_env(settings, s3) -> dict[str, str]:
         "ASTRA_ASSETS_BUCKET": settings.assets_bucket,
         "ASTRA_GUARD_BUCKET": settings.guard_bucket,
         "ASTRA_GUARD_RETENTION_DAYS": str(settings.guard_retention_days),
+        "ASTRA_INGEST_TARGET": registry_server.target,
         "AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
         "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"],
         "AWS_DEFAULT_REGION": os.environ["AWS_DEFAULT_REGION"],

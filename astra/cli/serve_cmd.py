@@ -32,7 +32,7 @@ def ingest(
     port: int = typer.Option(None, "--port", min=0, max=65535,
                              help="port to bind, 0 for a free one (default: the port of ASTRA_INGEST_TARGET, else 50051)"),
     workers: int = typer.Option(16, "--workers", min=1, help="gRPC threads: calls taken at once"),
-    lanes: int = typer.Option(2, "--lanes", min=1, help="database connections running the calls, in batches"),
+    lanes: int = typer.Option(2, "--lanes", min=0, help="database connections running the calls, in batches"),
     grace: float = typer.Option(10.0, "--grace", min=0, help="seconds given to calls in flight on shutdown"),
 ) -> None:
     """Serve astra.ingest.v1.AssetRegistry (the per-tenant asset dedup registry) and grpc.health.v1."""
@@ -48,7 +48,7 @@ def ingest(
             delay_s = float(delay_ms) / 1000
         except ValueError:
             raise ValueError(f"ASTRA_INGEST_DELAY_MS must be a number of milliseconds, got {delay_ms!r}") from None
-        engine = registry_engine(settings.require("database_url"), pool_size=lanes)
+        engine = registry_engine(settings.require("database_url"), pool_size=lanes or workers)
         registry = AssetRegistry(engine, settings.assets_bucket)
         server = serve(target, registry, delay_s=delay_s, workers=workers, lanes=lanes)
         try:

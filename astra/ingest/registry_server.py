@@ -172,7 +172,7 @@ class AssetRegistryServicer(pb_grpc.AssetRegistryServicer):
 class RegistryServer(grpc.Server):
     """A started grpc.Server plus what a graceful stop needs: the bound port and the health servicer."""
 
-    def __init__(self, server: grpc.Server, health_servicer: health.HealthServicer, batcher: Batcher, host: str,
+    def __init__(self, server: grpc.Server, health_servicer: health.HealthServicer, batcher: Batcher | None, host: str,
                  port: int):
         self._server = server
         self.health = health_servicer
@@ -193,7 +193,8 @@ class RegistryServer(grpc.Server):
             if announce_s > 0:
                 time.sleep(announce_s)
             self._server.stop(grace_s).wait()
-            self.batcher.close()
+            if self.batcher is not None:
+                self.batcher.close()
 
     # grpc.Server, delegated
     def add_generic_rpc_handlers(self, generic_rpc_handlers):
@@ -213,7 +214,8 @@ class RegistryServer(grpc.Server):
 
     def stop(self, grace):
         stopped = self._server.stop(grace)
-        threading.Thread(target=lambda: (stopped.wait(), self.batcher.close()), daemon=True).start()
+        if self.batcher is not None:
+            threading.Thread(target=lambda: (stopped.wait(), self.batcher.close()), daemon=True).start()
         return stopped
 
     def wait_for_termination(self, timeout=None):
@@ -245,7 +247,7 @@ def serve(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest-registry"),
         options=[("grpc.so_reuseport", 0)],  # a second server on a busy port must fail, not share it
     )
-    batcher = Batcher(registry, lanes)
+    batcher = Batcher(registry, lanes) if lanes > 0 else None
     pb_grpc.add_AssetRegistryServicer_to_server(AssetRegistryServicer(registry, delay_s, batcher), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -254,7 +256,8 @@ def serve(
         if port == 0:
             raise RuntimeError("no address bound")
     except RuntimeError as exc:
-        batcher.close()
+        if batcher is not None:
+            batcher.close()
         raise OSError(f"cannot listen on {target}: {exc}") from None
     server.start()
     for name in (health.OVERALL_HEALTH, SERVICE_NAME):

@@ -16,7 +16,6 @@ failure anywhere converges. A re-run that finds the record only finishes the cle
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -76,7 +75,7 @@ def hand_over(h: Handover, manifest_key: str, expected_sha256: str | None = None
         if expected_sha256 and existing["manifest"]["sha256"] != expected_sha256:
             raise HandoverError(f"{session.partition_key} was already handed over with another manifest: "
                                 f"session versions are immutable, upload it as v{session.version + 1}")
-        deleted = _delete_temp(h, existing)
+        deleted = delete_temp_upload(h, existing)
         return HandoverResult(existing, _record_uri(h, session), resumed=True, temp_deleted=deleted)
 
     manifest = load_manifest(h.s3, uploads, manifest_key)
@@ -124,7 +123,7 @@ def hand_over(h: Handover, manifest_key: str, expected_sha256: str | None = None
         "handed_over_at": datetime.now(timezone.utc).isoformat(),
     }
     meta = store.put_json(handover_record_key(session), record)
-    deleted = _delete_temp(h, record)
+    deleted = delete_temp_upload(h, record)
     return HandoverResult(record, meta["uri"], temp_deleted=deleted)
 
 
@@ -176,7 +175,7 @@ def _copy_blob(h: Handover, store: BlobStore, bucket: str, key: str, sha256: str
     return True
 
 
-def _delete_temp(h: Handover, record: dict) -> list[str]:
+def delete_temp_upload(h: Handover, record: dict) -> list[str]:
     """Delete the upload's files, the manifest last, so an interrupted clean-up is seen again.
 
     Only objects that are still exactly what was handed over (same ETag) are deleted: a file
@@ -202,17 +201,18 @@ def _delete_temp(h: Handover, record: dict) -> list[str]:
 
 
 def _read_record(h: Handover, session: SessionKey) -> dict | None:
-    try:
-        return BlobStore(h.s3, h.settings.assets_bucket, session.tenant).get_json(handover_record_key(session))
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None
-        raise
+    return load_record(h.s3, h.settings.assets_bucket, session)
 
 
 def _record_uri(h: Handover, session: SessionKey) -> str:
     return f"s3://{h.settings.assets_bucket}/{handover_record_key(session)}"
 
 
-def load_record(s3, assets_bucket: str, session: SessionKey) -> dict:
-    return json.loads(s3.get_object(Bucket=assets_bucket, Key=handover_record_key(session))["Body"].read())
+def load_record(s3, assets_bucket: str, session: SessionKey) -> dict | None:
+    """The session version's handover record, or None when it was not handed over."""
+    try:
+        return BlobStore(s3, assets_bucket, session.tenant).get_json(handover_record_key(session))
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise

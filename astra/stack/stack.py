@@ -90,9 +90,13 @@ class Stack:
         parts["s3"] = self._s3(parts.get("s3"))
         self._save(parts)
         values = self._env_values(parts)
-        self._write_env(values)
         settings = Settings.from_env({**self.env, **values})
         self._prepare(settings, values)
+        # The registry serves from the migrated database, so it starts last.
+        parts["ingest"] = self._ingest(parts.get("ingest"), values)
+        self._save(parts)
+        values["ASTRA_INGEST_TARGET"] = parts["ingest"].url
+        self._write_env(values)
         return values
 
     def _postgres(self, known: Part | None) -> Part:
@@ -155,6 +159,21 @@ class Stack:
         self.say(f"s3: moto server on 127.0.0.1:{port} (in memory: a sandbox)")
         return Part("s3", "embedded:moto", f"http://127.0.0.1:{port}", pid=proc.pid)
 
+    def _ingest(self, known: Part | None, values: dict[str, str]) -> Part:
+        if self.env.get("ASTRA_INGEST_TARGET"):
+            return Part("ingest", "env", self.env["ASTRA_INGEST_TARGET"])
+        if known is not None and known.started_here and processes.alive(known.pid):
+            return known
+        port = processes.free_port()
+        proc = processes.spawn_detached(
+            processes.python_module("astra.cli.main", "serve", "ingest", "--host", "127.0.0.1", "--port", str(port)),
+            self.root / "ingest.log",
+            env={**self.env, **values},
+        )
+        processes.wait_for_port("127.0.0.1", port, proc=proc)
+        self.say(f"ingest: dedup registry (astra serve ingest) on 127.0.0.1:{port}")
+        return Part("ingest", "embedded:astra-serve-ingest", f"127.0.0.1:{port}", pid=proc.pid)
+
     def _env_values(self, parts: dict[str, Part]) -> dict[str, str]:
         s = Settings.from_env(self.env)
         values = {
@@ -204,7 +223,7 @@ class Stack:
         parts = self.load()
         done: list[str] = []
         sandbox = any(p.name == "s3" and p.started_here for p in parts.values())
-        for name in ("s3", "redis", "postgres"):
+        for name in ("ingest", "s3", "redis", "postgres"):
             part = parts.get(name)
             if part is None:
                 continue
@@ -249,6 +268,8 @@ def _redis_answers(url: str) -> bool:
 def _answers(part: Part) -> bool:
     if part.name == "redis":
         return _redis_answers(part.url)
+    if part.name == "ingest":
+        return _grpc_serving(part.url)
     if part.name == "postgres":
         from sqlalchemy import create_engine, pool, text
 
@@ -268,6 +289,18 @@ def _answers(part: Part) -> bool:
         return True
     except Exception as exc:  # noqa: BLE001
         return hasattr(exc, "code")  # an HTTP error status still means the server answered
+
+
+def _grpc_serving(target: str) -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def _stop_pgserver(pgdata: Path) -> None:

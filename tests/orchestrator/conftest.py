@@ -7,21 +7,10 @@ import redis
 
 from astra.config_svc import ConfigService
 from astra.db import make_engine
-from astra.ingest.registry import AssetRegistry, registry_engine
-from astra.ingest.registry_server import serve
 from astra.orchestrator.handover import Handover
 from astra.orchestrator.registry_client import RegistryClient
 from astra.stack.processes import free_port
 from tests.config_svc.maps import SHA, maps
-
-
-@pytest.fixture(scope="session")
-def registry_server(pg_url, settings):
-    engine = registry_engine(pg_url, pool_size=4)
-    srv = serve("127.0.0.1:0", AssetRegistry(engine, settings.assets_bucket))
-    yield srv
-    srv.graceful_stop(0)
-    engine.dispose()
 
 
 @pytest.fixture

