@@ -39,15 +39,18 @@ def ensure_buckets(s3, settings: Settings) -> dict[str, str]:
     """Create the three buckets of ARCHITECTURE §4 idempotently; returns what each one is."""
     _create(s3, settings.uploads_bucket)
     _create(s3, settings.assets_bucket)
-    s3.put_bucket_versioning(Bucket=settings.assets_bucket, VersioningConfiguration={"Status": "Enabled"})
+    if s3.get_bucket_versioning(Bucket=settings.assets_bucket).get("Status") != "Enabled":
+        s3.put_bucket_versioning(Bucket=settings.assets_bucket, VersioningConfiguration={"Status": "Enabled"})
     _create(s3, settings.guard_bucket, ObjectLockEnabledForBucket=True)
-    s3.put_object_lock_configuration(
-        Bucket=settings.guard_bucket,
-        ObjectLockConfiguration={
-            "ObjectLockEnabled": "Enabled",
-            "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": settings.guard_retention_days}},
-        },
-    )
+    wanted = {"Mode": "COMPLIANCE", "Days": settings.guard_retention_days}
+    current = s3.get_object_lock_configuration(Bucket=settings.guard_bucket)["ObjectLockConfiguration"]
+    rule = current.get("Rule", {}).get("DefaultRetention", {})
+    # Only when it differs: S3 servers may refuse to change it on a bucket that holds objects.
+    if (rule.get("Mode"), rule.get("Days")) != (wanted["Mode"], wanted["Days"]):
+        s3.put_object_lock_configuration(
+            Bucket=settings.guard_bucket,
+            ObjectLockConfiguration={"ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": wanted}},
+        )
     return {
         settings.uploads_bucket: "uploads (temporary)",
         settings.assets_bucket: "assets (versioned)",

@@ -105,6 +105,91 @@ def step_template(dagster, settings: Settings, tenant: str) -> None:
     expect(svc.snapshot(tenant).version == 2, f"the current version (2) is served through the cache {svc.cache_key(tenant)}")
 
 
+def upload_sample_session(settings: Settings, tenant: str) -> "SessionKey":
+    from astra.orchestrator.upload import upload_session
+    from astra.samples import session_files
+    from astra.tenancy import SessionKey
+
+    session = SessionKey(tenant, f"inspection-{uuid.uuid4().hex[:6]}", 1)
+    files = session_files()
+    upload_session(s3_lib.client(settings), settings.uploads_bucket, session, "field_inspection", files)
+    console.print(f"  uploaded {', '.join(files)} then manifest.json to "
+                  f"s3://{settings.uploads_bucket}/{tenant}/sessions/{session.session_id}/v1/")
+    return session
+
+
+def show_handover(dagster, settings: Settings, session) -> dict:
+    from dagster import AssetKey, AssetRecordsFilter
+
+    from astra.orchestrator.handover import load_record
+
+    record = load_record(s3_lib.client(settings), settings.assets_bucket, session)
+    table = Table("file", "sha256", "bytes", "dedup", "durable copy", title=f"handover of {session.partition_key}")
+    for f in record["files"]:
+        table.add_row(f["path"], f["sha256"][:12] + "…", str(f["size"]), f["dedup"],
+                      f["blob_uri"].replace(f"s3://{settings.assets_bucket}/", "assets:/"))
+    console.print(table)
+    meta = dagster.fetch_materializations(AssetRecordsFilter(
+        asset_key=AssetKey("session_handover"), asset_partitions=[session.partition_key]), limit=1).records[0]
+    console.print(f"  session_handover metadata: dedup = [bold]{meta.asset_materialization.metadata['dedup'].value}[/], "
+                  f"config_version = {record['config_version']}")
+    return record
+
+
+def step_session(dagster, settings: Settings, tenant: str) -> None:
+    """ORCHESTRATOR + GUARD: a session upload handed over, its audio under verified custody."""
+    from astra.db import make_engine
+    from astra.guard.custody import prepare_client
+    from astra.guard.verify import verify
+
+    console.rule("[bold]2. Session → ORCHESTRATOR handover (dedup over gRPC) → GUARD custody")
+    session = upload_sample_session(settings, tenant)
+    runs = run_sensor(dagster, "session_upload_sensor", tenant)
+    expect(len(runs) == 1 and runs[0].success, "session_upload_sensor started one handover run and it succeeded")
+    record = show_handover(dagster, settings, session)
+    expect(record["dedup"]["status"] == "registered", "dedup statuses came from the registry (astra serve ingest)")
+    checks = {e.check_name: e.passed for e in runs[0].get_asset_check_evaluations()}
+    custody = record["custody"]
+    console.print(f"  audio in custody: s3://{custody['bucket']}/{custody['key']}\n"
+                  f"    version {custody['version_id']}, {custody['retention_mode']} until {custody['retain_until']}, "
+                  f"ledger seq {custody['ledger_seq']}")
+    expect(checks == {"custody_verified": True}, "custody_audio check custody_verified passed (copy, retention, sha256, ledger)")
+    report = verify(make_engine(settings.database_url), prepare_client(s3_lib.client(settings)), settings, tenant=tenant)
+    expect(report.ok, f"astra guard verify --tenant {tenant}: {report.to_dict()['entries']} ledger entries, chain and objects intact")
+    left = s3_lib.client(settings).list_objects_v2(Bucket=settings.uploads_bucket,
+                                                   Prefix=f"{tenant}/sessions/{session.session_id}/").get("KeyCount", 0)
+    expect(left == 0, "the temporary upload is gone (deleted only after custody was verified)")
+
+
+def step_fail_open(dagster, settings: Settings, tenant: str) -> None:
+    """The registry stops: a session still completes with dedup skipped, and is reconciled later."""
+    from astra.db import make_engine
+    from astra.orchestrator.reconcile import pending_count
+    from astra.stack import processes
+    from astra_assets.definitions import defs
+
+    console.rule("[bold]3. The dedup registry goes down: fail open, reconcile later")
+    stack = Stack(say=lambda m: console.print(f"  [dim]stack:[/] {m}"))
+    ingest = stack.load().get("ingest")
+    if ingest is None or not ingest.started_here:
+        console.print("  the ingest service is not part of this stack (ASTRA_INGEST_TARGET is set): step skipped")
+        return
+    processes.stop_tree(ingest.pid)
+    console.print(f"  stopped astra serve ingest (pid {ingest.pid}) at {ingest.url}")
+    session = upload_sample_session(settings, tenant)
+    runs = run_sensor(dagster, "session_upload_sensor", tenant)
+    expect(len(runs) == 1 and runs[0].success, "the session completed without the registry")
+    record = show_handover(dagster, settings, session)
+    expect(record["dedup"]["status"] == "skipped", f"dedup: skipped ({record['dedup']['reason']}), every file taken as new")
+    engine = make_engine(settings.database_url)
+    expect(pending_count(engine, tenant) == 1, "a reconciliation is queued in the outbox")
+    os.environ.update(stack.up())  # brings the registry back (on a new port)
+    result = defs.resolve_job_def("dedup_reconcile_job").execute_in_process(
+        instance=dagster, run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    expect(result.success and pending_count(engine, tenant) == 0,
+           "dedup_reconcile job registered them once the registry was back (outbox drained)")
+
+
 def main() -> int:
     tenant = f"demo-{uuid.uuid4().hex[:6]}"
     try:
@@ -113,6 +198,8 @@ def main() -> int:
             console.print(f"[bold]ASTRA demo[/] — tenant [cyan]{tenant}[/]")
             dagster = instance()
             step_template(dagster, settings, tenant)
+            step_session(dagster, settings, tenant)
+            step_fail_open(dagster, settings, tenant)
     except DemoFailed as exc:
         console.print(f"[bold red]demo failed:[/] {exc}")
         return 1

@@ -46,11 +46,12 @@ _OUTCOME = {Outcome.NEW: pb.AssetStatus.NEW, Outcome.DUPLICATE: pb.AssetStatus.D
 
 
 class _Call:
-    __slots__ = ("tenant", "digests", "context", "done", "result", "error")
+    __slots__ = ("tenant", "digests", "context", "wake", "finished", "result", "error")
 
     def __init__(self, tenant: str, digests: list[Digest], context: grpc.ServicerContext | None):
         self.tenant, self.digests, self.context = tenant, digests, context
-        self.done = threading.Event()
+        self.wake = threading.Event()  # set when finished, or when promoted to run the queue
+        self.finished = False
         self.result: list[Status] | None = None
         self.error: BaseException | None = None
 
@@ -59,52 +60,59 @@ class ClientGone(Exception):
     """The call's client went away (deadline, cancel) before its batch ran: it was not run."""
 
 
-class Batcher:
-    """Runs the calls waiting at any moment as one registry statement (opportunistic batching).
+def _client_gone(context: grpc.ServicerContext | None) -> bool:
+    if context is None:
+        return False
+    remaining = context.time_remaining()
+    return (remaining is not None and remaining <= 0) or not context.is_active()
 
-    A lane thread takes every call queued so far, runs them in one `register_validated`, and
-    wakes their handlers. Nothing waits for a batch to fill: a call arriving at an idle lane
-    runs at once; batches grow only while the database is busy, which is when they help (one
-    statement, one commit and one foreign-key check of each tenant row for many calls).
+
+class Batcher:
+    """Runs concurrent calls as few registry statements (opportunistic batching, flat combining).
+
+    At most `lanes` statements run at once, each on its own pooled connection. A call that
+    finds a lane free runs at once on its own thread, together with whatever calls are queued
+    then; a call that finds every lane busy queues, and the next free lane runs it in a batch
+    with the others queued. Nothing waits for a batch to fill: batches grow only while the
+    database is busy, which is when they help (one statement, one commit, one foreign-key check
+    of each tenant row for many calls). No thread handoff at low load.
     """
 
     def __init__(self, registry: AssetRegistry, lanes: int = 1, max_digests: int = 2000):
+        if lanes < 1:
+            raise ValueError("lanes must be >= 1")
         self.registry = registry
         self.max_digests = max(max_digests, MAX_ASSETS_PER_REQUEST)
         self._queue: collections.deque[_Call] = collections.deque()
-        self._cv = threading.Condition()
-        self._closed = False
-        self._threads = [threading.Thread(target=self._lane, name=f"ingest-registry-db-{i}", daemon=True)
-                         for i in range(lanes)]
-        for t in self._threads:
-            t.start()
+        self._lock = threading.Lock()
+        self._lanes = threading.Semaphore(lanes)
 
     def register(self, tenant: str, digests: list[Digest], context: grpc.ServicerContext | None = None) -> list[Status]:
         call = _Call(tenant, digests, context)
-        with self._cv:
-            if self._closed:
-                raise RuntimeError("registry batcher is closed")
+        with self._lock:
             self._queue.append(call)
-            self._cv.notify()
-        call.done.wait()
+        while not call.finished:
+            # Enqueue before trying a lane, release a lane before looking at the queue: either
+            # this call gets a lane, or the lane's holder sees it queued and promotes it.
+            if self._lanes.acquire(blocking=False):
+                try:
+                    while not call.finished and (batch := self._take()):
+                        self._run(batch)
+                finally:
+                    self._lanes.release()
+                    self._promote_next()
+            if not call.finished:
+                call.wake.wait()
+                call.wake.clear()
         if call.error is not None:
             raise call.error
         return call.result
 
     def close(self) -> None:
-        """Run what is queued, then stop the lanes."""
-        with self._cv:
-            self._closed = True
-            self._cv.notify_all()
-        for t in self._threads:
-            t.join(30)
+        """Nothing to stop (no threads of its own); kept so servers can close what they own."""
 
-    def _take(self) -> list[_Call] | None:
-        with self._cv:
-            while not self._queue:
-                if self._closed:
-                    return None
-                self._cv.wait()
+    def _take(self) -> list[_Call]:
+        with self._lock:
             batch, size = [], 0
             while self._queue and (not batch or size + len(self._queue[0].digests) <= self.max_digests):
                 call = self._queue.popleft()
@@ -112,27 +120,35 @@ class Batcher:
                 size += len(call.digests)
             return batch
 
-    def _lane(self) -> None:
-        while (batch := self._take()) is not None:
-            live = []
-            for call in batch:
-                if call.context is not None and not call.context.is_active():
-                    call.error = ClientGone()
-                    call.done.set()
-                else:
-                    live.append(call)
-            if not live:
-                continue
-            try:
-                results = self.registry.register_validated([(c.tenant, c.digests) for c in live])
-            except BaseException as exc:  # noqa: BLE001 — handed to every caller of the batch
-                for call in live:
-                    call.error = exc
-                    call.done.set()
-                continue
-            for call, result in zip(live, results):
-                call.result = result
-                call.done.set()
+    def _promote_next(self) -> None:
+        with self._lock:
+            head = self._queue[0] if self._queue else None
+        if head is not None:
+            head.wake.set()
+
+    def _run(self, batch: list[_Call]) -> None:
+        live = []
+        for call in batch:
+            if _client_gone(call.context):
+                self._finish(call, error=ClientGone())
+            else:
+                live.append(call)
+        if not live:
+            return
+        try:
+            results = self.registry.register_validated([(c.tenant, c.digests) for c in live])
+        except Exception as exc:  # noqa: BLE001 — handed to every caller of the batch
+            for call in live:
+                self._finish(call, error=exc)
+            return
+        for call, result in zip(live, results):
+            self._finish(call, result=result)
+
+    @staticmethod
+    def _finish(call: _Call, result: list[Status] | None = None, error: BaseException | None = None) -> None:
+        call.result, call.error = result, error
+        call.finished = True
+        call.wake.set()
 
 
 class AssetRegistryServicer(pb_grpc.AssetRegistryServicer):

