@@ -51,3 +51,20 @@ def test_missing_settings_say_what_to_do(tmp_path, monkeypatch):
 def test_usage_errors_exit_2():
     res = run_cli("config", "show")
     assert res.returncode == 2
+
+
+def test_session_upload_writes_the_manifest_last(use_stack_env, s3, settings, tenant, tmp_path):
+    from astra.samples import session_files
+
+    for rel, body in session_files().items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(body)
+    res = run_cli("session", "upload", str(tmp_path), "-t", tenant, "-s", "visit-1", "--template", "report", "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["partition_key"] == f"{tenant}--visit-1--v1"
+    objs = s3.list_objects_v2(Bucket=settings.uploads_bucket, Prefix=f"{tenant}/sessions/visit-1/v1/")["Contents"]
+    newest = max(objs, key=lambda o: (o["LastModified"], o["Key"].endswith("manifest.json")))
+    assert newest["Key"].endswith("manifest.json") and len(objs) == 5
+    bad = run_cli("session", "upload", str(tmp_path), "-t", tenant, "-s", "Visit_1", "--template", "report")
+    assert bad.returncode == 1 and "invalid session id" in bad.stderr

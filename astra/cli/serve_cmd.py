@@ -31,8 +31,8 @@ def ingest(
     host: str = typer.Option(None, "--host", help="address to bind (default: the host of ASTRA_INGEST_TARGET, else 127.0.0.1)"),
     port: int = typer.Option(None, "--port", min=0, max=65535,
                              help="port to bind, 0 for a free one (default: the port of ASTRA_INGEST_TARGET, else 50051)"),
-    workers: int = typer.Option(16, "--workers", min=1, help="gRPC threads: calls taken at once"),
-    lanes: int = typer.Option(2, "--lanes", min=0, help="database connections running the calls, in batches"),
+    workers: int = typer.Option(8, "--workers", min=1, help="gRPC threads: calls taken at once"),
+    lanes: int = typer.Option(2, "--lanes", min=0, help="calls run against Postgres at once, each batching the calls queued behind it (0: no batching, one connection per worker)"),
     grace: float = typer.Option(10.0, "--grace", min=0, help="seconds given to calls in flight on shutdown"),
 ) -> None:
     """Serve astra.ingest.v1.AssetRegistry (the per-tenant asset dedup registry) and grpc.health.v1."""

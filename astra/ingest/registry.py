@@ -38,8 +38,8 @@ MAX_ASSETS_PER_REQUEST = 1000
 MAX_MEDIA_TYPE_CHARS = 255
 MAX_NAME_CHARS = 1024
 DEFAULT_MEDIA_TYPE = "application/octet-stream"
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")  # fullmatch: `$` would let a trailing newline through
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _KNOWN_TENANTS_MAX = 100_000
 
 # One statement, one round trip, for any number of requests and tenants. `input` is the batch
@@ -116,6 +116,8 @@ def validate(tenant: str, digests: Sequence[Digest]) -> None:
     problems: list[str] = []
     try:
         validate_slug(tenant)
+        if tenant.endswith("\n"):  # validate_slug's `$` lets one trailing newline through
+            raise InvalidKey(f"invalid tenant {tenant!r}: must not end with a newline")
     except InvalidKey as exc:
         problems.append(f"tenant: {exc}")
     if len(digests) > MAX_ASSETS_PER_REQUEST:
@@ -124,7 +126,7 @@ def validate(tenant: str, digests: Sequence[Digest]) -> None:
     sizes: dict[str, int] = {}
     for i, d in enumerate(digests):
         where = f"assets[{i}]"
-        if not isinstance(d.sha256, str) or not _SHA256.match(d.sha256):
+        if not isinstance(d.sha256, str) or not _SHA256.fullmatch(d.sha256):
             shown = d.sha256[:80] if isinstance(d.sha256, str) else type(d.sha256).__name__
             problems.append(f"{where}.sha256: must be 64 lowercase hex characters, got {shown!r}")
         if not isinstance(d.size, int) or isinstance(d.size, bool) or d.size < 0:
@@ -183,7 +185,7 @@ def registry_engine(database_url: str, pool_size: int = 8, synchronous_commit: b
 
 class AssetRegistry:
     def __init__(self, engine: Engine, assets_bucket: str):
-        if not isinstance(assets_bucket, str) or not _BUCKET.match(assets_bucket):
+        if not isinstance(assets_bucket, str) or not _BUCKET.fullmatch(assets_bucket):
             raise ValueError(f"invalid assets bucket name {assets_bucket!r}")
         self.engine = engine
         self.assets_bucket = assets_bucket

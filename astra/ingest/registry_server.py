@@ -39,7 +39,7 @@ from astra.protos import ingest_registry_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AssetRegistry"].full_name  # astra.ingest.v1.AssetRegistry
-DEFAULT_WORKERS = 16
+DEFAULT_WORKERS = 8
 DEFAULT_LANES = 2
 DEFAULT_GRACE_S = 10.0
 _OUTCOME = {Outcome.NEW: pb.AssetStatus.NEW, Outcome.DUPLICATE: pb.AssetStatus.DUPLICATE}
@@ -137,9 +137,11 @@ class Batcher:
             return
         try:
             results = self.registry.register_validated([(c.tenant, c.digests) for c in live])
-        except Exception as exc:  # noqa: BLE001 — handed to every caller of the batch
+        except BaseException as exc:  # noqa: BLE001 — handed to every caller of the batch
             for call in live:
                 self._finish(call, error=exc)
+            if not isinstance(exc, Exception):
+                raise
             return
         for call, result in zip(live, results):
             self._finish(call, result=result)
@@ -160,7 +162,7 @@ class AssetRegistryServicer(pb_grpc.AssetRegistryServicer):
     def RegisterAssets(self, request: pb.RegisterAssetsRequest, context: grpc.ServicerContext):  # noqa: N802
         if self.delay_s > 0:
             time.sleep(self.delay_s)
-        if not context.is_active():  # the client gave up (deadline, cancel): it fails open anyway
+        if _client_gone(context):  # the client gave up (deadline, cancel): it failed open already
             context.abort(grpc.StatusCode.CANCELLED, "client went away before the call ran")
         digests = [Digest(a.sha256, a.size, a.media_type, a.name) for a in request.assets]
         try:

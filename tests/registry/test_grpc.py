@@ -190,3 +190,53 @@ def test_one_channel_per_process_and_target():
     assert registry_client.channel(target) is registry_client.channel(target)
     assert RegistryClient(target)._stub is not None
     assert registry_client.channel(target) is not registry_client.channel(f"127.0.0.1:{processes.free_port()}")
+
+
+def test_calls_queued_behind_a_busy_lane_run_as_one_batch(registry_engine_, settings, tenant):
+    from astra.ingest.registry_server import Batcher
+
+    class SlowFirstBatch(AssetRegistry):
+        sizes: list[int] = []
+
+        def register_validated(self, requests):
+            self.sizes.append(len(requests))
+            if len(self.sizes) == 1:
+                time.sleep(0.3)  # the only lane is busy: the next calls queue
+            return super().register_validated(requests)
+
+    reg = SlowFirstBatch(registry_engine_, settings.assets_bucket)
+    batcher = Batcher(reg, lanes=1)
+    shared, other = new_digest(), tenant + "-b"
+    results: dict[int, list] = {}
+
+    def call(i):
+        results[i] = batcher.register(tenant if i % 2 == 0 else other, [shared, new_digest()])
+
+    first = threading.Thread(target=call, args=(0,))
+    first.start()
+    time.sleep(0.1)
+    rest = [threading.Thread(target=call, args=(i,)) for i in range(1, 13)]
+    for t in rest:
+        t.start()
+    for t in [first, *rest]:
+        t.join(10)
+    assert reg.sizes[0] == 1 and sum(reg.sizes) == 13 and max(reg.sizes[1:]) >= 2, reg.sizes
+    for who in (0, 1):  # per tenant: exactly one NEW for the shared digest, every own digest NEW
+        mine = [results[i] for i in results if i % 2 == who]
+        assert sorted(r[0].outcome.value for r in mine) == ["DUPLICATE"] * (len(mine) - 1) + ["NEW"]
+        assert all(r[1].is_new for r in mine)
+        assert len({r[0].canonical_uri for r in mine}) == 1
+
+
+def test_batcher_skips_calls_whose_client_is_gone(registry):
+    from astra.ingest.registry_server import Batcher, ClientGone
+
+    class Gone:
+        def time_remaining(self):
+            return -0.01
+
+        def is_active(self):
+            return False
+
+    with pytest.raises(ClientGone):
+        Batcher(registry).register("acme", [new_digest()], Gone())

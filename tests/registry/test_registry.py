@@ -79,8 +79,10 @@ def test_concurrent_registration_of_one_digest_yields_one_new(registry_engine_, 
         ("Acme", None, "tenant: invalid tenant 'Acme'"),
         ("a--b", None, "tenant: invalid tenant"),
         ("", None, "tenant: invalid tenant"),
+        ("acme\n", None, "tenant: invalid tenant"),
         (None, Digest("AB" * 32, 1), "assets[0].sha256: must be 64 lowercase hex"),
         (None, Digest("ab" * 31, 1), "assets[0].sha256: must be 64 lowercase hex"),
+        (None, Digest("ab" * 32 + "\n", 1), "assets[0].sha256: must be 64 lowercase hex"),
         (None, Digest("ab" * 32, -1), "assets[0].size: must be an integer >= 0"),
         (None, Digest("ab" * 32, 1, "text/plain", "a\x00b"), "assets[0].name: must not contain NUL"),
         (None, Digest("ab" * 32, 1, "x" * 300), "assets[0].media_type: 300 characters"),
@@ -128,3 +130,47 @@ def test_digest_committed_by_another_transaction_mid_statement(registry, pg_url,
         other.commit()
         t.join(10)
     assert result[0].outcome is Outcome.DUPLICATE and result[0].canonical_uri == stored
+
+
+def test_register_many_is_one_statement_in_request_order(registry, tenant):
+    other = tenant + "-b"
+    x, y = new_digest(), new_digest()
+    got = registry.register_many([(tenant, [x]), (other, [x]), (tenant, [x, y]), (other, [])])
+    assert [[(s.sha256, s.outcome) for s in r] for r in got] == [
+        [(x.sha256, Outcome.NEW)],
+        [(x.sha256, Outcome.NEW)],
+        [(x.sha256, Outcome.DUPLICATE), (y.sha256, Outcome.NEW)],
+        [],
+    ]
+    assert got[0][0].canonical_uri == got[2][0].canonical_uri != got[1][0].canonical_uri
+    with pytest.raises(InvalidRegistration):
+        registry.register_many([(tenant, [new_digest()]), ("BAD", [new_digest()])])
+
+
+def test_registry_statement_probes_the_primary_key_whatever_the_plan(registry, pg_url, tenant):
+    """As a join the planner picks a hash join over a sequential scan of asset_registry for the
+    batch (it guesses 100 rows): each call would then read the whole table. The generic plan
+    (what a prepared statement ends up with) must probe the index."""
+    import json
+
+    import psycopg
+    import psycopg.sql
+
+    from astra.ingest.registry import _REGISTER_SQL
+
+    registry.register(tenant, [new_digest() for _ in range(50)])
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO asset_registry (tenant_id, sha256, size, media_type, name, canonical_uri) "
+                     "SELECT %s, md5(i::text) || md5((i + 1)::text), 1, 'x', 'x', 'u' FROM generate_series(1, 20000) i",
+                     (tenant,))
+        conn.execute("ANALYZE asset_registry")
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute("PREPARE reg(text) AS " + _REGISTER_SQL.replace("%(batch)s", "$1"))
+        batch = json.dumps([{"tenant_id": tenant, "sha256": new_digest().sha256, "size": 1, "media_type": "x",
+                             "name": "", "canonical_uri": "u"}])
+        conn.execute("BEGIN")
+        explain = psycopg.sql.SQL("EXPLAIN EXECUTE reg({})").format(psycopg.sql.Literal(batch))
+        plan = "\n".join(r[0] for r in conn.execute(explain).fetchall())
+        conn.execute("ROLLBACK")
+    assert "Seq Scan on asset_registry" not in plan, plan
+    assert "Index Scan using asset_registry_pkey" in plan, plan
