@@ -14,7 +14,7 @@ calls whose client has gone before touching the database, as it would in product
 Goal: p99 <= 2 ms, fail-open < 0.1 %.
 
     python bench/register_assets.py [--rate 2000] [--seconds 30] [--deadline-ms 1000] [--drivers 1]
-                                    [--workers 8] [--lanes 2]
+                                    [--workers 8] [--lanes 1]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -188,12 +189,16 @@ def run(args, database_url: str) -> None:
 
     env = {**os.environ, "ASTRA_DATABASE_URL": database_url}
     env.pop("ASTRA_INGEST_DELAY_MS", None)
-    server = subprocess.Popen(serve_argv("--port", "0", "--workers", str(args.workers), "--lanes", str(args.lanes)), env=env, cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    log = tempfile.TemporaryFile(mode="w+")  # the server's stderr: a pipe nobody reads could fill and stall it
+    server = subprocess.Popen(serve_argv("--port", "0", "--workers", str(args.workers), "--lanes", str(args.lanes)),
+                              env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True, stdin=subprocess.DEVNULL)
+    load_before = os.getloadavg()
     try:
         line = server.stdout.readline()
         if "serving on" not in line:
-            raise RuntimeError(f"server did not start: {line!r} {server.stderr.read()}")
+            server.wait(10)
+            log.seek(0)
+            raise RuntimeError(f"server did not start: {line!r} {log.read()[-2000:]}")
         target = line.split("serving on ")[1].split()[0]
         print(line.strip())
         run_id = uuid.uuid4().hex[:6]
@@ -218,6 +223,8 @@ def run(args, database_url: str) -> None:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+        log.close()
+    load_after = os.getloadavg()
 
     lat = sorted(x for o in outs for x in o["latencies_ms"])
     sent = sum(o["sent"] for o in outs)
@@ -246,8 +253,10 @@ def run(args, database_url: str) -> None:
     print(f"  {'max':>5} " + (f"{lat[-1]:8.3f} ms" if lat and not failed else f"   failed (deadline {args.deadline_ms:g} ms)"))
     print(f"over {FAIL_OPEN_MS:g} ms (would fail open): {over:,} of {sent:,} = {fail_open * 100:.4f} %")
     print(f"max send lag of the load generator: {max(o['max_send_lag_ms'] for o in outs):.2f} ms")
-    print(f"CPU over {wall:.1f} s: server {srv_cpu / wall * 100:.0f} %, load {sum(o['cpu_s'] for o in outs) / wall * 100:.0f} %,"
-          f" all postgres processes {pg_cpu / wall * 100:.0f} % (of one core)")
+    load_cpu = sum(o["cpu_s"] for o in outs)
+    print(f"CPU over {wall:.1f} s (% of one core): server {srv_cpu / wall * 100:.0f} %, load generator"
+          f" {load_cpu / wall * 100:.0f} %, all postgres processes {pg_cpu / wall * 100:.0f} %;"
+          f" machine load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
     i99 = min(sent - 1, int(0.99 * sent))
     p99 = lat[i99] if i99 < len(lat) else float("inf")
     print(f"goal p99 <= 2 ms: {'met' if p99 <= 2.0 else 'NOT met'} ({p99:.3f} ms); "
@@ -263,7 +272,7 @@ def main() -> None:
     ap.add_argument("--deadline-ms", type=float, default=1000,
                     help="per-call deadline (default 1000: see the whole distribution; 50 = the orchestrator's)")
     ap.add_argument("--workers", type=int, default=8, help="server gRPC threads")
-    ap.add_argument("--lanes", type=int, default=2, help="server database lanes (connections)")
+    ap.add_argument("--lanes", type=int, default=1, help="server database lanes (connections)")
     ap.add_argument("--tenants", default="4", help="number of tenants (driver mode: comma-separated slugs)")
     ap.add_argument("--drive", metavar="TARGET", help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)

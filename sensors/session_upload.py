@@ -25,6 +25,7 @@ from astra_assets.guard import custody_audio
 from astra_assets.orchestrator import SessionManifestConfig, session_handover, session_upload, upload_quarantine
 from astra_assets.partitions import sessions_partitions
 from resources import StorageLayout
+from sensors.partitions import add_new_partitions
 
 
 @sensor(
@@ -58,12 +59,10 @@ def session_upload_sensor(context: SensorEvaluationContext, s3: S3Resource, stor
                 manifest_key=obj.key, manifest_sha256=manifest.sha256)}),
             tags={"astra/tenant": manifest.session.tenant, "astra/session": pk},
         ))
-    new = [pk for pk in dict.fromkeys(partitions)
-           if not context.instance.has_dynamic_partition(sessions_partitions.name, pk)]
     return SensorResult(
         run_requests=run_requests,
         cursor=result.cursor,
-        dynamic_partitions_requests=[sessions_partitions.build_add_request(new)] if new else [],
+        dynamic_partitions_requests=add_new_partitions(context, sessions_partitions, partitions),
         asset_events=events,
         skip_reason=None if run_requests or events else
         SkipReason(f"no new sessions ({len(result.tenants_scanned)} tenants scanned)"),

@@ -27,6 +27,7 @@ from astra_assets.config import tenant_config
 from astra_assets.ingest import TemplateUploadConfig, template_atoms, template_upload
 from astra_assets.partitions import tenants_partitions
 from resources import StorageLayout
+from sensors.partitions import add_new_partitions
 
 
 def object_sha256(client, bucket: str, key: str) -> str | None:
@@ -93,10 +94,9 @@ def template_upload_sensor(context: SensorEvaluationContext, s3: S3Resource, sto
     if not run_requests:
         return SensorResult(skip_reason=SkipReason(f"no new templates ({len(result.tenants_scanned)} tenants scanned)"),
                             cursor=result.cursor)
-    new_tenants = [t for t in sorted(tenants) if not context.instance.has_dynamic_partition(tenants_partitions.name, t)]
     return SensorResult(
         run_requests=run_requests,
         cursor=result.cursor,
-        dynamic_partitions_requests=[tenants_partitions.build_add_request(new_tenants)] if new_tenants else [],
+        dynamic_partitions_requests=add_new_partitions(context, tenants_partitions, sorted(tenants)),
         asset_events=observations,
     )

@@ -10,10 +10,11 @@ ASTRA_INGEST_DELAY_MS slows every call down (a test hook; never set it in produc
 from __future__ import annotations
 
 import os
+import sys
 
 import typer
 
-from astra.cli.common import console, errors, out
+from astra.cli.common import console, errors
 from astra.settings import Settings
 
 DEFAULT_INGEST_TARGET = "127.0.0.1:50051"
@@ -22,17 +23,22 @@ app = typer.Typer(help="Run ASTRA's gRPC services.", no_args_is_help=True)
 
 
 @app.callback()
-def serve() -> None:
+def main() -> None:
     """Run ASTRA's gRPC services in the foreground (stop with SIGTERM or Ctrl-C)."""
 
 
 @app.command()
 def ingest(
-    host: str = typer.Option(None, "--host", help="address to bind (default: the host of ASTRA_INGEST_TARGET, else 127.0.0.1)"),
-    port: int = typer.Option(None, "--port", min=0, max=65535,
-                             help="port to bind, 0 for a free one (default: the port of ASTRA_INGEST_TARGET, else 50051)"),
+    host: str = typer.Option(
+        None, "--host", help="address to bind (default: the host of ASTRA_INGEST_TARGET, else 127.0.0.1)"),
+    port: int = typer.Option(
+        None, "--port", min=0, max=65535,
+        help="port to bind, 0 for a free one (default: the port of ASTRA_INGEST_TARGET, else 50051)"),
     workers: int = typer.Option(8, "--workers", min=1, help="gRPC threads: calls taken at once"),
-    lanes: int = typer.Option(2, "--lanes", min=0, help="calls run against Postgres at once, each batching the calls queued behind it (0: no batching, one connection per worker)"),
+    lanes: int = typer.Option(
+        1, "--lanes", min=0,
+        help="calls run against Postgres at once, each batching the calls queued behind it "
+             "(0: no batching, one connection per worker)"),
     grace: float = typer.Option(10.0, "--grace", min=0, help="seconds given to calls in flight on shutdown"),
 ) -> None:
     """Serve astra.ingest.v1.AssetRegistry (the per-tenant asset dedup registry) and grpc.health.v1."""
@@ -42,7 +48,9 @@ def ingest(
 
         settings = Settings.from_env()
         env_host, env_port = split_target(settings.ingest_target or DEFAULT_INGEST_TARGET)
-        target = f"{host or env_host}:{env_port if port is None else port}"
+        host = host or env_host
+        target = f"[{host}]:{env_port if port is None else port}" if ":" in host else \
+            f"{host}:{env_port if port is None else port}"
         delay_ms = os.environ.get("ASTRA_INGEST_DELAY_MS") or "0"
         try:
             delay_s = float(delay_ms) / 1000
@@ -52,11 +60,13 @@ def ingest(
         registry = AssetRegistry(engine, settings.assets_bucket)
         server = serve(target, registry, delay_s=delay_s, workers=workers, lanes=lanes)
         try:
-            note = f" (test delay {delay_s * 1000:g} ms per call)" if delay_s else ""
-            out.print(f"astra ingest registry serving on {server.target} (pid {os.getpid()}){note}")
-            run_forever(server, grace_s=grace,
-                        on_stop=lambda sig: console.print(f"{sig}: stopping, draining calls in flight (<= {grace:g} s)"))
-            console.print("astra ingest registry stopped")
+            note = f" (test delay {delay_s * 1000:g} ms per call)" if delay_s > 0 else ""
+            # Plain stdout, flushed: supervisors and tests read this line (and the port) from a pipe.
+            sys.stdout.write(f"astra ingest registry serving on {server.target} (pid {os.getpid()}){note}\n")
+            sys.stdout.flush()
+            run_forever(server, grace_s=grace, on_stop=lambda sig: console.print(
+                f"{sig}: stopping, draining calls in flight (<= {grace:g} s)", markup=False))
+            console.print("astra ingest registry stopped", markup=False)
         finally:
             server.stop(0)
             engine.dispose()

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AssetRegistry"].full_name  # astra.ingest.v1.AssetRegistry
 DEFAULT_WORKERS = 8
-DEFAULT_LANES = 2
+DEFAULT_LANES = 1
 DEFAULT_GRACE_S = 10.0
 _OUTCOME = {Outcome.NEW: pb.AssetStatus.NEW, Outcome.DUPLICATE: pb.AssetStatus.DUPLICATE}
 
@@ -57,14 +57,25 @@ class _Call:
 
 
 class ClientGone(Exception):
-    """The call's client went away (deadline, cancel) before its batch ran: it was not run."""
+    """The call's client went away before its batch ran, so it was not run. `code` is what the
+    call ends with: DEADLINE_EXCEEDED when its deadline passed (the server can notice that a
+    moment before the client's own timer fires, and the client fails open only on
+    DEADLINE_EXCEEDED and UNAVAILABLE), CANCELLED when the client cancelled it."""
+
+    def __init__(self, code: grpc.StatusCode = grpc.StatusCode.CANCELLED):
+        super().__init__(f"client went away before the call ran ({code.name})")
+        self.code = code
 
 
-def _client_gone(context: grpc.ServicerContext | None) -> bool:
+def _client_gone(context: grpc.ServicerContext | None) -> ClientGone | None:
     if context is None:
-        return False
+        return None
     remaining = context.time_remaining()
-    return (remaining is not None and remaining <= 0) or not context.is_active()
+    if remaining is not None and remaining <= 0:
+        return ClientGone(grpc.StatusCode.DEADLINE_EXCEEDED)
+    if not context.is_active():
+        return ClientGone(grpc.StatusCode.CANCELLED)
+    return None
 
 
 class Batcher:
@@ -129,8 +140,8 @@ class Batcher:
     def _run(self, batch: list[_Call]) -> None:
         live = []
         for call in batch:
-            if _client_gone(call.context):
-                self._finish(call, error=ClientGone())
+            if (gone := _client_gone(call.context)) is not None:
+                self._finish(call, error=gone)
             else:
                 live.append(call)
         if not live:
@@ -162,8 +173,8 @@ class AssetRegistryServicer(pb_grpc.AssetRegistryServicer):
     def RegisterAssets(self, request: pb.RegisterAssetsRequest, context: grpc.ServicerContext):  # noqa: N802
         if self.delay_s > 0:
             time.sleep(self.delay_s)
-        if _client_gone(context):  # the client gave up (deadline, cancel): it failed open already
-            context.abort(grpc.StatusCode.CANCELLED, "client went away before the call ran")
+        if (gone := _client_gone(context)) is not None:  # the client gave up: it failed open already
+            context.abort(gone.code, str(gone))
         digests = [Digest(a.sha256, a.size, a.media_type, a.name) for a in request.assets]
         try:
             validate(request.tenant, digests)
@@ -173,10 +184,10 @@ class AssetRegistryServicer(pb_grpc.AssetRegistryServicer):
                 statuses = self.registry.register_validated([(request.tenant, digests)])[0]
         except InvalidRegistration as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except ClientGone:
-            context.abort(grpc.StatusCode.CANCELLED, "client went away before the call ran")
+        except ClientGone as gone:
+            context.abort(gone.code, str(gone))
         except (psycopg.OperationalError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError) as exc:
-            log.warning("RegisterAssets: database unavailable: %s", str(exc).strip().splitlines()[0] if str(exc) else exc)
+            log.warning("RegisterAssets: database unavailable: %s", (str(exc).strip().splitlines() or [repr(exc)])[0])
             context.abort(grpc.StatusCode.UNAVAILABLE, "asset registry database unavailable")
         except Exception:
             log.exception("RegisterAssets failed")
@@ -201,7 +212,7 @@ class RegistryServer(grpc.Server):
 
     @property
     def target(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def graceful_stop(self, grace_s: float = DEFAULT_GRACE_S, announce_s: float = 0.0) -> None:
         """NOT_SERVING, then (after `announce_s`, for health checkers to notice) stop accepting

