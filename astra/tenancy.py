@@ -18,7 +18,7 @@ class InvalidKey(ValueError):
 
 
 def validate_slug(value: str, what: str = "tenant") -> str:
-    if not isinstance(value, str) or not _SLUG.match(value) or "--" in value or value.endswith("-"):
+    if not isinstance(value, str) or not _SLUG.fullmatch(value) or "--" in value or value.endswith("-"):
         raise InvalidKey(
             f"invalid {what} {value!r}: use 1-63 characters of lowercase a-z, 0-9 and single '-', "
             "starting with a letter or digit"
@@ -44,7 +44,7 @@ class SessionKey:
 
     @classmethod
     def parse(cls, key: str) -> "SessionKey":
-        m = _SESSION_KEY.match(key)
+        m = _SESSION_KEY.fullmatch(key)
         if not m:
             raise InvalidKey(f"invalid session partition key {key!r}: expected <tenant>--<session_id>--v<n>")
         return cls(m["tenant"], m["session"], int(m["version"]))

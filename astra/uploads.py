@@ -32,9 +32,17 @@ class UploadObject:
 @dataclass
 class ScanResult:
     objects: list[UploadObject]
-    cursor: str
+    state: dict
     tenants_scanned: list[str]
     wrapped: bool  # this tick reached the end of the tenant list
+
+    @property
+    def cursor(self) -> str:
+        return json.dumps(self.state, sort_keys=True)
+
+    def retry_later(self, obj: UploadObject) -> None:
+        """Forget `obj`, so the next scan of its tenant reports it again (it could not be judged now)."""
+        self.state["seen"].get(obj.tenant, {}).pop(obj.key, None)
 
 
 def _after(prefix: str) -> str:
@@ -74,7 +82,7 @@ def scan(
             state["seen"].pop(tenant, None)
     wrapped = not page.get("IsTruncated")
     state["after"] = "" if wrapped or not prefixes else _after(prefixes[-1])
-    return ScanResult(found, json.dumps(state, sort_keys=True), [p[:-1] for p in prefixes], wrapped)
+    return ScanResult(found, state, [p[:-1] for p in prefixes], wrapped)
 
 
 def _list_all(s3, bucket: str, prefix: str):

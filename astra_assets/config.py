@@ -5,7 +5,6 @@ import json
 
 from dagster import (
     AssetExecutionContext,
-    AssetKey,
     AssetRecordsFilter,
     DataVersion,
     Failure,
@@ -15,20 +14,25 @@ from dagster import (
 )
 from dagster_aws.s3 import S3Resource
 
-from astra.ingest.template_ingest import template_maps
+from astra.ingest.template_ingest import TemplateRef, template_maps
 from astra.ingest.zones import TemplateRefused
 from astra_assets.ingest import template_atoms
 from astra_assets.partitions import tenants_partitions
 from resources import ConfigStoreResource, IntentCatalogResource, StorageLayout
 
 
-def latest_metadata(context: AssetExecutionContext, key: AssetKey, partition: str) -> dict:
+def template_atoms_metadata(context: AssetExecutionContext, tenant: str) -> dict:
+    """The template_atoms materialization this run made, else (a run of tenant_config alone) the
+    partition's latest. Never "the latest" when this run made one: two template runs of one
+    tenant may overlap, and each must publish its own template."""
     records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+        AssetRecordsFilter(asset_key=template_atoms.key, asset_partitions=[tenant]), limit=20
     ).records
     if not records:
-        raise Failure(f"{key.to_user_string()} has no materialization for partition {partition!r}")
-    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+        raise Failure(f"template_atoms has no materialization for tenant {tenant!r}")
+    mine = [r for r in records if r.run_id == context.run_id]
+    chosen = mine[0] if mine else records[0]
+    return {k: v.value for k, v in chosen.asset_materialization.metadata.items()}
 
 
 @asset(
@@ -45,8 +49,9 @@ def tenant_config(
     intent_catalog: IntentCatalogResource,
 ) -> MaterializeResult:
     tenant = context.partition_key
-    upstream = latest_metadata(context, template_atoms.key, tenant)
+    upstream = template_atoms_metadata(context, tenant)
     template_sha = upstream["sha256"]
+    template_name = TemplateRef.parse(upstream["template_key"]).name
     try:
         maps, _manifest = template_maps(
             s3.get_client(), storage.assets_bucket, tenant, template_sha, intent_catalog.known_intents()
@@ -56,7 +61,9 @@ def tenant_config(
             description=f"template zones refused: {refused}",
             metadata={"code": refused.code, "location": MetadataValue.json(refused.location or {})},
         ) from refused
-    version = config_store.service().publish(tenant, maps.zone_map, maps.style_map, template_sha, context.run_id)
+    version = config_store.service().publish(
+        tenant, maps.zone_map, maps.style_map, template_sha, context.run_id, template_name
+    )
     digest = hashlib.sha256(
         json.dumps([maps.zone_map, maps.style_map], sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()
@@ -64,6 +71,7 @@ def tenant_config(
         metadata={
             "config_version": version,
             "template_sha256": template_sha,
+            "template_name": template_name,
             "zones": len(maps.zone_map["zones"]),
             "zone_ids": ", ".join(z["id"] for z in maps.zone_map["zones"]),
             "fallback_zone": maps.zone_map["fallback_zone"],

@@ -16,7 +16,7 @@ from dagster import (
 from dagster_aws.s3 import S3Resource
 
 from astra.ingest.errors import AuditRefused
-from astra.ingest.template_ingest import ingest_template
+from astra.ingest.template_ingest import TemplateRef, ingest_template
 from astra_assets.partitions import tenants_partitions
 from resources import StorageLayout
 
@@ -52,6 +52,8 @@ def template_atoms(
     context: AssetExecutionContext, config: TemplateUploadConfig, s3: S3Resource, storage: StorageLayout
 ) -> MaterializeResult:
     client = s3.get_client()
+    if TemplateRef.parse(config.key).tenant != context.partition_key:
+        raise Failure(f"{config.key} is not a template of tenant {context.partition_key!r}", allow_retries=False)
     try:
         result = ingest_template(client, storage.uploads_bucket, storage.assets_bucket, config.key, config.sha256)
     except AuditRefused as refused:

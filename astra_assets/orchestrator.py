@@ -8,13 +8,15 @@ from dagster import (
     Failure,
     MaterializeResult,
     MetadataValue,
+    Backoff,
+    RetryPolicy,
     asset,
 )
 from dagster_aws.s3 import S3Resource
 
 from astra.config_svc import TenantNotFound
 from astra.orchestrator.handover import Handover, HandoverError, hand_over
-from astra.orchestrator.manifest import ManifestRejected
+from astra.orchestrator.manifest import ManifestRejected, manifest_session
 from astra_assets.config import tenant_config
 from astra_assets.partitions import sessions_partitions
 from resources import ConfigStoreResource, IngestRegistryResource, StorageLayout
@@ -48,6 +50,8 @@ class SessionManifestConfig(Config):
     deps=[session_upload, tenant_config],
     description="The session handed over: config snapshot pinned, files hashed and deduplicated, durable "
     "content-addressed copies, audio under custody, then the temporary upload deleted.",
+    # S3 or Postgres hiccups are retried (every step is idempotent); refusals are not (allow_retries=False).
+    retry_policy=RetryPolicy(max_retries=3, delay=10, backoff=Backoff.EXPONENTIAL),
 )
 def session_handover(
     context: AssetExecutionContext,
@@ -57,13 +61,15 @@ def session_handover(
     config_store: ConfigStoreResource,
     registry: IngestRegistryResource,
 ) -> MaterializeResult:
+    if manifest_session(config.manifest_key).partition_key != context.partition_key:
+        raise Failure(f"{config.manifest_key} is not a manifest of {context.partition_key}", allow_retries=False)
     h = Handover(s3=s3.get_client(), settings=storage.settings(s3.endpoint_url), engine=config_store.engine(),
                  config=config_store.service(), registry=registry.client())
     try:
         result = hand_over(h, config.manifest_key, config.manifest_sha256)
     except (ManifestRejected, HandoverError, TenantNotFound) as exc:
-        raise Failure(description=f"handover refused: {exc}; the upload is kept",
-                      metadata={"manifest_key": config.manifest_key}) from exc
+        raise Failure(description=f"handover refused: {exc}; the upload is kept (fix it, then upload the "
+                      "session again: a new created_at makes a new manifest)", metadata={"manifest_key": config.manifest_key}, allow_retries=False) from exc
     rec = result.record
     dedup = rec["dedup"]
     custody = rec["custody"] or {}

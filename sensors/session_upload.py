@@ -48,6 +48,10 @@ def session_upload_sensor(context: SensorEvaluationContext, s3: S3Resource, stor
             events.append(AssetObservation(asset_key=upload_quarantine.key, metadata={
                 "key": obj.key, "etag": obj.etag, "reason": rejected.reason, "bucket": storage.uploads_bucket}))
             continue
+        except Exception as exc:  # noqa: BLE001 — S3 throttling or an outage: judge it on a later tick
+            context.log.warning(f"could not read {obj.key} ({type(exc).__name__}: {exc}); retrying next tick")
+            result.retry_later(obj)
+            continue
         pk = manifest.session.partition_key
         partitions.append(pk)
         events.append(AssetObservation(asset_key=session_upload.key, partition=pk, metadata={

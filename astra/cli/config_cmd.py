@@ -32,6 +32,7 @@ def publish(
     zone_map: Path = typer.Option(..., "--zone-map", help="zone map JSON file"),
     style_map: Path = typer.Option(..., "--style-map", help="style map JSON file"),
     template_sha256: str = typer.Option(..., "--template-sha256", help="sha256 of the template the maps come from"),
+    template_name: str = typer.Option(None, "--template-name", help="the template's name (sessions must name it)"),
     run_id: str = typer.Option("cli", "--run-id", help="who published it (a Dagster run id, or 'cli')"),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -39,7 +40,8 @@ def publish(
     with errors():
         svc = config_service(Settings.from_env())
         version = svc.publish(
-            tenant, _read_json(zone_map, "zone map"), _read_json(style_map, "style map"), template_sha256, run_id
+            tenant, _read_json(zone_map, "zone map"), _read_json(style_map, "style map"), template_sha256, run_id,
+            template_name,
         )
         emit_json({"tenant": tenant, "version": version}) if json_out else out.print(f"{tenant}: published version {version}")
 

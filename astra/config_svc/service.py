@@ -71,6 +71,7 @@ class ConfigSnapshot:
     template_sha256: str
     created_by_run: str
     created_at: str
+    template_name: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
@@ -119,6 +120,7 @@ class ConfigService:
         style_map: dict[str, Any],
         template_sha256: str,
         created_by_run: str,
+        template_name: str | None = None,
     ) -> int:
         validate_slug(tenant)
         problems = check_config(zone_map, style_map, template_sha256)
@@ -139,12 +141,14 @@ class ConfigService:
                     zone_map=zone_map,
                     style_map=style_map,
                     template_sha256=template_sha256,
+                    template_name=template_name,
                     created_by_run=created_by_run,
                 )
                 .returning(tcv.c.created_at)
             ).one()
         snap = ConfigSnapshot(
-            tenant, version, zone_map, style_map, template_sha256, created_by_run, row.created_at.isoformat()
+            tenant, version, zone_map, style_map, template_sha256, created_by_run, row.created_at.isoformat(),
+            template_name,
         )
         self._cache_put(snap)
         return version
@@ -165,7 +169,7 @@ class ConfigService:
         validate_slug(tenant)
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(tcv.c.version, tcv.c.template_sha256, tcv.c.created_by_run, tcv.c.created_at)
+                select(tcv.c.version, tcv.c.template_name, tcv.c.template_sha256, tcv.c.created_by_run, tcv.c.created_at)
                 .where(tcv.c.tenant_id == tenant)
                 .order_by(tcv.c.version)
             ).all()
@@ -174,6 +178,7 @@ class ConfigService:
         return [
             {
                 "version": r.version,
+                "template_name": r.template_name,
                 "template_sha256": r.template_sha256,
                 "created_by_run": r.created_by_run,
                 "created_at": r.created_at.isoformat(),
@@ -198,6 +203,7 @@ class ConfigService:
             template_sha256=row.template_sha256,
             created_by_run=row.created_by_run,
             created_at=row.created_at.isoformat(),
+            template_name=row.template_name,
         )
 
     def _tenant_exists(self, tenant: str) -> bool:

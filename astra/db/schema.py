@@ -49,6 +49,7 @@ tenant_config_versions = Table(
     Column("zone_map", JSONB, nullable=False),
     Column("style_map", JSONB, nullable=False),
     Column("template_sha256", String(64), nullable=False),
+    Column("template_name", Text, nullable=True),  # None: published without one (CLI, before 0003)
     Column("created_by_run", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("version >= 1", name="tenant_config_versions_positive"),

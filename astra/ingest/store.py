@@ -52,7 +52,8 @@ class BlobStore:
         if hashlib.sha256(data).hexdigest() != sha256:
             raise ValueError(f"blob content does not hash to {sha256}")
         try:
-            self.s3.put_object(Bucket=self.bucket, Key=self.key(sha256), Body=data, IfNoneMatch="*")
+            self.s3.put_object(Bucket=self.bucket, Key=self.key(sha256), Body=data, IfNoneMatch="*",
+                               ChecksumAlgorithm="SHA256")
             return True
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):

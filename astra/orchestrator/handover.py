@@ -27,7 +27,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from astra.config_svc import ConfigService
 from astra.db.schema import outbox, tenants
-from astra.guard.custody import stream_sha256, take_custody
+from astra.guard.custody import b64_sha256, stream_sha256, take_custody
 from astra.ingest.registry import Digest
 from astra.ingest.store import BlobStore, blob_uri
 from astra.orchestrator.manifest import load_manifest, manifest_session
@@ -83,6 +83,10 @@ def hand_over(h: Handover, manifest_key: str, expected_sha256: str | None = None
         raise HandoverError(f"{manifest_key} changed since the sensor saw it (sha256 {manifest.sha256[:12]}…)")
 
     snapshot = h.config.snapshot(session.tenant)  # TenantNotFound: no template ingested yet
+    named = manifest.document["template"]
+    if snapshot.template_name is not None and named != snapshot.template_name:
+        raise HandoverError(f"{session.partition_key} names template {named!r}, but the tenant's current config "
+                            f"(v{snapshot.version}) comes from template {snapshot.template_name!r}")
 
     files = []
     for f in manifest.files:
@@ -95,7 +99,7 @@ def hand_over(h: Handover, manifest_key: str, expected_sha256: str | None = None
     store = BlobStore(h.s3, assets, session.tenant)
     for f in files:
         f["blob_uri"] = blob_uri(assets, session.tenant, f["sha256"])
-        f["blob_copied"] = _copy_blob(h, store, uploads, f["key"], f["sha256"])
+        f["blob_copied"] = _copy_blob(h, store, uploads, f)
     got = h.s3.get_object(Bucket=uploads, Key=manifest_key)
     raw_manifest = got["Body"].read()
     if hashlib.sha256(raw_manifest).hexdigest() != manifest.sha256:
@@ -159,19 +163,29 @@ def queue_reconciliation(engine: Engine, session: SessionKey, digests: list[Dige
             conn.execute(outbox.insert().values(tenant_id=session.tenant, topic=RECONCILE_TOPIC, payload=payload))
 
 
-def _copy_blob(h: Handover, store: BlobStore, bucket: str, key: str, sha256: str) -> bool:
-    """Server-side copy into the content-addressed store unless the blob is there; True if copied."""
-    target = store.key(sha256)
+def _copy_blob(h: Handover, store: BlobStore, bucket: str, f: dict) -> bool:
+    """Server-side copy into the content-addressed store unless the blob is there; True if copied.
+
+    The copy is of the version that was hashed (CopySourceIfMatch) and is checked by the SHA-256
+    S3 computes while copying: a blob key never holds bytes that are not its hash; a wrong copy
+    is removed again before the error."""
+    sha256, target = f["sha256"], store.key(f["sha256"])
     try:
-        h.s3.head_object(Bucket=store.bucket, Key=target)
-        return False
+        head = h.s3.head_object(Bucket=store.bucket, Key=target, ChecksumMode="ENABLED")
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
             raise
-    h.s3.copy_object(Bucket=store.bucket, Key=target, CopySource={"Bucket": bucket, "Key": key})
-    copied_sha, _, _ = stream_sha256(h.s3, store.bucket, target)
-    if copied_sha != sha256:
-        raise HandoverError(f"blob copy of {key} does not hash to {sha256} (got {copied_sha}); the upload is kept")
+    else:
+        stored = head.get("ChecksumSHA256")
+        if stored and stored != b64_sha256(sha256):
+            raise HandoverError(f"s3://{store.bucket}/{target} holds bytes that are not {sha256}: the blob store "
+                                "is damaged; the upload is kept")
+        return False
+    resp = h.s3.copy_object(Bucket=store.bucket, Key=target, CopySource={"Bucket": bucket, "Key": f["key"]},
+                            CopySourceIfMatch=f["etag"], ChecksumAlgorithm="SHA256")
+    if resp.get("CopyObjectResult", {}).get("ChecksumSHA256") != b64_sha256(sha256):
+        h.s3.delete_object(Bucket=store.bucket, Key=target, **({"VersionId": resp["VersionId"]} if resp.get("VersionId") else {}))
+        raise HandoverError(f"{f['key']} changed after it was hashed (its copy is not {sha256}); the upload is kept")
     return True
 
 
@@ -188,16 +202,22 @@ def delete_temp_upload(h: Handover, record: dict) -> list[str]:
             head = h.s3.head_object(Bucket=bucket, Key=key)
         except ClientError:
             continue  # deleted already
-        (present if head["ETag"] == etag else changed).append(key)
+        (present if head["ETag"] == etag else changed).append((key, etag))
+    if not changed:
+        for key, etag in present:
+            try:  # conditional: a re-upload landing between the check and here is kept
+                h.s3.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "PreconditionFailed":
+                    raise
+                changed.append((key, etag))
     if changed:
         raise HandoverError(
             f"{record['session']['partition_key']} was already handed over, and these uploads differ from what "
-            f"was handed over: {', '.join(changed)}. Session versions are immutable: upload it as "
-            f"v{record['session']['version'] + 1}. Nothing was deleted."
+            f"was handed over: {', '.join(k for k, _ in changed)}. Session versions are immutable: upload it as "
+            f"v{record['session']['version'] + 1}. They were not deleted."
         )
-    for key in present:
-        h.s3.delete_object(Bucket=bucket, Key=key)
-    return present
+    return [key for key, _ in present]
 
 
 def _read_record(h: Handover, session: SessionKey) -> dict | None:

@@ -21,7 +21,9 @@ from jsonschema import Draft202012Validator, FormatChecker
 from astra.tenancy import InvalidKey, SessionKey
 
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "session_manifest.schema.json"
-MANIFEST_KEY = re.compile(r"^(?P<tenant>[^/]+)/sessions/(?P<session>[^/]+)/v(?P<version>[^/]+)/manifest\.json$")
+MANIFEST_KEY = re.compile(r"^(?P<tenant>[^/]+)/sessions/(?P<session>[^/]+)/(?P<folder>[^/]+)/manifest\.json$")
+VERSION_FOLDER = re.compile(r"^v(?P<version>[1-9][0-9]*)$", re.ASCII)  # v1, v2…: not v01, not other digits
+MAX_MANIFEST_BYTES = 1 << 20
 MEDIA_TYPES = {".wav": "audio/wav", ".ogg": "audio/ogg", ".mp3": "audio/mpeg", ".m4a": "audio/mp4",
                ".csv": "text/csv", ".json": "application/json", ".txt": "text/plain", ".vtt": "text/vtt",
                ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
@@ -81,10 +83,11 @@ def manifest_session(key: str) -> SessionKey:
     m = MANIFEST_KEY.match(key)
     if not m:
         raise ManifestRejected(key, "not a manifest key: expected <tenant>/sessions/<session_id>/v<n>/manifest.json")
-    if not m["version"].isdigit():
-        raise ManifestRejected(key, f"version folder 'v{m['version']}' is not v<integer>")
+    folder = VERSION_FOLDER.match(m["folder"])
+    if not folder:
+        raise ManifestRejected(key, f"version folder {m['folder']!r} is not v<n> (n = 1, 2, … without leading zeros)")
     try:
-        return SessionKey(m["tenant"], m["session"], int(m["version"]))
+        return SessionKey(m["tenant"], m["session"], int(folder["version"]))
     except InvalidKey as exc:
         raise ManifestRejected(key, str(exc)) from None
 
@@ -92,10 +95,12 @@ def manifest_session(key: str) -> SessionKey:
 def parse_manifest(key: str, raw: bytes) -> SessionManifest:
     """Judge a manifest by itself and its key (not yet whether its files exist)."""
     session = manifest_session(key)
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ManifestRejected(key, f"manifest is {len(raw)} bytes, more than {MAX_MANIFEST_BYTES}")
     try:
         doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestRejected(key, f"not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON; absurd nesting
+        raise ManifestRejected(key, f"not valid JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
     problems = sorted(validator().iter_errors(doc), key=lambda e: list(e.absolute_path))
     if problems:
         first = problems[0]
@@ -122,10 +127,15 @@ def check_files_present(s3, bucket: str, manifest: SessionManifest) -> None:
 
 
 def load_manifest(s3, bucket: str, key: str) -> SessionManifest:
+    manifest_session(key)  # judge the key before reading anything
     try:
-        raw = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        obj = s3.get_object(Bucket=bucket, Key=key)
     except s3.exceptions.NoSuchKey:
         raise ManifestRejected(key, "the manifest is gone") from None
+    if obj["ContentLength"] > MAX_MANIFEST_BYTES:
+        obj["Body"].close()
+        raise ManifestRejected(key, f"manifest is {obj['ContentLength']} bytes, more than {MAX_MANIFEST_BYTES}")
+    raw = obj["Body"].read()
     manifest = parse_manifest(key, raw)
     check_files_present(s3, bucket, manifest)
     return manifest

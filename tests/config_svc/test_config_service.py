@@ -159,7 +159,7 @@ def test_every_query_filters_by_tenant(svc, tenant, pg_url):
         assert "tenant_id" in stmt, f"query without tenant: {stmt}"
 
 
-@pytest.mark.parametrize("bad", ["Acme", "a--b", "", "-a", "a_b", "a,b", "x" * 64])
+@pytest.mark.parametrize("bad", ["Acme", "a--b", "", "-a", "a_b", "a,b", "x" * 64, "acme\n", "acme-"])
 def test_bad_tenant_slugs_are_refused(svc, bad):
     with pytest.raises(InvalidKey):
         svc.snapshot(bad)

@@ -20,7 +20,7 @@ def config_service(pg_url, redis_url, redis_prefix) -> ConfigService:
 
 @pytest.fixture
 def configured_tenant(tenant, config_service) -> str:
-    config_service.publish(tenant, *maps(), SHA, "test")
+    config_service.publish(tenant, *maps(), SHA, "test", template_name="field_inspection")
     return tenant
 
 

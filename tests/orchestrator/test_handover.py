@@ -195,3 +195,39 @@ def test_a_crash_in_the_middle_of_the_clean_up_is_finished_by_a_rerun(handover, 
     result = ho.hand_over(handover, key)
     assert result.resumed and upload_keys(s3, settings, session) == []
     assert ledger_count(pg_url, configured_tenant) == 1
+
+
+def test_a_source_overwritten_after_hashing_never_lands_under_the_old_hash(handover, s3, settings, configured_tenant, monkeypatch):
+    session, key = new_session(s3, settings, configured_tenant)
+    csv_key = key.replace("manifest.json", "data/readings.csv")
+    original_sha = hashlib.sha256(session_files()["data/readings.csv"]).hexdigest()
+    real = ho.stream_sha256
+
+    def hash_then_overwrite(s3_, bucket, k, *a, **kw):
+        out = real(s3_, bucket, k, *a, **kw)
+        if k == csv_key:
+            s3_.put_object(Bucket=bucket, Key=k, Body=b"sensor,changed\n")  # a client writes again
+        return out
+
+    monkeypatch.setattr(ho, "stream_sha256", hash_then_overwrite)
+    with pytest.raises(ho.HandoverError, match="changed after it was hashed"):
+        ho.hand_over(handover, key)
+    monkeypatch.setattr(ho, "stream_sha256", real)
+    with pytest.raises(s3.exceptions.ClientError):
+        s3.head_object(Bucket=settings.assets_bucket, Key=blob_key(configured_tenant, original_sha))
+    assert len(upload_keys(s3, settings, session)) == 5
+    # The re-run hands over what is there now; every blob holds the bytes of its own hash.
+    rec = ho.hand_over(handover, key).record
+    for f in rec["files"]:
+        body = s3.get_object(Bucket=settings.assets_bucket, Key=blob_key(configured_tenant, f["sha256"]))["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == f["sha256"]
+
+
+def test_a_session_naming_another_template_is_refused(handover, s3, settings, tenant, config_service):
+    from tests.config_svc.maps import SHA, maps
+
+    config_service.publish(tenant, *maps(), SHA, "test", template_name="invoice")
+    session, key = new_session(s3, settings, tenant)  # names field_inspection
+    with pytest.raises(ho.HandoverError, match="invoice"):
+        ho.hand_over(handover, key)
+    assert len(upload_keys(s3, settings, session)) == 5
