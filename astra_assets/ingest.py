@@ -16,7 +16,7 @@ from dagster import (
 from dagster_aws.s3 import S3Resource
 
 from astra.ingest.errors import AuditRefused
-from astra.ingest.template_ingest import TemplateRef, ingest_template
+from astra.ingest.template_ingest import TemplateInputError, TemplateRef, ingest_template
 from astra_assets.partitions import tenants_partitions
 from resources import StorageLayout
 
@@ -56,6 +56,8 @@ def template_atoms(
         raise Failure(f"{config.key} is not a template of tenant {context.partition_key!r}", allow_retries=False)
     try:
         result = ingest_template(client, storage.uploads_bucket, storage.assets_bucket, config.key, config.sha256)
+    except TemplateInputError as bad:
+        raise Failure(description=str(bad), metadata={"template_key": config.key}, allow_retries=False) from bad
     except AuditRefused as refused:
         findings = refused.report.to_dict()
         raise Failure(

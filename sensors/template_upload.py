@@ -24,7 +24,9 @@ from astra.ingest.template_ingest import SIDECAR_SUFFIX, TemplateRef
 from astra.tenancy import InvalidKey, validate_slug
 from astra.uploads import scan
 from astra_assets.config import tenant_config
+from astra.ingest.audit import AuditLimits
 from astra_assets.ingest import TemplateUploadConfig, template_atoms, template_upload
+from astra_assets.orchestrator import upload_quarantine
 from astra_assets.partitions import tenants_partitions
 from resources import StorageLayout
 from sensors.partitions import add_new_partitions
@@ -72,6 +74,13 @@ def template_upload_sensor(context: SensorEvaluationContext, s3: S3Resource, sto
         templates[key] = ref
 
     run_requests, observations, tenants = [], [], set()
+    limit = AuditLimits().max_upload_bytes
+    for obj in result.objects:
+        if obj.key in templates and obj.size > limit:  # never hashed or read: refused as it stands
+            templates.pop(obj.key)
+            observations.append(AssetObservation(asset_key=upload_quarantine.key, metadata={
+                "key": obj.key, "etag": obj.etag, "bucket": storage.uploads_bucket,
+                "reason": f"template is {obj.size} bytes, over the {limit}-byte upload limit"}))
     for key, ref in sorted(templates.items()):
         sha = object_sha256(client, storage.uploads_bucket, key)
         if sha is None:
@@ -91,7 +100,7 @@ def template_upload_sensor(context: SensorEvaluationContext, s3: S3Resource, sto
         ))
     for line in skipped:
         context.log.warning(f"ignored upload {line}")
-    if not run_requests:
+    if not run_requests and not observations:
         return SensorResult(skip_reason=SkipReason(f"no new templates ({len(result.tenants_scanned)} tenants scanned)"),
                             cursor=result.cursor)
     return SensorResult(

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from astra.ingest.atoms import atomize, part_digests, reassemble
-from astra.ingest.audit import audit
+from astra.ingest.audit import AuditLimits, audit
 from astra.ingest.errors import AuditRefused
 from astra.ingest.store import BlobStore, atoms_manifest_key, blob_uri
 from astra.ingest.zones import TemplateMaps, extract_maps
@@ -73,8 +73,15 @@ def audit_report_key(tenant: str, sha256: str) -> str:
     return f"{tenant}/reports/audit/{sha256}.json"
 
 
-def ingest_template(s3, uploads_bucket: str, assets_bucket: str, key: str, expected_sha256: str | None = None) -> TemplateIngestResult:
+def ingest_template(s3, uploads_bucket: str, assets_bucket: str, key: str, expected_sha256: str | None = None,
+                    limits: AuditLimits = AuditLimits()) -> TemplateIngestResult:
     ref = TemplateRef.parse(key)
+    try:
+        size = s3.head_object(Bucket=uploads_bucket, Key=key)["ContentLength"]
+    except s3.exceptions.ClientError:
+        raise TemplateInputError(f"s3://{uploads_bucket}/{key} is gone") from None
+    if size > limits.max_upload_bytes:  # refused before a byte of it is read into memory
+        raise TemplateInputError(f"{key} is {size} bytes, over the {limits.max_upload_bytes}-byte upload limit")
     data = _get(s3, uploads_bucket, key)
     if data is None:
         raise TemplateInputError(f"s3://{uploads_bucket}/{key} is gone")
@@ -83,7 +90,7 @@ def ingest_template(s3, uploads_bucket: str, assets_bucket: str, key: str, expec
         raise TemplateInputError(f"{key} changed since it was seen (sha256 {sha[:12]}…, expected {expected_sha256[:12]}…)")
     store = BlobStore(s3, assets_bucket, ref.tenant)
 
-    report = audit(data, filename=posixpath.basename(key))
+    report = audit(data, filename=posixpath.basename(key), limits=limits)
     report_doc = {"template": key, "sha256": sha, "size": len(data), **report.to_dict()}
     audit_meta = store.put_json(audit_report_key(ref.tenant, sha), report_doc)
     if not report.passed:
@@ -94,7 +101,7 @@ def ingest_template(s3, uploads_bucket: str, assets_bucket: str, key: str, expec
     if sidecar_bytes is not None:
         try:
             json.loads(sidecar_bytes)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:
             raise TemplateInputError(f"sidecar {ref.sidecar_key} is not valid JSON: {exc}") from exc
         sidecar_sha = hashlib.sha256(sidecar_bytes).hexdigest()
 

@@ -4,6 +4,7 @@ registry was down or slow. Drained by the `dedup_reconcile` schedule; safe to ru
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, func, select, update
@@ -11,7 +12,9 @@ from sqlalchemy import Engine, func, select, update
 from astra.db.schema import outbox
 from astra.ingest.registry import Digest
 from astra.orchestrator.handover import RECONCILE_TOPIC
-from astra.orchestrator.registry_client import RegistryClient
+from astra.orchestrator.registry_client import RegistryClient, RegistryError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -23,17 +26,24 @@ class ReconcileOutcome:
 
 
 def reconcile(engine: Engine, client: RegistryClient, batch: int = 100) -> ReconcileOutcome:
+    """One pass over pending rows, oldest first. This platform job reads every tenant's rows (each
+    row carries its tenant, and each registration is made for that tenant alone). A row the
+    registry refuses is counted and logged, and does not stop the others."""
     registered = pending = new = dup = 0
     with engine.begin() as conn:
         rows = conn.execute(
-            select(outbox.c.id, outbox.c.tenant_id, outbox.c.payload)
+            select(outbox.c.id, outbox.c.tenant_id, outbox.c.payload, outbox.c.attempts)
             .where(outbox.c.topic == RECONCILE_TOPIC, outbox.c.published_at.is_(None))
-            .order_by(outbox.c.id).limit(batch).with_for_update(skip_locked=True)
+            .order_by(outbox.c.attempts, outbox.c.id).limit(batch).with_for_update(skip_locked=True)
         ).all()
         for row in rows:
             digests = [Digest(d["sha256"], d["size"], d["media_type"], d["name"]) for d in row.payload["digests"]]
-            result = client.register(row.tenant_id, digests)
-            done = not result.skipped
+            try:
+                result = client.register(row.tenant_id, digests)
+            except RegistryError as exc:
+                log.error("reconciliation of outbox row %s (%s) refused: %s", row.id, row.tenant_id, exc)
+                result = None
+            done = result is not None and not result.skipped
             conn.execute(
                 update(outbox).where(outbox.c.id == row.id, outbox.c.tenant_id == row.tenant_id)
                 .values(attempts=outbox.c.attempts + 1, published_at=func.now() if done else None)

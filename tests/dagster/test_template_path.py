@@ -109,3 +109,15 @@ def test_template_with_no_zones_fails_in_tenant_config(defs, dagster_instance, s
 
     with pytest.raises(TenantNotFound):
         config_service(Settings.from_env()).snapshot(tenant)
+
+
+def test_an_oversized_template_is_quarantined_unread(defs, dagster_instance, s3, run_settings, tenant, monkeypatch):
+    import sensors.template_upload as sensor_module
+    from astra.ingest.audit import AuditLimits
+
+    monkeypatch.setattr(sensor_module, "AuditLimits", lambda: AuditLimits(max_upload_bytes=10_000))
+    upload(s3, run_settings, tenant, build_sample_template())  # ~20 kB: over this limit
+    outcome = tick(defs, dagster_instance, SENSOR)
+    assert runs_for(outcome, tenant) == [] and outcome.events_reported == 1
+    record = dagster_instance.fetch_observations(AssetKey("upload_quarantine"), limit=10).records[0]
+    assert "over the 10000-byte upload limit" in record.asset_observation.metadata["reason"].value
