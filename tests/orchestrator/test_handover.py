@@ -231,3 +231,35 @@ def test_a_session_naming_another_template_is_refused(handover, s3, settings, te
     with pytest.raises(ho.HandoverError, match="invoice"):
         ho.hand_over(handover, key)
     assert len(upload_keys(s3, settings, session)) == 5
+
+
+def test_temp_cleanup_removes_leftovers_only_where_custody_verifies(handover, s3, settings, configured_tenant, monkeypatch):
+    from astra.orchestrator.cleanup import clean_verified_uploads
+
+    # Two sessions whose handovers died in the middle of their clean-up.
+    leftovers = []
+    for _ in range(2):
+        session, key = new_session(s3, settings, configured_tenant)
+        real_delete = s3.delete_object
+        calls = []
+
+        def delete_then_crash(**kwargs):
+            calls.append(kwargs["Key"])
+            if len(calls) == 2:
+                raise Boom("killed mid clean-up")
+            return real_delete(**kwargs)
+
+        monkeypatch.setattr(s3, "delete_object", delete_then_crash)
+        with pytest.raises(Boom):
+            ho.hand_over(handover, key)
+        monkeypatch.setattr(s3, "delete_object", real_delete)
+        leftovers.append((session, key))
+    (good, good_key), (bad, bad_key) = leftovers
+    # Break the custody of the second one: someone writes other bytes over its guard key
+    # (a new version: the locked one stays, but the key no longer shows what the ledger holds).
+    bad_record = ho.load_record(s3, settings.assets_bucket, bad)
+    s3.put_object(Bucket=settings.guard_bucket, Key=bad_record["custody"]["key"], Body=b"tampered")
+    report = clean_verified_uploads(handover)
+    assert good.partition_key in report.cleaned and upload_keys(s3, settings, good) == []
+    assert bad_key in report.kept and "custody not verified" in report.kept[bad_key]
+    assert bad_key in upload_keys(s3, settings, bad)
