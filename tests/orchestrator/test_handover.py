@@ -176,8 +176,8 @@ def test_a_failure_at_each_step_leaves_the_upload_and_a_rerun_converges(step, ha
     assert result.record["custody"]["version_id"] == guard_versions(s3, settings, tenant)[0]["VersionId"]
 
 
-def test_a_crash_in_the_middle_of_the_clean_up_is_finished_by_a_rerun(handover, s3, settings, configured_tenant, pg_url, monkeypatch):
-    session, key = new_session(s3, settings, configured_tenant)
+def hand_over_killed_mid_clean_up(handover, s3, key: str, monkeypatch) -> None:
+    """Run a handover that dies after deleting one temporary object."""
     real_delete = s3.delete_object
     calls = []
 
@@ -187,10 +187,15 @@ def test_a_crash_in_the_middle_of_the_clean_up_is_finished_by_a_rerun(handover, 
             raise Boom("killed mid clean-up")
         return real_delete(**kwargs)
 
-    monkeypatch.setattr(s3, "delete_object", delete_then_crash)
-    with pytest.raises(Boom):
-        ho.hand_over(handover, key)
-    monkeypatch.setattr(s3, "delete_object", real_delete)
+    with monkeypatch.context() as mp:
+        mp.setattr(s3, "delete_object", delete_then_crash)
+        with pytest.raises(Boom):
+            ho.hand_over(handover, key)
+
+
+def test_a_crash_in_the_middle_of_the_clean_up_is_finished_by_a_rerun(handover, s3, settings, configured_tenant, pg_url, monkeypatch):
+    session, key = new_session(s3, settings, configured_tenant)
+    hand_over_killed_mid_clean_up(handover, s3, key, monkeypatch)
     assert key in upload_keys(s3, settings, session)  # the manifest goes last, so the session is still seen
     result = ho.hand_over(handover, key)
     assert result.resumed and upload_keys(s3, settings, session) == []
@@ -240,19 +245,7 @@ def test_temp_cleanup_removes_leftovers_only_where_custody_verifies(handover, s3
     leftovers = []
     for _ in range(2):
         session, key = new_session(s3, settings, configured_tenant)
-        real_delete = s3.delete_object
-        calls = []
-
-        def delete_then_crash(**kwargs):
-            calls.append(kwargs["Key"])
-            if len(calls) == 2:
-                raise Boom("killed mid clean-up")
-            return real_delete(**kwargs)
-
-        monkeypatch.setattr(s3, "delete_object", delete_then_crash)
-        with pytest.raises(Boom):
-            ho.hand_over(handover, key)
-        monkeypatch.setattr(s3, "delete_object", real_delete)
+        hand_over_killed_mid_clean_up(handover, s3, key, monkeypatch)
         leftovers.append((session, key))
     (good, good_key), (bad, bad_key) = leftovers
     # Break the custody of the second one: someone writes other bytes over its guard key
