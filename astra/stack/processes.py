@@ -50,25 +50,39 @@ def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-def alive(pid: int | None) -> bool:
+def started_at(pid: int) -> float | None:
+    """When the process started (to tell it from a later process that got the same pid)."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def alive(pid: int | None, started: float | None = None) -> bool:
+    """The process runs — and, given `started`, it is the one that started then (pids are reused)."""
     if not pid:
         return False
     try:
         p = psutil.Process(pid)
+        if started is not None and abs(p.create_time() - started) > 0.5:
+            return False
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
 
 
-def stop_tree(pid: int, sig: int = signal.SIGTERM, timeout: float = 10.0) -> list[int]:
+def stop_tree(pid: int, sig: int = signal.SIGTERM, timeout: float = 10.0, started: float | None = None) -> list[int]:
     """Signal a process and all its descendants; SIGKILL what is left after `timeout`.
 
     Returns the pids that were still alive at the end (empty when everything is gone). The tree
     is read before signalling, because children re-parented to init would otherwise be missed.
+    Given `started`, a process with that pid but another start time is someone else's: untouched.
     """
     try:
         root = psutil.Process(pid)
     except psutil.NoSuchProcess:
+        return []
+    if started is not None and abs(root.create_time() - started) > 0.5:
         return []
     procs = [root, *root.children(recursive=True)]
     for p in procs:

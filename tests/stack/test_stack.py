@@ -96,6 +96,15 @@ def test_embedded_stack_up_status_down(tmp_path):
     after = run_cli("stack", "status", env=env)
     assert after.returncode == 1
 
+    # A shell that still carries the stale stack.env: `up` starts a new sandbox, not "given" parts.
+    again = run_cli("stack", "up", env={**env, **values})
+    try:
+        assert again.returncode == 0, again.stderr
+        fresh = json.loads(run_cli("stack", "status", "--json", env=env).stdout)
+        assert all(fresh[n]["source"].startswith("embedded") for n in ("postgres", "s3", "ingest"))
+    finally:
+        assert run_cli("stack", "down", env=env).returncode == 0
+
 
 def test_machine_redis_is_used_and_only_sandbox_keys_are_deleted(tmp_path, redis_url):
     client = redis.Redis.from_url(redis_url)
@@ -132,3 +141,33 @@ def test_given_services_are_used_as_they_are(tmp_path, pg_url, moto_endpoint, re
 def test_status_without_a_stack_fails(tmp_path):
     res = run_cli("stack", "status", env=clean_env(tmp_path))
     assert res.returncode == 1
+
+
+def test_down_never_touches_a_process_that_reused_a_recorded_pid(tmp_path):
+    import subprocess
+
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        state = tmp_path / "state"
+        state.mkdir()
+        # As after a reboot: the recorded pid now belongs to someone else (another start time).
+        (state / "stack.json").write_text(json.dumps({"s3": {
+            "name": "s3", "source": "embedded:moto", "url": "http://127.0.0.1:1", "pid": stranger.pid,
+            "started": processes.started_at(stranger.pid) - 1000}}))
+        down = run_cli("stack", "down", env=clean_env(tmp_path))
+        assert down.returncode == 0, down.stderr
+        assert "already exited" in down.stderr
+        assert stranger.poll() is None, "an unrelated process was killed"
+    finally:
+        stranger.kill()
+
+
+def test_an_unreadable_state_file_is_one_clear_error(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "stack.json").write_text('{"postgres": {"name": ')
+    for cmd in (("stack", "status"), ("stack", "down"), ("stack", "up")):
+        res = run_cli(*cmd, env=clean_env(tmp_path))
+        assert res.returncode == 1
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and "stack.json is unreadable" in lines[0], res.stderr
