@@ -1,6 +1,7 @@
 """CONFIG_SVC: each tenant's zone map and style map, versioned in Postgres, cached in Redis."""
 
 from astra.config_svc.service import (
+    ConfigCacheUnavailable,
     ConfigService,
     ConfigSnapshot,
     InvalidConfig,
@@ -8,4 +9,4 @@ from astra.config_svc.service import (
     VersionNotFound,
 )
 
-__all__ = ["ConfigService", "ConfigSnapshot", "InvalidConfig", "TenantNotFound", "VersionNotFound"]
+__all__ = ["ConfigCacheUnavailable", "ConfigService", "ConfigSnapshot", "InvalidConfig", "TenantNotFound", "VersionNotFound"]

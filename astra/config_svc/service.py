@@ -1,9 +1,15 @@
 """Tenant Config Service: the single source of truth for each tenant's zone map and style map.
 
 Postgres holds every version (1, 2, 3… per tenant, gap-free); Redis is a read-through cache of
-the latest one at `<prefix>:config:<tenant>`, a hash carrying the version. Publishing writes the
-new snapshot into the cache *after* commit through a compare-and-set that only ever raises the
-cached version, so a slow reader holding an older snapshot cannot put it back over a newer one.
+the latest one at `<prefix>:config:<tenant>`, a hash `{version, snapshot}`.
+
+How no reader sees an older version once `publish` returns:
+  1. before commit, publish *reserves* version N in the cache (version = N, snapshot removed);
+     if Redis cannot take the reservation, nothing is published;
+  2. a hash without a snapshot is a miss: readers go to Postgres;
+  3. every cache write is a compare-and-set that only accepts a higher version, or the reserved
+     one: a reader holding N-1 cannot put it back;
+  4. after commit, publish fills in N; if that write is lost, readers fill it from Postgres.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from astra.tenancy import validate_slug
 log = logging.getLogger(__name__)
 
 CACHE_TTL_SECONDS = 3600
+# A reservation whose publish never commits stops the cache from filling for this long.
+RESERVATION_TTL_SECONDS = 60
 # After a Redis error, readers go straight to Postgres for this long instead of paying a
 # connect timeout on every read while Redis is down.
 CACHE_BACKOFF_SECONDS = 5.0
@@ -35,12 +43,24 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # KEYS[1] cache key; ARGV[1] version; ARGV[2] snapshot JSON; ARGV[3] ttl.
 _CAS_LUA = """
 local cur = redis.call('HGET', KEYS[1], 'version')
-if (not cur) or tonumber(cur) < tonumber(ARGV[1]) then
+local filled = redis.call('HEXISTS', KEYS[1], 'snapshot') == 1
+if (not cur) or tonumber(cur) < tonumber(ARGV[1]) or (tonumber(cur) == tonumber(ARGV[1]) and not filled) then
   redis.call('HSET', KEYS[1], 'version', ARGV[1], 'snapshot', ARGV[2])
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
   return 1
 end
 return 0
+"""
+
+# KEYS[1] cache key; ARGV[1] version being published; ARGV[2] ttl.
+_RESERVE_LUA = """
+local cur = redis.call('HGET', KEYS[1], 'version')
+if (not cur) or tonumber(cur) < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'version', ARGV[1])
+  redis.call('HDEL', KEYS[1], 'snapshot')
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+end
+return 1
 """
 
 
@@ -54,6 +74,10 @@ class VersionNotFound(LookupError):
     def __init__(self, tenant: str, version: int):
         super().__init__(f"tenant {tenant!r} has no configuration version {version}")
         self.tenant, self.version = tenant, version
+
+
+class ConfigCacheUnavailable(RuntimeError):
+    """Publishing needs the cache to take the new version's reservation; Redis did not answer."""
 
 
 class InvalidConfig(ValueError):
@@ -106,6 +130,7 @@ class ConfigService:
         self.redis = redis_client
         self.key_prefix = key_prefix
         self._cas = redis_client.register_script(_CAS_LUA) if redis_client is not None else None
+        self._reserve = redis_client.register_script(_RESERVE_LUA) if redis_client is not None else None
         self._cache_down_until = 0.0
 
     def cache_key(self, tenant: str) -> str:
@@ -133,6 +158,7 @@ class ConfigService:
             version = conn.execute(
                 select(func.coalesce(func.max(tcv.c.version), 0) + 1).where(tcv.c.tenant_id == tenant)
             ).scalar_one()
+            self._cache_reserve(tenant, version)  # inside the transaction: no reservation, no publish
             row = conn.execute(
                 insert(tcv)
                 .values(
@@ -161,7 +187,7 @@ class ConfigService:
         if cached is not None and (version is None or cached.version == version):
             return cached
         snap = self._load(tenant, version)
-        if version is None:
+        if version is None and self._cache_usable():
             self._cache_put(snap)
         return snap
 
@@ -231,11 +257,23 @@ class ConfigService:
             return None
         return ConfigSnapshot.from_json(raw) if raw else None
 
+    def _cache_reserve(self, tenant: str, version: int) -> None:
+        if self._reserve is None:
+            return
+        try:
+            self._reserve(keys=[self.cache_key(tenant)], args=[version, RESERVATION_TTL_SECONDS])
+        except redis.RedisError as exc:
+            self._cache_failed(exc, f"{tenant} v{version} not published")
+            raise ConfigCacheUnavailable(
+                f"cannot publish {tenant} v{version}: the config cache (Redis) did not take the new version, and "
+                f"readers could keep an older one ({type(exc).__name__}); nothing was written"
+            ) from exc
+
     def _cache_put(self, snap: ConfigSnapshot) -> None:
         if self._cas is None:
             return
         try:
             self._cas(keys=[self.cache_key(snap.tenant)], args=[snap.version, snap.to_json(), CACHE_TTL_SECONDS])
         except redis.RedisError as exc:
-            # The TTL bounds how long a cache that missed this write can lag; Postgres is the truth.
+            # Harmless: the reservation keeps older versions out; readers fill it from Postgres.
             self._cache_failed(exc, f"{snap.tenant} v{snap.version} not cached")

@@ -8,7 +8,7 @@ import pytest
 import redis
 from sqlalchemy import event, func, select
 
-from astra.config_svc import ConfigService, InvalidConfig, TenantNotFound, VersionNotFound
+from astra.config_svc import ConfigCacheUnavailable, ConfigService, InvalidConfig, TenantNotFound, VersionNotFound
 from astra.db import make_engine
 from astra.db.schema import tenant_config_versions
 from astra.tenancy import InvalidKey
@@ -108,9 +108,36 @@ def test_redis_down_is_served_from_postgres(pg_url, tenant, caplog, svc):
     dead = redis_client(Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
     down = ConfigService(make_engine(pg_url), dead, "astratest-dead")
     assert down.snapshot(tenant).version == 1
-    assert down.publish(tenant, *maps("while down"), SHA, "run") == 2
-    assert down.snapshot(tenant).zone_map["zones"][0]["label"] == "while down"
     assert "reading" in caplog.text and "Postgres" in caplog.text
+    # Reads are never an error; a publish is, because a cache it cannot reserve could keep
+    # serving the older version once Redis is back. It writes nothing.
+    with pytest.raises(ConfigCacheUnavailable, match="nothing was written"):
+        down.publish(tenant, *maps("while down"), SHA, "run")
+    assert count_versions(pg_url, tenant) == 1
+
+
+def test_a_lost_cache_write_after_commit_never_serves_the_older_version(svc, tenant, pg_url, redis_url, redis_prefix,
+                                                                          monkeypatch):
+    other_reader = ConfigService(make_engine(pg_url), redis.Redis.from_url(redis_url), redis_prefix)
+    svc.publish(tenant, *maps("v1"), SHA, "run")
+    assert other_reader.snapshot(tenant).version == 1  # v1 is cached
+
+    def timeout(*_a, **_k):
+        raise redis.TimeoutError("Redis did not answer in time")
+
+    monkeypatch.setattr(svc, "_cas", timeout)  # the write after commit is lost
+    assert svc.publish(tenant, *maps("v2"), SHA, "run") == 2
+    monkeypatch.undo()
+    assert other_reader.snapshot(tenant).version == 2  # the reservation turned v1 into a miss
+    assert other_reader.redis.hget(other_reader.cache_key(tenant), "version") == b"2"
+
+
+def test_readers_holding_an_older_version_cannot_fill_a_reservation(svc, tenant):
+    svc.publish(tenant, *maps("v1"), SHA, "run")
+    stale = svc.snapshot(tenant)
+    svc._cache_reserve(tenant, 2)  # a publish of v2 in flight
+    svc._cache_put(stale)  # a reader that loaded v1 before
+    assert svc.redis.hget(svc.cache_key(tenant), "snapshot") is None
 
 
 def test_unknown_tenant_and_version(svc, tenant):
