@@ -1,10 +1,11 @@
 """Assembles the code location; nothing is defined here."""
 
-import os
+from dagster import Definitions
 
-from dagster import Definitions, EnvVar
+from astra.settings import DEFAULT_INTENT_CATALOG
 
 from astra_assets import config, guard, ingest, learn, orchestrator
+from resources.env import env_or
 from resources import (
     ConfigStoreResource,
     IngestRegistryResource,
@@ -29,8 +30,6 @@ defs = Definitions(
         "redis": RedisResource.from_env(),
         "config_store": ConfigStoreResource.from_env(),
         "registry": IngestRegistryResource.from_env(),
-        "intent_catalog": IntentCatalogResource(path=EnvVar("ASTRA_INTENT_CATALOG"))
-        if os.environ.get("ASTRA_INTENT_CATALOG")
-        else IntentCatalogResource(),
+        "intent_catalog": IntentCatalogResource(path=env_or("ASTRA_INTENT_CATALOG", DEFAULT_INTENT_CATALOG)),
     },
 )

@@ -6,7 +6,8 @@ from sqlalchemy import Engine
 from astra.config_svc import ConfigService
 from astra.db import make_engine
 from astra.runtime import redis_client
-from astra.settings import Settings
+from astra.settings import DEFAULT_REDIS_PREFIX, Settings
+from resources.env import env_or
 
 
 class ConfigStoreResource(ConfigurableResource):
@@ -19,7 +20,7 @@ class ConfigStoreResource(ConfigurableResource):
         return cls(
             database_url=EnvVar("ASTRA_DATABASE_URL"),
             redis_url=EnvVar("ASTRA_REDIS_URL"),
-            redis_prefix=EnvVar("ASTRA_REDIS_PREFIX"),
+            redis_prefix=env_or("ASTRA_REDIS_PREFIX", DEFAULT_REDIS_PREFIX),
         )
 
     def engine(self) -> Engine:

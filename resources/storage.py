@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from dagster import ConfigurableResource, EnvVar
+from dagster import ConfigurableResource
 from dagster_aws.s3 import S3Resource
 
+from astra import settings as defaults
 from astra.settings import Settings
+from resources.env import env_or
 
 
 def s3_resource() -> S3Resource:
-    return S3Resource(endpoint_url=EnvVar("ASTRA_S3_ENDPOINT_URL"), region_name=EnvVar("AWS_DEFAULT_REGION"))
+    # No endpoint URL: AWS S3 itself. The embedded stack and the tests point it at moto.
+    return S3Resource(endpoint_url=env_or("ASTRA_S3_ENDPOINT_URL", None), region_name=env_or("AWS_DEFAULT_REGION", "us-east-1"))
 
 
 class StorageLayout(ConfigurableResource):
@@ -23,10 +26,10 @@ class StorageLayout(ConfigurableResource):
     @classmethod
     def from_env(cls) -> "StorageLayout":
         return cls(
-            uploads_bucket=EnvVar("ASTRA_UPLOADS_BUCKET"),
-            assets_bucket=EnvVar("ASTRA_ASSETS_BUCKET"),
-            guard_bucket=EnvVar("ASTRA_GUARD_BUCKET"),
-            guard_retention_days=EnvVar.int("ASTRA_GUARD_RETENTION_DAYS"),
+            uploads_bucket=env_or("ASTRA_UPLOADS_BUCKET", defaults.DEFAULT_UPLOADS_BUCKET),
+            assets_bucket=env_or("ASTRA_ASSETS_BUCKET", defaults.DEFAULT_ASSETS_BUCKET),
+            guard_bucket=env_or("ASTRA_GUARD_BUCKET", defaults.DEFAULT_GUARD_BUCKET),
+            guard_retention_days=env_or("ASTRA_GUARD_RETENTION_DAYS", defaults.DEFAULT_RETENTION_DAYS),
         )
 
     def settings(self, endpoint_url: str | None) -> Settings:
