@@ -81,7 +81,10 @@ def scan(
         else:
             state["seen"].pop(tenant, None)
     wrapped = not page.get("IsTruncated")
-    state["after"] = "" if wrapped or not prefixes else _after(prefixes[-1])
+    # MaxKeys counts stray objects at the root as well as prefixes: continue after whichever
+    # came last, or a page of strays would send every tick back to the start.
+    last = max([_after(p) for p in prefixes] + [o["Key"] for o in page.get("Contents", [])], default="")
+    state["after"] = "" if wrapped else last
     return ScanResult(found, state, [p[:-1] for p in prefixes], wrapped)
 
 

@@ -61,13 +61,18 @@ def session_handover(
     config_store: ConfigStoreResource,
     registry: IngestRegistryResource,
 ) -> MaterializeResult:
-    if manifest_session(config.manifest_key).partition_key != context.partition_key:
-        raise Failure(f"{config.manifest_key} is not a manifest of {context.partition_key}", allow_retries=False)
     h = Handover(s3=s3.get_client(), settings=storage.settings(s3.endpoint_url), engine=config_store.engine(),
                  config=config_store.service(), registry=registry.client())
     try:
+        if manifest_session(config.manifest_key).partition_key != context.partition_key:
+            raise HandoverError(f"{config.manifest_key} is not a manifest of {context.partition_key}")
         result = hand_over(h, config.manifest_key, config.manifest_sha256)
-    except (ManifestRejected, HandoverError, TenantNotFound) as exc:
+    except TenantNotFound as exc:
+        # Not yet, maybe: the tenant's template may be in its own run right now. The retry
+        # policy tries again; after that the run fails and the upload stays.
+        raise Failure(description=f"{exc}: no config to build with yet (ingest the tenant's template first)",
+                      metadata={"manifest_key": config.manifest_key}) from exc
+    except (ManifestRejected, HandoverError) as exc:
         raise Failure(description=f"handover refused: {exc}; the upload is kept (fix it, then upload the "
                       "session again: a new created_at makes a new manifest)", metadata={"manifest_key": config.manifest_key}, allow_retries=False) from exc
     rec = result.record

@@ -33,11 +33,14 @@ from sensors.partitions import add_new_partitions
 
 
 def object_sha256(client, bucket: str, key: str) -> str | None:
-    """The object's SHA-256: its S3 checksum when it carries a full-object one, else hashed here."""
+    """The object's SHA-256: its S3 checksum when it carries a full-object one, else hashed here.
+    None when the object is gone; other S3 errors raise."""
     try:
         head = client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
-    except client.exceptions.ClientError:
-        return None  # deleted between listing and now; the next tick will not see it
+    except client.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
     checksum = head.get("ChecksumSHA256")
     if checksum and "-" not in checksum and head.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT":
         return base64.b64decode(checksum).hex()
@@ -82,10 +85,17 @@ def template_upload_sensor(context: SensorEvaluationContext, s3: S3Resource, sto
                 "key": obj.key, "etag": obj.etag, "bucket": storage.uploads_bucket,
                 "reason": f"template is {obj.size} bytes, over the {limit}-byte upload limit"}))
     for key, ref in sorted(templates.items()):
-        sha = object_sha256(client, storage.uploads_bucket, key)
+        try:
+            sha = object_sha256(client, storage.uploads_bucket, key)
+            sidecar_sha = object_sha256(client, storage.uploads_bucket, ref.sidecar_key) if sha else None
+        except Exception as exc:  # noqa: BLE001 — throttling or an outage: judge it on a later tick
+            context.log.warning(f"could not read {key} ({type(exc).__name__}: {exc}); retrying next tick")
+            for obj in result.objects:
+                if obj.key in (key, ref.sidecar_key):
+                    result.retry_later(obj)
+            continue
         if sha is None:
             continue  # a sidecar without its template (yet)
-        sidecar_sha = object_sha256(client, storage.uploads_bucket, ref.sidecar_key)
         run_key = f"{ref.tenant}-{sha}" + (f"-{sidecar_sha}" if sidecar_sha else "")
         tenants.add(ref.tenant)
         observations.append(AssetObservation(
