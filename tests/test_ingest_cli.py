@@ -82,3 +82,12 @@ def test_template_upload_puts_sidecar_then_template(use_stack_env, s3, settings,
     assert head["ChecksumSHA256"]
     bad = run_cli("ingest", "template", "--tenant", "Bad_Tenant", str(path))
     assert bad.returncode == 1 and "invalid tenant" in bad.stderr
+
+
+def test_roundtrip_reports_every_file_even_after_an_unreadable_one(tmp_path):
+    path = tmp_path / "sample.docx"
+    path.write_bytes(build_sample_template())
+    res = run_cli("ingest", "roundtrip", str(tmp_path / "missing.docx"), str(path))
+    lines = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [("error" in l, l.get("lossless")) for l in lines] == [(True, None), (False, True)]
+    assert res.returncode == 2

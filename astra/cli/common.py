@@ -44,7 +44,7 @@ def errors(code: int = 1) -> Iterator[None]:
         if State.verbose:
             console.print_exception()
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise fail(f"{message}" + ("" if State.verbose else "  (details: --verbose)"), code) from exc
+        raise fail(f"{message}" + ("" if State.verbose else "  (details: astra --verbose …)"), code) from exc
 
 
 def emit_json(obj: Any) -> None:

@@ -30,28 +30,34 @@ def _read(path: Path) -> bytes:
 
 @app.command()
 def roundtrip(paths: list[Path] = typer.Argument(..., help=".docx files")) -> None:
-    """Atomize and reassemble each file in memory; one JSON line per file."""
+    """Atomize and reassemble each file in memory; one JSON line per file.
+
+    Exit 1 if any is not lossless; 2 if any is refused by the audit or cannot be read."""
     worst = 0
-    with errors(), Progress(console=console, transient=True, disable=len(paths) < 5) as progress:
+    with Progress(console=console, transient=True, disable=len(paths) < 5) as progress:
         task = progress.add_task("round trip", total=len(paths))
         for path in paths:
-            data = _read(path)
-            report = run_audit(data, filename=path.name)
-            if not report.passed:
-                first = report.refusals[0]
-                emit_json({"file": str(path), "refused": True, "reason": first.message, "location": first.location})
-                worst = max(worst, 2)
-            else:
-                package = atomize(data)
-                rebuilt = reassemble(package.manifest, package.atoms.__getitem__)
-                a, b = part_digests(data), part_digests(rebuilt)
-                lossless = list(a.items()) == list(b.items())
-                counts = package.manifest["counts"]
-                emit_json({"file": str(path), "parts": counts["parts"], "atoms": counts["atoms"], "lossless": lossless})
-                if not lossless:
-                    worst = max(worst, 1)
+            try:
+                line, code = _roundtrip_one(path)
+            except Exception as exc:  # noqa: BLE001 — one bad file must not hide the others' results
+                line, code = {"file": str(path), "error": f"{type(exc).__name__}: {exc}"}, 2
+            emit_json(line)
+            worst = max(worst, code)
             progress.advance(task)
     raise typer.Exit(worst)
+
+
+def _roundtrip_one(path: Path) -> tuple[dict, int]:
+    data = path.read_bytes()
+    report = run_audit(data, filename=path.name)
+    if not report.passed:
+        first = report.refusals[0]
+        return {"file": str(path), "refused": True, "reason": first.message, "location": first.location}, 2
+    package = atomize(data)
+    rebuilt = reassemble(package.manifest, package.atoms.__getitem__)
+    lossless = list(part_digests(data).items()) == list(part_digests(rebuilt).items())
+    counts = package.manifest["counts"]
+    return {"file": str(path), "parts": counts["parts"], "atoms": counts["atoms"], "lossless": lossless}, (0 if lossless else 1)
 
 
 @app.command()
