@@ -17,6 +17,7 @@ from astra import s3 as s3_lib
 from astra.runtime import config_service
 from astra.settings import Settings
 from astra.stack.stack import Stack, running_stack
+from astra.tenancy import SessionKey
 
 console = Console(soft_wrap=True, width=max(Console().width, 130))
 
@@ -105,10 +106,9 @@ def step_template(dagster, settings: Settings, tenant: str) -> None:
     expect(svc.snapshot(tenant).version == 2, f"the current version (2) is served through the cache {svc.cache_key(tenant)}")
 
 
-def upload_sample_session(settings: Settings, tenant: str) -> "SessionKey":
+def upload_sample_session(settings: Settings, tenant: str) -> SessionKey:
     from astra.orchestrator.upload import upload_session
     from astra.samples import session_files
-    from astra.tenancy import SessionKey
 
     session = SessionKey(tenant, f"inspection-{uuid.uuid4().hex[:6]}", 1)
     files = session_files()

@@ -13,7 +13,8 @@ RECONCILE_DEADLINE_S = 2.0
 @op(description="Register the digests of sessions that failed open (registry down or slow).")
 def reconcile_dedup(context: OpExecutionContext, config_store: ConfigStoreResource,
                     registry: IngestRegistryResource) -> None:
-    outcome = reconcile(config_store.engine(), RegistryClient(registry.target, deadline_s=RECONCILE_DEADLINE_S))
+    client = RegistryClient(registry.target, deadline_s=RECONCILE_DEADLINE_S, wait_for_ready=True)
+    outcome = reconcile(config_store.engine(), client)
     context.log.info(f"reconciled {outcome.registered} sessions ({outcome.new} new, {outcome.duplicate} duplicate "
                      f"digests); {outcome.still_pending} still pending")
 

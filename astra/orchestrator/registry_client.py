@@ -7,7 +7,7 @@ returns no statuses and the reason, and the session goes on as if every asset we
 other error (INVALID_ARGUMENT, INTERNAL, …) raises RegistryError: that is a bug to see, not an
 outage to ride through.
 
-Calls never wait for a connection (`wait_for_ready=False`): while the registry is down a call
+By default calls never wait for a connection (`wait_for_ready=False`): while the registry is down a call
 fails at once with UNAVAILABLE instead of sitting out its deadline, and the channel retries the
 connection in the background with a short, capped backoff so a registry that comes back is used
 again within about a second.
@@ -87,11 +87,14 @@ class RegisterResult:
 
 
 class RegistryClient:
-    def __init__(self, target: str, deadline_s: float = DEFAULT_DEADLINE_S):
+    def __init__(self, target: str, deadline_s: float = DEFAULT_DEADLINE_S, wait_for_ready: bool = False):
+        """`wait_for_ready=True` is for callers off the hot path (reconciliation): a call then
+        waits, within its deadline, for a registry that is coming back instead of failing at once."""
         if deadline_s <= 0:
             raise ValueError(f"deadline_s must be > 0, got {deadline_s}")
         self.target = target
         self.deadline_s = deadline_s
+        self.wait_for_ready = wait_for_ready
         self._stub = pb_grpc.AssetRegistryStub(channel(target))
 
     def register(self, tenant: str, digests: Sequence[Digest]) -> RegisterResult:
@@ -101,7 +104,7 @@ class RegistryClient:
                     for d in digests],
         )
         try:
-            response = self._stub.RegisterAssets(request, timeout=self.deadline_s, wait_for_ready=False)
+            response = self._stub.RegisterAssets(request, timeout=self.deadline_s, wait_for_ready=self.wait_for_ready)
         except grpc.RpcError as exc:
             code = exc.code()
             if code in _FAIL_OPEN:
