@@ -106,7 +106,8 @@ def template_upload_sensor(context: SensorEvaluationContext, s3: S3Resource, sto
             run_key=run_key,
             partition_key=ref.tenant,
             run_config=RunConfig(ops={"template_atoms": TemplateUploadConfig(key=key, sha256=sha)}),
-            tags={"astra/tenant": ref.tenant, "astra/template_key": key, "astra/template_sha256": sha},
+            tags={"astra/tenant": ref.tenant, "astra/template-tenant": ref.tenant, "astra/template_key": key,
+                  "astra/template_sha256": sha},
         ))
     for line in skipped:
         context.log.warning(f"ignored upload {line}")

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 SNAPSHOT = Path(__file__).with_name("snapshots") / "asset_specs.json"
@@ -60,3 +62,13 @@ def test_dagster_validates_the_workspace(tmp_path):
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Validation successful" in res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("yaml_path", ["dagster.yaml", "deploy/dagster.yaml"])
+def test_instances_queue_template_runs_one_per_tenant(yaml_path, tmp_path, monkeypatch):
+    from dagster._core.instance.config import dagster_instance_config
+
+    (tmp_path / "dagster.yaml").write_text((ROOT / yaml_path).read_text())
+    config, _ = dagster_instance_config(str(tmp_path))
+    limits = config["run_queue"]["tag_concurrency_limits"]
+    assert {"key": "astra/template-tenant", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
