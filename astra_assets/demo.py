@@ -53,10 +53,10 @@ def upload_template(settings: Settings, tenant: str, sidecar: dict) -> str:
 
 
 def run_sensor(dagster, name: str, tenant: str):
-    from astra_assets.definitions import defs
+    from astra_assets.definitions import build_definitions
     from astra_assets.local_runner import tick
 
-    outcome = tick(defs, dagster, name, log_level="WARNING")
+    outcome = tick(build_definitions(), dagster, name, log_level="WARNING")
     runs = [r for r in outcome.results if r.dagster_run.tags.get("astra/tenant") == tenant]
     for run in runs:
         status = "[green]success[/]" if run.success else "[red]failed[/]"
@@ -166,7 +166,7 @@ def step_fail_open(dagster, settings: Settings, tenant: str) -> None:
     from astra.db import make_engine
     from astra.orchestrator.reconcile import pending_count
     from astra.stack import processes
-    from astra_assets.definitions import defs
+    from astra_assets.definitions import build_definitions
 
     console.rule("[bold]3. The dedup registry goes down: fail open, reconcile later")
     stack = Stack(say=lambda m: console.print(f"  [dim]stack:[/] {m}"))
@@ -184,7 +184,7 @@ def step_fail_open(dagster, settings: Settings, tenant: str) -> None:
     engine = make_engine(settings.database_url)
     expect(pending_count(engine, tenant) == 1, "a reconciliation is queued in the outbox")
     os.environ.update(stack.up())  # brings the registry back (on a new port)
-    result = defs.resolve_job_def("dedup_reconcile_job").execute_in_process(
+    result = build_definitions().resolve_job_def("dedup_reconcile_job").execute_in_process(
         instance=dagster, run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
     expect(result.success and pending_count(engine, tenant) == 0,
            "dedup_reconcile job registered them once the registry was back (outbox drained)")

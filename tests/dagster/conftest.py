@@ -30,8 +30,8 @@ def dagster_instance(tmp_path):
 
 @pytest.fixture
 def defs(run_settings):
-    # EnvVar-configured resources read the environment when a run starts, so the stack env
-    # (with this test's uploads bucket) must be in place first.
-    from astra_assets.definitions import defs
+    # Built after the stack env (with this test's uploads bucket) is in place: optional
+    # settings are read from the environment when the definitions are built.
+    from astra_assets.definitions import build_definitions
 
-    return defs
+    return build_definitions()
