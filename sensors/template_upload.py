@@ -65,25 +65,28 @@ def template_upload_sensor(context: SensorEvaluationContext, s3: S3Resource, sto
     client = s3.get_client()
     result = scan(client, storage.uploads_bucket, "templates", context.cursor, accept=_accept)
     templates: dict[str, TemplateRef] = {}
-    skipped: list[str] = []
+    observations: list[AssetObservation] = []
+
+    def quarantine(obj, reason: str) -> None:
+        context.log.warning(f"quarantined {obj.key}: {reason}")
+        observations.append(AssetObservation(asset_key=upload_quarantine.key, metadata={
+            "key": obj.key, "etag": obj.etag, "bucket": storage.uploads_bucket, "reason": reason}))
+
+    limit = AuditLimits().max_upload_bytes
     for obj in result.objects:
         key = obj.key[: -len(SIDECAR_SUFFIX)] + ".docx" if obj.key.endswith(SIDECAR_SUFFIX) else obj.key
         try:
             ref = TemplateRef.parse(key)
             validate_slug(ref.tenant)
         except (ValueError, InvalidKey) as exc:
-            skipped.append(f"{obj.key}: {exc}")
+            quarantine(obj, str(exc))
+            continue
+        if obj.key == key and obj.size > limit:  # never hashed or read: refused as it stands
+            quarantine(obj, f"template is {obj.size} bytes, over the {limit}-byte upload limit")
             continue
         templates[key] = ref
 
-    run_requests, observations, tenants = [], [], set()
-    limit = AuditLimits().max_upload_bytes
-    for obj in result.objects:
-        if obj.key in templates and obj.size > limit:  # never hashed or read: refused as it stands
-            templates.pop(obj.key)
-            observations.append(AssetObservation(asset_key=upload_quarantine.key, metadata={
-                "key": obj.key, "etag": obj.etag, "bucket": storage.uploads_bucket,
-                "reason": f"template is {obj.size} bytes, over the {limit}-byte upload limit"}))
+    run_requests, tenants = [], set()
     for key, ref in sorted(templates.items()):
         try:
             sha = object_sha256(client, storage.uploads_bucket, key)
@@ -109,8 +112,6 @@ def template_upload_sensor(context: SensorEvaluationContext, s3: S3Resource, sto
             tags={"astra/tenant": ref.tenant, "astra/template-tenant": ref.tenant, "astra/template_key": key,
                   "astra/template_sha256": sha},
         ))
-    for line in skipped:
-        context.log.warning(f"ignored upload {line}")
     if not run_requests and not observations:
         return SensorResult(skip_reason=SkipReason(f"no new templates ({len(result.tenants_scanned)} tenants scanned)"),
                             cursor=result.cursor)

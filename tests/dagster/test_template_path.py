@@ -121,3 +121,12 @@ def test_an_oversized_template_is_quarantined_unread(defs, dagster_instance, s3,
     assert runs_for(outcome, tenant) == [] and outcome.events_reported == 1
     record = dagster_instance.fetch_observations(AssetKey("upload_quarantine"), limit=10).records[0]
     assert "over the 10000-byte upload limit" in record.asset_observation.metadata["reason"].value
+
+
+def test_a_template_under_a_bad_tenant_key_is_quarantined(defs, dagster_instance, s3, run_settings):
+    s3.put_object(Bucket=run_settings.uploads_bucket, Key="Bad_Tenant/templates/x.docx", Body=build_sample_template())
+    outcome = tick(defs, dagster_instance, SENSOR)
+    assert outcome.results == [] and outcome.events_reported == 1
+    record = dagster_instance.fetch_observations(AssetKey("upload_quarantine"), limit=10).records[0]
+    meta = {k: v.value for k, v in record.asset_observation.metadata.items()}
+    assert meta["key"] == "Bad_Tenant/templates/x.docx" and "invalid tenant" in meta["reason"]
