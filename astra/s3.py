@@ -57,19 +57,3 @@ def ensure_buckets(s3, settings: Settings) -> dict[str, str]:
         settings.guard_bucket: f"guard (Object Lock COMPLIANCE, {settings.guard_retention_days} days)",
     }
 
-
-def describe_buckets(s3, settings: Settings) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    for name in (settings.uploads_bucket, settings.assets_bucket, settings.guard_bucket):
-        try:
-            s3.head_bucket(Bucket=name)
-            info: dict = {"exists": True}
-            if name == settings.assets_bucket:
-                info["versioning"] = s3.get_bucket_versioning(Bucket=name).get("Status")
-            if name == settings.guard_bucket:
-                rule = s3.get_object_lock_configuration(Bucket=name)["ObjectLockConfiguration"].get("Rule", {})
-                info["default_retention"] = rule.get("DefaultRetention")
-            out[name] = info
-        except ClientError:
-            out[name] = {"exists": False}
-    return out

@@ -70,7 +70,7 @@ class HandoverResult:
 def hand_over(h: Handover, manifest_key: str, expected_sha256: str | None = None) -> HandoverResult:
     uploads, assets = h.settings.uploads_bucket, h.settings.assets_bucket
     session = manifest_session(manifest_key)
-    existing = _read_record(h, session)
+    existing = load_record(h.s3, assets, session)
     if existing is not None:
         if expected_sha256 and existing["manifest"]["sha256"] != expected_sha256:
             raise HandoverError(f"{session.partition_key} was already handed over with another manifest: "
@@ -218,10 +218,6 @@ def delete_temp_upload(h: Handover, record: dict) -> list[str]:
             f"v{record['session']['version'] + 1}. They were not deleted."
         )
     return [key for key, _ in present]
-
-
-def _read_record(h: Handover, session: SessionKey) -> dict | None:
-    return load_record(h.s3, h.settings.assets_bucket, session)
 
 
 def _record_uri(h: Handover, session: SessionKey) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -98,10 +97,3 @@ def stop_tree(pid: int, sig: int = signal.SIGTERM, timeout: float = 10.0, starte
             pass
     _, still = psutil.wait_procs(alive_, timeout=5)
     return [p.pid for p in still]
-
-
-def reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

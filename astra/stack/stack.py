@@ -190,8 +190,6 @@ class Stack:
     def _s3(self, known: Part | None) -> Part:
         if given := self._given("ASTRA_S3_ENDPOINT_URL"):
             return Part("s3", "env", given)
-        if known is not None and known.started_here and known.running():
-            return known
         return self._daemon(
             "s3", "moto", "http://127.0.0.1:{port}", known,
             lambda port: processes.python_module("moto.server", "-H", "127.0.0.1", "-p", str(port)),
@@ -201,8 +199,6 @@ class Stack:
     def _ingest(self, known: Part | None, values: dict[str, str]) -> Part:
         if given := self._given("ASTRA_INGEST_TARGET"):
             return Part("ingest", "env", given)
-        if known is not None and known.started_here and known.running():
-            return known
         return self._daemon(
             "ingest", "astra-serve-ingest", "127.0.0.1:{port}", known,
             lambda port: processes.python_module("astra.cli.main", "serve", "ingest", "--host", "127.0.0.1",
@@ -212,10 +208,13 @@ class Stack:
 
     def _daemon(self, name: str, what: str, url: str, known: Part | None, argv: Callable[[int], list[str]],
                 description: str, env: dict[str, str] | None = None) -> Part:
-        """Start a server of ours on a loopback port, detached, and wait until it answers.
+        """The server of ours `known` if it still runs; else start it on a loopback port,
+        detached, and wait until it answers.
 
         A part that died is restarted on the port it had when that port is free, so clients that
         still hold the old address (a running `astra dev`) find it again."""
+        if known is not None and known.started_here and known.running():
+            return known
         port = _port_of(known.url) if known is not None and known.started_here else None
         if port is None or processes.port_answers("127.0.0.1", port):
             port = processes.free_port()
