@@ -1,12 +1,27 @@
-"""S3 access for the engines: plain boto3, the same calls against moto, AWS or any S3 with Object Lock."""
+"""The one S3 module: the client, the buckets, and the few questions every engine asks of S3.
+
+Plain boto3, the same calls against moto, AWS or any S3 with Object Lock. Every other module
+asks "is it there?", "what does it hash to?" and "delete it if unchanged" through here, so a
+throttle or an outage is never mistaken for a missing object (only the codes in `MISSING` are).
+"""
 
 from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from astra.settings import Settings
+
+CHUNK = 1 << 20
+# What S3 answers for an object (or version) that is not there. 405 is a delete marker asked for
+# by version id. Anything else (503 SlowDown, 500, AccessDenied…) is a fault and is raised.
+MISSING = frozenset({"404", "NoSuchKey", "NoSuchVersion", "NotFound", "405", "MethodNotAllowed"})
+PRECONDITION_FAILED = frozenset({"PreconditionFailed", "412"})
 
 
 def client(settings: Settings):
@@ -18,18 +33,108 @@ def client(settings: Settings):
     )
 
 
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def is_missing(exc: ClientError) -> bool:
+    """True only when S3 said the object (or version) does not exist."""
+    status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+    return error_code(exc) in MISSING or status in ("404", "405")
+
+
+def is_precondition_failed(exc: ClientError) -> bool:
+    return error_code(exc) in PRECONDITION_FAILED
+
+
+def head(s3, bucket: str, key: str, version_id: str | None = None, checksum: bool = True) -> dict | None:
+    """HeadObject, or None when the object is missing; every other error is raised."""
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if checksum:
+        kwargs["ChecksumMode"] = "ENABLED"
+    if version_id:
+        kwargs["VersionId"] = version_id
+    try:
+        return s3.head_object(**kwargs)
+    except ClientError as exc:
+        if is_missing(exc):
+            return None
+        raise
+
+
+def b64_sha256(sha256_hex: str) -> str:
+    """S3's ChecksumSHA256: base64 of the raw digest."""
+    return base64.b64encode(bytes.fromhex(sha256_hex)).decode()
+
+
+def full_object_sha256(head_response: dict) -> str | None:
+    """The object's whole-content SHA-256 as hex, if S3 has one (not a composite multipart one)."""
+    value = head_response.get("ChecksumSHA256")
+    if not value or "-" in value or head_response.get("ChecksumType", "FULL_OBJECT") != "FULL_OBJECT":
+        return None
+    return base64.b64decode(value).hex()
+
+
+def stream_sha256(s3, bucket: str, key: str, version_id: str | None = None, **extra: Any) -> tuple[str, int, dict]:
+    """(sha256 hex, size, GetObject response) of an object, read as a stream."""
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, **extra}
+    if version_id:
+        kwargs["VersionId"] = version_id
+    resp = s3.get_object(**kwargs)
+    digest, size = hashlib.sha256(), 0
+    body = resp["Body"]
+    try:
+        for chunk in body.iter_chunks(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    finally:
+        body.close()
+    return digest.hexdigest(), size, resp
+
+
+def object_sha256(s3, bucket: str, key: str, version_id: str | None = None) -> str | None:
+    """The object's SHA-256 (hex): S3's full-object checksum when it has one, else hashed here.
+    None when the object is missing; other errors raise."""
+    response = head(s3, bucket, key, version_id)
+    if response is None:
+        return None
+    known = full_object_sha256(response)
+    if known is not None:
+        return known
+    try:
+        return stream_sha256(s3, bucket, key, response.get("VersionId") or version_id)[0]
+    except ClientError as exc:
+        if is_missing(exc):  # deleted between the HEAD and the GET
+            return None
+        raise
+
+
+def delete_if_unchanged(s3, bucket: str, key: str, etag: str) -> bool:
+    """Delete `key` only while its ETag is `etag`. True when it is gone (deleted now or already:
+    a concurrent clean-up that won the race is not an error); False when it changed."""
+    try:
+        s3.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
+    except ClientError as exc:
+        if is_missing(exc):
+            return True
+        if is_precondition_failed(exc):
+            return False
+        raise
+    return True
+
+
 def _create(s3, bucket: str, **extra) -> bool:
     """Create a bucket if missing; True when this call created it."""
     try:
         s3.head_bucket(Bucket=bucket)
         return False
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+        if error_code(exc) not in ("404", "NoSuchBucket", "NotFound"):
             raise
     try:
         s3.create_bucket(Bucket=bucket, **extra)
     except ClientError as exc:
-        if exc.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+        if error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
             raise
         return False
     return True
@@ -56,4 +161,3 @@ def ensure_buckets(s3, settings: Settings) -> dict[str, str]:
         settings.assets_bucket: "assets (versioned)",
         settings.guard_bucket: f"guard (Object Lock COMPLIANCE, {settings.guard_retention_days} days)",
     }
-

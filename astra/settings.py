@@ -1,13 +1,14 @@
-"""Settings read from the environment (ARCHITECTURE §6).
+"""Settings read from the environment (ARCHITECTURE §6): the one table of ASTRA_* names.
 
-One place that knows the variable names; the Dagster resources read the same names through
-EnvVar, the CLI and the engines through `Settings.from_env()`.
+`ENV` maps each setting to its variable. The engines and the CLI read them through
+`Settings.from_env()`, the Dagster resources through `EnvVar(ENV[...])`; no other file spells a
+variable name.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 DEFAULT_UPLOADS_BUCKET = "astra-uploads"
@@ -15,9 +16,49 @@ DEFAULT_ASSETS_BUCKET = "astra-assets"
 DEFAULT_GUARD_BUCKET = "astra-guard"
 DEFAULT_REDIS_PREFIX = "astra"
 DEFAULT_RETENTION_DAYS = 365
+# The floor for custody retention (COMPLIANCE mode only). Below it a misconfiguration (1, 0, a
+# negative number) would put the lock date in the past or so near that the audio could be deleted
+# before anyone audits it. 30 days covers a monthly audit cycle; legal holds are usually longer.
+MIN_RETENTION_DAYS = 30
 # The intents and domains a zone may bind to: CLINC150's domain map, read in place from the
 # shared datasets (never copied into the repo). ASTRA_INTENT_CATALOG points elsewhere.
 DEFAULT_INTENT_CATALOG = str(Path(__file__).resolve().parents[2] / "shared" / "datasets" / "clinc150" / "domains.json")
+
+# setting -> environment variable. The one place these names are written.
+ENV: dict[str, str] = {
+    "database_url": "ASTRA_DATABASE_URL",
+    "redis_url": "ASTRA_REDIS_URL",
+    "redis_prefix": "ASTRA_REDIS_PREFIX",
+    "s3_endpoint_url": "ASTRA_S3_ENDPOINT_URL",
+    "uploads_bucket": "ASTRA_UPLOADS_BUCKET",
+    "assets_bucket": "ASTRA_ASSETS_BUCKET",
+    "guard_bucket": "ASTRA_GUARD_BUCKET",
+    "guard_retention_days": "ASTRA_GUARD_RETENTION_DAYS",
+    "ingest_target": "ASTRA_INGEST_TARGET",
+    "core_target": "ASTRA_CORE_TARGET",
+    # The shared secret gRPC callers present (metadata `authorization: Bearer <token>`).
+    "service_token": "ASTRA_SERVICE_TOKEN",
+    "aws_region": "AWS_DEFAULT_REGION",
+    "intent_catalog": "ASTRA_INTENT_CATALOG",
+}
+
+
+class MissingSetting(RuntimeError):
+    pass
+
+
+class InvalidSetting(ValueError):
+    pass
+
+
+def check_retention_days(days: int) -> int:
+    """Refuse a custody retention below the floor (a weakened chain of custody)."""
+    if days < MIN_RETENTION_DAYS:
+        raise InvalidSetting(
+            f"{ENV['guard_retention_days']}={days}: custody retention must be at least {MIN_RETENTION_DAYS} days "
+            "(COMPLIANCE mode); refusing to weaken the chain of custody"
+        )
+    return days
 
 
 @dataclass(frozen=True)
@@ -32,34 +73,32 @@ class Settings:
     guard_retention_days: int = DEFAULT_RETENTION_DAYS
     ingest_target: str | None = None
     core_target: str | None = None
+    service_token: str | None = None
     aws_region: str = "us-east-1"
     intent_catalog: str = DEFAULT_INTENT_CATALOG
+
+    def __post_init__(self) -> None:
+        check_retention_days(self.guard_retention_days)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
         env = dict(os.environ if env is None else env)
-        return cls(
-            database_url=env.get("ASTRA_DATABASE_URL") or None,
-            redis_url=env.get("ASTRA_REDIS_URL") or None,
-            redis_prefix=env.get("ASTRA_REDIS_PREFIX") or DEFAULT_REDIS_PREFIX,
-            s3_endpoint_url=env.get("ASTRA_S3_ENDPOINT_URL") or None,
-            uploads_bucket=env.get("ASTRA_UPLOADS_BUCKET") or DEFAULT_UPLOADS_BUCKET,
-            assets_bucket=env.get("ASTRA_ASSETS_BUCKET") or DEFAULT_ASSETS_BUCKET,
-            guard_bucket=env.get("ASTRA_GUARD_BUCKET") or DEFAULT_GUARD_BUCKET,
-            guard_retention_days=int(env.get("ASTRA_GUARD_RETENTION_DAYS") or DEFAULT_RETENTION_DAYS),
-            ingest_target=env.get("ASTRA_INGEST_TARGET") or None,
-            core_target=env.get("ASTRA_CORE_TARGET") or None,
-            aws_region=env.get("AWS_DEFAULT_REGION") or "us-east-1",
-            intent_catalog=env.get("ASTRA_INTENT_CATALOG") or DEFAULT_INTENT_CATALOG,
-        )
+        values: dict = {}
+        for f in fields(cls):
+            raw = env.get(ENV[f.name]) or None
+            if raw is None:
+                continue  # the dataclass default
+            if f.name == "guard_retention_days":
+                try:
+                    values[f.name] = int(raw)
+                except ValueError:
+                    raise InvalidSetting(f"{ENV[f.name]}={raw!r} is not a whole number of days") from None
+            else:
+                values[f.name] = raw
+        return cls(**values)
 
     def require(self, name: str) -> str:
         value = getattr(self, name)
         if not value:
-            var = "ASTRA_" + name.upper()
-            raise MissingSetting(f"{var} is not set: run `astra stack up` and source .astra/stack.env, or set it")
+            raise MissingSetting(f"{ENV[name]} is not set: run `astra stack up` and source .astra/stack.env, or set it")
         return value
-
-
-class MissingSetting(RuntimeError):
-    pass

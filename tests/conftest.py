@@ -92,7 +92,7 @@ def settings(pg_url, redis_url, redis_prefix, moto_endpoint, aws_credentials) ->
         uploads_bucket=f"astra-uploads-{RUN_ID}",
         assets_bucket=f"astra-assets-{RUN_ID}",
         guard_bucket=f"astra-guard-{RUN_ID}",
-        guard_retention_days=1,
+        guard_retention_days=30,
     )
 
 
