@@ -18,7 +18,7 @@ import json
 import logging
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import redis
@@ -47,6 +47,15 @@ local filled = redis.call('HEXISTS', KEYS[1], 'snapshot') == 1
 if (not cur) or tonumber(cur) < tonumber(ARGV[1]) or (tonumber(cur) == tonumber(ARGV[1]) and not filled) then
   redis.call('HSET', KEYS[1], 'version', ARGV[1], 'snapshot', ARGV[2])
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+  return 1
+end
+return 0
+"""
+
+# KEYS[1] cache key; ARGV[1] the snapshot found bad. Drops it only if nobody replaced it since.
+_DROP_BAD_LUA = """
+if redis.call('HGET', KEYS[1], 'snapshot') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
   return 1
 end
 return 0
@@ -100,9 +109,39 @@ class ConfigSnapshot:
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
 
-    @classmethod
-    def from_json(cls, raw: str | bytes) -> "ConfigSnapshot":
-        return cls(**json.loads(raw))
+
+class BadCacheEntry(ValueError):
+    """A cache entry that is not a valid snapshot of the tenant it is stored under."""
+
+
+_SNAPSHOT_TYPES = {f: t for f, t in (("tenant", str), ("version", int), ("zone_map", dict), ("style_map", dict),
+                                     ("template_sha256", str), ("created_by_run", str), ("created_at", str))}
+
+
+def parse_cached(raw: bytes | str, tenant: str, cached_version: bytes | str | None) -> ConfigSnapshot:
+    """The snapshot in a cache entry, checked against the key it was read from: it must parse, carry
+    every field with its type, name this tenant, and agree with the hash's version field. The cache
+    is a copy; nothing in it is trusted more than Postgres."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadCacheEntry(f"not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise BadCacheEntry("not a JSON object")
+    unknown = set(doc) - {f.name for f in fields(ConfigSnapshot)}
+    if unknown:
+        raise BadCacheEntry(f"unknown fields {sorted(unknown)}")
+    for name, kind in _SNAPSHOT_TYPES.items():
+        if not isinstance(doc.get(name), kind) or (kind is int and isinstance(doc[name], bool)):
+            raise BadCacheEntry(f"field {name!r} missing or not {kind.__name__}")
+    if doc.get("template_name") is not None and not isinstance(doc["template_name"], str):
+        raise BadCacheEntry("field 'template_name' not a string")
+    if doc["tenant"] != tenant:
+        raise BadCacheEntry(f"holds tenant {doc['tenant']!r}'s snapshot")
+    if cached_version is None or str(doc["version"]) != (cached_version.decode() if isinstance(cached_version, bytes)
+                                                         else str(cached_version)):
+        raise BadCacheEntry(f"snapshot version {doc['version']} disagrees with the entry's version {cached_version!r}")
+    return ConfigSnapshot(**doc)
 
 
 def check_config(zone_map: Any, style_map: Any, template_sha256: Any) -> list[str]:
@@ -131,6 +170,7 @@ class ConfigService:
         self.key_prefix = key_prefix
         self._cas = redis_client.register_script(_CAS_LUA) if redis_client is not None else None
         self._reserve = redis_client.register_script(_RESERVE_LUA) if redis_client is not None else None
+        self._drop_bad = redis_client.register_script(_DROP_BAD_LUA) if redis_client is not None else None
         self._cache_down_until = 0.0
 
     def cache_key(self, tenant: str) -> str:
@@ -251,11 +291,25 @@ class ConfigService:
         if not self._cache_usable():
             return None
         try:
-            raw = self.redis.hget(self.cache_key(tenant), "snapshot")
+            cached_version, raw = self.redis.hmget(self.cache_key(tenant), ["version", "snapshot"])
         except redis.RedisError as exc:
             self._cache_failed(exc, f"reading {tenant} from Postgres")
             return None
-        return ConfigSnapshot.from_json(raw) if raw else None
+        if not raw:
+            return None
+        try:
+            return parse_cached(raw, tenant, cached_version)
+        except BadCacheEntry as exc:
+            # A miss: Postgres serves, and the entry is dropped so the next read fills a good one.
+            log.warning("config cache entry %s is bad (%s): served from Postgres", self.cache_key(tenant), exc)
+            self._drop_bad_entry(tenant, raw)
+            return None
+
+    def _drop_bad_entry(self, tenant: str, raw: bytes) -> None:
+        try:
+            self._drop_bad(keys=[self.cache_key(tenant)], args=[raw])
+        except redis.RedisError as exc:
+            self._cache_failed(exc, f"bad entry for {tenant} not dropped")
 
     def _cache_reserve(self, tenant: str, version: int) -> None:
         if self._reserve is None:

@@ -192,3 +192,41 @@ def test_bad_tenant_slugs_are_refused(svc, bad):
         svc.snapshot(bad)
     with pytest.raises(InvalidKey):
         svc.publish(bad, *maps(), SHA, "run")
+
+
+@pytest.mark.parametrize("entry", [
+    {"snapshot": b"{not json"},
+    {"snapshot": b"[1, 2]"},
+    {"snapshot": b'{"tenant": "x"}'},
+    {"version": b"7"},  # the hash's version disagrees with the snapshot's
+], ids=["unparseable", "not-an-object", "missing-fields", "version-mismatch"])
+def test_a_bad_cache_entry_is_a_miss_served_from_postgres(svc, tenant, entry):
+    svc.publish(tenant, *maps("truth"), SHA, "run")
+    key = svc.cache_key(tenant)
+    svc.redis.hset(key, mapping=entry)
+    snap = svc.snapshot(tenant)
+    assert snap.version == 1 and snap.zone_map["zones"][0]["label"] == "truth"
+    # The bad entry was dropped and refilled from Postgres.
+    cached = svc.redis.hgetall(key)
+    assert cached[b"version"] == b"1" and b"truth" in cached[b"snapshot"]
+
+
+def test_another_tenants_snapshot_under_a_tenants_key_is_not_served(svc, tenant):
+    other = f"{tenant}-other"
+    svc.publish(tenant, *maps("mine"), SHA, "run")
+    svc.publish(other, *maps("theirs"), SHA, "run")
+    svc.snapshot(other)  # fills the other tenant's entry
+    theirs = svc.redis.hget(svc.cache_key(other), "snapshot")
+    svc.redis.hset(svc.cache_key(tenant), mapping={"version": 1, "snapshot": theirs})
+    snap = svc.snapshot(tenant)
+    assert snap.tenant == tenant and snap.zone_map["zones"][0]["label"] == "mine"
+
+
+def test_config_show_survives_a_bad_cache_entry(use_stack_env, svc, tenant):
+    from tests.conftest import run_cli
+
+    svc.publish(tenant, *maps("truth"), SHA, "run")
+    svc.redis.hset(svc.cache_key(tenant), "snapshot", b"\xff garbage")
+    out = run_cli("config", "show", "--tenant", tenant)
+    assert out.returncode == 0, out.stderr
+    assert "truth" in out.stdout
