@@ -2,14 +2,13 @@
 
 from dagster import Definitions
 
-from astra.settings import DEFAULT_INTENT_CATALOG
-
 from astra_assets import config, guard, ingest, learn, orchestrator
-from resources.env import env_or
 from resources import (
     ConfigStoreResource,
+    HandoverResource,
     IngestRegistryResource,
     IntentCatalogResource,
+    PostgresResource,
     RedisResource,
     StorageLayout,
     s3_resource,
@@ -20,6 +19,24 @@ from sensors.session_upload import session_upload_sensor
 from sensors.template_upload import template_upload_sensor
 
 
+def build_resources() -> dict:
+    """One instance per system, shared by the resources built on them."""
+    s3, storage = s3_resource(), StorageLayout.from_env()
+    postgres, redis = PostgresResource.from_env(), RedisResource.from_env()
+    config_store = ConfigStoreResource(postgres=postgres, redis=redis)
+    registry = IngestRegistryResource.from_env()
+    return {
+        "s3": s3,
+        "storage": storage,
+        "postgres": postgres,
+        "redis": redis,
+        "config_store": config_store,
+        "registry": registry,
+        "handover": HandoverResource(s3=s3, storage=storage, postgres=postgres, config_store=config_store,
+                                     registry=registry),
+        "intent_catalog": IntentCatalogResource.from_env(),
+    }
+
 
 def build_definitions() -> Definitions:
     """The code location. Optional settings take their defaults from the environment *now*
@@ -29,14 +46,7 @@ def build_definitions() -> Definitions:
         sensors=[template_upload_sensor, session_upload_sensor],
         schedules=[custody_audit, temp_cleanup, dedup_reconcile],
         jobs=[custody_audit_job, temp_cleanup_job, dedup_reconcile_job],
-        resources={
-            "s3": s3_resource(),
-            "storage": StorageLayout.from_env(),
-            "redis": RedisResource.from_env(),
-            "config_store": ConfigStoreResource.from_env(),
-            "registry": IngestRegistryResource.from_env(),
-            "intent_catalog": IntentCatalogResource(path=env_or("ASTRA_INTENT_CATALOG", DEFAULT_INTENT_CATALOG)),
-        },
+        resources=build_resources(),
     )
 
 

@@ -1,21 +1,23 @@
-"""Redis (redis-py) for events and caches."""
+"""Redis (redis-py): the config cache today; the feedback stream and MODEL_UPDATED later."""
 
 from __future__ import annotations
 
 import redis
-from dagster import ConfigurableResource, EnvVar
+from dagster import ConfigurableResource
 
-from astra.settings import DEFAULT_REDIS_PREFIX
-from resources.env import env_or
+from astra.runtime import redis_client
+from astra.settings import DEFAULT_REDIS_PREFIX, Settings
+from resources.env import env, env_or
 
 
 class RedisResource(ConfigurableResource):
     url: str
-    key_prefix: str = "astra"
+    key_prefix: str = DEFAULT_REDIS_PREFIX
 
     @classmethod
     def from_env(cls) -> "RedisResource":
-        return cls(url=EnvVar("ASTRA_REDIS_URL"), key_prefix=env_or("ASTRA_REDIS_PREFIX", DEFAULT_REDIS_PREFIX))
+        return cls(url=env("redis_url"), key_prefix=env_or("redis_prefix", DEFAULT_REDIS_PREFIX))
 
-    def get_client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    def client(self) -> redis.Redis:
+        # The one client factory (short timeouts, no retry), shared with the CLI and services.
+        return redis_client(Settings(redis_url=self.url, redis_prefix=self.key_prefix))

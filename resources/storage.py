@@ -12,7 +12,7 @@ from resources.env import env_or
 
 def s3_resource() -> S3Resource:
     # No endpoint URL: AWS S3 itself. The embedded stack and the tests point it at moto.
-    return S3Resource(endpoint_url=env_or("ASTRA_S3_ENDPOINT_URL", None), region_name=env_or("AWS_DEFAULT_REGION", "us-east-1"))
+    return S3Resource(endpoint_url=env_or("s3_endpoint_url", None), region_name=env_or("aws_region", "us-east-1"))
 
 
 class StorageLayout(ConfigurableResource):
@@ -21,15 +21,15 @@ class StorageLayout(ConfigurableResource):
     uploads_bucket: str
     assets_bucket: str
     guard_bucket: str
-    guard_retention_days: int = 365
+    guard_retention_days: int = defaults.DEFAULT_RETENTION_DAYS
 
     @classmethod
     def from_env(cls) -> "StorageLayout":
         return cls(
-            uploads_bucket=env_or("ASTRA_UPLOADS_BUCKET", defaults.DEFAULT_UPLOADS_BUCKET),
-            assets_bucket=env_or("ASTRA_ASSETS_BUCKET", defaults.DEFAULT_ASSETS_BUCKET),
-            guard_bucket=env_or("ASTRA_GUARD_BUCKET", defaults.DEFAULT_GUARD_BUCKET),
-            guard_retention_days=env_or("ASTRA_GUARD_RETENTION_DAYS", defaults.DEFAULT_RETENTION_DAYS),
+            uploads_bucket=env_or("uploads_bucket", defaults.DEFAULT_UPLOADS_BUCKET),
+            assets_bucket=env_or("assets_bucket", defaults.DEFAULT_ASSETS_BUCKET),
+            guard_bucket=env_or("guard_bucket", defaults.DEFAULT_GUARD_BUCKET),
+            guard_retention_days=env_or("guard_retention_days", defaults.DEFAULT_RETENTION_DAYS),
         )
 
     def settings(self, endpoint_url: str | None) -> Settings:

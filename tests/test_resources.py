@@ -17,7 +17,7 @@ res = defs.resources
 storage = res["storage"]
 print(*map(show, (storage.uploads_bucket, storage.assets_bucket, storage.guard_bucket, storage.guard_retention_days)))
 print(*map(show, (res["s3"].endpoint_url, res["s3"].region_name)))
-print(show(res["config_store"].redis_prefix))
+print(show(res["redis"].key_prefix))
 """
 
 
