@@ -33,11 +33,13 @@ def _cursor(instance: DagsterInstance, sensor: str) -> str | None:
 def tick(defs: Definitions, instance: DagsterInstance, sensor_name: str, log_level: str = "INFO") -> Tick:
     sensor = defs.resolve_sensor_def(sensor_name)
     resources = defs.resources or {}
-    context = build_sensor_context(
+    # A context manager: resources built on other resources (config_store on postgres and redis)
+    # are opened and closed with it.
+    with build_sensor_context(
         instance=instance, cursor=_cursor(instance, sensor_name), resources=resources, definitions=defs,
         sensor_name=sensor_name,
-    )
-    outcome = sensor(context)
+    ) as context:
+        outcome = sensor(context)
     out = Tick(sensor_name)
     if outcome is None:
         return out
