@@ -3,15 +3,22 @@
 from dagster import ConfigurableResource, EnvVar
 
 from astra.orchestrator.registry_client import RegistryClient
+from astra.settings import ENV
+from resources.env import env_or
 
 
 class IngestRegistryResource(ConfigurableResource):
     target: str
+    # The service token the registry checks. Unset: calls carry none, and a registry that requires
+    # one refuses them (RegistryAuthError naming the variable), never a silent fail-open.
+    token: str | None = None
     deadline_ms: int = 50
 
     @classmethod
     def from_env(cls) -> "IngestRegistryResource":
-        return cls(target=EnvVar("ASTRA_INGEST_TARGET"))
+        return cls(target=EnvVar(ENV["ingest_target"]), token=env_or(ENV["service_token"], None))
 
-    def client(self) -> RegistryClient:
-        return RegistryClient(self.target, deadline_s=self.deadline_ms / 1000)
+    def client(self, deadline_s: float | None = None, wait_for_ready: bool = False) -> RegistryClient:
+        """The hot path's client by default; reconciliation passes its longer deadline and waits for ready."""
+        return RegistryClient(self.target, deadline_s=deadline_s or self.deadline_ms / 1000,
+                              wait_for_ready=wait_for_ready, token=self.token or "")

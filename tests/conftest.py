@@ -107,15 +107,26 @@ def s3(settings):
 
 @pytest.fixture(scope="session")
 def registry_server(pg_url, settings):
-    """INGEST's dedup registry: a real gRPC server on a free loopback port (threads of this process)."""
+    """INGEST's dedup registry: a real gRPC server on a free loopback port (threads of this process),
+    requiring a service token that this run puts in ASTRA_SERVICE_TOKEN, as `astra stack up` does,
+    so clients built from the environment present it."""
+    import secrets
+
     from astra.ingest.registry import AssetRegistry, registry_engine
     from astra.ingest.registry_server import serve
+    from astra.settings import ENV
 
+    saved = os.environ.get(ENV["service_token"])
+    token = os.environ[ENV["service_token"]] = secrets.token_urlsafe(32)
     engine = registry_engine(pg_url, pool_size=4)
-    srv = serve("127.0.0.1:0", AssetRegistry(engine, settings.assets_bucket))
+    srv = serve("127.0.0.1:0", AssetRegistry(engine, settings.assets_bucket), token=token)
     yield srv
     srv.graceful_stop(0)
     engine.dispose()
+    if saved is None:
+        os.environ.pop(ENV["service_token"], None)
+    else:
+        os.environ[ENV["service_token"]] = saved
 
 
 @pytest.fixture(scope="session")
@@ -131,6 +142,7 @@ def stack_env(settings, s3, registry_server) -> dict[str, str]:
         "ASTRA_GUARD_BUCKET": settings.guard_bucket,
         "ASTRA_GUARD_RETENTION_DAYS": str(settings.guard_retention_days),
         "ASTRA_INGEST_TARGET": registry_server.target,
+        "ASTRA_SERVICE_TOKEN": os.environ["ASTRA_SERVICE_TOKEN"],
         "AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
         "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"],
         "AWS_DEFAULT_REGION": os.environ["AWS_DEFAULT_REGION"],

@@ -1,7 +1,9 @@
 """`astra serve ingest [--host H] [--port N]`: INGEST's dedup registry over gRPC (ARCHITECTURE §5).
 
 Binds ASTRA_INGEST_TARGET (default 127.0.0.1:50051); --host/--port override its parts. Needs
-ASTRA_DATABASE_URL; canonical URIs name ASTRA_ASSETS_BUCKET. Prints one line on stdout once
+ASTRA_DATABASE_URL; canonical URIs name ASTRA_ASSETS_BUCKET. Every call but health must carry
+ASTRA_SERVICE_TOKEN (`astra.grpc_auth`): without it the command refuses to start (exit 2) unless
+given --insecure-no-auth, which serves loopback only. Prints one line on stdout once
 serving (with the bound port: `--port 0` picks a free one) and runs until SIGTERM or SIGINT,
 then stops gracefully (health NOT_SERVING, calls in flight drained) and exits 0.
 ASTRA_INGEST_DELAY_MS slows every call down (a test hook; never set it in production).
@@ -14,8 +16,9 @@ import sys
 
 import typer
 
-from astra.cli.common import console, errors
-from astra.settings import Settings
+from astra.cli.common import console, errors, fail
+from astra.grpc_auth import INSECURE_FLAG, ServiceAuthError, check_serving_auth
+from astra.settings import ENV, Settings
 
 DEFAULT_INGEST_TARGET = "127.0.0.1:50051"
 
@@ -40,27 +43,24 @@ def ingest(
         help="calls run against Postgres at once, each batching the calls queued behind it "
              "(0: no batching, one connection per worker)"),
     grace: float = typer.Option(10.0, "--grace", min=0, help="seconds given to calls in flight on shutdown"),
+    insecure_no_auth: bool = typer.Option(
+        False, INSECURE_FLAG,
+        help=f"serve without {ENV['service_token']} (a local dev run; loopback binds only)"),
 ) -> None:
     """Serve astra.ingest.v1.AssetRegistry (the per-tenant asset dedup registry) and grpc.health.v1."""
     with errors():
         from astra.ingest.registry import AssetRegistry, registry_engine
-        from astra.ingest.registry_server import run_forever, serve, split_target
+        from astra.ingest.registry_server import run_forever, serve
 
         settings = Settings.from_env()
-        env_host, env_port = split_target(settings.ingest_target or DEFAULT_INGEST_TARGET)
-        host = host or env_host
-        target = f"[{host}]:{env_port if port is None else port}" if ":" in host else \
-            f"{host}:{env_port if port is None else port}"
-        delay_ms = os.environ.get("ASTRA_INGEST_DELAY_MS") or "0"
-        try:
-            delay_s = float(delay_ms) / 1000
-        except ValueError:
-            raise ValueError(f"ASTRA_INGEST_DELAY_MS must be a number of milliseconds, got {delay_ms!r}") from None
+        target = _bind_target(settings, host, port, insecure_no_auth)
+        delay_s = _test_delay_s()
         engine = registry_engine(settings.require("database_url"), pool_size=lanes or workers)
         registry = AssetRegistry(engine, settings.assets_bucket)
-        server = serve(target, registry, delay_s=delay_s, workers=workers, lanes=lanes)
+        server = serve(target, registry, delay_s=delay_s, workers=workers, lanes=lanes, token=settings.service_token)
         try:
-            note = f" (test delay {delay_s * 1000:g} ms per call)" if delay_s > 0 else ""
+            note = "" if settings.service_token else f" WITHOUT AUTHENTICATION ({INSECURE_FLAG})"
+            note += f" (test delay {delay_s * 1000:g} ms per call)" if delay_s > 0 else ""
             # Plain stdout, flushed: supervisors and tests read this line (and the port) from a pipe.
             sys.stdout.write(f"astra ingest registry serving on {server.target} (pid {os.getpid()}){note}\n")
             sys.stdout.flush()
@@ -70,3 +70,25 @@ def ingest(
         finally:
             server.stop(0)
             engine.dispose()
+
+
+def _bind_target(settings: Settings, host: str | None, port: int | None, insecure_no_auth: bool) -> str:
+    """`host:port` to bind, once the authentication policy allows serving there (else exit 2)."""
+    from astra.ingest.registry_server import split_target
+
+    env_host, env_port = split_target(settings.ingest_target or DEFAULT_INGEST_TARGET)
+    host = host or env_host
+    try:
+        check_serving_auth(host, settings.service_token, insecure_no_auth)
+    except ServiceAuthError as exc:
+        raise fail(str(exc), 2) from None
+    port = env_port if port is None else port
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _test_delay_s() -> float:
+    delay_ms = os.environ.get("ASTRA_INGEST_DELAY_MS") or "0"
+    try:
+        return float(delay_ms) / 1000
+    except ValueError:
+        raise ValueError(f"ASTRA_INGEST_DELAY_MS must be a number of milliseconds, got {delay_ms!r}") from None

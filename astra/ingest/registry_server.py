@@ -1,7 +1,8 @@
 """The dedup registry over gRPC: `astra.ingest.v1.AssetRegistry/RegisterAssets` (ARCHITECTURE §5).
 
 Served by `astra serve ingest`, with `grpc.health.v1` beside it (SERVING for "" and for
-`astra.ingest.v1.AssetRegistry`). Graceful stop: health goes NOT_SERVING, the server stops
+`astra.ingest.v1.AssetRegistry`). With a service token every call but health must present it
+(`astra.grpc_auth`), else UNAUTHENTICATED before the handler runs. Graceful stop: health goes NOT_SERVING, the server stops
 accepting calls, calls in flight finish within the grace period.
 
 Status codes: INVALID_ARGUMENT for a malformed request (the message names each bad field);
@@ -24,6 +25,7 @@ import psycopg
 import sqlalchemy.exc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from astra.grpc_auth import ServiceAuthError, is_loopback, server_interceptors
 from astra.ingest.registry import (
     MAX_ASSETS_PER_REQUEST,
     AssetRegistry,
@@ -264,16 +266,21 @@ def serve(
     delay_s: float = 0.0,
     workers: int = DEFAULT_WORKERS,
     lanes: int = DEFAULT_LANES,
+    token: str | None = None,
 ) -> RegistryServer:
     """Start serving the registry and health on `target` (`host:port`; port 0 picks a free one).
 
     Returns the started server; its `.port` is the bound port. `workers` gRPC threads take
     calls; `lanes` threads run them against Postgres in batches (one connection each: the
-    registry engine's pool needs at least `lanes`).
+    registry engine's pool needs at least `lanes`). Without `token` the server is open, so it
+    binds loopback only (`astra serve ingest` also refuses that unless told `--insecure-no-auth`).
     """
     host, _ = split_target(target)
+    if not token and not is_loopback(host):
+        raise ServiceAuthError(f"refusing to bind {host} without credentials (no service token)")
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest-registry"),
+        interceptors=server_interceptors(token),
         options=[("grpc.so_reuseport", 0)],  # a second server on a busy port must fail, not share it
     )
     batcher = Batcher(registry, lanes) if lanes > 0 else None

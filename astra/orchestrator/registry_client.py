@@ -5,7 +5,12 @@ One channel per process and target, shared by every RegistryClient and thread. E
 returns no statuses and the reason, and the session goes on as if every asset were new
 (materialization metadata `dedup: skipped`; a reconciliation pass registers them later). Any
 other error (INVALID_ARGUMENT, INTERNAL, …) raises RegistryError: that is a bug to see, not an
-outage to ride through.
+outage to ride through. UNAUTHENTICATED in particular is never failed open: a client without the
+registry's service token is misconfigured, and riding through would skip dedup for every session
+without anyone noticing; it raises RegistryAuthError naming the setting.
+
+Every call presents the service token (`authorization: Bearer <token>`, `astra.grpc_auth`):
+the one given, else ASTRA_SERVICE_TOKEN from the environment.
 
 By default calls never wait for a connection (`wait_for_ready=False`): while the registry is down a call
 fails at once with UNAVAILABLE instead of sitting out its deadline, and the channel retries the
@@ -22,9 +27,11 @@ from typing import Sequence
 
 import grpc
 
+from astra.grpc_auth import bearer_metadata
 from astra.ingest.registry import Digest, Outcome, Status
 from astra.protos import ingest_registry_pb2 as pb
 from astra.protos import ingest_registry_pb2_grpc as pb_grpc
+from astra.settings import ENV
 
 DEFAULT_DEADLINE_S = 0.05
 SKIP_DEADLINE = "deadline exceeded"
@@ -58,15 +65,6 @@ def channel(target: str) -> grpc.Channel:
     return ch
 
 
-def close_channels() -> None:
-    """Close this process's cached channels (tests, interpreter shutdown)."""
-    with _channels_lock:
-        for (pid, _), ch in list(_channels.items()):
-            if pid == os.getpid():
-                ch.close()
-        _channels.clear()
-
-
 class RegistryError(RuntimeError):
     """The registry answered with an error that must not be ridden through (not an outage)."""
 
@@ -74,6 +72,18 @@ class RegistryError(RuntimeError):
         super().__init__(f"RegisterAssets failed: {code.name}: {details}")
         self.code = code
         self.details = details
+
+
+class RegistryAuthError(RegistryError):
+    """The registry refused this client's service token: a misconfiguration, never failed open."""
+
+    def __init__(self, target: str, details: str):
+        super().__init__(grpc.StatusCode.UNAUTHENTICATED, details)
+        self.target = target
+
+    def __str__(self) -> str:
+        return (f"the dedup registry at {self.target} refused this client ({self.details}): set "
+                f"{ENV['service_token']} to the registry's service token (`astra stack up` writes it to stack.env)")
 
 
 @dataclass(frozen=True)
@@ -87,14 +97,17 @@ class RegisterResult:
 
 
 class RegistryClient:
-    def __init__(self, target: str, deadline_s: float = DEFAULT_DEADLINE_S, wait_for_ready: bool = False):
+    def __init__(self, target: str, deadline_s: float = DEFAULT_DEADLINE_S, wait_for_ready: bool = False,
+                 token: str | None = None):
         """`wait_for_ready=True` is for callers off the hot path (reconciliation): a call then
-        waits, within its deadline, for a registry that is coming back instead of failing at once."""
+        waits, within its deadline, for a registry that is coming back instead of failing at once.
+        `token`: the service token; None reads ASTRA_SERVICE_TOKEN, "" sends none."""
         if deadline_s <= 0:
             raise ValueError(f"deadline_s must be > 0, got {deadline_s}")
         self.target = target
         self.deadline_s = deadline_s
         self.wait_for_ready = wait_for_ready
+        self._metadata = bearer_metadata(os.environ.get(ENV["service_token"]) if token is None else token)
         self._stub = pb_grpc.AssetRegistryStub(channel(target))
 
     def register(self, tenant: str, digests: Sequence[Digest]) -> RegisterResult:
@@ -104,11 +117,14 @@ class RegistryClient:
                     for d in digests],
         )
         try:
-            response = self._stub.RegisterAssets(request, timeout=self.deadline_s, wait_for_ready=self.wait_for_ready)
+            response = self._stub.RegisterAssets(request, timeout=self.deadline_s, wait_for_ready=self.wait_for_ready,
+                                                 metadata=self._metadata)
         except grpc.RpcError as exc:
             code = exc.code()
             if code in _FAIL_OPEN:
                 return RegisterResult(None, _FAIL_OPEN[code])
+            if code == grpc.StatusCode.UNAUTHENTICATED:
+                raise RegistryAuthError(self.target, exc.details() or "") from None
             raise RegistryError(code, exc.details() or "") from None
         if len(response.statuses) != len(digests):
             raise RegistryError(grpc.StatusCode.INTERNAL,

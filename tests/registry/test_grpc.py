@@ -15,7 +15,7 @@ from astra.ingest.registry_server import SERVICE_NAME, serve
 from astra.orchestrator.registry_client import RegisterResult, RegistryClient, RegistryError
 from astra.protos import ingest_registry_pb2 as pb
 from astra.stack import processes
-from tests.registry.conftest import new_digest, request, stub
+from tests.registry.conftest import TOKEN, new_digest, request, stub
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +90,7 @@ def test_invalid_input_is_invalid_argument(server, tenant, tenant_, digest, frag
 
 
 def test_health_serving_then_not_serving_and_in_flight_call_drains(registry, tenant):
-    srv = serve("127.0.0.1:0", registry, delay_s=0.4)
+    srv = serve("127.0.0.1:0", registry, delay_s=0.4, token=TOKEN)
     try:
         assert health_of(srv.target) == SERVING
         assert health_of(srv.target, SERVICE_NAME) == SERVING
@@ -130,7 +130,7 @@ def test_client_fails_open_fast_on_a_dead_port(tenant):
 
 
 def test_client_fails_open_on_a_slow_server(registry, tenant):
-    srv = serve("127.0.0.1:0", registry, delay_s=0.2)
+    srv = serve("127.0.0.1:0", registry, delay_s=0.2, token=TOKEN)
     try:
         client = RegistryClient(srv.target)  # the 50 ms default
         assert client.deadline_s == 0.05
@@ -146,7 +146,7 @@ def test_client_fails_open_on_a_slow_server(registry, tenant):
 def test_client_fails_open_when_the_database_is_down(settings, tenant):
     dead_db = f"postgresql://postgres@127.0.0.1:{processes.free_port()}/nowhere"
     engine = registry_engine(dead_db, pool_size=2)
-    srv = serve("127.0.0.1:0", AssetRegistry(engine, settings.assets_bucket))
+    srv = serve("127.0.0.1:0", AssetRegistry(engine, settings.assets_bucket), token=TOKEN)
     try:
         with pytest.raises(grpc.RpcError) as err:
             stub(srv.target).RegisterAssets(request(tenant, new_digest()), timeout=5)
@@ -162,7 +162,7 @@ def test_client_recovers_when_the_server_comes_back(registry, tenant):
     client = RegistryClient(target)
     d = new_digest()
     assert client.register(tenant, [d]).skipped_reason == "unavailable"  # nothing there yet
-    srv = serve(target, registry)
+    srv = serve(target, registry, token=TOKEN)
     try:
         deadline = time.monotonic() + 3
         while (result := client.register(tenant, [d])).skipped and time.monotonic() < deadline:
@@ -173,7 +173,7 @@ def test_client_recovers_when_the_server_comes_back(registry, tenant):
     finally:
         srv.graceful_stop(0)
     assert client.register(tenant, [d]).skipped_reason == "unavailable"  # down again: fails open
-    srv = serve(target, registry)
+    srv = serve(target, registry, token=TOKEN)
     try:
         deadline = time.monotonic() + 3
         while (result := client.register(tenant, [d])).skipped and time.monotonic() < deadline:
