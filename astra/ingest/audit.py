@@ -41,8 +41,29 @@ Recorded, not refused (severity "info"):
   refusing them would refuse every document with a native chart. Their contents are audited
   with the same rules, recursively.
 
-Not covered here: field codes that fetch content (INCLUDEPICTURE/INCLUDETEXT/DDEAUTO inside
-w:instrText) — they carry no relationship and need a story-level scan.
+Content that runs or fetches something when the document is opened (refused, one code each):
+
+* Word fields, in ``w:fldSimple/@w:instr`` or in ``w:instrText`` runs (split across runs, nested,
+  spanning paragraphs; see :mod:`astra.ooxml.fields`), in every XML part: ``field_dde`` (DDE,
+  DDEAUTO), ``field_include`` (INCLUDETEXT, INCLUDEPICTURE, INCLUDE, IMPORT, RD: load another
+  file), ``field_link`` (LINK, DATABASE: live links and queries), ``field_macro`` (MACROBUTTON),
+  ``hyperlink_unsafe_scheme`` (a HYPERLINK field to an unsafe target, below).
+  DECISION: fields are judged against an ALLOW-LIST of harmless field types (:data:`SAFE_FIELDS`:
+  page numbers, dates, document properties, cross-references, TOC/index, numbering, formulas,
+  mail-merge and form fields, citations); any other field type is refused as ``field_unknown``,
+  so a field type Word adds tomorrow, or one we did not think of (PRINT sends raw printer
+  code), is refused until someone judges it. An allowed field whose instruction names a URL,
+  a ``file:``/UNC path or a script scheme is refused as ``field_remote_path``.
+* ``alt_chunk``: ``w:altChunk`` elements or aFChunk relationships (imported HTML/MHT/RTF, which
+  can load remote content).
+* ``web_extension``: Office add-ins (webextension / taskpane parts, relationships, content types).
+* ``attached_template_external``: an attachedTemplate relationship with an external target
+  (Word fetches the template when the document opens).
+* ``hyperlink_unsafe_scheme``: a hyperlink whose target is a ``file:`` URL, a UNC path
+  (``\\\\server\\share``, ``//server``), a drive path, or any scheme outside
+  :data:`SAFE_LINK_SCHEMES` (http, https, mailto, tel, ftp) — ``javascript:``, ``vbscript:``,
+  ``data:``, ``ms-msdt:``… Relative targets without a scheme (another file beside the document)
+  are recorded like web links: opening one takes a click and Word's warning.
 """
 
 from __future__ import annotations
@@ -54,6 +75,9 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from lxml import etree
+
+from astra.ooxml.fields import field_instructions
+from astra.ooxml.ns import W_NS, W_STRICT_NS
 
 from .errors import AuditRefused, PackageError
 from .opc import (
@@ -114,6 +138,16 @@ class Code:
     RELATIONSHIP_TARGET_OUTSIDE_PACKAGE = "relationship_target_outside_package"
     XML_DTD = "xml_dtd"
     XML_MALFORMED = "xml_malformed"
+    FIELD_DDE = "field_dde"
+    FIELD_INCLUDE = "field_include"
+    FIELD_LINK = "field_link"
+    FIELD_MACRO = "field_macro"
+    FIELD_REMOTE_PATH = "field_remote_path"
+    FIELD_UNKNOWN = "field_unknown"
+    ALT_CHUNK = "alt_chunk"
+    WEB_EXTENSION = "web_extension"
+    ATTACHED_TEMPLATE_EXTERNAL = "attached_template_external"
+    HYPERLINK_UNSAFE_SCHEME = "hyperlink_unsafe_scheme"
     # info
     HYPERLINK_EXTERNAL = "hyperlink_external"
     EMBEDDED_PACKAGE = "embedded_package"
@@ -149,6 +183,94 @@ _OLE_NAME = re.compile(r"oleobject\d*\.bin")
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _ZIP_MAGIC = b"PK\x03\x04"
+
+# Field types that run or fetch something, with the finding each one gets.
+HOSTILE_FIELDS = {
+    "DDE": Code.FIELD_DDE,
+    "DDEAUTO": Code.FIELD_DDE,
+    "INCLUDETEXT": Code.FIELD_INCLUDE,
+    "INCLUDEPICTURE": Code.FIELD_INCLUDE,
+    "INCLUDE": Code.FIELD_INCLUDE,
+    "IMPORT": Code.FIELD_INCLUDE,
+    "RD": Code.FIELD_INCLUDE,
+    "LINK": Code.FIELD_LINK,
+    "DATABASE": Code.FIELD_LINK,
+    "MACROBUTTON": Code.FIELD_MACRO,
+}
+# Field types that only compute text from the document itself, its properties or the user.
+SAFE_FIELDS = frozenset({
+    "=", "ADDIN", "ADDRESSBLOCK", "ADVANCE", "ASK", "AUTHOR", "AUTONUM", "AUTONUMLGL", "AUTONUMOUT",
+    "AUTOTEXT", "AUTOTEXTLIST", "BARCODE", "BIBLIOGRAPHY", "BIDIOUTLINE", "CITATION", "COMMENTS",
+    "COMPARE", "CREATEDATE", "DATE", "DISPLAYBARCODE", "DOCPROPERTY", "DOCVARIABLE", "EDITTIME", "EMBED",
+    "EQ", "FILENAME", "FILESIZE", "FILLIN", "FORMCHECKBOX", "FORMDROPDOWN", "FORMTEXT", "GLOSSARY",
+    "GOTOBUTTON", "GREETINGLINE", "HYPERLINK", "IF", "INDEX", "INFO", "KEYWORDS", "LASTSAVEDBY",
+    "LISTNUM", "MERGEBARCODE", "MERGEFIELD", "MERGEREC", "MERGESEQ", "NEXT", "NEXTIF", "NOTEREF",
+    "NUMCHARS", "NUMPAGES", "NUMWORDS", "PAGE", "PAGEREF", "PRINTDATE", "PRIVATE", "QUOTE", "REF",
+    "REVNUM", "SAVEDATE", "SECTION", "SECTIONPAGES", "SEQ", "SET", "SHAPE", "SKIPIF", "STYLEREF",
+    "SUBJECT", "SYMBOL", "TA", "TC", "TEMPLATE", "TIME", "TITLE", "TOA", "TOC", "USERADDRESS",
+    "USERINITIALS", "USERNAME", "XE",
+})
+SAFE_LINK_SCHEMES = frozenset({"http", "https", "mailto", "tel", "ftp"})
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+_INVISIBLE = re.compile(r"[\x00-\x20\x7f]")  # browsers and Word drop these inside a scheme
+# In a field instruction a backslash is written twice; after unescaping, a remote path is a URL,
+# a file:/script URL, or a UNC path at the start of an argument.
+_REMOTE_IN_FIELD = re.compile(
+    r'(?i)(?:[a-z][a-z0-9+.-]*://|\b(?:file|javascript|vbscript|data|mhtml|ms-[a-z-]+):|(?:^|[\s"])(?:\\\\|//)[^\s"\\/])'
+)
+_WEB_EXTENSION_CONTENT_TYPES = frozenset({
+    "application/vnd.ms-office.webextension+xml", "application/vnd.ms-office.webextensiontaskpanes+xml",
+})
+_W_NAMESPACES = (W_NS, W_STRICT_NS)
+_ALT_CHUNK_TAGS = tuple(f"{{{ns}}}altChunk" for ns in _W_NAMESPACES)
+
+
+def unsafe_link_reason(target: str) -> str | None:
+    """Why a hyperlink target is unsafe to click in Word, or None (web/mail links, relative paths)."""
+    text = _INVISIBLE.sub("", unquote(target))
+    if text.startswith(("\\\\", "//", "\\/", "/\\")):
+        return "a UNC / network path"
+    if _DRIVE.match(text):
+        return "a local drive path"
+    m = _SCHEME.match(text)
+    if m and m.group(1).lower() not in SAFE_LINK_SCHEMES:
+        return f"the {m.group(1).lower()}: scheme"
+    return None
+
+
+_FIELD_ARGUMENT = re.compile(r'"([^"]*)"|(\\\S+)|([^\s"]+)')
+_SWITCHES_WITH_TEXT = ("\\l", "\\o", "\\t")  # bookmark, tooltip, target frame: never fetched
+
+
+def _hyperlink_field_targets(instruction: str) -> list[str]:
+    """The arguments of a HYPERLINK field that Word may follow (switch texts left out)."""
+    targets, skip_next = [], False
+    for quoted, switch, bare in _FIELD_ARGUMENT.findall(instruction)[1:]:  # [0] is the field name
+        if switch:
+            skip_next = switch[:2].lower() in _SWITCHES_WITH_TEXT
+            continue
+        if not skip_next:
+            targets.append((quoted or bare).replace("\\\\", "\\"))
+        skip_next = False
+    return targets
+
+
+def judge_field(instruction: str, name: str) -> tuple[str, str] | None:
+    """(finding code, reason) when a field instruction runs or fetches something; None when harmless."""
+    if name in HOSTILE_FIELDS:
+        return HOSTILE_FIELDS[name], f"{name} field (runs or loads content when the document opens)"
+    if name == "HYPERLINK":
+        for target in _hyperlink_field_targets(instruction):
+            reason = unsafe_link_reason(target)
+            if reason:
+                return Code.HYPERLINK_UNSAFE_SCHEME, f"HYPERLINK field to {target!r} ({reason})"
+        return None
+    if name and name not in SAFE_FIELDS:
+        return Code.FIELD_UNKNOWN, f"{name} field is not on the list of harmless field types"
+    if _REMOTE_IN_FIELD.search(instruction.replace("\\\\", "\\")):
+        return Code.FIELD_REMOTE_PATH, f"{name or 'empty'} field names a remote or file path"
+    return None
 
 
 @dataclass(frozen=True)
@@ -293,11 +415,13 @@ class _Auditor:
         payloads = self.inflate_members(data, listing, where, prefix, skip)
         if payloads is None:
             return
-        types, rels = self.check_xml(payloads, prefix)
+        types, parsed = self.check_xml(payloads, prefix)
+        rels = {name: root for name, root in parsed.items() if name.lower().endswith(".rels")}
         if top:
             self.check_main_document(payloads, types, rels)
         self.check_members(payloads, types, prefix, depth)
         self.check_relationships(rels, prefix)
+        self.check_active_markup(parsed, prefix)
 
     # ---------------------------------------------------------------- zip structure
 
@@ -422,7 +546,7 @@ class _Auditor:
 
     def check_xml(self, payloads: dict[str, bytes], prefix: str
                   ) -> tuple[ContentTypes | None, dict[str, etree._Element]]:
-        """Parse every XML part; returns the content types and the parsed relationship parts."""
+        """Parse every XML part; returns the content types and every parsed part (by member name)."""
         parser = hardened_parser()
         ct_name = _find(payloads, "[Content_Types].xml")
         types = None
@@ -430,14 +554,14 @@ class _Auditor:
             root = self.parse_xml(parser, ct_name, payloads[ct_name], prefix)
             if root is not None:
                 types = parse_content_types(root)
-        rels: dict[str, etree._Element] = {}
+        parsed: dict[str, etree._Element] = {}
         for name, payload in payloads.items():
             if name == ct_name or name.endswith("/") or not _is_xml(name, types):
                 continue
             root = self.parse_xml(parser, name, payload, prefix)
-            if root is not None and name.lower().endswith(".rels"):
-                rels[name] = root
-        return types, rels
+            if root is not None:
+                parsed[name] = root
+        return types, parsed
 
     def parse_xml(self, parser: etree.XMLParser, name: str, payload: bytes, prefix: str) -> etree._Element | None:
         loc = prefix + name
@@ -504,6 +628,8 @@ class _Auditor:
                 self.refuse(Code.OLE_OBJECT, loc, "binary OLE object (may carry macros or executables)")
             elif payload.startswith(_ZIP_MAGIC):
                 self.check_embedded_package(loc, payload, depth)
+            if "/webextensions/" in "/" + lower or ct in _WEB_EXTENSION_CONTENT_TYPES:
+                self.refuse(Code.WEB_EXTENSION, loc, "Office add-in (web extension) part")
 
     def check_embedded_package(self, loc: str, payload: bytes, depth: int) -> None:
         if depth + 1 > self.limits.max_nesting:
@@ -525,10 +651,16 @@ class _Auditor:
                 loc = f"{prefix}{rels_part}#{rel.id}"
                 kind = rel.type.rsplit("/", 1)[-1]
                 is_hyperlink = rel.type in HYPERLINK_REL_TYPES
+                if kind in ("webextension", "webextensiontaskpanes"):
+                    self.refuse(Code.WEB_EXTENSION, loc, f"relationship to an Office add-in (Type {rel.type})")
+                elif kind == "aFChunk":
+                    self.refuse(Code.ALT_CHUNK, loc, "altChunk import (HTML/MHT/RTF that can load remote content)")
                 if rel.external or (is_hyperlink and _URI_SCHEME.match(rel.target)):
                     if is_hyperlink:
-                        self.report.hyperlinks.append(Hyperlink(loc, rel.source_part, rel.id, rel.target))
-                        self.info(Code.HYPERLINK_EXTERNAL, loc, f"external hyperlink to {rel.target}")
+                        self.check_hyperlink(rel, loc)
+                    elif kind == "attachedTemplate":
+                        self.refuse(Code.ATTACHED_TEMPLATE_EXTERNAL, loc,
+                                    f'attached template "{rel.target}" is fetched when the document opens')
                     else:
                         self.refuse(Code.EXTERNAL_RELATIONSHIP, loc,
                                     f'external {kind} relationship to "{rel.target}" (Type {rel.type})')
@@ -546,6 +678,29 @@ class _Auditor:
                     self.refuse(Code.ACTIVEX_CONTROL, loc, f"relationship to an ActiveX control (Type {rel.type})")
                 elif kind == "oleObject":
                     self.refuse(Code.OLE_OBJECT, loc, f"relationship to an OLE object (Type {rel.type})")
+
+
+    def check_hyperlink(self, rel, loc: str) -> None:
+        reason = unsafe_link_reason(rel.target)
+        if reason:
+            self.refuse(Code.HYPERLINK_UNSAFE_SCHEME, loc, f'hyperlink to "{rel.target}" ({reason})')
+            return
+        self.report.hyperlinks.append(Hyperlink(loc, rel.source_part, rel.id, rel.target))
+        self.info(Code.HYPERLINK_EXTERNAL, loc, f"external hyperlink to {rel.target}")
+
+    def check_active_markup(self, parsed: dict[str, etree._Element], prefix: str) -> None:
+        """Fields and altChunks in every XML part (stories, but also anything Word might render)."""
+        for name, root in parsed.items():
+            if name.lower().endswith(".rels"):
+                continue
+            loc = prefix + name
+            for field in field_instructions(root):
+                verdict = judge_field(field.instruction, field.name)
+                if verdict:
+                    code, reason = verdict
+                    self.refuse(code, loc, f"{reason}: {field.instruction.strip()[:200]!r}")
+            if next(root.iter(*_ALT_CHUNK_TAGS), None) is not None:
+                self.refuse(Code.ALT_CHUNK, loc, "w:altChunk imports an HTML/MHT/RTF part (can load remote content)")
 
 
 def _find(mapping: dict, name: str) -> str | None:

@@ -92,6 +92,32 @@ def text_box_paragraph(inner_paragraphs: str) -> str:
     )
 
 
+def simple_field(instruction: str, result: str = "1") -> str:
+    """A paragraph holding ``<w:fldSimple w:instr=...>`` with a result run."""
+    return (f"<w:p><w:fldSimple w:instr={quoteattr(instruction)}><w:r><w:t>{escape(result)}</w:t></w:r>"
+            "</w:fldSimple></w:p>")
+
+
+def field_runs(*pieces: str, result: str = "1") -> str:
+    """The runs of a complex field whose instruction is split into ``pieces`` (one w:instrText run each).
+
+    A piece that is itself a list of runs (from another ``field_runs`` call, marked by starting
+    with ``<``) is inserted as is: that is how fields nest."""
+    runs = ['<w:r><w:fldChar w:fldCharType="begin"/></w:r>']
+    for piece in pieces:
+        runs.append(piece if piece.startswith("<") else
+                    f'<w:r><w:instrText xml:space="preserve">{escape(piece)}</w:instrText></w:r>')
+    runs.append('<w:r><w:fldChar w:fldCharType="separate"/></w:r>')
+    runs.append(f"<w:r><w:t>{escape(result)}</w:t></w:r>")
+    runs.append('<w:r><w:fldChar w:fldCharType="end"/></w:r>')
+    return "".join(runs)
+
+
+def complex_field(*pieces: str, result: str = "1") -> str:
+    """A paragraph holding one complex field (see :func:`field_runs`)."""
+    return f"<w:p>{field_runs(*pieces, result=result)}</w:p>"
+
+
 def section_properties() -> str:
     return '<w:sectPr><w:pgSz w:w="11906" w:h="16838"/><w:pgMar w:top="1440" w:bottom="1440"/></w:sectPr>'
 

@@ -304,7 +304,6 @@ def test_embedded_legacy_binary_document_is_an_ole_object():
 # --------------------------------------------------------------------------- relationships
 
 @pytest.mark.parametrize("source, rel_type, target", [
-    ("word/settings.xml", f.REL + "attachedTemplate", "http://evil.example/template.dotm"),
     ("word/document.xml", f.REL + "image", "file:///C:/secret/logo.png"),
     ("word/webSettings.xml", f.REL + "frame", "http://evil.example/frame.html"),
     ("word/document.xml", f.REL + "oleObject", "\\\\smb-host\\share\\object.bin"),

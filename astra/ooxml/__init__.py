@@ -1,0 +1,1 @@
+"""The OOXML layer (placeholder, filled in below)."""
