@@ -2,6 +2,9 @@
 
 A tenant slug never contains `--`, because session partition keys join tenant, session id and
 version with `--`: `<tenant>--<session_id>--v<n>` must split back unambiguously.
+
+Every pattern here is applied with `fullmatch`: `re.match` with a trailing `$` also accepts one
+trailing newline, and a key that differs from another only by a newline would alias it.
 """
 
 from __future__ import annotations
@@ -9,12 +12,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62})$")
-_SESSION_KEY = re.compile(r"^(?P<tenant>[a-z0-9-]+?)--(?P<session>[a-z0-9-]+?)--v(?P<version>[1-9][0-9]*)$")
+_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_SESSION_KEY = re.compile(r"(?P<tenant>[a-z0-9-]+?)--(?P<session>[a-z0-9-]+?)--v(?P<version>[1-9][0-9]*)")
+# C0 and C1 control characters and DEL: never part of a key or a path a manifest names.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class InvalidKey(ValueError):
     pass
+
+
+def control_characters(value: str) -> list[str]:
+    """The control characters in `value`, escaped for an error message (empty: none)."""
+    return sorted({repr(c)[1:-1] for c in _CONTROL.findall(value)})
 
 
 def validate_slug(value: str, what: str = "tenant") -> str:
@@ -35,12 +45,17 @@ class SessionKey:
     def __post_init__(self) -> None:
         validate_slug(self.tenant, "tenant")
         validate_slug(self.session_id, "session id")
-        if not isinstance(self.version, int) or self.version < 1:
+        if not isinstance(self.version, int) or isinstance(self.version, bool) or self.version < 1:
             raise InvalidKey(f"invalid session version {self.version!r}: must be an integer >= 1")
 
     @property
     def partition_key(self) -> str:
         return f"{self.tenant}--{self.session_id}--v{self.version}"
+
+    @property
+    def upload_prefix(self) -> str:
+        """The version folder in the uploads bucket: `<tenant>/sessions/<session_id>/v<n>/`."""
+        return f"{self.tenant}/sessions/{self.session_id}/v{self.version}/"
 
     @classmethod
     def parse(cls, key: str) -> "SessionKey":

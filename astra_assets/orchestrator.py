@@ -3,23 +3,22 @@
 from dagster import (
     AssetExecutionContext,
     AssetSpec,
+    Backoff,
     Config,
     DataVersion,
     Failure,
     MaterializeResult,
     MetadataValue,
-    Backoff,
     RetryPolicy,
     asset,
 )
-from dagster_aws.s3 import S3Resource
 
 from astra.config_svc import TenantNotFound
-from astra.orchestrator.handover import Handover, HandoverError, hand_over
+from astra.orchestrator.handover import HandoverError, HandoverResult, hand_over
 from astra.orchestrator.manifest import ManifestRejected, manifest_session
 from astra_assets.config import tenant_config
 from astra_assets.partitions import sessions_partitions
-from resources import ConfigStoreResource, IngestRegistryResource, StorageLayout
+from resources import HandoverResource
 
 session_upload = AssetSpec(
     "session_upload",
@@ -54,19 +53,12 @@ class SessionManifestConfig(Config):
     retry_policy=RetryPolicy(max_retries=3, delay=10, backoff=Backoff.EXPONENTIAL),
 )
 def session_handover(
-    context: AssetExecutionContext,
-    config: SessionManifestConfig,
-    s3: S3Resource,
-    storage: StorageLayout,
-    config_store: ConfigStoreResource,
-    registry: IngestRegistryResource,
+    context: AssetExecutionContext, config: SessionManifestConfig, handover: HandoverResource
 ) -> MaterializeResult:
-    h = Handover(s3=s3.get_client(), settings=storage.settings(s3.endpoint_url), engine=config_store.engine(),
-                 config=config_store.service(), registry=registry.client())
     try:
         if manifest_session(config.manifest_key).partition_key != context.partition_key:
             raise HandoverError(f"{config.manifest_key} is not a manifest of {context.partition_key}")
-        result = hand_over(h, config.manifest_key, config.manifest_sha256)
+        result = hand_over(handover.handover(), config.manifest_key, config.manifest_sha256)
     except TenantNotFound as exc:
         # Not yet, maybe: the tenant's template may be in its own run right now. The retry
         # policy tries again; after that the run fails and the upload stays.
@@ -74,28 +66,34 @@ def session_handover(
                       metadata={"manifest_key": config.manifest_key}) from exc
     except (ManifestRejected, HandoverError) as exc:
         raise Failure(description=f"handover refused: {exc}; the upload is kept (fix it, then upload the "
-                      "session again: a new created_at makes a new manifest)", metadata={"manifest_key": config.manifest_key}, allow_retries=False) from exc
+                      "session again: a new created_at makes a new manifest)",
+                      metadata={"manifest_key": config.manifest_key}, allow_retries=False) from exc
     rec = result.record
-    dedup = rec["dedup"]
-    custody = rec["custody"] or {}
-    context.log.info(f"{rec['session']['partition_key']}: dedup {dedup['status']}, {len(result.temp_deleted)} temp objects deleted")
-    return MaterializeResult(
-        metadata={
-            "uri": MetadataValue.url(result.record_uri),
-            "manifest_sha256": rec["manifest"]["sha256"],
-            "config_version": rec["config_version"],
-            "template_sha256": rec["template_sha256"],
-            "dedup": dedup["status"] if dedup["status"] == "registered" else f"skipped ({dedup['reason']})",
-            "files": MetadataValue.md("\n".join(
-                ["| file | sha256 | size | dedup |", "|---|---|---|---|"]
-                + [f"| {f['path']} | `{f['sha256'][:16]}…` | {f['size']} | {f['dedup']} |" for f in rec["files"]])),
-            "audio_custody_uri": f"s3://{custody['bucket']}/{custody['key']}" if custody else "no audio",
-            "ledger_seq": custody.get("ledger_seq", 0),
-            "temp_deleted": len(result.temp_deleted),
-            "resumed": result.resumed,
-        },
-        data_version=DataVersion(rec["manifest"]["sha256"]),
-    )
+    context.log.info(f"{rec['session']['partition_key']}: dedup {rec['dedup']['status']}, "
+                     f"{len(result.temp_deleted)} temp objects deleted")
+    return MaterializeResult(metadata=handover_metadata(result), data_version=DataVersion(rec["manifest"]["sha256"]))
+
+
+def handover_metadata(result: HandoverResult) -> dict:
+    rec = result.record
+    dedup, custody = rec["dedup"], rec["custody"]
+    return {
+        "uri": MetadataValue.url(result.record_uri),
+        "manifest_sha256": rec["manifest"]["sha256"],
+        "config_version": rec["config_version"],
+        "template_sha256": rec["template_sha256"],
+        "dedup": dedup["status"] if dedup["status"] == "registered" else f"skipped ({dedup['reason']})",
+        "files": MetadataValue.md("\n".join(
+            ["| file | sha256 | size | dedup |", "|---|---|---|---|"]
+            + [f"| {f['path']} | `{f['sha256'][:16]}…` | {f['size']} | {f['dedup']} |" for f in rec["files"]])),
+        "custody": f"s3://{custody['bucket']}/{custody['key']}" if custody else "none (no audio: a data-only session)",
+        "ledger_seq": custody["ledger_seq"] if custody else 0,
+        "temp_deleted": len(result.temp_deleted),
+        "strays": MetadataValue.json({
+            "deleted": sorted(s["key"] for s in rec.get("strays", []) if s["before_manifest"]),
+            "kept (written after the manifest)": result.cleanup.strays_kept}),
+        "resumed": result.resumed,
+    }
 
 
 assets = [session_upload, upload_quarantine, session_handover]

@@ -15,8 +15,7 @@ from dagster_aws.s3 import S3Resource
 from astra.guard.custody import prepare_client
 from astra.guard.verify import verify
 from astra.orchestrator.cleanup import clean_verified_uploads
-from astra.orchestrator.handover import Handover
-from resources import ConfigStoreResource, IngestRegistryResource, StorageLayout
+from resources import HandoverResource, PostgresResource, StorageLayout
 
 
 class CustodyAuditConfig(Config):
@@ -25,8 +24,8 @@ class CustodyAuditConfig(Config):
 
 @op(description="`astra guard verify`: chains, checkpoints, objects; writes checkpoints.")
 def verify_custody(context: OpExecutionContext, config: CustodyAuditConfig, s3: S3Resource, storage: StorageLayout,
-                   config_store: ConfigStoreResource) -> None:
-    report = verify(config_store.engine(), prepare_client(s3.get_client()), storage.settings(s3.endpoint_url),
+                   postgres: PostgresResource) -> None:
+    report = verify(postgres.engine(), prepare_client(s3.get_client()), storage.settings(s3.endpoint_url),
                     tenant=config.tenant)
     summary = report.to_dict()
     context.log.info(f"custody audit: {summary['tenants']} tenants, {summary['entries']} entries, ok={summary['ok']}")
@@ -43,13 +42,12 @@ def custody_audit_job():
 
 
 @op(description="Delete leftover temporary uploads of sessions whose custody verifies; never anything else.")
-def clean_temp_uploads(context: OpExecutionContext, s3: S3Resource, storage: StorageLayout,
-                       config_store: ConfigStoreResource, registry: IngestRegistryResource) -> None:
-    h = Handover(s3=s3.get_client(), settings=storage.settings(s3.endpoint_url), engine=config_store.engine(),
-                 config=config_store.service(), registry=registry.client())
-    report = clean_verified_uploads(h)
+def clean_temp_uploads(context: OpExecutionContext, handover: HandoverResource) -> None:
+    report = clean_verified_uploads(handover.handover())
     for key, why in report.kept.items():
         context.log.info(f"kept {key}: {why}")
+    for partition_key, keys in report.strays_kept.items():
+        context.log.warning(f"{partition_key}: kept objects written after its manifest: {', '.join(keys)}")
     context.log.info(f"cleaned {sum(map(len, report.cleaned.values()))} objects of {len(report.cleaned)} sessions")
 
 

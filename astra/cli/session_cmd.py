@@ -11,22 +11,6 @@ from astra.cli.common import console, emit_json, errors, fail
 app = typer.Typer(help="Sessions: upload a recording for handover.", no_args_is_help=True)
 
 
-def collect(folder: Path) -> dict[str, bytes]:
-    """audio.*, transcript.*, data/*, media/* from a folder, by their path in the session."""
-    if not folder.is_dir():
-        raise fail(f"{folder} is not a folder")
-    files: dict[str, bytes] = {}
-    for path in sorted(folder.rglob("*")):
-        if not path.is_file():
-            continue
-        rel = path.relative_to(folder).as_posix()
-        if rel.startswith(("audio.", "transcript.", "data/", "media/")):
-            files[rel] = path.read_bytes()
-    if not files:
-        raise fail(f"{folder} holds no audio.*, transcript.*, data/* or media/* file")
-    return files
-
-
 @app.command()
 def upload(
     folder: Path = typer.Argument(..., help="folder with audio.<wav|ogg|mp3|m4a>, transcript.*, data/*, media/*"),
@@ -37,17 +21,27 @@ def upload(
     clone_of: int = typer.Option(None, "--clone-of", help="for a V2 clone: the version it is rebuilt from"),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Upload a session to the uploads bucket; the session sensor hands it over."""
+    """Upload a session to the uploads bucket; the session sensor hands it over.
+
+    The folder must hold exactly what the manifest names: at most one audio and one transcript,
+    data/ and media/ files of the supported types, nothing else. Anything else is refused (exit 2)
+    before a byte is uploaded."""
+    from rich.markup import escape
+
     from astra import s3 as s3_lib
-    from astra.orchestrator.upload import upload_session
+    from astra.orchestrator.manifest import ManifestRejected
+    from astra.orchestrator.upload import UnsupportedSession, read_session_folder, upload_session
     from astra.settings import Settings
     from astra.tenancy import SessionKey
 
     with errors():
         session = SessionKey(tenant, session_id, version)
-        settings = Settings.from_env()
-        files = collect(folder)
-        key = upload_session(s3_lib.client(settings), settings.uploads_bucket, session, template, files, clone_of)
+        try:
+            files = read_session_folder(folder)
+            settings = Settings.from_env()
+            key = upload_session(s3_lib.client(settings), settings.uploads_bucket, session, template, files, clone_of)
+        except (UnsupportedSession, ManifestRejected) as exc:
+            raise fail(escape(f"nothing uploaded: {exc}"), code=2) from exc  # file names are not markup
         if json_out:
             emit_json({"partition_key": session.partition_key, "manifest": key, "files": sorted(files)})
         else:

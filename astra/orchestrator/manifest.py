@@ -3,7 +3,9 @@
 A manifest is judged before any run exists: it must be JSON, pass the schema, agree with the
 key it was uploaded under (tenant, session id, version), fit the partition key rules, and every
 file it names must be in the bucket. A manifest that fails gets a `ManifestRejected` with the
-reason; the caller records it and leaves the upload untouched.
+reason; the caller records it and leaves the upload untouched. Patterns are applied whole
+(`fullmatch`), and keys and paths with control characters are refused, so `v1\n` never aliases
+`v1`. Audio is optional: a data-only session is a session.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from pathlib import Path
 
 from jsonschema import Draft202012Validator, FormatChecker
 
-from astra.tenancy import InvalidKey, SessionKey
+from astra.s3 import head
+from astra.tenancy import InvalidKey, SessionKey, control_characters
 
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "session_manifest.schema.json"
-MANIFEST_KEY = re.compile(r"^(?P<tenant>[^/]+)/sessions/(?P<session>[^/]+)/(?P<folder>[^/]+)/manifest\.json$")
-VERSION_FOLDER = re.compile(r"^v(?P<version>[1-9][0-9]*)$", re.ASCII)  # v1, v2…: not v01, not other digits
+MANIFEST_KEY = re.compile(r"(?P<tenant>[^/]+)/sessions/(?P<session>[^/]+)/(?P<folder>[^/]+)/manifest\.json")
+VERSION_FOLDER = re.compile(r"v(?P<version>[1-9][0-9]*)", re.ASCII)  # v1, v2…: not v01, not other digits
+NAMED_FIELDS = ("template", "audio", "transcript", "locale", "data", "media")  # the strings that become keys or paths
 MAX_MANIFEST_BYTES = 1 << 20
 MEDIA_TYPES = {".wav": "audio/wav", ".ogg": "audio/ogg", ".mp3": "audio/mpeg", ".m4a": "audio/mp4",
                ".csv": "text/csv", ".json": "application/json", ".txt": "text/plain", ".vtt": "text/vtt",
@@ -78,12 +82,21 @@ def media_type(path: str) -> str:
     return MEDIA_TYPES.get(suffix) or mimetypes.guess_type(path)[0] or "application/octet-stream"
 
 
+def file_patterns() -> dict[str, re.Pattern]:
+    """The schema's pattern for each role's paths (audio, transcript, data, media), to fullmatch."""
+    props = validator().schema["properties"]
+    return {role: re.compile((props[role].get("items") or props[role])["pattern"])
+            for role in ("audio", "transcript", "data", "media")}
+
+
 def manifest_session(key: str) -> SessionKey:
     """The session a manifest key names, checked against the partition key rules."""
-    m = MANIFEST_KEY.match(key)
+    if control_characters(key):
+        raise ManifestRejected(key, f"the key holds control characters ({', '.join(control_characters(key))})")
+    m = MANIFEST_KEY.fullmatch(key)
     if not m:
         raise ManifestRejected(key, "not a manifest key: expected <tenant>/sessions/<session_id>/v<n>/manifest.json")
-    folder = VERSION_FOLDER.match(m["folder"])
+    folder = VERSION_FOLDER.fullmatch(m["folder"])
     if not folder:
         raise ManifestRejected(key, f"version folder {m['folder']!r} is not v<n> (n = 1, 2, … without leading zeros)")
     try:
@@ -101,11 +114,7 @@ def parse_manifest(key: str, raw: bytes) -> SessionManifest:
         doc = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON; absurd nesting
         raise ManifestRejected(key, f"not valid JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
-    problems = sorted(validator().iter_errors(doc), key=lambda e: list(e.absolute_path))
-    if problems:
-        first = problems[0]
-        where = "/".join(str(p) for p in first.absolute_path) or "(root)"
-        raise ManifestRejected(key, f"schema: {where}: {first.message}")
+    check_schema(key, doc)
     for field, in_key in (("tenant", session.tenant), ("session_id", session.session_id), ("version", session.version)):
         if doc[field] != in_key:
             raise ManifestRejected(key, f"{field} {doc[field]!r} does not match the upload key ({in_key!r})")
@@ -115,13 +124,35 @@ def parse_manifest(key: str, raw: bytes) -> SessionManifest:
     return SessionManifest(key, hashlib.sha256(raw).hexdigest(), doc, session)
 
 
+def _control_characters_named(doc: dict) -> list[str]:
+    """`field: characters` for each named string (template, paths, locale) holding a control character."""
+    found = []
+    for name in NAMED_FIELDS:
+        value = doc.get(name)
+        for i, item in enumerate(value if isinstance(value, list) else [value]):
+            if isinstance(item, str) and control_characters(item):
+                where = f"{name}/{i}" if isinstance(value, list) else name
+                found.append(f"{where}: {', '.join(control_characters(item))}")
+    return found
+
+
+def check_schema(key: str, doc) -> None:
+    """The published schema, with a readable reason for its two least readable refusals."""
+    if isinstance(doc, dict) and (bad := _control_characters_named(doc)):
+        raise ManifestRejected(key, f"schema: control characters in {'; '.join(bad)}")
+    problems = sorted(validator().iter_errors(doc), key=lambda e: list(e.absolute_path))
+    if problems:
+        first = problems[0]
+        where = "/".join(str(p) for p in first.absolute_path) or "(root)"
+        if first.validator == "anyOf" and not first.absolute_path:
+            raise ManifestRejected(key, "schema: names no file: a session has audio, a transcript, data or media")
+        raise ManifestRejected(key, f"schema: {where}: {first.message}")
+
+
 def check_files_present(s3, bucket: str, manifest: SessionManifest) -> None:
-    missing = []
-    for f in manifest.files:
-        try:
-            s3.head_object(Bucket=bucket, Key=f.key)
-        except s3.exceptions.ClientError:
-            missing.append(f.path)
+    """Every named file is in the bucket. Only S3's "not found" counts as absent: a throttle or an
+    outage raises, and the caller judges the manifest again later instead of refusing it."""
+    missing = [f.path for f in manifest.files if head(s3, bucket, f.key, checksum=False) is None]
     if missing:
         raise ManifestRejected(manifest.key, f"names files that are not uploaded: {', '.join(missing)}")
 
