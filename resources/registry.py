@@ -1,10 +1,9 @@
 """The orchestrator's client of INGEST's dedup registry (one channel per process, 50 ms deadline)."""
 
-from dagster import ConfigurableResource, EnvVar
+from dagster import ConfigurableResource
 
 from astra.orchestrator.registry_client import RegistryClient
-from astra.settings import ENV
-from resources.env import env_or
+from resources.env import env, env_or
 
 
 class IngestRegistryResource(ConfigurableResource):
@@ -16,7 +15,7 @@ class IngestRegistryResource(ConfigurableResource):
 
     @classmethod
     def from_env(cls) -> "IngestRegistryResource":
-        return cls(target=EnvVar(ENV["ingest_target"]), token=env_or(ENV["service_token"], None))
+        return cls(target=env("ingest_target"), token=env_or("service_token", None))
 
     def client(self, deadline_s: float | None = None, wait_for_ready: bool = False) -> RegistryClient:
         """The hot path's client by default; reconciliation passes its longer deadline and waits for ready."""

@@ -6,6 +6,7 @@ import typer
 from rich.table import Table
 
 from astra.cli.common import console, emit_json, errors, out
+from astra.settings import ENV
 from astra.stack.stack import Stack
 
 app = typer.Typer(help="The embedded stack: Postgres, Redis and S3 on loopback (a sandbox).", no_args_is_help=True)
@@ -26,7 +27,7 @@ def up() -> None:
             values = stack.up()
         console.print(f"[green]ready[/] — env written to {stack.env_file} (source it)")
         console.print(f"[dim]{SANDBOX_NOTE}[/]")
-        out.print(f"ASTRA_DATABASE_URL={values['ASTRA_DATABASE_URL']}")
+        out.print(f"{ENV['database_url']}={values[ENV['database_url']]}")
 
 
 @app.command()

