@@ -91,3 +91,68 @@ def test_roundtrip_reports_every_file_even_after_an_unreadable_one(tmp_path):
     lines = [json.loads(line) for line in res.stdout.splitlines()]
     assert [("error" in l, l.get("lossless")) for l in lines] == [(True, None), (False, True)]
     assert res.returncode == 2
+
+
+# --------------------------------------------------------------------------- item 1.12: sidecar errors, local checks
+
+def _one_error_line(res) -> str:
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["zones", "template"])
+def test_a_sidecar_that_is_not_json_is_named(command, tmp_path):
+    path = tmp_path / "report.docx"
+    path.write_bytes(build_sample_template())
+    side = tmp_path / "report.zones.json"
+    side.write_text("{not json")
+    extra = ["--tenant", "acme"] if command == "template" else []
+    res = run_cli("ingest", command, str(path), "--sidecar", str(side), *extra)
+    assert res.returncode == 1
+    assert str(side) in _one_error_line(res)
+
+
+def test_a_sidecar_the_schema_refuses_is_named(tmp_path):
+    path = tmp_path / "report.docx"
+    path.write_bytes(build_sample_template())
+    side = tmp_path / "report.zones.json"
+    side.write_text(json.dumps({"version": 1, "zones": {"summary": {"kind": "video"}}}))
+    res = run_cli("ingest", "zones", str(path), "--sidecar", str(side))
+    assert res.returncode == 2
+    line = _one_error_line(res)
+    assert str(side) in line and "invalid_sidecar" in line
+
+
+def _hostile_template(tmp_path):
+    from tests.ingest import docx_factory as f
+
+    path = tmp_path / "hostile.docx"
+    path.write_bytes(f.DocxBuilder([f.simple_field("DDEAUTO cmd"), f.section_properties()]).build())
+    return path
+
+
+def _uploads_of(s3, settings, tenant):
+    return s3.list_objects_v2(Bucket=settings.uploads_bucket, Prefix=f"{tenant}/").get("Contents", [])
+
+
+@pytest.mark.integration
+def test_template_refused_by_the_audit_uploads_nothing(use_stack_env, s3, settings, tenant, tmp_path):
+    side = tmp_path / "hostile.zones.json"
+    side.write_text(json.dumps(sample_sidecar()))
+    res = run_cli("ingest", "template", "--tenant", tenant, str(_hostile_template(tmp_path)), "--sidecar", str(side))
+    assert res.returncode == 2
+    assert "field_dde" in _one_error_line(res)
+    assert _uploads_of(s3, settings, tenant) == []
+
+
+@pytest.mark.integration
+def test_template_refused_by_the_zone_rules_uploads_nothing(use_stack_env, s3, settings, tenant, tmp_path):
+    from astra.ingest.sample_template import minimal_docx
+
+    path = tmp_path / "plain.docx"
+    path.write_bytes(minimal_docx("<w:p><w:r><w:t>no zones here</w:t></w:r></w:p>"))
+    res = run_cli("ingest", "template", "--tenant", tenant, str(path))
+    assert res.returncode == 2
+    assert "no_zones" in _one_error_line(res)
+    assert _uploads_of(s3, settings, tenant) == []

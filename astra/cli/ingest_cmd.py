@@ -1,7 +1,8 @@
 """`astra ingest roundtrip | audit | zones | template` — INGEST from the command line.
 
 Exit codes (kept exact: acceptance checks rely on them): roundtrip 1 if any file is not lossless,
-2 if any is refused by the audit; audit 0 pass, 2 refused.
+2 if any is refused by the audit; audit 0 pass, 2 refused; zones and template 2 when the audit or the
+zone rules refuse (template then uploads nothing).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from rich.progress import Progress
 from astra.cli.common import console, emit_json, errors, fail
 from astra.ingest.atoms import atomize, part_digests, reassemble
 from astra.ingest.audit import audit as run_audit
+from astra.ooxml.ns import CT_DOCX
 from astra.settings import Settings
 
 app = typer.Typer(help="INGEST: audit, atomize and map templates.", no_args_is_help=True)
@@ -69,29 +71,44 @@ def audit(path: Path = typer.Argument(..., help="a .docx file")) -> None:
     raise typer.Exit(0 if report.passed else 2)
 
 
+def _read_sidecar(path: Path) -> tuple[bytes, dict]:
+    """The sidecar's bytes and JSON; an unreadable or invalid file is one error line naming it."""
+    raw = _read(path)
+    try:
+        return raw, json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise fail(f"sidecar {path}: not valid JSON: {exc}") from exc
+
+
+def _check_locally(path: Path, data: bytes, sidecar: dict | None, sidecar_path: Path | None):
+    """Audit, then zone and style maps: what INGEST will do after upload, refused here (exit 2)."""
+    from astra.ingest.zones import TemplateRefused, extract_maps, load_known_intents
+
+    report = run_audit(data, filename=path.name)
+    if not report.passed:
+        first = report.refusals[0]
+        raise fail(f"{path}: refused by the audit: {first.code}: {first.message} (at {first.location})", 2)
+    catalog = Settings.from_env().intent_catalog
+    known = load_known_intents(catalog) if Path(catalog).exists() else None
+    if known is None:
+        console.print(f"[yellow]intent catalog {catalog} not found: intent bindings not checked[/]")
+    try:
+        return extract_maps(data, sidecar, known)
+    except TemplateRefused as exc:
+        culprit = sidecar_path if sidecar_path and exc.code in ("invalid_sidecar", "unknown_sidecar_zone") else path
+        raise fail(f"{culprit}: {exc}", 2) from exc
+
+
 @app.command()
 def zones(
     path: Path = typer.Argument(..., help="a .docx template"),
     sidecar: Path = typer.Option(None, "--sidecar", help="the template's <name>.zones.json"),
 ) -> None:
     """Print the zone map and style map as JSON (refusals exit 2)."""
-    from astra.ingest.zones import TemplateRefused, extract_maps, load_known_intents
-
     with errors():
         data = _read(path)
-        report = run_audit(data, filename=path.name)
-        if not report.passed:
-            first = report.refusals[0]
-            raise fail(f"{path}: refused by the audit: {first.message} (at {first.location})", 2)
-        side = json.loads(_read(sidecar)) if sidecar else None
-        catalog = Settings.from_env().intent_catalog
-        known = load_known_intents(catalog) if Path(catalog).exists() else None
-        if known is None:
-            console.print(f"[yellow]intent catalog {catalog} not found: intent bindings not checked[/]")
-        try:
-            maps = extract_maps(data, side, known)
-        except TemplateRefused as exc:
-            raise fail(f"{path}: {exc}", 2) from exc
+        side = _read_sidecar(sidecar)[1] if sidecar else None
+        maps = _check_locally(path, data, side, sidecar)
         emit_json({"zone_map": maps.zone_map, "style_map": maps.style_map})
 
 
@@ -102,28 +119,30 @@ def template(
     sidecar: Path = typer.Option(None, "--sidecar", help="its <name>.zones.json, uploaded first"),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Upload a template to the uploads bucket; the template sensor does the rest."""
+    """Check a template locally (audit, zones), then upload it; the template sensor does the rest.
+
+    A template the audit or the zone rules refuse exits 2 and nothing is uploaded."""
     from astra import s3 as s3_lib
     from astra.tenancy import validate_slug
 
     with errors():
         validate_slug(tenant)
+        data = _read(path)
+        side_bytes, side = _read_sidecar(sidecar) if sidecar else (None, None)
+        _check_locally(path, data, side, sidecar)
         settings = Settings.from_env()
         client = s3_lib.client(settings)
-        data = _read(path)
         name = path.name if path.name.endswith(".docx") else path.stem + ".docx"
         key = f"{tenant}/templates/{name}"
         uploaded = []
-        if sidecar:
-            side = _read(sidecar)
-            json.loads(side)
+        if side_bytes is not None:
             side_key = key[: -len(".docx")] + ".zones.json"
-            client.put_object(Bucket=settings.uploads_bucket, Key=side_key, Body=side, ChecksumAlgorithm="SHA256",
-                              ContentType="application/json")
+            client.put_object(Bucket=settings.uploads_bucket, Key=side_key, Body=side_bytes,
+                              ChecksumAlgorithm="SHA256", ContentType="application/json")
             uploaded.append(side_key)
         # The template goes last: its arrival is what the sensor acts on.
         client.put_object(Bucket=settings.uploads_bucket, Key=key, Body=data, ChecksumAlgorithm="SHA256",
-                          ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document")
+                          ContentType=CT_DOCX)
         uploaded.append(key)
         info = {"tenant": tenant, "bucket": settings.uploads_bucket, "keys": uploaded,
                 "sha256": hashlib.sha256(data).hexdigest()}
