@@ -6,6 +6,9 @@ separate load processes at a fixed rate. Sends are scheduled on a fixed timetabl
 is measured from each call's *scheduled* send time, so a stalled server or load generator shows
 up in the tail instead of slowing the offered load (no coordinated omission).
 
+Calls carry the service token (`authorization: Bearer …`, checked by the server's interceptor): a
+random one per run, given to the server and the load processes by environment.
+
 Requests: a few tenants, 1-4 digests each, about half already registered (DUPLICATE) and half
 fresh (NEW). Calls carry a 1 s deadline by default so the whole latency distribution is seen;
 the fraction over 50 ms is what the orchestrator (50 ms deadline) would have failed open on.
@@ -23,6 +26,7 @@ import argparse
 import json
 import os
 import random
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -50,10 +54,13 @@ def _drive(target: str, rate: float, seconds: float, warmup: float, tenants: lis
     record each completion in gRPC's callback thread against the call's scheduled time."""
     import grpc
 
+    from astra.grpc_auth import bearer_metadata
     from astra.protos import ingest_registry_pb2 as pb
     from astra.protos import ingest_registry_pb2_grpc as pb_grpc
+    from astra.settings import ENV
 
     rnd = random.Random(seed)
+    auth = bearer_metadata(os.environ[ENV["service_token"]])
     channel = grpc.insecure_channel(target)
     stub = pb_grpc.AssetRegistryStub(channel)
     # Known digests per tenant, registered up front: these come back DUPLICATE.
@@ -61,7 +68,7 @@ def _drive(target: str, rate: float, seconds: float, warmup: float, tenants: lis
     for t, shas in known.items():
         stub.RegisterAssets(pb.RegisterAssetsRequest(
             tenant=t, assets=[pb.AssetDigest(sha256=s, size=1, media_type="application/octet-stream") for s in shas]),
-            timeout=10)
+            timeout=10, metadata=auth)
 
     def make_request() -> tuple[pb.RegisterAssetsRequest, int]:
         t = rnd.choice(tenants)
@@ -78,7 +85,7 @@ def _drive(target: str, rate: float, seconds: float, warmup: float, tenants: lis
     requests = [make_request() for _ in range(total)]  # built before the clock starts
     # Warm the channel and the server's prepared statements (not measured).
     for req, _ in requests[:50]:
-        stub.RegisterAssets(req, timeout=5)
+        stub.RegisterAssets(req, timeout=5, metadata=auth)
 
     latencies: list[float] = []
     errors: dict[str, int] = {}
@@ -112,7 +119,7 @@ def _drive(target: str, rate: float, seconds: float, warmup: float, tenants: lis
         if wait > 0:
             time.sleep(wait)  # no spinning: on a small machine it would steal the server's CPU
         max_lag = max(max_lag, clock() - scheduled)
-        fut = stub.RegisterAssets.future(req, timeout=deadline_s)
+        fut = stub.RegisterAssets.future(req, timeout=deadline_s, metadata=auth)
         fut.add_done_callback(lambda f, s=scheduled, d=dups, m=i >= first_measured: on_done(f, s, d, m))
     send_window = clock() - (start + warmup)
     for _ in range(total):
@@ -187,7 +194,9 @@ def postgres_cpu_s() -> float:
 def run(args, database_url: str) -> None:
     import psutil
 
-    env = {**os.environ, "ASTRA_DATABASE_URL": database_url}
+    from astra.settings import ENV
+
+    env = {**os.environ, ENV["database_url"]: database_url, ENV["service_token"]: secrets.token_urlsafe(32)}
     env.pop("ASTRA_INGEST_DELAY_MS", None)
     log = tempfile.TemporaryFile(mode="w+")  # the server's stderr: a pipe nobody reads could fill and stall it
     server = subprocess.Popen(serve_argv("--port", "0", "--workers", str(args.workers), "--lanes", str(args.lanes)),
@@ -210,7 +219,7 @@ def run(args, database_url: str) -> None:
             subprocess.Popen([sys.executable, __file__, "--drive", target, "--rate", str(args.rate / args.drivers),
                               "--seconds", str(args.seconds), "--warmup", str(args.warmup), "--tenants", tenants,
                               "--seed", str(i), "--deadline-ms", str(args.deadline_ms)],
-                             cwd=ROOT, stdout=subprocess.PIPE, text=True)
+                             cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
             for i in range(args.drivers)
         ]
         outs = [json.loads(d.communicate()[0]) for d in drivers]
@@ -282,8 +291,10 @@ def main() -> None:
         driver_main(args)
         return
     args.tenants = int(args.tenants)
-    if os.environ.get("ASTRA_DATABASE_URL"):
-        run(args, os.environ["ASTRA_DATABASE_URL"])
+    from astra.settings import ENV
+
+    if os.environ.get(ENV["database_url"]):
+        run(args, os.environ[ENV["database_url"]])
     else:
         with ThrowAwayDatabase() as url:
             print(f"throw-away database {url}")
