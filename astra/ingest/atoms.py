@@ -53,35 +53,17 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from lxml import etree
+from astra.ooxml.blocks import split_children
+from astra.ooxml.errors import PackageError
+from astra.ooxml.ns import STORY_CONTENT_TYPES
+from astra.ooxml.rels import ContentTypes, parse_content_types
+from astra.ooxml.xml import parse_xml
+from astra.ooxml.zip import MemberHeader, inflate, read_zip, write_zip
 
-from .errors import PackageError, ReassemblyError
-from .opc import (
-    ContentTypes,
-    MemberHeader,
-    hardened_parser,
-    inflate,
-    parse_content_types,
-    read_zip,
-    split_children,
-    write_zip,
-)
+from .errors import ReassemblyError
 
 MANIFEST_FORMAT = "astra.ingest.atoms/1"
 
-_WML = "application/vnd.openxmlformats-officedocument.wordprocessingml."
-STORY_CONTENT_TYPES = frozenset({
-    _WML + "document.main+xml",
-    _WML + "template.main+xml",
-    "application/vnd.ms-word.document.macroEnabled.main+xml",
-    "application/vnd.ms-word.template.macroEnabledTemplate.main+xml",
-    _WML + "header+xml",
-    _WML + "footer+xml",
-    _WML + "footnotes+xml",
-    _WML + "endnotes+xml",
-    _WML + "comments+xml",
-    _WML + "document.glossary+xml",
-})
 # Conventional names, for packages whose content types are missing or unusual.
 _STORY_NAME = re.compile(
     r"word/(?:document|header\d*|footer\d*|footnotes|endnotes|comments|glossary/document)\.xml", re.IGNORECASE
@@ -116,8 +98,8 @@ def _content_types(members: dict[str, bytes]) -> ContentTypes | None:
     if not data:
         return None
     try:
-        return parse_content_types(etree.fromstring(data, hardened_parser()))
-    except etree.XMLSyntaxError:
+        return parse_content_types(parse_xml(data, "[Content_Types].xml", normalise_strict=False))
+    except PackageError:
         return None
 
 

@@ -76,24 +76,15 @@ from urllib.parse import unquote
 
 from lxml import etree
 
+from astra.ooxml.errors import PackageError
 from astra.ooxml.fields import field_instructions
-from astra.ooxml.ns import W_NS, W_STRICT_NS
+from astra.ooxml.ns import CT_DOCM_MAIN, CT_DOCUMENT_MAIN, CT_DOTM_MAIN, CT_TEMPLATE_MAIN, W_NS, W_STRICT_NS, rel_types
+from astra.ooxml.partname import member_name_problems, resolve_target
+from astra.ooxml.rels import ContentTypes, parse_content_types, parse_relationships
+from astra.ooxml.xml import ForbiddenDtd, parse_xml
+from astra.ooxml.zip import FLAG_ENCRYPTED, OLE_MAGIC, MemberTooLarge, ZipListing, inflate, read_zip
 
-from .errors import AuditRefused, PackageError
-from .opc import (
-    FLAG_ENCRYPTED,
-    OLE_MAGIC,
-    ContentTypes,
-    MemberTooLarge,
-    ZipListing,
-    has_dtd_markup,
-    hardened_parser,
-    inflate,
-    parse_content_types,
-    parse_relationships,
-    read_zip,
-    resolve_target,
-)
+from .errors import AuditRefused
 
 MiB = 1024 * 1024
 
@@ -160,19 +151,12 @@ _ACTIVE_CONTENT_CODES = frozenset({
     Code.ACTIVEX_CONTROL, Code.OLE_OBJECT, Code.EMBEDDED_PACKAGE_WITH_MACROS,
 })
 
-_REL_TRANSITIONAL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/"
-_REL_STRICT = "http://purl.oclc.org/ooxml/officeDocument/relationships/"
-OFFICE_DOCUMENT_REL_TYPES = frozenset({_REL_TRANSITIONAL + "officeDocument", _REL_STRICT + "officeDocument"})
-HYPERLINK_REL_TYPES = frozenset({_REL_TRANSITIONAL + "hyperlink", _REL_STRICT + "hyperlink"})
+OFFICE_DOCUMENT_REL_TYPES = rel_types("officeDocument")
+HYPERLINK_REL_TYPES = rel_types("hyperlink")
 
-_WML = "application/vnd.openxmlformats-officedocument.wordprocessingml."
-WORD_MAIN_CONTENT_TYPES = frozenset({
-    _WML + "document.main+xml",
-    _WML + "template.main+xml",
-    # macro-enabled mains are Word documents too; they are refused as macro-enabled instead
-    "application/vnd.ms-word.document.macroenabled.main+xml",
-    "application/vnd.ms-word.template.macroenabledtemplate.main+xml",
-})
+# Compared lower-cased. Macro-enabled mains are Word documents too; they are refused as
+# macro-enabled instead.
+WORD_MAIN_CONTENT_TYPES = frozenset(ct.lower() for ct in (CT_DOCUMENT_MAIN, CT_TEMPLATE_MAIN, CT_DOCM_MAIN, CT_DOTM_MAIN))
 _VBA_CONTENT_TYPES = frozenset({"application/vnd.ms-office.vbaproject", "application/vnd.ms-word.vbadata+xml"})
 _ACTIVEX_CONTENT_TYPES = frozenset({"application/vnd.ms-office.activex+xml", "application/vnd.ms-office.activex"})
 _OLE_CONTENT_TYPE = "application/vnd.openxmlformats-officedocument.oleobject"
@@ -181,6 +165,12 @@ _MACRO_EXTENSIONS = (".docm", ".dotm", ".xlsm", ".xltm", ".xlam", ".pptm", ".pot
 _ACTIVEX_NAME = re.compile(r"activex\d*\.(?:xml|bin)")
 _OLE_NAME = re.compile(r"oleobject\d*\.bin")
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_NAME_PROBLEMS = {  # astra.ooxml.partname.member_name_problems -> (code, message)
+    "invalid": (Code.MEMBER_NAME_INVALID, "member name is empty or has control characters"),
+    "absolute": (Code.MEMBER_NAME_ABSOLUTE, "absolute member name"),
+    "traversal": (Code.MEMBER_NAME_TRAVERSAL, "member name with a '..' segment (path traversal)"),
+    "backslash": (Code.MEMBER_NAME_BACKSLASH, "member name with a backslash"),
+}
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _ZIP_MAGIC = b"PK\x03\x04"
 
@@ -465,14 +455,9 @@ class _Auditor:
                 self.refuse(Code.ZIP_UNSUPPORTED_COMPRESSION, loc,
                             f"compression method {h.compress_type} (only stored and deflate are accepted)")
                 skip.add(i)
-            if not name or any(ord(c) < 0x20 or c == "\x7f" for c in name):
-                self.refuse(Code.MEMBER_NAME_INVALID, loc, "member name is empty or has control characters")
-            if name.startswith(("/", "\\")) or _DRIVE.match(name):
-                self.refuse(Code.MEMBER_NAME_ABSOLUTE, loc, "absolute member name")
-            if ".." in re.split(r"[/\\]", name):
-                self.refuse(Code.MEMBER_NAME_TRAVERSAL, loc, "member name with a '..' segment (path traversal)")
-            if "\\" in name:
-                self.refuse(Code.MEMBER_NAME_BACKSLASH, loc, "member name with a backslash")
+            for problem in member_name_problems(name):
+                code, message = _NAME_PROBLEMS[problem]
+                self.refuse(code, loc, message)
             key = name.lower()
             if key in seen:
                 self.refuse(Code.MEMBER_NAME_DUPLICATE, loc,
@@ -547,37 +532,30 @@ class _Auditor:
     def check_xml(self, payloads: dict[str, bytes], prefix: str
                   ) -> tuple[ContentTypes | None, dict[str, etree._Element]]:
         """Parse every XML part; returns the content types and every parsed part (by member name)."""
-        parser = hardened_parser()
         ct_name = _find(payloads, "[Content_Types].xml")
         types = None
         if ct_name is not None:
-            root = self.parse_xml(parser, ct_name, payloads[ct_name], prefix)
+            root = self.parse_xml(ct_name, payloads[ct_name], prefix)
             if root is not None:
                 types = parse_content_types(root)
         parsed: dict[str, etree._Element] = {}
         for name, payload in payloads.items():
             if name == ct_name or name.endswith("/") or not _is_xml(name, types):
                 continue
-            root = self.parse_xml(parser, name, payload, prefix)
+            root = self.parse_xml(name, payload, prefix)
             if root is not None:
                 parsed[name] = root
         return types, parsed
 
-    def parse_xml(self, parser: etree.XMLParser, name: str, payload: bytes, prefix: str) -> etree._Element | None:
-        loc = prefix + name
-        if has_dtd_markup(payload):
-            # Refused before parsing: no parser ever sees the DTD (XXE, billion laughs).
-            self.refuse(Code.XML_DTD, loc, "XML part declares a DOCTYPE or ENTITY (XXE / entity expansion)")
-            return None
+    def parse_xml(self, name: str, payload: bytes, prefix: str) -> etree._Element | None:
         try:
-            root = etree.fromstring(payload, parser)
-        except (etree.XMLSyntaxError, ValueError) as exc:
-            self.refuse(Code.XML_MALFORMED, loc, f"malformed XML: {exc}")
-            return None
-        if root.getroottree().docinfo.doctype:  # e.g. a DOCTYPE in an encoding the byte check missed
-            self.refuse(Code.XML_DTD, loc, "XML part declares a DOCTYPE")
-            return None
-        return root
+            # Declarations are refused before any parser sees them (XXE, billion laughs).
+            return parse_xml(payload, prefix + name, normalise_strict=False)
+        except ForbiddenDtd:
+            self.refuse(Code.XML_DTD, prefix + name, "XML part declares a DOCTYPE or ENTITY (XXE / entity expansion)")
+        except PackageError as exc:
+            self.refuse(Code.XML_MALFORMED, prefix + name, str(exc))
+        return None
 
     # ---------------------------------------------------------------- OPC
 
@@ -669,6 +647,8 @@ class _Auditor:
                     self.refuse(Code.EXTERNAL_RELATIONSHIP, loc,
                                 f'{kind} relationship targets a URI "{rel.target}" without TargetMode (Type {rel.type})')
                     continue
+                if is_hyperlink and rel.target.startswith("#"):
+                    continue  # a bookmark in the source part itself
                 if resolve_target(rel.source_part, rel.target) is None:
                     self.refuse(Code.RELATIONSHIP_TARGET_OUTSIDE_PACKAGE, loc,
                                 f'{kind} relationship target "{rel.target}" points outside the package')

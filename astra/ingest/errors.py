@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from astra.ooxml.errors import PackageError
+
+__all__ = ["AuditRefused", "IngestError", "PackageError", "ReassemblyError"]
+
 if TYPE_CHECKING:  # the audit module imports this one; avoid the cycle at run time
     from .audit import AuditReport
 
@@ -12,8 +16,6 @@ class IngestError(Exception):
     """Base class of every INGEST error."""
 
 
-class PackageError(IngestError):
-    """The bytes are not a zip package the atomizer can read, or one it cannot write back."""
 
 
 class ReassemblyError(IngestError):

@@ -43,7 +43,8 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from .wordml import A, W, on_off, wval
+from astra.ooxml.ns import A, W
+from astra.ooxml.wordml import on_off, wval
 
 FORMATTING_KEYS = ("font", "size_pt", "color", "bold", "italic", "underline", "alignment")
 _TOGGLES = ("bold", "italic")

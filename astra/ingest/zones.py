@@ -109,8 +109,12 @@ from typing import NamedTuple
 from jsonschema import Draft202012Validator
 from lxml import etree
 
+from astra.ooxml.errors import PackageError
+from astra.ooxml.ns import MC, W
+from astra.ooxml.package import Package
+from astra.ooxml.wordml import element_path, story_parts, styles_part, theme_part, top_block, wval
+
 from .styles import StyleAnchor, StyleSheet, zone_style
-from .wordml import MC, W, PackageError, WordPackage, element_path, top_block, wval
 
 __all__ = [
     "KINDS",
@@ -552,11 +556,11 @@ def _scan_story(root: etree._Element, part: str, sheet: StyleSheet) -> list[Zone
     return decls
 
 
-def _open(docx_bytes: bytes) -> tuple[WordPackage, StyleSheet]:
+def _open(docx_bytes: bytes) -> tuple[Package, StyleSheet]:
     try:
-        pkg = WordPackage.open(docx_bytes)
-        styles_name = pkg.styles_part()
-        theme_name = pkg.theme_part()
+        pkg = Package.read(docx_bytes)
+        styles_name = styles_part(pkg)
+        theme_name = theme_part(pkg)
         sheet = StyleSheet(
             pkg.xml(styles_name) if styles_name else None,
             pkg.xml(theme_name) if theme_name else None,
@@ -573,16 +577,16 @@ def scan_zones(docx_bytes: bytes) -> list[ZoneDecl]:
     return _scan(pkg, sheet)
 
 
-def _scan(pkg: WordPackage, sheet: StyleSheet) -> list[ZoneDecl]:
+def _scan(pkg: Package, sheet: StyleSheet) -> list[ZoneDecl]:
     decls: list[ZoneDecl] = []
     try:
-        for part in pkg.story_parts():
+        for part in story_parts(pkg):
             root = pkg.xml(part)
             if root.tag == W.document:  # the main story is w:body, not the document element
                 root = root.find(W.body)
                 if root is None:
                     continue
-            decls.extend(_scan_story(root, part, sheet))
+            decls.extend(_scan_story(root, "/" + part, sheet))
     except PackageError as exc:
         raise TemplateRefused("invalid_package", str(exc)) from None
     return decls
@@ -677,7 +681,7 @@ def extract_maps(
             }
         )
 
-    fallback_id = _choose_fallback(decls, zones, side_fallback, pkg.main_document())
+    fallback_id = _choose_fallback(decls, zones, side_fallback, "/" + pkg.main_document())
     for zone in zones:
         zone["accepts"]["fallback"] = zone["id"] == fallback_id
 

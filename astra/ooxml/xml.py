@@ -27,6 +27,10 @@ def hardened_parser() -> etree.XMLParser:
     )
 
 
+class ForbiddenDtd(PackageError):
+    """A part declares a DOCTYPE or an entity."""
+
+
 _DTD_MARKERS = re.compile(rb"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
 _DTD_MARKERS_TEXT = re.compile(r"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
 
@@ -57,7 +61,7 @@ def has_dtd_markup(data: bytes) -> bool:
 def parse_xml(data: bytes, name: str = "<xml>", *, normalise_strict: bool = True) -> etree._Element:
     """Parse a part with the hardened parser. Raises PackageError for malformed XML or any DTD."""
     if has_dtd_markup(data):
-        raise PackageError(f"{name}: DOCTYPE declarations are not allowed in package parts")
+        raise ForbiddenDtd(f"{name}: DOCTYPE and ENTITY declarations are not allowed in package parts")
     try:
         root = etree.fromstring(data, parser=hardened_parser())
     except (etree.XMLSyntaxError, ValueError) as exc:
@@ -66,7 +70,7 @@ def parse_xml(data: bytes, name: str = "<xml>", *, normalise_strict: bool = True
         raise PackageError(f"{name}: empty XML document")
     docinfo = root.getroottree().docinfo
     if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
-        raise PackageError(f"{name}: DOCTYPE declarations are not allowed in package parts")
+        raise ForbiddenDtd(f"{name}: DOCTYPE declarations are not allowed in package parts")
     if normalise_strict:
         _normalise_strict(root)
     return root

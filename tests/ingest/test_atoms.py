@@ -18,7 +18,7 @@ from lxml import etree
 from astra.ingest.atoms import atomize, member_metadata, part_digests, reassemble
 from astra.ingest.audit import Code, audit
 from astra.ingest.errors import PackageError, ReassemblyError
-from astra.ingest.opc import split_children
+from astra.ooxml.blocks import split_children
 
 from . import docx_factory as f
 

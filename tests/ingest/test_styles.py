@@ -10,8 +10,10 @@ from jsonschema import Draft202012Validator
 
 from astra.ingest.sample_template import minimal_docx
 from astra.ingest.styles import FORMATTING_KEYS, StyleSheet, rpr_props
-from astra.ingest.wordml import WordPackage, parse_xml
 from astra.ingest.zones import TemplateMaps, extract_maps
+from astra.ooxml.package import Package
+from astra.ooxml.wordml import styles_part, theme_part
+from astra.ooxml.xml import parse_xml
 
 REPO = Path(__file__).resolve().parents[2]
 STYLE_SCHEMA = json.loads((REPO / "astra" / "config_svc" / "schemas" / "style_map.schema.json").read_text())
@@ -316,8 +318,8 @@ def test_style_sheet_with_nothing():
     "name", ["python-docx/sty-having-styles-part.docx", "python-docx/par-known-styles.docx", "mammoth/strict-format.docx"]
 )
 def test_real_documents_resolve_defaults(name):
-    pkg = WordPackage.open((CORPUS / name).read_bytes())
-    styles, theme = pkg.styles_part(), pkg.theme_part()
+    pkg = Package.read((CORPUS / name).read_bytes())
+    styles, theme = styles_part(pkg), theme_part(pkg)
     sheet = StyleSheet(pkg.xml(styles), pkg.xml(theme) if theme else None)
     defaults = sheet.document_defaults()
     assert STYLE_MAP.is_valid({"defaults": defaults, "zones": {}})
@@ -326,8 +328,8 @@ def test_real_documents_resolve_defaults(name):
 
 
 def test_no_styles_corpus_document():
-    pkg = WordPackage.open((CORPUS / "python-docx/sty-having-no-styles-part.docx").read_bytes())
-    assert pkg.styles_part() is None
+    pkg = Package.read((CORPUS / "python-docx/sty-having-no-styles-part.docx").read_bytes())
+    assert styles_part(pkg) is None
 
 
 def test_block_control_reads_its_first_paragraph_not_a_later_run():

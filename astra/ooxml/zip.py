@@ -1,42 +1,29 @@
-"""Byte-exact, low-level access to OPC packages (.docx zips) and their XML parts.
+"""Byte-exact zip reading and writing for OPC packages.
 
-Three jobs, each exact to the byte:
-
-* **Reading a zip** (:func:`read_zip`): every member with every header field needed to write it
-  back member for member — central directory *and* local header fields, because real writers
-  make them differ (Word pads the local extra field; some tools put a host byte in the local
+* **Reading** (:func:`read_zip`): every member with every header field needed to write it back
+  member for member — central directory *and* local header fields, because real writers make
+  them differ (Word pads the local extra field; some tools put a host byte in the local
   "version needed"; streamed zips use data descriptors with zeroed local sizes).
   :func:`inflate` decompresses one member, optionally with an output cap, so callers never
   trust the declared sizes.
-* **Writing a zip** (:func:`write_zip`) from that metadata. The *uncompressed* bytes, names,
-  order and header fields come back identical; the *compressed* stream is our own deflate and
+* **Writing** (:func:`write_zip`) from that metadata. The *uncompressed* bytes, names, order
+  and header fields come back identical; the *compressed* stream is our own deflate and
   generally differs from the original writer's (so do the compressed sizes and offsets).
   A zip64 extra record is not kept verbatim: it only carries sizes/offsets, so it is dropped on
-  read and rebuilt on write where the original had one.
-* **Splitting a story XML part** (:func:`split_children`) into the top-level children of its
-  story container at byte offsets, with a small scanner instead of an XML parser: the slices
-  are taken from the original bytes, so they concatenate back to the part by construction.
-
-Also here: hardened XML parsing, and [Content_Types].xml / relationship parsing shared by the
-atomizer and the audit.
+  read and rebuilt on write where the original had one. :meth:`MemberHeader.new` gives the
+  header of a freshly written member (fixed timestamp, no host quirks) for deterministic output.
 """
 
 from __future__ import annotations
 
 import io
-import posixpath
-import re
 import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
-from typing import Callable, Iterable
-
-from lxml import etree
+from typing import Iterable
 
 from .errors import PackageError
-
-# --------------------------------------------------------------------------- zip format
 
 STORED = zipfile.ZIP_STORED
 DEFLATED = zipfile.ZIP_DEFLATED
@@ -60,6 +47,9 @@ FLAG_UTF8 = 0x0800
 
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
+
+# A fixed timestamp for members this layer writes: the same inputs give the same bytes.
+FIXED_DATE_TIME = (2024, 1, 1, 0, 0, 0)
 
 @dataclass(frozen=True)
 class MemberHeader:
@@ -143,6 +133,19 @@ class MemberHeader:
             local_zip64=bool(local["zip64"]),
             local_sizes_zeroed=bool(local["sizes_zeroed"]),
             descriptor=local["descriptor"],
+        )
+
+    @classmethod
+    def new(cls, name: str, date_time: tuple[int, int, int, int, int, int] = FIXED_DATE_TIME,
+            compress_type: int = DEFLATED) -> MemberHeader:
+        """The header of a member written from scratch: plain, deterministic, no host quirks."""
+        flags = 0 if name.isascii() else FLAG_UTF8
+        return cls(
+            name=name, compress_type=compress_type, date_time=date_time, flag_bits=flags, create_system=0,
+            create_version=20, extract_version=20, reserved=0, volume=0, internal_attr=0, external_attr=0,
+            extra=b"", comment=b"", zip64=False, local_version=20, local_flag_bits=flags,
+            local_date_time=date_time, local_extra=b"", local_zip64=False, local_sizes_zeroed=False,
+            descriptor=None,
         )
 
     @property
@@ -427,378 +430,3 @@ def write_zip(
     return b"".join(chunks)
 
 
-# --------------------------------------------------------------------------- hardened XML
-
-def hardened_parser() -> etree.XMLParser:
-    """An lxml parser that never expands entities, loads DTDs or touches the network."""
-    return etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
-        collect_ids=False,
-    )
-
-
-_DTD_MARKERS = re.compile(rb"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
-_DTD_MARKERS_TEXT = re.compile(r"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
-
-
-def has_dtd_markup(data: bytes) -> bool:
-    """True if the XML bytes carry a DOCTYPE or ENTITY declaration (also in UTF-16)."""
-    if _DTD_MARKERS.search(data):
-        return True
-    encoding = utf16_encoding(data)
-    if encoding:
-        try:
-            return bool(_DTD_MARKERS_TEXT.search(data.decode(encoding)))
-        except UnicodeDecodeError:
-            return False
-    return False
-
-
-def utf16_encoding(data: bytes) -> str | None:
-    """'utf-16-le' / 'utf-16-be' when the bytes look like UTF-16 XML (BOM or '<' sniffing)."""
-    head = data[:2]
-    if head in (b"\xff\xfe", b"<\x00"):
-        return None if data[:4] == b"\xff\xfe\x00\x00" else "utf-16-le"  # FF FE 00 00 is UTF-32
-    if head in (b"\xfe\xff", b"\x00<"):
-        return None if data[:4] == b"\x00\x00\xfe\xff" else "utf-16-be"
-    return None
-
-
-def local_name(tag: object) -> str:
-    if not isinstance(tag, str):
-        return ""
-    return tag.rsplit("}", 1)[-1]
-
-
-# --------------------------------------------------------------------------- content types, relationships
-
-@dataclass(frozen=True)
-class ContentTypes:
-    defaults: dict[str, str]  # lower-case extension -> content type
-    overrides: dict[str, str]  # lower-case part name without the leading slash -> content type
-
-    def of(self, member_name: str) -> str | None:
-        ct = self.overrides.get(member_name.lower())
-        if ct is not None:
-            return ct
-        base = member_name.rsplit("/", 1)[-1]
-        if "." not in base:
-            return None
-        return self.defaults.get(base.rsplit(".", 1)[-1].lower())
-
-
-def parse_content_types(root: etree._Element) -> ContentTypes:
-    defaults, overrides = {}, {}
-    for el in root:
-        name = local_name(el.tag)
-        if name == "Default":
-            defaults[(el.get("Extension") or "").lower()] = (el.get("ContentType") or "").strip()
-        elif name == "Override":
-            overrides[(el.get("PartName") or "").lstrip("/").lower()] = (el.get("ContentType") or "").strip()
-    return ContentTypes(defaults, overrides)
-
-
-@dataclass(frozen=True)
-class Relationship:
-    rels_part: str
-    source_part: str  # "" for the package itself (_rels/.rels)
-    id: str
-    type: str
-    target: str
-    external: bool
-
-
-def rels_source(rels_part: str) -> str | None:
-    """The part a relationships part belongs to ('word/_rels/document.xml.rels' -> 'word/document.xml')."""
-    folder, _, base = rels_part.rpartition("/")
-    if not base.lower().endswith(".rels"):
-        return None
-    parent, _, rels_dir = folder.rpartition("/") if "/" in folder else ("", "", folder)
-    if rels_dir.lower() != "_rels":
-        return None
-    source = base[: -len(".rels")]
-    return f"{parent}/{source}" if parent else source
-
-
-def parse_relationships(rels_part: str, root: etree._Element) -> list[Relationship]:
-    source = rels_source(rels_part) or ""
-    rels = []
-    for el in root:
-        if local_name(el.tag) != "Relationship":
-            continue
-        rels.append(Relationship(
-            rels_part=rels_part,
-            source_part=source,
-            id=el.get("Id") or "",
-            type=(el.get("Type") or "").strip(),
-            target=el.get("Target") or "",
-            external=(el.get("TargetMode") or "").strip().lower() == "external",
-        ))
-    return rels
-
-
-def resolve_target(source_part: str, target: str) -> str | None:
-    """The member name an internal relationship target points to; None if it escapes the package."""
-    target = target.split("#", 1)[0]
-    if target.startswith("/"):
-        joined = target.lstrip("/")
-    else:
-        joined = posixpath.join(posixpath.dirname(source_part), target)
-    parts: list[str] = []
-    for seg in joined.split("/"):
-        if seg in ("", "."):
-            continue
-        if seg == "..":
-            if not parts:
-                return None
-            parts.pop()
-        else:
-            parts.append(seg)
-    return "/".join(parts)
-
-
-# --------------------------------------------------------------------------- story scanner
-
-class _Syntax:
-    """Literals and patterns for scanning either bytes (ASCII-compatible encodings) or str (UTF-16)."""
-
-    def __init__(self, conv: Callable[[str], bytes | str]) -> None:
-        self.conv = conv
-        self.lt = conv("<")
-        self.bom = conv("\ufeff") if conv is str else b"\xef\xbb\xbf"
-        self.comment_open, self.comment_close = conv("<!--"), conv("-->")
-        self.cdata_open, self.cdata_close = conv("<![CDATA["), conv("]]>")
-        self.pi_open, self.pi_close = conv("<?"), conv("?>")
-        self.decl_open = conv("<!")
-        self.end_open = conv("</")
-        self.slash = conv("/")
-        self.space = re.compile(conv(r"[ \t\r\n]*"))
-        self.name = re.compile(conv(r"[^\s/>]+"))
-        # Rest of a start tag: '>' may appear inside quoted attribute values, never outside.
-        self.tag_rest = re.compile(conv(r"[^>\"']*(?:(?:\"[^\"]*\"|'[^']*')[^>\"']*)*>"))
-        self._element_patterns: dict = {}
-        # One token at the story container's level: text up to '<', then an end tag (group 2),
-        # a comment/CDATA/PI (group 3) or a start tag (name in group 4). Anything else ('<!DOCTYPE',
-        # unterminated constructs) does not match, and the part is kept whole.
-        self.top_token = re.compile(
-            conv(r"([^<]*)<(?:(/)|(!--.*?-->|!\[CDATA\[.*?\]\]>|\?.*?\?>)|([^\s/>!?<]+)"
-                 r"[^>\"']*(?:(?:\"[^\"]*\"|'[^']*')[^>\"']*)*>)"),
-            re.S,
-        )
-        self.special_kinds = {conv("!"): "comment", conv("?"): "pi"}
-
-    def element_pattern(self, qname):
-        """Comments/CDATA/PIs (to skip), an end tag of ``qname`` (group 1) or its start (group 2)."""
-        pattern = self._element_patterns.get(qname)
-        if pattern is None:
-            q = re.escape(qname)
-            # The leading '<' stays outside every group: that lets the regex engine skip ahead
-            # to the next '<' in C instead of trying each position (a 6x difference).
-            pattern = re.compile(
-                self.conv(r"<(?:!--.*?-->|!\[CDATA\[.*?\]\]>|\?.*?\?>|(/") + q + self.conv(r"\s*>)|(")
-                + q + self.conv(r"(?=[\s/>])))"),
-                re.S,
-            )
-            self._element_patterns[qname] = pattern
-        return pattern
-
-
-_BYTES = _Syntax(lambda s: s.encode("ascii") if s.isascii() else s.encode("utf-8"))
-_TEXT = _Syntax(str)
-
-
-class _Unsplittable(Exception):
-    pass
-
-
-def _start_tag(buf, syn: _Syntax, lt: int):
-    """Parse the start tag at ``lt``: (qname, end offset, self-closing)."""
-    m = syn.name.match(buf, lt + 1)
-    if not m:
-        raise _Unsplittable("bad start tag")
-    rest = syn.tag_rest.match(buf, m.end())
-    if not rest:
-        raise _Unsplittable("unterminated start tag")
-    end = rest.end()
-    return m.group(), end, buf[end - 2:end - 1] == syn.slash
-
-
-def _skip_special(buf, syn: _Syntax, lt: int):
-    """Comment, CDATA section or PI at ``lt``: (kind, end offset), or None if it is a tag."""
-    for opener, closer, kind in (
-        (syn.comment_open, syn.comment_close, "comment"),
-        (syn.cdata_open, syn.cdata_close, "cdata"),
-        (syn.pi_open, syn.pi_close, "pi"),
-    ):
-        if buf.startswith(opener, lt):
-            close = buf.find(closer, lt + len(opener))
-            if close < 0:
-                raise _Unsplittable(f"unterminated {kind}")
-            return kind, close + len(closer)
-    if buf.startswith(syn.decl_open, lt):
-        raise _Unsplittable("DOCTYPE or other declaration")  # never split such a part
-    return None
-
-
-def _element_end(buf, syn: _Syntax, qname, content_start: int) -> int:
-    """Offset just past the end tag closing an element of ``qname`` whose content starts here.
-
-    Only tags of the same qname can affect the nesting count ('<' is illegal in attribute values,
-    so outside comments/CDATA/PIs every '<' starts a tag), which lets one C-level regex search
-    jump over a whole paragraph, and a few over text boxes' nested paragraphs.
-    """
-    search = syn.element_pattern(qname).search
-    depth, pos = 1, content_start
-    while True:
-        m = search(buf, pos)
-        if m is None:
-            raise _Unsplittable(f"unclosed element {qname!r}")
-        if m.group(1) is not None:  # end tag
-            depth -= 1
-            if depth == 0:
-                return m.end()
-            pos = m.end()
-        elif m.group(2) is not None:  # nested start tag of the same name
-            rest = syn.tag_rest.match(buf, m.end())
-            if rest is None:
-                raise _Unsplittable("unterminated start tag")
-            pos = rest.end()
-            if buf[pos - 2:pos - 1] != syn.slash:
-                depth += 1
-        else:  # comment, CDATA or PI
-            pos = m.end()
-
-
-def _local(qname) -> str:
-    if isinstance(qname, bytes):
-        qname = qname.decode("utf-8", "replace")
-    return qname.rsplit(":", 1)[-1]
-
-
-def _qname_text(qname) -> str:
-    return qname.decode("utf-8", "replace") if isinstance(qname, bytes) else qname
-
-
-def _scan(buf, syn: _Syntax, container_path: Callable[[str], tuple[str, ...]]) -> list[tuple[str, int, int]]:
-    pos = len(syn.bom) if buf.startswith(syn.bom) else 0
-    # Prolog: XML declaration, PIs, comments, whitespace up to the root element.
-    while True:
-        pos = syn.space.match(buf, pos).end()
-        if not buf.startswith(syn.lt, pos):
-            raise _Unsplittable("no root element")
-        special = _skip_special(buf, syn, pos)
-        if special is None:
-            break
-        pos = special[1]
-    root, tag_end, self_closing = _start_tag(buf, syn, pos)
-    if self_closing:
-        raise _Unsplittable("empty root element")
-
-    container = root
-    content_start = tag_end
-    for wanted in container_path(_local(root)):
-        p = content_start
-        while True:
-            lt = buf.find(syn.lt, p)
-            if lt < 0 or buf.startswith(syn.end_open, lt):
-                raise _Unsplittable(f"no {wanted} element")
-            special = _skip_special(buf, syn, lt)
-            if special is not None:
-                p = special[1]
-                continue
-            qname, tag_end, self_closing = _start_tag(buf, syn, lt)
-            if _local(qname) == wanted:
-                if self_closing:  # e.g. <w:body/>: nothing to split
-                    return [("prefix", 0, tag_end), ("suffix", tag_end, len(buf))]
-                container, content_start = qname, tag_end
-                break
-            p = tag_end if self_closing else _element_end(buf, syn, qname, tag_end)
-
-    segments = [("prefix", 0, content_start)]
-    append = segments.append
-    match = syn.top_token.match
-    slash = syn.slash
-    kinds: dict = {}
-    p = content_start
-    while True:
-        m = match(buf, p)
-        if m is None:
-            raise _Unsplittable("unexpected markup in the story container")
-        lt = m.end(1)
-        if lt > p:
-            append(("text", p, lt))
-        qname = m.group(4)
-        if qname is not None:
-            known = kinds.get(qname)
-            if known is None:
-                known = kinds[qname] = ("block:" + _qname_text(qname), syn.element_pattern(qname).search)
-            kind, search_element = known
-            end = m.end()
-            if buf[end - 2:end - 1] != slash:
-                # Fast path: the next tag of this name is its own end tag (no nesting, no comments).
-                close = search_element(buf, end)
-                if close is not None and close.group(1) is not None:
-                    end = close.end()
-                else:
-                    end = _element_end(buf, syn, qname, end)
-            append((kind, lt, end))
-            p = end
-        elif m.group(3) is not None:
-            special = m.group(3)
-            kind = "cdata" if special.startswith(syn.cdata_open[1:]) else syn.special_kinds[special[:1]]
-            append((kind, lt, m.end()))
-            p = m.end()
-        else:  # end tag: must close the container
-            closing = syn.name.match(buf, lt + 2)
-            if not closing or closing.group() != container:
-                raise _Unsplittable("mismatched end tag")
-            append(("suffix", lt, len(buf)))
-            return segments
-
-
-def split_children(
-    data: bytes, container_path: Callable[[str], tuple[str, ...]]
-) -> list[tuple[str, int, int]] | None:
-    """Split an XML part at the top-level children of its story container, by byte offsets.
-
-    ``container_path(root_local_name)`` gives the local names leading from the root to the
-    container (``("body",)`` for w:document, ``()`` when the root itself is the container).
-    Returns ``(kind, start, end)`` segments that tile ``data`` exactly: "prefix", then "text"
-    (whitespace or stray text), "comment", "pi", "cdata" or "block:<qname>" for each child, then
-    "suffix". Returns None — never raises — when the part is not something this scanner can
-    split exactly (DOCTYPE, UTF-32, undecodable UTF-16, malformed markup): callers keep such a
-    part whole.
-    """
-    if not data:
-        return None
-    encoding = utf16_encoding(data)
-    try:
-        if encoding is None:
-            if data[:4] in (b"\x00\x00\xfe\xff", b"\xff\xfe\x00\x00", b"\x00\x00\x00<", b"<\x00\x00\x00"):
-                return None  # UTF-32: not worth a scanner of its own
-            segments = _scan(data, _BYTES, container_path)
-        else:
-            text = data.decode(encoding)
-            char_segments = _scan(text, _TEXT, container_path)
-            segments = _char_to_byte_segments(text, encoding, char_segments)
-    except Exception:  # noqa: BLE001 - any surprise degrades to "keep the part whole", which is lossless
-        return None
-    position = 0
-    for _, start, end in segments:  # the contract: contiguous, in order, covering every byte
-        if start != position or end < start:
-            return None
-        position = end
-    return segments if position == len(data) else None
-
-
-def _char_to_byte_segments(text: str, encoding: str, segments):
-    out, byte_pos = [], 0
-    for kind, start, end in segments:
-        width = len(text[start:end].encode(encoding))  # 2 bytes per char, 4 for astral ones
-        out.append((kind, byte_pos, byte_pos + width))
-        byte_pos += width
-    return out

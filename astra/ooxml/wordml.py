@@ -1,0 +1,104 @@
+"""WordprocessingML on top of a :class:`~astra.ooxml.package.Package`: where the stories, styles and
+theme of a .docx are, and small accessors for w: elements (python-docx's ``oxml`` in miniature)."""
+
+from __future__ import annotations
+
+import re
+
+from lxml import etree
+
+from .ns import W, qname
+from .package import Package
+from .partname import natural_key
+
+_HEADER = re.compile(r"word/header\d*\.xml", re.IGNORECASE)
+_FOOTER = re.compile(r"word/footer\d*\.xml", re.IGNORECASE)
+
+
+# --------------------------------------------------------------------------- where things are
+
+def story_parts(pkg: Package) -> list[str]:
+    """Main document, then headers, then footers (each group in natural name order)."""
+    main = pkg.main_document()
+    headers = pkg.related(main, "header")
+    footers = pkg.related(main, "footer")
+    if not headers and not footers:  # no relationships: fall back on the conventional names
+        headers = [m for m in pkg.members if _HEADER.fullmatch(m)]
+        footers = [m for m in pkg.members if _FOOTER.fullmatch(m)]
+    ordered = [main]
+    for group in (headers, footers):
+        for name in sorted(set(group), key=natural_key):
+            if name.lower() != main.lower():
+                ordered.append(name)
+    return ordered
+
+
+def _related_or_conventional(pkg: Package, kind: str, conventional: str) -> str | None:
+    found = pkg.related(pkg.main_document(), kind)
+    if found:
+        return found[0]
+    return pkg.name_of(conventional) if pkg.has(conventional) else None
+
+
+def styles_part(pkg: Package) -> str | None:
+    return _related_or_conventional(pkg, "styles", "word/styles.xml")
+
+
+def theme_part(pkg: Package) -> str | None:
+    return _related_or_conventional(pkg, "theme", "word/theme/theme1.xml")
+
+
+# --------------------------------------------------------------------------- element accessors
+
+def wval(el: etree._Element | None, attr: str = "val") -> str | None:
+    """``w:<attr>`` of ``el`` (None if ``el`` or the attribute is missing)."""
+    if el is None:
+        return None
+    return el.get(W(attr))
+
+
+def on_off(el: etree._Element | None) -> bool | None:
+    """ST_OnOff of a toggle element such as ``<w:b/>``; None when the element is absent."""
+    if el is None:
+        return None
+    val = el.get(W.val)
+    if val is None:
+        return True
+    return val.strip().lower() not in ("false", "0", "off", "none")
+
+
+def element_path(el: etree._Element, root: etree._Element) -> str:
+    """Readable XPath-like path from ``root`` (exclusive) down to ``el``.
+
+    Every step is ``prefix:name[i]`` with ``i`` the 0-based index among the element
+    siblings of the same name, e.g. ``w:tbl[0]/w:tr[1]/w:tc[0]/w:p[0]/w:sdt[0]``.
+    """
+    steps: list[str] = []
+    cur = el
+    while cur is not None and cur is not root:
+        parent = cur.getparent()
+        if parent is None:
+            break
+        idx = 0
+        for sib in parent:
+            if sib is cur:
+                break
+            if sib.tag == cur.tag:
+                idx += 1
+        steps.append(f"{qname(cur.tag)}[{idx}]")
+        cur = parent
+    return "/".join(reversed(steps))
+
+
+def top_block(el: etree._Element, root: etree._Element) -> tuple[int, etree._Element]:
+    """(index among ``root``'s element children, that child) of the block holding ``el``."""
+    cur = el
+    while cur.getparent() is not None and cur.getparent() is not root:
+        cur = cur.getparent()
+    idx = 0
+    for child in root:
+        if child is cur:
+            return idx, cur
+        if isinstance(child.tag, str):
+            idx += 1
+    return 0, cur  # pragma: no cover - el not under root
