@@ -6,10 +6,12 @@ import json
 from dagster import (
     AssetExecutionContext,
     AssetRecordsFilter,
+    Backoff,
     DataVersion,
     Failure,
     MaterializeResult,
     MetadataValue,
+    RetryPolicy,
     asset,
 )
 from dagster_aws.s3 import S3Resource
@@ -29,7 +31,7 @@ def template_atoms_metadata(context: AssetExecutionContext, tenant: str) -> dict
         AssetRecordsFilter(asset_key=template_atoms.key, asset_partitions=[tenant]), limit=20
     ).records
     if not records:
-        raise Failure(f"template_atoms has no materialization for tenant {tenant!r}")
+        raise Failure(f"template_atoms has no materialization for tenant {tenant!r}", allow_retries=False)
     mine = [r for r in records if r.run_id == context.run_id]
     chosen = mine[0] if mine else records[0]
     return {k: v.value for k, v in chosen.asset_materialization.metadata.items()}
@@ -40,6 +42,9 @@ def template_atoms_metadata(context: AssetExecutionContext, tenant: str) -> dict
     partitions_def=tenants_partitions,
     deps=[template_atoms],
     description="Zone map and style map extracted from the template atoms, published as a new CONFIG_SVC version.",
+    # A Redis or Postgres outage is retried (publish writes nothing unless it completes); a refused
+    # template is not (allow_retries=False): retrying cannot change the verdict.
+    retry_policy=RetryPolicy(max_retries=4, delay=2, backoff=Backoff.EXPONENTIAL),
 )
 def tenant_config(
     context: AssetExecutionContext,
@@ -60,6 +65,7 @@ def tenant_config(
         raise Failure(
             description=f"template zones refused: {refused}",
             metadata={"code": refused.code, "location": MetadataValue.json(refused.location or {})},
+            allow_retries=False,
         ) from refused
     version = config_store.service().publish(
         tenant, maps.zone_map, maps.style_map, template_sha, context.run_id, template_name

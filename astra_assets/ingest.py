@@ -6,11 +6,13 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetSpec,
+    Backoff,
     Config,
     DataVersion,
     Failure,
     MaterializeResult,
     MetadataValue,
+    RetryPolicy,
     asset,
 )
 from dagster_aws.s3 import S3Resource
@@ -47,6 +49,8 @@ class TemplateUploadConfig(Config):
                        description="The upload audit found nothing to refuse (macros, ActiveX, external targets, XXE, zip bombs…)."),
     ],
     description="The template audited, then broken into content-addressed atoms plus a manifest in the assets bucket.",
+    # S3 faults are retried (blob writes are idempotent); refusals are not (allow_retries=False).
+    retry_policy=RetryPolicy(max_retries=4, delay=2, backoff=Backoff.EXPONENTIAL),
 )
 def template_atoms(
     context: AssetExecutionContext, config: TemplateUploadConfig, s3: S3Resource, storage: StorageLayout
@@ -63,6 +67,7 @@ def template_atoms(
         raise Failure(
             description=f"template refused by the upload audit: {refused}",
             metadata={"audit": MetadataValue.json(findings), "template_key": config.key, "sha256": config.sha256},
+            allow_retries=False,
         ) from refused
 
     problems = result.roundtrip_problems
