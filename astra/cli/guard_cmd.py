@@ -7,9 +7,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from astra import s3 as s3_lib
-from astra.cli.common import console, emit_json, errors, out
+from astra.cli.common import console, emit_json, errors, fail, out
 from astra.db import make_engine
-from astra.guard.verify import DEFAULT_ORPHAN_GRACE_SECONDS, verify as run_verify
+from astra.guard.verify import DEFAULT_ORPHAN_GRACE_SECONDS, UnknownTenant
+from astra.guard.verify import verify as run_verify
 from astra.settings import Settings
 
 app = typer.Typer(help="GUARD: WORM custody of session audio and its tamper-evident ledger.", no_args_is_help=True)
@@ -34,7 +35,8 @@ def verify(
 ) -> None:
     """Re-walk each tenant's hash chain, re-hash the guard objects, check checkpoints and orphans.
 
-    Writes a Merkle checkpoint for every intact chain. Exit 0 only when everything is intact."""
+    Writes a Merkle checkpoint for every intact chain. Exit 0 only when everything is intact, 1 when
+    something is not (or the audit could not run), 2 for a tenant that does not exist."""
     with errors():
         settings = Settings.from_env()
         engine = make_engine(settings.require("database_url"))
@@ -50,10 +52,13 @@ def verify(
                     tasks[phase] = bar.add_task(_PHASES.get(phase, phase), total=total)
                 bar.update(tasks[phase], completed=done, total=total)
 
-            report = run_verify(
-                engine, s3, settings, tenant,
-                write_checkpoints=not no_checkpoint, orphan_grace_seconds=orphan_grace, progress=progress,
-            )
+            try:
+                report = run_verify(
+                    engine, s3, settings, tenant,
+                    write_checkpoints=not no_checkpoint, orphan_grace_seconds=orphan_grace, progress=progress,
+                )
+            except UnknownTenant as exc:
+                raise fail(str(exc), 2) from None
         if json_out:
             emit_json(report.to_dict())
         else:

@@ -9,10 +9,11 @@ from astra.guard.custody import (
     place_in_custody,
     prepare_client,
     take_custody,
+    verify_custody,
 )
 from astra.guard.ledger import GENESIS_HASH, Checkpoint, CustodyLedger, LedgerEntry, canonical_json, chain_hash
 from astra.guard.merkle import merkle_root, merkle_root_hex
-from astra.guard.verify import Problem, VerifyReport, verify, verify_chain
+from astra.guard.verify import Problem, UnknownTenant, VerifyReport, verify, verify_chain
 
 __all__ = [
     "GENESIS_HASH",
@@ -22,6 +23,7 @@ __all__ = [
     "CustodyRecord",
     "LedgerEntry",
     "Problem",
+    "UnknownTenant",
     "VerifyReport",
     "audio_entry_key",
     "canonical_json",
@@ -35,4 +37,5 @@ __all__ = [
     "take_custody",
     "verify",
     "verify_chain",
+    "verify_custody",
 ]

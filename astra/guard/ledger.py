@@ -5,8 +5,15 @@ Row `seq` of a tenant stores the entry's canonical JSON and
     entry_hash = sha256(bytes.fromhex(prev_hash) + canonical).hexdigest()
 
 where `prev_hash` is the entry_hash of seq-1 (GENESIS_HASH for seq 1). The canonical JSON
-carries the entry's own `seq` and `tenant`, so the hash binds each entry to its position and its
-tenant: moving or copying a row is visible even when its hashes are copied along.
+carries, besides the event's own fields, every column that code reads to decide something:
+`seq`, `tenant`, `entry_key` (the idempotency lookup) and `recorded_at` (the row's timestamp, to
+the microsecond), plus `ledger_format` (2). So the hash binds each entry to its position, its
+tenant, its key and its time: moving or copying a row, or editing a column beside the entry, is
+visible even when the hashes are copied along (`verify` compares each column with the entry).
+
+Format 1 (before this) hashed only `seq` and `tenant`; `verify` reports a format-1 row as
+`old_format` rather than trusting columns it cannot check. The ledger is append-only, so old rows
+cannot be re-hashed in place: a sandbox with format-1 rows is recreated, not migrated.
 
 Appends of one tenant are serialized by a row lock on `tenants` (as CONFIG_SVC publish does), so
 seq is 1, 2, 3… without gaps under concurrent appenders. The Postgres trigger of migration 0001
@@ -19,17 +26,19 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from astra.db.schema import custody_checkpoints, custody_ledger, tenants
 from astra.tenancy import validate_slug
 
 GENESIS_HASH = "0" * 64
-RESERVED_FIELDS = ("seq", "tenant")
+LEDGER_FORMAT = 2
+# Written by the ledger into every canonical entry; an appended entry may not carry them.
+LEDGER_FIELDS = ("seq", "entry_key", "recorded_at", "ledger_format")
 
 
 def canonical_json(entry: dict[str, Any]) -> bytes:
@@ -41,11 +50,16 @@ def chain_hash(prev_hash: str, canonical: bytes) -> str:
     return hashlib.sha256(bytes.fromhex(prev_hash) + canonical).hexdigest()
 
 
+def ledger_time(value: datetime) -> str:
+    """How `recorded_at` is written in the canonical entry: UTC, microseconds (Postgres' precision)."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 @dataclass(frozen=True)
 class LedgerEntry:
     tenant: str
     seq: int
-    entry: dict[str, Any]  # includes "seq" and "tenant"
+    entry: dict[str, Any]  # includes the LEDGER_FIELDS and "tenant"
     canonical: str  # the stored text; canonical.encode() is what was hashed
     prev_hash: str
     entry_hash: str
@@ -96,13 +110,7 @@ class CustodyLedger:
     def append(self, tenant: str, entry: dict[str, Any], entry_key: str | None = None) -> LedgerEntry:
         """Append `entry` to the tenant's chain; with an `entry_key` already present, return that
         entry instead (appended=False) so a crashed run can simply be re-run."""
-        validate_slug(tenant)
-        if not isinstance(entry, dict):
-            raise TypeError("a ledger entry is a JSON object (dict)")
-        if "seq" in entry:
-            raise ValueError("a ledger entry must not carry 'seq': the ledger assigns it")
-        if entry.get("tenant", tenant) != tenant:
-            raise ValueError(f"entry names tenant {entry['tenant']!r}, appended to {tenant!r}")
+        _check_entry(tenant, entry)
         if entry_key is not None:
             existing = self.get_by_key(tenant, entry_key)
             if existing is not None:
@@ -120,28 +128,7 @@ class CustodyLedger:
                 ).one_or_none()
                 if row is not None:
                     return _entry_from_row(row, appended=False)
-            last = conn.execute(
-                select(custody_ledger.c.seq, custody_ledger.c.entry_hash)
-                .where(custody_ledger.c.tenant_id == tenant)
-                .order_by(custody_ledger.c.seq.desc())
-                .limit(1)
-            ).one_or_none()
-            seq = 1 if last is None else last.seq + 1
-            prev_hash = GENESIS_HASH if last is None else last.entry_hash
-            record = {**entry, "seq": seq, "tenant": tenant}
-            canonical = canonical_json(record)
-            row = conn.execute(
-                insert(custody_ledger)
-                .values(
-                    tenant_id=tenant,
-                    seq=seq,
-                    entry=canonical.decode(),
-                    prev_hash=prev_hash,
-                    entry_hash=chain_hash(prev_hash, canonical),
-                    entry_key=entry_key,
-                )
-                .returning(custody_ledger)
-            ).one()
+            row = _insert_next(conn, tenant, entry, entry_key)
         return _entry_from_row(row)
 
     # -- reads --------------------------------------------------------------------------------
@@ -165,6 +152,48 @@ class CustodyLedger:
     def last_checkpoint(self, tenant: str) -> Checkpoint | None:
         with self.engine.connect() as conn:
             return last_checkpoint(conn, tenant)
+
+
+def _check_entry(tenant: str, entry: dict[str, Any]) -> None:
+    validate_slug(tenant)
+    if not isinstance(entry, dict):
+        raise TypeError("a ledger entry is a JSON object (dict)")
+    owned = [name for name in LEDGER_FIELDS if name in entry]
+    if owned:
+        raise ValueError(f"a ledger entry must not carry {', '.join(map(repr, owned))}: the ledger writes them")
+    if entry.get("tenant", tenant) != tenant:
+        raise ValueError(f"entry names tenant {entry['tenant']!r}, appended to {tenant!r}")
+
+
+def _insert_next(conn: Connection, tenant: str, entry: dict[str, Any], entry_key: str | None) -> Any:
+    """Insert the entry as the tenant's next seq (the caller holds the tenant's row lock)."""
+    last = conn.execute(
+        select(custody_ledger.c.seq, custody_ledger.c.entry_hash)
+        .where(custody_ledger.c.tenant_id == tenant)
+        .order_by(custody_ledger.c.seq.desc())
+        .limit(1)
+    ).one_or_none()
+    seq = 1 if last is None else last.seq + 1
+    prev_hash = GENESIS_HASH if last is None else last.entry_hash
+    # The database's clock, read under the lock: recorded_at grows with seq across appenders.
+    recorded_at = conn.execute(select(func.clock_timestamp())).scalar_one()
+    canonical = canonical_json({
+        **entry, "seq": seq, "tenant": tenant, "entry_key": entry_key,
+        "recorded_at": ledger_time(recorded_at), "ledger_format": LEDGER_FORMAT,
+    })
+    return conn.execute(
+        insert(custody_ledger)
+        .values(
+            tenant_id=tenant,
+            seq=seq,
+            entry=canonical.decode(),
+            prev_hash=prev_hash,
+            entry_hash=chain_hash(prev_hash, canonical),
+            entry_key=entry_key,
+            recorded_at=recorded_at,
+        )
+        .returning(custody_ledger)
+    ).one()
 
 
 def last_checkpoint(conn: Connection, tenant: str) -> Checkpoint | None:

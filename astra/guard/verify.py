@@ -1,15 +1,19 @@
 """Audit of the chain of custody: ledger chain, checkpoints and the objects in the guard bucket.
 
 `verify` re-walks each tenant's chain from the genesis hash, re-reads every custody object from
-S3 (streamed through SHA-256), lists the guard bucket for objects no entry accounts for, checks
-the ledger still extends its last checkpoint, and, when the chain is intact, writes a new
-checkpoint (the RFC 6962 Merkle root of the whole ledger). Per tenant it reports the first broken
-link of the chain (what follows a break cannot be trusted to say more), plus every object problem.
+S3 (streamed through SHA-256) and checks its lock, lists every object version and delete marker
+of the guard bucket for versions no entry accounts for, checks the ledger still extends its last
+checkpoint, and, when the chain is intact, writes a new checkpoint (the RFC 6962 Merkle root of
+the whole ledger). Per tenant it reports the first broken link of the chain (what follows a break
+cannot be trusted to say more), plus every object problem.
 
 Problem kinds:
   chain        edited · deleted · reordered · inserted   (seq = where the chain breaks)
+               old_format (a format-1 entry: its entry_key and recorded_at are not hashed)
   checkpoint   truncated (shorter than the checkpoint) · checkpoint_mismatch (does not extend it)
-  objects      object_missing · object_changed · retention_weakened · orphan_object (seq null)
+  objects      object_missing · object_changed · retention_weakened (not COMPLIANCE, or until before the
+               ledger's date or the floor: custody.retention_problem)
+  bucket       orphan_object (a version no entry records, current or not) · delete_marker (seq null)
 
 How a break is classified (the row's own hash, its link to the row before, its seq and tenant):
   - a seq gap → deleted;
@@ -18,7 +22,8 @@ How a break is classified (the row's own hash, its link to the row before, its s
   - a row that is itself consistent but not linked: inserted (the row before it was slipped in,
     this one still links past it; or it copies an earlier entry or another tenant's), reordered
     (its entry was written for another seq, or it links to an entry at another seq), else edited
-    (the row before was rewritten with a recomputed hash: this one still links to the old hash).
+    (the row before was rewritten with a recomputed hash: this one still links to the old hash);
+  - a column beside the entry (entry_key, recorded_at) that differs from the hashed entry → edited.
 What the chain alone cannot see: a rewrite of the tail with every hash recomputed. Checkpoints
 cover the ledger up to their size; objects without an entry show up as orphans.
 """
@@ -26,7 +31,6 @@ cover the ledger up to their size; objects without an entry show up as orphans.
 from __future__ import annotations
 
 import json
-import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -34,20 +38,30 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from botocore.exceptions import ClientError
 from sqlalchemy import Engine, select, union
 
-from astra.db.schema import custody_checkpoints, custody_ledger
-from astra.guard.custody import EVENT_AUDIO, LOCK_MODE, is_missing, iso_z, parse_iso, stream_sha256
-from astra.guard.ledger import Checkpoint, GENESIS_HASH, canonical_json, chain_hash, last_checkpoint, write_checkpoint
+from astra.db.schema import custody_checkpoints, custody_ledger, tenants
+from astra.guard.custody import AUDIO_FIELDS, EVENT_AUDIO, check_object, iso_z
+from astra.guard.ledger import (
+    GENESIS_HASH,
+    LEDGER_FORMAT,
+    Checkpoint,
+    canonical_json,
+    chain_hash,
+    last_checkpoint,
+    ledger_time,
+    write_checkpoint,
+)
 from astra.guard.merkle import leaf_hash, root_from_leaf_hashes
 from astra.settings import Settings
 from astra.tenancy import validate_slug
 
-log = logging.getLogger(__name__)
-
 DEFAULT_ORPHAN_GRACE_SECONDS = 60.0
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+class UnknownTenant(LookupError):
+    """The tenant has no row in `tenants` and nothing in the guard bucket: a typo, not an empty audit."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,8 @@ class Row:
     entry: str
     prev_hash: str
     entry_hash: str
+    entry_key: str | None
+    recorded_at: datetime
 
 
 # -- the chain --------------------------------------------------------------------------------
@@ -155,7 +171,27 @@ def check_chain(tenant: str, rows: Sequence[Row]) -> Problem | None:
             return problem(r.seq, "inserted", "the first entry does not start from the genesis hash")
         if parsed.get("seq") != r.seq:
             return problem(r.seq, "reordered", f"entry out of place: it was written as seq {parsed.get('seq')}")
+        unbound = _columns_problem(tenant, r, parsed)
+        if unbound:
+            return unbound
         prev = r.entry_hash
+    return None
+
+
+def _columns_problem(tenant: str, r: Row, parsed: dict[str, Any]) -> Problem | None:
+    """The row's columns beside the entry must be what the hashed entry says they are."""
+    if parsed.get("ledger_format") != LEDGER_FORMAT:
+        return Problem(
+            tenant, r.seq, "old_format",
+            f"the entry is in ledger format {parsed.get('ledger_format', 1)}, which does not hash its entry_key and "
+            f"recorded_at columns: this ledger predates format {LEDGER_FORMAT} (recreate the sandbox)",
+        )
+    for column, stored, hashed in (
+        ("entry_key", r.entry_key, parsed.get("entry_key")),
+        ("recorded_at", ledger_time(r.recorded_at), parsed.get("recorded_at")),
+    ):
+        if stored != hashed:
+            return Problem(tenant, r.seq, "edited", f"column {column} is {stored!r}, the hashed entry says {hashed!r}")
     return None
 
 
@@ -184,11 +220,14 @@ def _read_tenant(engine: Engine, tenant: str) -> tuple[Checkpoint | None, list[R
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
         cp = last_checkpoint(conn, tenant)
         rows = conn.execute(
-            select(custody_ledger.c.seq, custody_ledger.c.entry, custody_ledger.c.prev_hash, custody_ledger.c.entry_hash)
+            select(
+                custody_ledger.c.seq, custody_ledger.c.entry, custody_ledger.c.prev_hash, custody_ledger.c.entry_hash,
+                custody_ledger.c.entry_key, custody_ledger.c.recorded_at,
+            )
             .where(custody_ledger.c.tenant_id == tenant)
             .order_by(custody_ledger.c.seq)
         ).all()
-    return cp, [Row(r.seq, r.entry, r.prev_hash, r.entry_hash) for r in rows]
+    return cp, [Row(r.seq, r.entry, r.prev_hash, r.entry_hash, r.entry_key, r.recorded_at) for r in rows]
 
 
 def verify_chain(engine: Engine, tenant: str) -> list[Problem]:
@@ -199,71 +238,64 @@ def verify_chain(engine: Engine, tenant: str) -> list[Problem]:
     return [p for p in (check_chain(tenant, rows), check_checkpoint(tenant, rows, cp, leaves)) if p]
 
 
-# -- the objects ------------------------------------------------------------------------------
+# -- the bucket -------------------------------------------------------------------------------
 
 
-def _get(s3, bucket: str, key: str, version_id: str | None = None):
-    try:
-        return stream_sha256(s3, bucket, key, version_id)
-    except ClientError as exc:
-        if is_missing(exc):
-            return None
-        raise
+@dataclass(frozen=True)
+class Listed:
+    """One object version or delete marker of the guard bucket."""
+
+    key: str
+    version_id: str
+    modified: datetime
+    delete_marker: bool
 
 
-def check_object(s3, entry: dict[str, Any]) -> list[tuple[str, str]]:
-    """(kind, detail) for what is wrong with the object a custody.audio entry records.
+def _list_guard(s3, bucket: str, prefix: str) -> dict[str, list[Listed]]:
+    """Every object version and delete marker of the guard bucket, by tenant (the first path segment).
 
-    Reads what the key serves now; when that is not the recorded version, reads the recorded
-    version too. Other S3 errors (access, outage) raise: they are not evidence of tampering."""
-    bucket, key, vid = entry["bucket"], entry["key"], entry["version_id"]
-    sha, size, uri = entry["sha256"], entry["size"], f"s3://{entry['bucket']}/{entry['key']}"
-    out: list[tuple[str, str]] = []
-    latest = _get(s3, bucket, key)
-    recorded = latest if latest is not None and latest[2].get("VersionId") == vid else _get(s3, bucket, key, vid)
-    if recorded is None:
-        out.append(("object_missing", f"{uri} version {vid} (the custody copy) is gone"))
-    else:
-        digest, n, resp = recorded
-        if digest != sha or n != size:
-            out.append(("object_changed", f"{uri} version {vid} reads sha256 {digest} ({n} bytes), the ledger says {sha} ({size} bytes)"))
-        if "ObjectLockMode" not in resp:  # GetObject should carry it; ask HeadObject otherwise
-            resp = s3.head_object(Bucket=bucket, Key=key, VersionId=vid)
-        mode, until = resp.get("ObjectLockMode"), resp.get("ObjectLockRetainUntilDate")
-        if mode != LOCK_MODE or until is None or until < parse_iso(entry["retain_until"]):
-            out.append((
-                "retention_weakened",
-                f"{uri} version {vid} is locked {mode or 'not at all'}"
-                + (f" until {iso_z(until)}" if until else "")
-                + f", the ledger says {entry['retention_mode']} until {entry['retain_until']}",
-            ))
-    if latest is None:
-        if recorded is not None:
-            out.append(("object_missing", f"{uri} has no current version: a delete marker hides the custody copy {vid}"))
-    elif latest[2].get("VersionId") != vid and latest[0] != sha:
-        out.append((
-            "object_changed",
-            f"{uri} now serves version {latest[2].get('VersionId')} with sha256 {latest[0]} ({latest[1]} bytes), "
-            f"not the custody copy {vid} ({sha})",
-        ))
-    return out
-
-
-def _list_guard(s3, bucket: str, prefix: str) -> dict[str, list[tuple[str, datetime]]]:
-    """Current keys of the guard bucket by tenant (the first path segment)."""
-    by_tenant: dict[str, list[tuple[str, datetime]]] = defaultdict(list)
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            by_tenant[obj["Key"].split("/", 1)[0]].append((obj["Key"], obj["LastModified"]))
+    Versions, not current objects: a version hidden by a delete marker is still data to account for."""
+    by_tenant: dict[str, list[Listed]] = defaultdict(list)
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        for marker, items in ((False, page.get("Versions", [])), (True, page.get("DeleteMarkers", []))):
+            for item in items:
+                listed = Listed(item["Key"], item["VersionId"], item["LastModified"], marker)
+                by_tenant[item["Key"].split("/", 1)[0]].append(listed)
     return by_tenant
 
 
+def check_bucket(bucket: str, tenant: str, listed: Sequence[Listed], recorded: set[tuple[str, str]],
+                 cutoff: datetime) -> list[Problem]:
+    """Delete markers, and versions no ledger entry records (older than `cutoff`), of one tenant."""
+    problems = []
+    for item in sorted(listed, key=lambda i: (i.key, i.modified)):
+        where = f"s3://{bucket}/{item.key} version {item.version_id}"
+        if item.delete_marker:
+            problems.append(Problem(
+                tenant, None, "delete_marker",
+                f"{where} is a delete marker (made {iso_z(item.modified)}): nothing in ASTRA deletes from the guard "
+                "bucket; the versions under it stay locked, removing the marker shows them again",
+            ))
+        elif (item.key, item.version_id) not in recorded and item.modified <= cutoff:
+            problems.append(Problem(
+                tenant, None, "orphan_object", f"{where} has no ledger entry (last modified {iso_z(item.modified)})"
+            ))
+    return problems
+
+
 def _is_audio_entry(entry: Any) -> bool:
-    keys = ("bucket", "key", "version_id", "sha256", "size", "retain_until", "retention_mode")
-    return isinstance(entry, dict) and entry.get("event") == EVENT_AUDIO and all(k in entry for k in keys)
+    return isinstance(entry, dict) and entry.get("event") == EVENT_AUDIO and all(k in entry for k in AUDIO_FIELDS)
 
 
 # -- the audit --------------------------------------------------------------------------------
+
+
+@dataclass
+class _TenantLedger:
+    """What the ledger pass learns of one tenant for the object and bucket passes."""
+
+    audio: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (seq, custody.audio entry)
+    recorded: set[tuple[str, str]] = field(default_factory=set)  # (key, version_id) in the guard bucket
 
 
 def verify(
@@ -279,61 +311,75 @@ def verify(
 ) -> VerifyReport:
     """Audit one tenant or all of them; `report.ok` only when everything is intact.
 
+    Steps: (1) list the guard bucket's versions and delete markers; (2) per tenant, re-walk the
+    chain, check the checkpoint and write a new one when intact; (3) report delete markers and
+    versions no entry records; (4) re-hash every recorded object and check its lock.
     Objects younger than `orphan_grace_seconds` are not called orphans: between its copy and its
     ledger append a custody copy has no entry yet (the bucket is listed before the ledger is read,
-    so only copies still in flight fall in that window)."""
-    if tenant is not None:
-        validate_slug(tenant)
+    so only copies still in flight fall in that window). An unknown `tenant` raises UnknownTenant."""
     report = VerifyReport()
     bucket = settings.guard_bucket
-    listed = _list_guard(s3, bucket, f"{tenant}/" if tenant else "")
-    if tenant is not None:
-        tenant_ids = {tenant}
-    else:
-        # The one query across tenants: which tenants have custody data at all.
-        with engine.connect() as conn:
-            tenant_ids = set(
-                conn.execute(
-                    union(select(custody_ledger.c.tenant_id).distinct(), select(custody_checkpoints.c.tenant_id).distinct())
-                ).scalars()
-            )
-    tenant_ids |= set(listed)
-    report.tenants = len(tenant_ids)
-
-    audio: list[tuple[str, int, dict[str, Any]]] = []
-    ledger_keys: dict[str, set[tuple[str, str]]] = defaultdict(set)
-    ordered = sorted(tenant_ids)
-    for done, t in enumerate(ordered, 1):
-        cp, rows = _read_tenant(engine, t)
-        report.entries += len(rows)
-        leaves = [leaf_hash(r.entry.encode()) for r in rows]
-        chain = check_chain(t, rows)
-        checkpoint = check_checkpoint(t, rows, cp, leaves)
-        report.problems += [p for p in (chain, checkpoint) if p]
-        for r in rows:
-            try:
-                entry = json.loads(r.entry)
-            except ValueError:
-                continue
-            if _is_audio_entry(entry):
-                audio.append((t, r.seq, entry))
-                ledger_keys[t].add((entry["bucket"], entry["key"]))
-        if write_checkpoints and chain is None and checkpoint is None and rows and (cp is None or cp.size < len(rows)):
-            with engine.begin() as conn:
-                written = write_checkpoint(conn, t, len(rows), root_from_leaf_hashes(leaves).hex())
-            if written:
-                report.checkpoints.append(written)
-        if progress:
-            progress("ledger", done, len(ordered))
-
     cutoff = datetime.now(timezone.utc) - timedelta(seconds=orphan_grace_seconds)
-    for t, objects in listed.items():
-        for key, modified in objects:
-            if (bucket, key) not in ledger_keys[t] and modified <= cutoff:
-                report.problems.append(
-                    Problem(t, None, "orphan_object", f"s3://{bucket}/{key} has no ledger entry (last modified {iso_z(modified)})")
-                )
+    listed = _list_guard(s3, bucket, f"{tenant}/" if tenant else "")
+    tenant_ids = _tenants_to_audit(engine, tenant, listed)
+    report.tenants = len(tenant_ids)
+    ledgers: dict[str, _TenantLedger] = {}
+    for done, t in enumerate(tenant_ids, 1):
+        ledgers[t] = _audit_ledger(engine, t, bucket, report, write_checkpoints)
+        if progress:
+            progress("ledger", done, len(tenant_ids))
+    for t in tenant_ids:
+        report.problems += check_bucket(bucket, t, listed.get(t, []), ledgers[t].recorded, cutoff)
+    _audit_objects(s3, ledgers, report, workers, progress)
+    report.problems.sort(key=lambda p: (p.tenant, p.seq is None, p.seq or 0, p.kind, p.detail))
+    return report
 
+
+def _tenants_to_audit(engine: Engine, tenant: str | None, listed: dict[str, list[Listed]]) -> list[str]:
+    if tenant is not None:
+        validate_slug(tenant)
+        with engine.connect() as conn:
+            known = conn.execute(select(tenants.c.tenant_id).where(tenants.c.tenant_id == tenant)).first()
+        if known is None and tenant not in listed:
+            raise UnknownTenant(f"unknown tenant {tenant!r}: no such tenant in the database and nothing in custody")
+        return [tenant]
+    # The one query across tenants: which tenants have custody data at all.
+    with engine.connect() as conn:
+        ids = set(conn.execute(
+            union(select(custody_ledger.c.tenant_id).distinct(), select(custody_checkpoints.c.tenant_id).distinct())
+        ).scalars())
+    return sorted(ids | set(listed))
+
+
+def _audit_ledger(engine: Engine, tenant: str, bucket: str, report: VerifyReport, write_checkpoints: bool) -> _TenantLedger:
+    """Chain and checkpoint problems into `report`, a new checkpoint when intact; the audio entries."""
+    cp, rows = _read_tenant(engine, tenant)
+    report.entries += len(rows)
+    leaves = [leaf_hash(r.entry.encode()) for r in rows]
+    chain = check_chain(tenant, rows)
+    checkpoint = check_checkpoint(tenant, rows, cp, leaves)
+    report.problems += [p for p in (chain, checkpoint) if p]
+    if write_checkpoints and chain is None and checkpoint is None and rows and (cp is None or cp.size < len(rows)):
+        with engine.begin() as conn:
+            written = write_checkpoint(conn, tenant, len(rows), root_from_leaf_hashes(leaves).hex())
+        if written:
+            report.checkpoints.append(written)
+    found = _TenantLedger()
+    for r in rows:
+        try:
+            entry = json.loads(r.entry)
+        except ValueError:
+            continue
+        if _is_audio_entry(entry):
+            found.audio.append((r.seq, entry))
+            if entry["bucket"] == bucket:
+                found.recorded.add((entry["key"], entry["version_id"]))
+    return found
+
+
+def _audit_objects(s3, ledgers: dict[str, _TenantLedger], report: VerifyReport, workers: int,
+                   progress: Progress | None) -> None:
+    audio = [(t, seq, entry) for t, found in ledgers.items() for seq, entry in found.audio]
     report.objects = len(audio)
     if progress:
         progress("objects", 0, len(audio))
@@ -344,6 +390,3 @@ def verify(
             report.problems += [Problem(t, seq, kind, detail) for kind, detail in fut.result()]
             if progress:
                 progress("objects", done, len(audio))
-
-    report.problems.sort(key=lambda p: (p.tenant, p.seq is None, p.seq or 0, p.kind, p.detail))
-    return report

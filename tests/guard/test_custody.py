@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from botocore.exceptions import ClientError
 
-from astra.guard import CustodyError, check_custody, place_in_custody, take_custody
+from astra.guard import CustodyError, check_custody, place_in_custody, take_custody, verify_custody
 from astra.guard.custody import parse_iso
+from astra.guard.ledger import ledger_time
+from astra.settings import InvalidSetting
 from tests.guard.conftest import rows, upload_audio
 
 pytestmark = pytest.mark.integration
@@ -84,12 +87,13 @@ def test_take_custody_copies_then_appends_once(engine, s3, settings, tenant):
     e = entry.entry
     assert set(e) == {
         "event", "tenant", "seq", "session_id", "version", "sha256", "size", "bucket", "key", "version_id",
-        "retention_mode", "retain_until", "source_uri", "recorded_at",
+        "retention_mode", "retain_until", "source_uri", "recorded_at", "entry_key", "ledger_format",
     }
     assert (e["event"], e["tenant"], e["seq"], e["session_id"], e["version"]) == ("custody.audio", tenant, 1, "sess-9", 3)
     assert (e["sha256"], e["size"], e["key"], e["version_id"]) == (sha, len(data), rec.key, rec.version_id)
     assert (e["retention_mode"], e["retain_until"]) == ("COMPLIANCE", rec.retain_until)
-    assert e["recorded_at"].endswith("Z")
+    assert e["recorded_at"] == ledger_time(entry.recorded_at) and e["entry_key"] == entry.entry_key
+    assert e["ledger_format"] == 2
 
     # A re-run (say the process died after the append but before deleting the upload).
     rec2, entry2 = take_custody(engine, s3, settings, tenant, "sess-9", 3, settings.uploads_bucket, src, sha, "wav")
@@ -126,16 +130,22 @@ def test_a_delete_marker_is_allowed_by_s3_and_reported(engine, s3, settings, ten
     marker, the locked version stays. Custody reports the key as no longer serving the copy."""
     src, sha, _ = upload_audio(s3, settings, tenant, "sess-1")
     rec, _ = take_custody(engine, s3, settings, tenant, "sess-1", 1, settings.uploads_bucket, src, sha, "wav")
-    assert s3.delete_object(Bucket=rec.bucket, Key=rec.key).get("DeleteMarker") is True
+    marker = s3.delete_object(Bucket=rec.bucket, Key=rec.key)
+    assert marker.get("DeleteMarker") is True
     live, markers = versions(s3, rec.bucket, rec.key)
     assert [v["VersionId"] for v in live] == [rec.version_id] and len(markers) == 1
     problems = check_custody(s3, settings, engine, rec)
     assert len(problems) == 1 and problems[0].startswith("object_missing") and "delete marker" in problems[0]
-    # A re-run puts the audio back under the key as a new locked version (the old one stays).
+    with pytest.raises(CustodyError, match="delete marker"):
+        verify_custody(s3, settings, engine, rec)
+    # A re-run finds the hidden locked copy and copies nothing: no unledgered second version.
     rec2, entry = take_custody(engine, s3, settings, tenant, "sess-1", 1, settings.uploads_bucket, src, sha, "wav")
-    assert rec2.copied and rec2.version_id != rec.version_id and entry.appended is False
-    assert entry.entry["version_id"] == rec.version_id  # the ledger keeps the first custody copy
-    assert check_custody(s3, settings, engine, rec2) == []  # it is intact, and the key serves it again
+    assert not rec2.copied and rec2.version_id == rec.version_id and entry.appended is False
+    assert len(versions(s3, rec.bucket, rec.key)[0]) == 1
+    assert check_custody(s3, settings, engine, rec2) == problems  # still hidden: a person has to look
+    s3.delete_object(Bucket=rec.bucket, Key=rec.key, VersionId=marker["VersionId"])  # removing the marker
+    assert check_custody(s3, settings, engine, rec2) == []
+    verify_custody(s3, settings, engine, rec2)
 
 
 def test_existing_object_with_other_content_is_never_copied_over(s3, settings, tenant):
@@ -146,3 +156,41 @@ def test_existing_object_with_other_content_is_never_copied_over(s3, settings, t
         place_in_custody(s3, settings, tenant, "sess-1", 1, settings.uploads_bucket, src, sha, "wav")
     live, _ = versions(s3, settings.guard_bucket, key)
     assert len(live) == 1
+
+
+@pytest.mark.parametrize("days", [29, 1, 0, -5])
+def test_a_retention_below_the_floor_is_refused_even_past_settings(s3, settings, tenant, days):
+    """Settings refuses it when built; a Settings altered afterwards (or built around __init__)
+    must still not lock audio for less than the floor: with -5 the lock date is in the past."""
+    weak = dataclasses.replace(settings)
+    object.__setattr__(weak, "guard_retention_days", days)
+    src, sha, _ = upload_audio(s3, settings, tenant, "sess-1")
+    with pytest.raises(CustodyError, match="at least 30 days"):
+        place_in_custody(s3, weak, tenant, "sess-1", 1, settings.uploads_bucket, src, sha, "wav")
+    assert s3.list_object_versions(Bucket=settings.guard_bucket, Prefix=f"{tenant}/").get("Versions") is None
+    with pytest.raises(InvalidSetting):
+        dataclasses.replace(settings, guard_retention_days=days)
+
+
+def test_a_copy_locked_below_the_floor_is_not_reused(s3, settings, tenant):
+    """A copy left by a weaker configuration is not taken as custody: a new, properly locked version is made."""
+    src, sha, data = upload_audio(s3, settings, tenant, "sess-1")
+    key = f"{tenant}/audio/sess-1/v1/{sha}.wav"
+    s3.put_object(Bucket=settings.guard_bucket, Key=key, Body=data, ChecksumAlgorithm="SHA256", ObjectLockMode="COMPLIANCE",
+                  ObjectLockRetainUntilDate=datetime.now(timezone.utc) + timedelta(days=2))
+    rec = place_in_custody(s3, settings, tenant, "sess-1", 1, settings.uploads_bucket, src, sha, "wav")
+    assert rec.copied and parse_iso(rec.retain_until) >= datetime.now(timezone.utc) + timedelta(days=29)
+
+
+def test_verify_custody_is_the_gate_before_any_delete(engine, s3, settings, tenant):
+    src, sha, _ = upload_audio(s3, settings, tenant, "sess-1")
+    rec = place_in_custody(s3, settings, tenant, "sess-1", 1, settings.uploads_bucket, src, sha, "wav")
+    with pytest.raises(CustodyError, match="has no custody entry"):  # copied, not yet in the ledger
+        verify_custody(s3, settings, engine, rec)
+    rec, entry = take_custody(engine, s3, settings, tenant, "sess-1", 1, settings.uploads_bucket, src, sha, "wav")
+    handed_over = {**rec.to_dict(), "ledger_seq": entry.seq, "ledger_entry_hash": entry.entry_hash}
+    for target in (rec, entry, rec.key, handed_over):
+        verify_custody(s3, settings, engine, target)
+    for name, wrong in (("ledger_seq", 7), ("ledger_entry_hash", "0" * 64), ("version_id", "someother")):
+        with pytest.raises(CustodyError, match=name):
+            verify_custody(s3, settings, engine, {**handed_over, name: wrong})

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from sqlalchemy import text
 
 from tests.conftest import ROOT, run_cli
 from tests.guard.conftest import custody_n, superuser_sql
@@ -65,3 +66,13 @@ def test_verify_errors_are_one_line_exit_1(use_stack_env):
     assert res.returncode == 1 and "invalid tenant" in res.stderr and "Traceback" not in res.stderr
     res = astra_guard("verify", env={**use_stack_env, "ASTRA_DATABASE_URL": ""})
     assert res.returncode == 1 and "ASTRA_DATABASE_URL" in res.stderr
+
+
+def test_verify_unknown_tenant_exit_2_one_line(engine, tenant, use_stack_env):
+    res = astra_guard("verify", "--tenant", tenant, env=use_stack_env)
+    assert res.returncode == 2, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"unknown tenant '{tenant}'" in lines[0] and res.stdout == ""
+    with engine.begin() as conn:  # a tenant that exists but holds nothing yet is an intact, empty audit
+        conn.execute(text("INSERT INTO tenants (tenant_id) VALUES (:t)"), {"t": tenant})
+    assert astra_guard("verify", "--tenant", tenant, env=use_stack_env).returncode == 0

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import text
 
-from astra.guard import canonical_json, chain_hash, check_custody, verify, verify_chain
+from astra.guard import CustodyLedger, CustodyRecord, UnknownTenant, canonical_json, chain_hash, check_custody, verify
+from astra.guard import verify_chain
+from astra.guard.custody import LOCK_MODE, iso_z
+from astra.guard.ledger import GENESIS_HASH, ledger_time
 from astra.guard.merkle import merkle_root_hex
 from tests.guard.conftest import custody_n, rows, superuser_sql
 
@@ -54,8 +59,15 @@ def test_intact_report_format_and_checkpoints(engine, s3, settings, tenant, five
 
 
 def test_empty_tenant_is_intact(engine, s3, settings, tenant):
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO tenants (tenant_id) VALUES (:t)"), {"t": tenant})
     report = audit(engine, s3, settings, tenant)
     assert report.ok and report.entries == 0 and report.checkpoints == []
+
+
+def test_unknown_tenant_is_an_error(engine, s3, settings, tenant):
+    with pytest.raises(UnknownTenant, match=tenant):
+        audit(engine, s3, settings, tenant)
 
 
 # -- the chain --------------------------------------------------------------------------------
@@ -117,13 +129,16 @@ def test_inserted_entry_in_the_middle_with_valid_hashes(engine, s3, settings, te
     """The careful forger: shift seqs 3..5 up, slip a self-consistent entry in at 3 linked to seq 2."""
     p = {"t": tenant}
     prev = rows(engine, tenant)[1].entry_hash
-    forged = canonical_json({"event": "note", "tenant": tenant, "seq": 3, "text": "backdated"})
+    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    forged = canonical_json({"event": "note", "tenant": tenant, "seq": 3, "text": "backdated", "entry_key": None,
+                             "recorded_at": ledger_time(at), "ledger_format": 2})
     superuser_sql(
         engine,
         ("UPDATE custody_ledger SET seq = -seq WHERE tenant_id = :t AND seq >= 3", p),
         ("UPDATE custody_ledger SET seq = -seq + 1 WHERE tenant_id = :t AND seq < 0", p),
-        ("INSERT INTO custody_ledger (tenant_id, seq, entry, prev_hash, entry_hash) VALUES (:t, 3, :e, :p, :h)",
-         {**p, "e": forged.decode(), "p": prev, "h": chain_hash(prev, forged)}),
+        ("INSERT INTO custody_ledger (tenant_id, seq, entry, prev_hash, entry_hash, recorded_at) "
+         "VALUES (:t, 3, :e, :p, :h, :at)",
+         {**p, "e": forged.decode(), "p": prev, "h": chain_hash(prev, forged), "at": at}),
     )
     report = audit(engine, s3, settings, tenant)
     assert kinds(report) == [("inserted", 3), ("checkpoint_mismatch", None)]
@@ -167,7 +182,7 @@ def test_truncated_below_the_checkpoint(engine, s3, settings, tenant, five):
 def test_tail_rewritten_with_all_hashes_recomputed_breaks_the_checkpoint(engine, s3, settings, tenant, five):
     last = rows(engine, tenant)[-1]
     e = json.loads(last.entry)
-    e["recorded_at"] = "2020-01-01T00:00:00Z"  # backdated: the chain alone cannot tell
+    e["source_uri"] = "s3://elsewhere/forged.wav"  # the chain alone cannot tell
     c = canonical_json(e)
     superuser_sql(engine, ("UPDATE custody_ledger SET entry = :e, entry_hash = :h WHERE tenant_id = :t AND seq = 5",
                            {"e": c.decode(), "h": chain_hash(last.prev_hash, c), "t": tenant}))
@@ -181,15 +196,17 @@ def test_object_changed_by_a_new_version(engine, s3, settings, tenant, five):
     rec = five[1][0]
     s3.put_object(Bucket=rec.bucket, Key=rec.key, Body=b"doctored audio", ChecksumAlgorithm="SHA256")
     report = audit(engine, s3, settings, tenant)
-    assert kinds(report) == [("object_changed", 2)]
+    assert kinds(report) == [("object_changed", 2), ("orphan_object", None)]  # the new version has no entry
     assert "now serves version" in report.problems[0].detail
     assert any(p.startswith("object_changed") for p in check_custody(s3, settings, engine, rec))
 
 
 def test_object_hidden_by_a_delete_marker(engine, s3, settings, tenant, five):
     rec = five[0][0]
-    s3.delete_object(Bucket=rec.bucket, Key=rec.key)
-    assert kinds(audit(engine, s3, settings, tenant)) == [("object_missing", 1)]
+    marker = s3.delete_object(Bucket=rec.bucket, Key=rec.key)["VersionId"]
+    report = audit(engine, s3, settings, tenant)
+    assert kinds(report) == [("object_missing", 1), ("delete_marker", None)]
+    assert f"{rec.key} version {marker} is a delete marker" in report.problems[1].detail
 
 
 def test_object_version_gone_and_retention_weakened(engine, s3, settings, tenant, five):
@@ -228,3 +245,129 @@ def test_all_tenants_audit_names_each_tenant(engine, s3, settings, tenant):
     mine = {(p.tenant, p.kind, p.seq) for p in report.problems if p.tenant.startswith(tenant)}
     assert mine == {(bad, "deleted", 1), (bad, "orphan_object", None), (orphan_only, "orphan_object", None)}
     assert not report.ok and report.tenants >= 3 and report.entries >= 3
+
+
+# -- every column the code reads is covered by the chain ---------------------------------------
+
+# column -> (tampering SQL on seq 3, the kind reported at seq 3)
+COLUMN_TAMPERING = {
+    "entry_key": ("UPDATE custody_ledger SET entry_key = 'audio:elsewhere' WHERE tenant_id = :t AND seq = 3", "edited"),
+    "recorded_at": ("UPDATE custody_ledger SET recorded_at = recorded_at - interval '1 day' "
+                    "WHERE tenant_id = :t AND seq = 3", "edited"),
+    "entry": ("UPDATE custody_ledger SET entry = replace(entry, 'custody.audio', 'custody.other') "
+              "WHERE tenant_id = :t AND seq = 3", "edited"),
+    "prev_hash": ("UPDATE custody_ledger SET prev_hash = repeat('ab', 32) WHERE tenant_id = :t AND seq = 3", "inserted"),
+    "entry_hash": ("UPDATE custody_ledger SET entry_hash = repeat('cd', 32) WHERE tenant_id = :t AND seq = 3", "inserted"),
+    "seq": ("UPDATE custody_ledger SET seq = 99 WHERE tenant_id = :t AND seq = 3", "deleted"),
+}
+
+
+@pytest.mark.parametrize("column", list(COLUMN_TAMPERING))
+def test_each_column_edited_with_triggers_off_is_named(engine, s3, settings, tenant, five, column):
+    sql, kind = COLUMN_TAMPERING[column]
+    superuser_sql(engine, (sql, {"t": tenant}))
+    report = audit(engine, s3, settings, tenant)
+    chain = [p for p in report.problems if p.kind in ("edited", "inserted", "deleted", "reordered")]
+    assert [(p.kind, p.seq) for p in chain] == [(kind, 3)]
+    if column in ("entry_key", "recorded_at"):
+        assert f"column {column} is" in chain[0].detail
+    assert not report.ok and report.checkpoints == []
+
+
+def test_a_row_moved_to_another_tenant_is_named_in_both(engine, s3, settings, tenant, five):
+    other = f"{tenant}-b"
+    custody_n(engine, s3, settings, other, 2)
+    superuser_sql(engine, ("UPDATE custody_ledger SET tenant_id = :o WHERE tenant_id = :t AND seq = 3",
+                           {"t": tenant, "o": other}))
+    assert ("deleted", 3) in kinds(audit(engine, s3, settings, tenant))
+    theirs = audit(engine, s3, settings, other)
+    assert kinds(theirs)[0] == ("inserted", 3) and "written for tenant" in theirs.problems[0].detail
+
+
+def test_entry_keys_swapped_between_rows_mislead_no_lookup(engine, s3, settings, tenant, five):
+    """The idempotency lookup reads the entry_key column: swapped keys would make a re-run or the
+    pre-delete gate find another session's entry. The chain and the gate both see it."""
+    r3, r4 = rows(engine, tenant)[2], rows(engine, tenant)[3]
+    p = {"t": tenant, "k3": r3.entry_key, "k4": r4.entry_key}
+    superuser_sql(
+        engine,
+        ("UPDATE custody_ledger SET entry_key = 'swap' WHERE tenant_id = :t AND seq = 3", p),
+        ("UPDATE custody_ledger SET entry_key = :k3 WHERE tenant_id = :t AND seq = 4", p),
+        ("UPDATE custody_ledger SET entry_key = :k4 WHERE tenant_id = :t AND seq = 3", p),
+    )
+    assert kinds(audit(engine, s3, settings, tenant))[0] == ("edited", 3)
+    problems = check_custody(s3, settings, engine, five[2][0])
+    assert any(f"seq 4 is filed under {r3.entry_key}" in p for p in problems)
+    assert any(p.startswith("chain: edited at seq 3") for p in problems)
+
+
+def test_a_format_1_entry_is_reported_not_trusted(engine, s3, settings, tenant):
+    """Format 1 hashed neither entry_key nor recorded_at: such a ledger is named, not passed."""
+    entry = canonical_json({"event": "test", "seq": 1, "tenant": tenant})
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO tenants (tenant_id) VALUES (:t)"), {"t": tenant})
+        conn.execute(text("INSERT INTO custody_ledger (tenant_id, seq, entry, prev_hash, entry_hash, entry_key) "
+                          "VALUES (:t, 1, :e, :p, :h, 'k')"),
+                     {"t": tenant, "e": entry.decode(), "p": GENESIS_HASH, "h": chain_hash(GENESIS_HASH, entry)})
+    report = audit(engine, s3, settings, tenant)
+    assert kinds(report) == [("old_format", 1)] and report.checkpoints == []
+
+
+# -- retention --------------------------------------------------------------------------------
+
+
+def planted_custody(engine, s3, settings, tenant, mode: str, days: float):
+    """An object in the guard bucket locked `mode` for `days`, with a matching ledger entry: what a
+    weakened configuration (or a tampered backend) would have left behind."""
+    data = b"RIFF" + uuid.uuid4().bytes * 64
+    sha = hashlib.sha256(data).hexdigest()
+    key = f"{tenant}/audio/weak-{uuid.uuid4().hex[:6]}/v1/{sha}.wav"
+    until = datetime.now(timezone.utc) + timedelta(days=days)
+    put = s3.put_object(Bucket=settings.guard_bucket, Key=key, Body=data, ChecksumAlgorithm="SHA256",
+                        ObjectLockMode=mode, ObjectLockRetainUntilDate=until)
+    head = s3.head_object(Bucket=settings.guard_bucket, Key=key, VersionId=put["VersionId"])
+    session = key.split("/")[2]
+    rec = CustodyRecord(tenant, session, 1, sha, len(data), settings.guard_bucket, key, put["VersionId"],
+                        head["ObjectLockMode"], iso_z(head["ObjectLockRetainUntilDate"]), "s3://uploads/x.wav")
+    CustodyLedger(engine).append(tenant, rec.to_entry(), rec.entry_key)
+    return rec
+
+
+@pytest.mark.parametrize("mode, days", [(LOCK_MODE, 1), (LOCK_MODE, 29), ("GOVERNANCE", 365)])
+def test_a_lock_below_the_floor_or_not_compliance_is_a_finding_even_when_the_ledger_agrees(
+        engine, s3, settings, tenant, mode, days):
+    rec = planted_custody(engine, s3, settings, tenant, mode, days)
+    report = audit(engine, s3, settings, tenant)
+    assert kinds(report) == [("retention_weakened", 1)]
+    assert f"locked {mode} until" in report.problems[0].detail and "30 days after the copy" in report.problems[0].detail
+    assert any(p.startswith("retention_weakened") for p in check_custody(s3, settings, engine, rec))
+
+
+def test_a_lock_at_the_floor_is_enough(engine, s3, settings, tenant):
+    rec = planted_custody(engine, s3, settings, tenant, LOCK_MODE, 30)
+    assert audit(engine, s3, settings, tenant).ok
+    assert check_custody(s3, settings, engine, rec) == []
+
+
+def test_a_compliance_lock_shortened_after_the_fact(engine, s3, settings, tenant, five):
+    """moto lets COMPLIANCE be shortened (AWS does not): the audit compares with the ledger."""
+    rec = five[4][0]
+    shorter = datetime.now(timezone.utc) + timedelta(days=settings.guard_retention_days - 1)
+    s3.put_object_retention(Bucket=rec.bucket, Key=rec.key, VersionId=rec.version_id,
+                            Retention={"Mode": LOCK_MODE, "RetainUntilDate": shorter})
+    report = audit(engine, s3, settings, tenant)
+    assert kinds(report) == [("retention_weakened", 5)] and rec.retain_until in report.problems[0].detail
+
+
+# -- versions and delete markers --------------------------------------------------------------
+
+
+def test_an_orphan_hidden_by_a_delete_marker_is_found(engine, s3, settings, tenant, five):
+    key = f"{tenant}/audio/ghost/v1/{'e' * 64}.wav"
+    put = s3.put_object(Bucket=settings.guard_bucket, Key=key, Body=b"no entry", ChecksumAlgorithm="SHA256")
+    marker = s3.delete_object(Bucket=settings.guard_bucket, Key=key)["VersionId"]
+    report = audit(engine, s3, settings, tenant)
+    assert sorted(kinds(report)) == [("delete_marker", None), ("orphan_object", None)]
+    details = " | ".join(p.detail for p in report.problems)
+    assert f"{key} version {put['VersionId']} has no ledger entry" in details
+    assert f"{key} version {marker} is a delete marker" in details
