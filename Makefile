@@ -4,12 +4,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install protos test demo dev bench clean
+.PHONY: install protos lint test demo dev bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade 'pip>=24'
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,embedded]'
 	@touch $(STAMP)
 
 install: $(STAMP) protos
@@ -17,6 +17,12 @@ install: $(STAMP) protos
 # gRPC code is generated from astra/protos/*.proto by grpcio-tools, never written by hand.
 protos: $(STAMP)
 	$(PY) -c 'import astra.protos'
+
+# Style and layering are checked by tools: ruff (lint + import order) and import-linter's
+# contracts in pyproject.toml (astra/ never imports Dagster or the Dagster layer).
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 test: install
 	$(PY) -m pytest
