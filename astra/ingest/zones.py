@@ -1,100 +1,9 @@
-"""Zone map extraction from a tenant's Word template (INGEST).
+"""Zone map and style map extraction from a tenant's Word template (INGEST).
 
-:func:`extract_maps` reads a .docx (bytes) straight from its zip with a hardened lxml parser
-and returns the **zone map** and the **style map** (see ``astra/config_svc/schemas``), or
-raises :class:`TemplateRefused`. Parts scanned: the main document, then every header, then
-every footer (natural part-name order). Footnotes, comments and glossary parts are not.
-Content inside ``mc:Fallback`` is skipped (it duplicates the ``mc:Choice`` branch).
-
-Declaring zones
-===============
-
-1. **Content controls** (``w:sdt``) whose ``w:sdtPr/w:tag/@w:val`` starts with ``astra:``.
-   The control's title (``w:sdtPr/w:alias/@w:val``) is the zone's label. Tag grammar::
-
-       tag     = "astra:" zone_id *( ";" param ) [ ";" ]
-       param   = key "=" value | "fallback"
-       key     = "kind" | "intents" | "domains" | "data" | "media" | "fallback"
-       kind    = "text" | "list" | "table" | "image"
-       intents = name *( "," name )      ; name = intent | domain "." intent
-       domains = domain *( "," domain )
-       data    = "data/" pattern          ; e.g. data/*.csv  (no "..", "\\", ";" or ",")
-       media   = "media/" pattern         ; e.g. media/*.png
-       fallback= "true" | "false" | "yes" | "no" | "1" | "0"   (bare "fallback" = true)
-       zone_id = [a-z][a-z0-9_]{0,63}
-
-   Whitespace around tokens is ignored, keys are case-insensitive, list items are
-   de-duplicated in order, a key may appear once. Unknown keys or bad values refuse the
-   template (``invalid_tag``). Example:
-   ``astra:summary;kind=text;intents=travel.book_flight,banking;domains=travel``.
-   Content controls whose tag does not start with ``astra:`` are ordinary content.
-
-2. **Placeholders** ``{{ zone_id }}`` in paragraph text. Detection runs on the paragraph's
-   concatenated ``w:t`` text, so placeholders Word split across runs (with ``w:proofErr``,
-   bookmarks, hyperlinks, smart tags... between them, even ``{`` and ``{`` in separate runs)
-   are found; each match is mapped back to the runs it spans. Tabs, breaks and drawings
-   separate text (a placeholder cannot span them); deleted/moved-from text is ignored.
-   Anything between ``{{`` and ``}}`` that is not a zone id refuses the template
-   (``bad_zone_id``). Placeholders take no inline parameters: bindings come from the sidecar.
-
-Zone ids are unique across the whole template (body, headers and footers): a second
-declaration of an id, whether content control or placeholder, refuses the template. A zone
-declared inside another zone refuses it too (``nested_zone``).
-
-Sidecar
-=======
-
-``<name>.zones.json`` uploaded next to the template, validated against
-``astra/ingest/sidecar.schema.json``::
-
-    {"version": 1,
-     "zones": {"summary": {"label": "Summary", "kind": "text",
-                           "intents": ["travel.book_flight"], "domains": ["travel"],
-                           "data": "data/*.csv", "media": "media/*.png"}},
-     "fallback_zone": "notes"}
-
-Each field given replaces the template's value for that field (lists are replaced, not
-merged; ``[]`` clears). Precedence for every zone field: sidecar > template (tag / alias) >
-inference. Zones named in the sidecar (and its ``fallback_zone``) must exist in the template.
-
-Zone fields
-===========
-
-* ``label``: sidecar label, else the content control's alias, else the id title-cased
-  (``site_photo`` -> ``Site Photo``); collapsed whitespace, at most 200 characters.
-* ``kind``: sidecar, else tag, else inferred: ``image`` if the control has ``w:picture``;
-  ``table`` if the control/placeholder sits in a table or the control wraps one (or is a
-  row/cell-level control); ``list`` if its paragraph is numbered (``w:numPr`` directly or
-  through the paragraph style, ``numId`` 0 meaning "not numbered"); else ``text``.
-* ``location``: ``part`` (e.g. ``/word/document.xml``, ``/word/header1.xml``), ``block``
-  (index of the top-level block among the element children of ``w:body``/``w:hdr``/
-  ``w:ftr``) and ``path`` from the story root, each step ``prefix:name[i]`` with ``i`` the
-  0-based index among same-name siblings, ending at the ``w:sdt`` (content control) or the
-  ``w:p`` (placeholder: runs are an editing accident, the paragraph is the stable anchor).
-* ``accepts``: ``intents``, ``domains`` (always present, maybe empty), ``data``/``media``
-  (when bound) and ``fallback`` (true on exactly one zone).
-
-Fallback rule
-=============
-
-The fallback zone is, in this order:
-
-1. the sidecar's ``fallback_zone``;
-2. the one zone whose tag says ``fallback`` (two flagged zones: ``multiple_fallback_zones``);
-3. otherwise (never a refusal) the last ``text`` zone of the main document, else the last
-   ``text`` zone of any part, else the last ``list`` zone, else the last zone.
-
-An *explicitly* chosen fallback zone (1 or 2) must be of kind ``text`` or ``list``
-(``bad_fallback_zone``): unmatched content is prose.
-
-Refusal codes (:class:`TemplateRefused`.code)
-=============================================
-
-``invalid_package`` (not a readable docx: bad zip, no main document, malformed XML, DTD),
-``no_zones``, ``bad_zone_id``, ``invalid_tag``, ``duplicate_zone_id``, ``nested_zone``,
-``unknown_intent``, ``unknown_domain`` (only checked when ``known_intents`` is given),
-``invalid_sidecar``, ``unknown_sidecar_zone``, ``multiple_fallback_zones``,
-``bad_fallback_zone``.
+:func:`extract_maps` reads a .docx (bytes) through :mod:`astra.ooxml` and returns the **zone
+map** and the **style map** (see ``astra/config_svc/schemas``), or raises :class:`TemplateRefused`.
+The grammar (content-control tags, ``{{ zone_id }}`` placeholders, the sidecar, zone fields,
+the fallback rule and the refusal codes) is documented in ``docs/zones.md``.
 """
 
 from __future__ import annotations
@@ -440,98 +349,98 @@ def _first_desc(el: etree._Element, tag: str) -> etree._Element | None:
     return None
 
 
-def _scan_story(root: etree._Element, part: str, sheet: StyleSheet) -> list[ZoneDecl]:
-    decls: list[ZoneDecl] = []
+def _location(el: etree._Element, root: etree._Element, part: str) -> dict:
+    return {"part": part, "block": top_block(el, root)[0], "path": element_path(el, root)}
 
-    def loc(el) -> dict:
-        return {"part": part, "block": top_block(el, root)[0], "path": element_path(el, root)}
 
-    def on_sdt(sdt: etree._Element, tag: str) -> None:
-        location = loc(sdt)
-        zone_id, params = parse_tag(tag, location)
-        sdt_pr = sdt.find(W.sdtPr)
-        content = sdt.find(W.sdtContent)
-        content = content if content is not None else sdt
-        container = _nearest(sdt, _BLOCK_CONTAINERS | {W.p}, root)
-        if container is not None and container.tag == W.p:  # run-level control
-            paragraph = container
-            run = _first_desc(content, W.r)
-        else:  # block-, row- or cell-level control: its first paragraph and that one's first run
-            paragraph = _first_desc(content, W.p)
-            run = _first_desc(paragraph, W.r) if paragraph is not None else None
-        table = _first_desc(content, W.tbl)
-        in_table = _nearest(sdt, {W.tbl}, root)
-        if table is None:
-            table = in_table
-        if sdt_pr is not None and sdt_pr.find(W.picture) is not None:
-            kind = "image"
-        elif table is not None:
-            kind = "table"
-        elif _is_numbered(paragraph, sheet):
-            kind = "list"
-        else:
-            kind = "text"
-        alias = wval(sdt_pr.find(W.alias)) if sdt_pr is not None else None
+def _content_control_kind(sdt_pr, table, paragraph, sheet: StyleSheet) -> str:
+    if sdt_pr is not None and sdt_pr.find(W.picture) is not None:
+        return "image"
+    if table is not None:
+        return "table"
+    return "list" if _is_numbered(paragraph, sheet) else "text"
+
+
+def _content_control_decl(sdt: etree._Element, tag: str, root: etree._Element, part: str,
+                          sheet: StyleSheet) -> ZoneDecl:
+    """The zone an ``astra:`` content control declares: its tag, style anchor and inferred kind."""
+    location = _location(sdt, root, part)
+    zone_id, params = parse_tag(tag, location)
+    sdt_pr = sdt.find(W.sdtPr)
+    content = sdt.find(W.sdtContent)
+    content = content if content is not None else sdt
+    container = _nearest(sdt, _BLOCK_CONTAINERS | {W.p}, root)
+    if container is not None and container.tag == W.p:  # run-level control
+        paragraph = container
+        run = _first_desc(content, W.r)
+    else:  # block-, row- or cell-level control: its first paragraph and that one's first run
+        paragraph = _first_desc(content, W.p)
+        run = _first_desc(paragraph, W.r) if paragraph is not None else None
+    table = _first_desc(content, W.tbl)
+    if table is None:
+        table = _nearest(sdt, {W.tbl}, root)
+    return ZoneDecl(
+        id=zone_id,
+        declared_by="content_control",
+        part=part,
+        block=location["block"],
+        path=location["path"],
+        element=sdt,
+        anchor=StyleAnchor(paragraph=paragraph, run=run, table=table, sdt=sdt),
+        inferred_kind=_content_control_kind(sdt_pr, table, paragraph, sheet),
+        alias=wval(sdt_pr.find(W.alias)) if sdt_pr is not None else None,
+        params=params,
+    )
+
+
+def _placeholder_decls(p: etree._Element, zone_sdt: etree._Element | None, root: etree._Element, part: str,
+                       sheet: StyleSheet) -> list[ZoneDecl]:
+    """The zones ``{{ zone_id }}`` placeholders declare in one paragraph (found across split runs)."""
+    text, segs = _paragraph_text(p)
+    if "{{" not in text:
+        return []
+    decls = []
+    for match in _PLACEHOLDER_RE.finditer(text):
+        location = _location(p, root, part)
+        inner = match.group(1).strip()
+        if not ZONE_ID_RE.fullmatch(inner):
+            raise TemplateRefused(
+                "bad_zone_id",
+                f"placeholder {match.group(0)!r} does not name a zone id ([a-z][a-z0-9_]{{0,63}})",
+                location,
+            )
+        start, end = match.span()
+        spanned = [s for s in segs if s[0] < end and s[1] > start]
+        if zone_sdt is not None or any(s[3] for s in spanned):
+            raise TemplateRefused(
+                "nested_zone", f"placeholder {match.group(0)!r} sits inside an astra content control", location
+            )
+        runs: list = []
+        for s in spanned:
+            if s[2] is not None and all(s[2] is not r for r in runs):
+                runs.append(s[2])
+        table = _nearest(p, {W.tbl}, root)
+        kind = "table" if table is not None else "list" if _is_numbered(p, sheet) else "text"
         decls.append(
             ZoneDecl(
-                id=zone_id,
-                declared_by="content_control",
+                id=inner,
+                declared_by="placeholder",
                 part=part,
                 block=location["block"],
                 path=location["path"],
-                element=sdt,
-                anchor=StyleAnchor(paragraph=paragraph, run=run, table=table, sdt=sdt),
+                element=p,
+                anchor=StyleAnchor(paragraph=p, run=spanned[0][2] if spanned else None, table=table),
                 inferred_kind=kind,
-                alias=alias,
-                params=params,
+                runs=tuple(runs),
+                span=(start, end),
             )
         )
+    return decls
 
-    def on_paragraph(p: etree._Element, zone_sdt: etree._Element | None) -> None:
-        text, segs = _paragraph_text(p)
-        if "{{" not in text:
-            return
-        for match in _PLACEHOLDER_RE.finditer(text):
-            location = loc(p)
-            inner = match.group(1).strip()
-            if not ZONE_ID_RE.fullmatch(inner):
-                raise TemplateRefused(
-                    "bad_zone_id",
-                    f"placeholder {match.group(0)!r} does not name a zone id ([a-z][a-z0-9_]{{0,63}})",
-                    location,
-                )
-            start, end = match.span()
-            spanned = [s for s in segs if s[0] < end and s[1] > start]
-            if zone_sdt is not None or any(s[3] for s in spanned):
-                raise TemplateRefused(
-                    "nested_zone", f"placeholder {match.group(0)!r} sits inside an astra content control", location
-                )
-            runs: list = []
-            for s in spanned:
-                if s[2] is not None and all(s[2] is not r for r in runs):
-                    runs.append(s[2])
-            first_run = spanned[0][2] if spanned else None
-            table = _nearest(p, {W.tbl}, root)
-            if table is not None:
-                kind = "table"
-            elif _is_numbered(p, sheet):
-                kind = "list"
-            else:
-                kind = "text"
-            decls.append(
-                ZoneDecl(
-                    id=inner,
-                    declared_by="placeholder",
-                    part=part,
-                    block=location["block"],
-                    path=location["path"],
-                    element=p,
-                    anchor=StyleAnchor(paragraph=p, run=first_run, table=table),
-                    inferred_kind=kind,
-                    runs=tuple(runs),
-                    span=(start, end),
-                )
-            )
+
+def _scan_story(root: etree._Element, part: str, sheet: StyleSheet) -> list[ZoneDecl]:
+    """Every zone declared in one story, in document order; a zone inside a zone refuses."""
+    decls: list[ZoneDecl] = []
 
     def walk(el: etree._Element, zone_sdt: etree._Element | None) -> None:
         for child in el:
@@ -542,14 +451,13 @@ def _scan_story(root: etree._Element, part: str, sheet: StyleSheet) -> list[Zone
                 astra = _astra_tag(child)
                 if astra is not None:
                     if zone_sdt is not None:
-                        raise TemplateRefused(
-                            "nested_zone", f"content control {astra.strip()!r} sits inside another astra zone", loc(child)
-                        )
-                    on_sdt(child, astra)
+                        raise TemplateRefused("nested_zone", f"content control {astra.strip()!r} sits inside "
+                                              "another astra zone", _location(child, root, part))
+                    decls.append(_content_control_decl(child, astra, root, part, sheet))
                     walk(child, child)
                     continue
             elif tag == W.p:
-                on_paragraph(child, zone_sdt)
+                decls.extend(_placeholder_decls(child, zone_sdt, root, part, sheet))
             walk(child, zone_sdt)
 
     walk(root, None)
@@ -611,7 +519,7 @@ def extract_maps(
     sidecar: dict | None = None,
     known_intents: set[str] | None = None,
 ) -> TemplateMaps:
-    """Zone map and style map of a template. See the module docstring for the rules."""
+    """Zone map and style map of a template. See docs/zones.md for the rules."""
     side = validate_sidecar(sidecar)
     pkg, sheet = _open(docx_bytes)
     decls = _scan(pkg, sheet)
@@ -619,7 +527,26 @@ def extract_maps(
         raise TemplateRefused(
             "no_zones", "the template declares no zone (no astra: content control, no {{ placeholder }})"
         )
+    by_id = _unique(decls)
+    side_zones: dict = side.get("zones") or {}
+    side_fallback = side.get("fallback_zone")
+    _check_sidecar_names(side_zones, side_fallback, by_id)
+    vocab = _Vocabulary(known_intents) if known_intents is not None else None
+    zones = [_zone_entry(decl, side_zones.get(decl.id, {}), vocab) for decl in decls]
 
+    fallback_id = _choose_fallback(decls, zones, side_fallback, "/" + pkg.main_document())
+    for zone in zones:
+        zone["accepts"]["fallback"] = zone["id"] == fallback_id
+    zone_map = {"zones": zones, "fallback_zone": fallback_id}
+    style_map = {
+        "defaults": sheet.document_defaults(),
+        "zones": {decl.id: zone_style(sheet, decl.anchor) for decl in decls},
+    }
+    return TemplateMaps(zone_map=zone_map, style_map=style_map)
+
+
+def _unique(decls: list[ZoneDecl]) -> dict[str, ZoneDecl]:
+    """Declarations by zone id; a second declaration of an id refuses the template."""
     seen: dict[str, ZoneDecl] = {}
     for decl in decls:
         if decl.id in seen:
@@ -631,66 +558,56 @@ def extract_maps(
                 decl.location,
             )
         seen[decl.id] = decl
+    return seen
 
-    side_zones: dict = side.get("zones") or {}
+
+def _check_sidecar_names(side_zones: dict, side_fallback: str | None, by_id: dict[str, ZoneDecl]) -> None:
+    """Every zone the sidecar names (and its fallback_zone) must be declared by the template."""
     for zid in side_zones:
-        if zid not in seen:
+        if zid not in by_id:
             raise TemplateRefused(
                 "unknown_sidecar_zone", f"sidecar names zone {zid!r}, which the template does not declare",
                 {"part": "sidecar", "path": f"zones.{zid}"},
             )
-    side_fallback = side.get("fallback_zone")
-    if side_fallback is not None and side_fallback not in seen:
+    if side_fallback is not None and side_fallback not in by_id:
         raise TemplateRefused(
             "unknown_sidecar_zone", f"sidecar fallback_zone {side_fallback!r} is not a zone of the template",
             {"part": "sidecar", "path": "fallback_zone"},
         )
 
-    vocab = _Vocabulary(known_intents) if known_intents is not None else None
-    zones: list[dict] = []
-    for decl in decls:
-        over = side_zones.get(decl.id, {})
-        params = decl.params
-        accepts: dict = {
-            "intents": list(over.get("intents", params.get("intents", []))),
-            "domains": list(over.get("domains", params.get("domains", []))),
-        }
-        for key in ("data", "media"):
-            value = over.get(key, params.get(key))
-            if value is not None:
-                accepts[key] = value
-        if vocab is not None:
-            for name in accepts["intents"]:
-                if not vocab.intent_ok(name):
-                    raise TemplateRefused(
-                        "unknown_intent", f"zone {decl.id!r} binds unknown intent {name!r}", decl.location
-                    )
-            for name in accepts["domains"]:
-                if not vocab.domain_ok(name):
-                    raise TemplateRefused(
-                        "unknown_domain", f"zone {decl.id!r} binds unknown domain {name!r}", decl.location
-                    )
-        zones.append(
-            {
-                "id": decl.id,
-                "label": _label(over.get("label")) or _label(decl.alias) or _title(decl.id),
-                "kind": over.get("kind") or params.get("kind") or decl.inferred_kind,
-                "declared_by": decl.declared_by,
-                "location": decl.location,
-                "accepts": accepts,
-            }
-        )
 
-    fallback_id = _choose_fallback(decls, zones, side_fallback, "/" + pkg.main_document())
-    for zone in zones:
-        zone["accepts"]["fallback"] = zone["id"] == fallback_id
-
-    zone_map = {"zones": zones, "fallback_zone": fallback_id}
-    style_map = {
-        "defaults": sheet.document_defaults(),
-        "zones": {decl.id: zone_style(sheet, decl.anchor) for decl in decls},
+def _accepts(decl: ZoneDecl, over: dict, vocab: _Vocabulary | None) -> dict:
+    """What the zone accepts: sidecar over tag; intents and domains checked against the catalog."""
+    params = decl.params
+    accepts: dict = {
+        "intents": list(over.get("intents", params.get("intents", []))),
+        "domains": list(over.get("domains", params.get("domains", []))),
     }
-    return TemplateMaps(zone_map=zone_map, style_map=style_map)
+    for key in ("data", "media"):
+        value = over.get(key, params.get(key))
+        if value is not None:
+            accepts[key] = value
+    if vocab is None:
+        return accepts
+    for name in accepts["intents"]:
+        if not vocab.intent_ok(name):
+            raise TemplateRefused("unknown_intent", f"zone {decl.id!r} binds unknown intent {name!r}", decl.location)
+    for name in accepts["domains"]:
+        if not vocab.domain_ok(name):
+            raise TemplateRefused("unknown_domain", f"zone {decl.id!r} binds unknown domain {name!r}", decl.location)
+    return accepts
+
+
+def _zone_entry(decl: ZoneDecl, over: dict, vocab: _Vocabulary | None) -> dict:
+    """One zone of the zone map; precedence for every field: sidecar > template > inference."""
+    return {
+        "id": decl.id,
+        "label": _label(over.get("label")) or _label(decl.alias) or _title(decl.id),
+        "kind": over.get("kind") or decl.params.get("kind") or decl.inferred_kind,
+        "declared_by": decl.declared_by,
+        "location": decl.location,
+        "accepts": _accepts(decl, over, vocab),
+    }
 
 
 def _choose_fallback(decls: list[ZoneDecl], zones: list[dict], side_fallback: str | None, main_part: str) -> str:
