@@ -200,7 +200,8 @@ def run(args, database_url: str) -> None:
     env.pop("ASTRA_INGEST_DELAY_MS", None)
     log = tempfile.TemporaryFile(mode="w+")  # the server's stderr: a pipe nobody reads could fill and stall it
     server = subprocess.Popen(serve_argv("--port", "0", "--workers", str(args.workers), "--lanes", str(args.lanes)),
-                              env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True, stdin=subprocess.DEVNULL)
+                              env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True,
+                              stdin=subprocess.DEVNULL)
     load_before = os.getloadavg()
     try:
         line = server.stdout.readline()
@@ -251,7 +252,8 @@ def run(args, database_url: str) -> None:
           f" deadline {args.deadline_ms:g} ms,"
           f" server --workers {args.workers} --lanes {args.lanes}, {os.cpu_count()} CPUs")
     print(f"offered   {args.rate:,.0f} req/s for {args.seconds:g} s (after {args.warmup:g} s warm-up)")
-    print(f"achieved  {len(lat) / window:,.0f} req/s completed ({len(lat):,} of {sent:,} sent; errors: {errors or 'none'})")
+    print(f"achieved  {len(lat) / window:,.0f} req/s completed ({len(lat):,} of {sent:,} sent;"
+          f" errors: {errors or 'none'})")
     print(f"digests   {new:,} NEW, {dup:,} DUPLICATE ({expected_dup:,} DUPLICATE expected)")
     failed = sum(errors.values())
     print(f"latency from scheduled send time, over all {sent:,} calls sent (failed calls count as slowest):")
@@ -259,7 +261,8 @@ def run(args, database_url: str) -> None:
         i = min(sent - 1, int(q * sent))
         shown = f"{lat[i]:8.3f} ms" if i < len(lat) else f"   failed (deadline {args.deadline_ms:g} ms)"
         print(f"  {name:>5} {shown}")
-    print(f"  {'max':>5} " + (f"{lat[-1]:8.3f} ms" if lat and not failed else f"   failed (deadline {args.deadline_ms:g} ms)"))
+    worst = f"{lat[-1]:8.3f} ms" if lat and not failed else f"   failed (deadline {args.deadline_ms:g} ms)"
+    print(f"  {'max':>5} {worst}")
     print(f"over {FAIL_OPEN_MS:g} ms (would fail open): {over:,} of {sent:,} = {fail_open * 100:.4f} %")
     print(f"max send lag of the load generator: {max(o['max_send_lag_ms'] for o in outs):.2f} ms")
     load_cpu = sum(o["cpu_s"] for o in outs)

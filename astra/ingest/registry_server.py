@@ -2,8 +2,8 @@
 
 Served by `astra serve ingest`, with `grpc.health.v1` beside it (SERVING for "" and for
 `astra.ingest.v1.AssetRegistry`). With a service token every call but health must present it
-(`astra.grpc_auth`), else UNAUTHENTICATED before the handler runs. Graceful stop: health goes NOT_SERVING, the server stops
-accepting calls, calls in flight finish within the grace period.
+(`astra.grpc_auth`), else UNAUTHENTICATED before the handler runs. Graceful stop: health goes
+NOT_SERVING, the server stops accepting calls, calls in flight finish within the grace period.
 
 Status codes: INVALID_ARGUMENT for a malformed request (the message names each bad field);
 UNAVAILABLE when Postgres cannot be reached (the orchestrator fails open on it); INTERNAL for

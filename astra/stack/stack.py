@@ -71,7 +71,8 @@ class StackStateError(RuntimeError):
 
 
 class Stack:
-    def __init__(self, root: Path | None = None, env: dict[str, str] | None = None, say: Callable[[str], None] = log.info):
+    def __init__(self, root: Path | None = None, env: dict[str, str] | None = None,
+                 say: Callable[[str], None] = log.info):
         self.root = root or state_dir()
         self.env = dict(os.environ if env is None else env)
         self.say = say
@@ -263,7 +264,8 @@ class Stack:
             processes.stop_tree(proc.pid, timeout=5)
             raise
         self.say(f"{name}: {description} on 127.0.0.1:{port}")
-        return Part(name, f"embedded:{what}", url.format(port=port), pid=proc.pid, started=processes.started_at(proc.pid))
+        return Part(name, f"embedded:{what}", url.format(port=port), pid=proc.pid,
+                    started=processes.started_at(proc.pid))
 
     def _env_values(self, parts: dict[str, Part]) -> dict[str, str]:
         s = Settings.from_env(self.env)
@@ -410,7 +412,8 @@ def _answers(part: Part) -> bool:
         from astra.db.engine import normalize_url
 
         try:
-            engine = create_engine(normalize_url(part.url), poolclass=pool.NullPool, connect_args={"connect_timeout": 2})
+            engine = create_engine(normalize_url(part.url), poolclass=pool.NullPool,
+                                   connect_args={"connect_timeout": 2})
             with engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
             return True

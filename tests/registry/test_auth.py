@@ -42,7 +42,8 @@ def rows_of(engine, tenant: str) -> tuple[int, int]:
     with engine.connect() as conn:
         held = conn.execute(select(func.count()).select_from(asset_registry)
                             .where(asset_registry.c.tenant_id == tenant)).scalar_one()
-        known = conn.execute(select(func.count()).select_from(tenants).where(tenants.c.tenant_id == tenant)).scalar_one()
+        known = conn.execute(select(func.count()).select_from(tenants)
+                             .where(tenants.c.tenant_id == tenant)).scalar_one()
     return held, known
 
 
@@ -119,7 +120,8 @@ def test_every_method_of_every_service_is_covered():
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             calls = {
                 "Unary": lambda md: ch.unary_unary("/test.Echo/Unary")(b"a", metadata=md, timeout=5),
-                "ServerStream": lambda md: list(ch.unary_stream("/test.Echo/ServerStream")(b"a", metadata=md, timeout=5)),
+                "ServerStream": lambda md: list(ch.unary_stream("/test.Echo/ServerStream")(b"a", metadata=md,
+                                                                                           timeout=5)),
                 "ClientStream": lambda md: ch.stream_unary("/test.Echo/ClientStream")(iter([b"a", b"b"]), metadata=md,
                                                                                       timeout=5),
                 "BidiStream": lambda md: list(ch.stream_stream("/test.Echo/BidiStream")(iter([b"a"]), metadata=md,

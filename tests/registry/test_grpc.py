@@ -33,11 +33,13 @@ def test_new_then_duplicate_over_grpc(server, settings, tenant):
     first = stub(server.target).RegisterAssets(request(tenant, a, b), timeout=5)
     assert [(s.sha256, s.status) for s in first.statuses] == [(a.sha256, pb.AssetStatus.NEW),
                                                               (b.sha256, pb.AssetStatus.NEW)]
-    assert first.statuses[0].canonical_uri == f"s3://{settings.assets_bucket}/{tenant}/blobs/sha256/{a.sha256[:2]}/{a.sha256}"
+    blob = f"{tenant}/blobs/sha256/{a.sha256[:2]}/{a.sha256}"
+    assert first.statuses[0].canonical_uri == f"s3://{settings.assets_bucket}/{blob}"
     client = RegistryClient(server.target, deadline_s=2)
     again = client.register(tenant, [b, a])
     assert again.skipped_reason is None and not again.skipped
-    assert [(s.sha256, s.outcome) for s in again.statuses] == [(b.sha256, Outcome.DUPLICATE), (a.sha256, Outcome.DUPLICATE)]
+    assert [(s.sha256, s.outcome) for s in again.statuses] == [(b.sha256, Outcome.DUPLICATE),
+                                                              (a.sha256, Outcome.DUPLICATE)]
     assert again.statuses[1].canonical_uri == first.statuses[0].canonical_uri
 
 

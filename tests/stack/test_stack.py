@@ -86,7 +86,8 @@ def test_embedded_stack_up_status_down(tmp_path):
 
         # The parts are real and prepared: buckets with their properties, migrations at head.
         s3 = boto3.client("s3", endpoint_url=values["ASTRA_S3_ENDPOINT_URL"], region_name="us-east-1",
-                          aws_access_key_id=values["AWS_ACCESS_KEY_ID"], aws_secret_access_key=values["AWS_SECRET_ACCESS_KEY"])
+                          aws_access_key_id=values["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=values["AWS_SECRET_ACCESS_KEY"])
         assert s3.get_bucket_versioning(Bucket=values["ASTRA_ASSETS_BUCKET"])["Status"] == "Enabled"
         lock = s3.get_object_lock_configuration(Bucket=values["ASTRA_GUARD_BUCKET"])["ObjectLockConfiguration"]
         assert lock["Rule"]["DefaultRetention"]["Mode"] == "COMPLIANCE"
