@@ -32,6 +32,7 @@ from typing import Callable, Iterator
 
 import redis as redis_lib
 
+from astra.grpc_auth import check_token
 from astra.settings import DEFAULT_REDIS_PREFIX, ENV, Settings
 from astra.stack import processes
 
@@ -169,7 +170,9 @@ class Stack:
             return recorded
         if self._given("ingest_target"):
             return self._given("service_token")
-        return self._given("service_token") or recorded or secrets.token_urlsafe(32)
+        if given := self._given("service_token"):
+            return check_token(given)  # refused here in one line, not as a registry that never answers
+        return recorded or secrets.token_urlsafe(32)
 
     def _warn_of_rows_without_objects(self, database_url: str) -> None:
         """moto has just started empty: rows already in the database point at objects it lacks."""

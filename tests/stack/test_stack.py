@@ -246,3 +246,16 @@ def test_up_warns_when_s3_restarts_empty_under_rows(tmp_path, lasting_database):
         assert len(lines) == 1 and "asset_registry" in lines[0] and "ASTRA_S3_ENDPOINT_URL" in lines[0], again.stderr
     finally:
         assert run_cli("stack", "down", env=env).returncode == 0
+
+
+def test_a_given_token_too_short_is_one_clear_error(tmp_path, pg_url, moto_endpoint, redis_url):
+    env = clean_env(tmp_path, ASTRA_DATABASE_URL=pg_url, ASTRA_S3_ENDPOINT_URL=moto_endpoint, ASTRA_REDIS_URL=redis_url,
+                    AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y", ASTRA_SERVICE_TOKEN="short")
+    try:
+        up = run_cli("stack", "up", env=env)
+        assert up.returncode == 1
+        lines = up.stderr.strip().splitlines()
+        assert len(lines) == 1 and "ASTRA_SERVICE_TOKEN is too short" in lines[0], up.stderr
+        assert "ingest" not in json.loads((tmp_path / "state" / "stack.json").read_text())
+    finally:
+        assert run_cli("stack", "down", env=env).returncode == 0
