@@ -127,7 +127,8 @@ def parse_guard_key(key: str) -> dict[str, Any]:
     if not m:
         raise ValueError(f"not a custody audio key: {key!r} (expected <tenant>/audio/<session>/v<n>/<sha256>.<ext>)")
     validate_slug(m["tenant"])
-    return {"tenant": m["tenant"], "session_id": m["session"], "version": int(m["version"]), "sha256": m["sha"], "ext": m["ext"]}
+    return {"tenant": m["tenant"], "session_id": m["session"], "version": int(m["version"]),
+            "sha256": m["sha"], "ext": m["ext"]}
 
 
 def iso_z(value: datetime) -> str:
@@ -206,13 +207,17 @@ def check_object(s3, entry: Mapping[str, Any]) -> list[tuple[str, str]]:
     sha, size, uri = entry["sha256"], entry["size"], f"s3://{entry['bucket']}/{entry['key']}"
     out: list[tuple[str, str]] = []
     latest = _get_or_none(s3, bucket, key)
-    recorded = latest if latest is not None and latest[2].get("VersionId") == vid else _get_or_none(s3, bucket, key, vid)
+    serves_recorded = latest is not None and latest[2].get("VersionId") == vid
+    recorded = latest if serves_recorded else _get_or_none(s3, bucket, key, vid)
     if recorded is None:
         out.append(("object_missing", f"{uri} version {vid} (the custody copy) is gone"))
     else:
         digest, n, resp = recorded
         if digest != sha or n != size:
-            out.append(("object_changed", f"{uri} version {vid} reads sha256 {digest} ({n} bytes), the ledger says {sha} ({size} bytes)"))
+            out.append((
+                "object_changed",
+                f"{uri} version {vid} reads sha256 {digest} ({n} bytes), the ledger says {sha} ({size} bytes)",
+            ))
         if "ObjectLockMode" not in resp:  # GetObject should carry it; ask HeadObject otherwise
             resp = s3.head_object(Bucket=bucket, Key=key, VersionId=vid)
         weakened = retention_problem(resp, entry)
@@ -220,7 +225,8 @@ def check_object(s3, entry: Mapping[str, Any]) -> list[tuple[str, str]]:
             out.append(("retention_weakened", weakened))
     if latest is None:
         if recorded is not None:
-            out.append(("object_missing", f"{uri} has no current version: a delete marker hides the custody copy {vid}"))
+            hidden = f"{uri} has no current version: a delete marker hides the custody copy {vid}"
+            out.append(("object_missing", hidden))
     elif latest[2].get("VersionId") != vid and latest[0] != sha:
         out.append((
             "object_changed",
@@ -250,11 +256,12 @@ def place_in_custody(
 
     Steps: (1) refuse a retention below MIN_RETENTION_DAYS, whatever built the Settings;
     (2) when the key already holds a copy with this SHA-256 under a COMPLIANCE lock that meets the
-    floor (also one a delete marker hides), return it (copied=False): nothing is copied; (3) with `verify_source` (default) check
-    the source against `sha256_hex` *before* the copy (its S3 checksum if it has one, else a
-    stream read), because whatever lands under a locked key stays there for the retention period;
-    (4) CopyObject with explicit COMPLIANCE retention and a SHA-256 checksum, of the version
-    checked; (5) verify the copy's checksum, size and lock. Raises CustodyError on any mismatch."""
+    floor (also one a delete marker hides), return it (copied=False): nothing is copied;
+    (3) with `verify_source` (default) check the source against `sha256_hex` *before* the copy
+    (its S3 checksum if it has one, else a stream read), because whatever lands under a locked
+    key stays there for the retention period; (4) CopyObject with explicit COMPLIANCE retention
+    and a SHA-256 checksum, of the version checked; (5) verify the copy's checksum, size and lock.
+    Raises CustodyError on any mismatch."""
     prepare_client(s3)
     _refuse_short_retention(settings)
     key = guard_key(tenant, session_id, version, sha256_hex, ext)
@@ -264,23 +271,8 @@ def place_in_custody(
     existing = _locked_copy(s3, bucket, key, sha256_hex)
     if existing is not None:
         return _record_from_head(wanted, existing, copied=False)
-    src = s3_lib.head(s3, src_bucket, src_key)
-    if src is None:
-        raise CustodyError(f"source {source_uri} not found")
-    if verify_source and not _content_matches(s3, src_bucket, src_key, src, sha256_hex):
-        raise CustodyError(f"source {source_uri} does not have SHA-256 {sha256_hex}: nothing copied")
-    retain_until = (datetime.now(timezone.utc) + timedelta(days=settings.guard_retention_days)).replace(
-        microsecond=0
-    ) + timedelta(seconds=1)  # whole seconds, rounded up: never shorter than configured
-    resp = s3.copy_object(
-        Bucket=bucket,
-        Key=key,
-        CopySource={"Bucket": src_bucket, "Key": src_key},
-        CopySourceIfMatch=src["ETag"],  # the content checked above, not a later overwrite
-        ObjectLockMode=LOCK_MODE,
-        ObjectLockRetainUntilDate=retain_until,
-        ChecksumAlgorithm="SHA256",
-    )
+    src = _checked_source(s3, src_bucket, src_key, sha256_hex, verify_source)
+    resp, retain_until = _copy_locked(s3, wanted, src_bucket, src_key, src["ETag"], settings.guard_retention_days)
     head = _verified_copy(s3, wanted, resp, src, retain_until)
     return _record_from_head(wanted, head, copied=True)
 
@@ -320,6 +312,34 @@ def _lock_holds(head: dict) -> bool:
     until = _locked_until(head)
     floor = head["LastModified"].astimezone(timezone.utc) + timedelta(days=MIN_RETENTION_DAYS) - RETENTION_SLACK
     return until is not None and until > datetime.now(timezone.utc) and until >= floor
+
+
+def _checked_source(s3, bucket: str, key: str, sha256_hex: str, verify_content: bool) -> dict:
+    """HeadObject of the source, once it is there (and, with `verify_content`, hashes to `sha256_hex`)."""
+    src = s3_lib.head(s3, bucket, key)
+    if src is None:
+        raise CustodyError(f"source s3://{bucket}/{key} not found")
+    if verify_content and not _content_matches(s3, bucket, key, src, sha256_hex):
+        raise CustodyError(f"source s3://{bucket}/{key} does not have SHA-256 {sha256_hex}: nothing copied")
+    return src
+
+
+def _copy_locked(s3, wanted: CustodyRecord, src_bucket: str, src_key: str, src_etag: str,
+                 days: int) -> tuple[dict, datetime]:
+    """CopyObject into custody under COMPLIANCE retention for `days`; (response, retain-until asked)."""
+    retain_until = (datetime.now(timezone.utc) + timedelta(days=days)).replace(microsecond=0) + timedelta(
+        seconds=1
+    )  # whole seconds, rounded up: never shorter than configured
+    resp = s3.copy_object(
+        Bucket=wanted.bucket,
+        Key=wanted.key,
+        CopySource={"Bucket": src_bucket, "Key": src_key},
+        CopySourceIfMatch=src_etag,  # the content checked, not a later overwrite
+        ObjectLockMode=LOCK_MODE,
+        ObjectLockRetainUntilDate=retain_until,
+        ChecksumAlgorithm="SHA256",
+    )
+    return resp, retain_until
 
 
 def _version_heads(s3, bucket: str, key: str) -> list[dict]:
@@ -453,7 +473,9 @@ def _target_key(target: CustodyTarget) -> tuple[str, str]:
     if isinstance(target, LedgerEntry):
         entry = target.entry
         if entry.get("event") != EVENT_AUDIO:
-            raise ValueError(f"ledger entry seq {target.seq} of {target.tenant} is a {entry.get('event')!r}, not {EVENT_AUDIO!r}")
+            raise ValueError(
+                f"ledger entry seq {target.seq} of {target.tenant} is a {entry.get('event')!r}, not {EVENT_AUDIO!r}"
+            )
         return target.tenant, audio_entry_key(entry["session_id"], entry["version"], entry["sha256"])
     if isinstance(target, CustodyRecord):
         return target.tenant, target.entry_key
@@ -477,11 +499,15 @@ def _ledger_mismatches(settings: Settings, found: LedgerEntry, entry_key: str, t
     if entry.get("entry_key") != entry_key:
         out.append(f"seq {found.seq} is filed under {entry_key} but its hashed entry_key is {entry.get('entry_key')!r}")
     if entry.get("bucket") != settings.guard_bucket:
-        out.append(f"seq {found.seq} records bucket {entry.get('bucket')!r}, not the guard bucket {settings.guard_bucket}")
+        out.append(
+            f"seq {found.seq} records bucket {entry.get('bucket')!r}, not the guard bucket {settings.guard_bucket}"
+        )
     described = _described_entry(target)
     for name in ("version_id", "sha256", "key") if described is not None else ():
         if described.get(name) != entry.get(name):
-            out.append(f"seq {found.seq} records {name} {entry.get(name)!r}, the custody record says {described.get(name)!r}")
+            out.append(
+                f"seq {found.seq} records {name} {entry.get(name)!r}, the custody record says {described.get(name)!r}"
+            )
     if isinstance(target, Mapping):
         for name, value in (("ledger_seq", found.seq), ("ledger_entry_hash", found.entry_hash)):
             if name in target and target[name] != value:

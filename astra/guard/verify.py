@@ -150,7 +150,9 @@ def check_chain(tenant: str, rows: Sequence[Row]) -> Problem | None:
             if linked and (nxt is None or nxt.prev_hash == r.entry_hash):
                 what = "is not canonical JSON" if parsed is None else "no longer hashes to its stored entry_hash"
                 return problem(r.seq, "edited", f"the entry {what}; its links on both sides are intact")
-            return problem(r.seq, "inserted", "the entry is not linked into the chain and does not hash to its entry_hash")
+            return problem(
+                r.seq, "inserted", "the entry is not linked into the chain and does not hash to its entry_hash"
+            )
         earlier_copies = [s for s in by_hash[r.entry_hash] if s < r.seq]
         if earlier_copies:
             return problem(r.seq, "inserted", f"the entry is a copy of seq {earlier_copies[0]}")
@@ -158,7 +160,9 @@ def check_chain(tenant: str, rows: Sequence[Row]) -> Problem | None:
             return problem(r.seq, "inserted", f"the entry was written for tenant {parsed.get('tenant')!r}")
         if not linked:
             if q is not None and r.prev_hash == q.prev_hash:
-                return problem(q.seq, "inserted", f"seq {q.seq} was slipped in: seq {r.seq} still links to seq {q.seq - 1}")
+                return problem(
+                    q.seq, "inserted", f"seq {q.seq} was slipped in: seq {r.seq} still links to seq {q.seq - 1}"
+                )
             linked_to = [s for s in by_hash.get(r.prev_hash, []) if s != r.seq - 1]
             if parsed.get("seq") != r.seq or linked_to:
                 where = f"it was written as seq {parsed.get('seq')}" if parsed.get("seq") != r.seq else ""
@@ -166,7 +170,8 @@ def check_chain(tenant: str, rows: Sequence[Row]) -> Problem | None:
                 return problem(r.seq, "reordered", f"entry out of place: {where}")
             if q is not None:
                 return problem(
-                    q.seq, "edited", f"seq {q.seq} was rewritten with a recomputed hash: seq {r.seq} still links to its old hash"
+                    q.seq, "edited",
+                    f"seq {q.seq} was rewritten with a recomputed hash: seq {r.seq} still links to its old hash",
                 )
             return problem(r.seq, "inserted", "the first entry does not start from the genesis hash")
         if parsed.get("seq") != r.seq:
@@ -195,7 +200,9 @@ def _columns_problem(tenant: str, r: Row, parsed: dict[str, Any]) -> Problem | N
     return None
 
 
-def check_checkpoint(tenant: str, rows: Sequence[Row], cp: Checkpoint | None, leaves: Sequence[bytes]) -> Problem | None:
+def check_checkpoint(
+    tenant: str, rows: Sequence[Row], cp: Checkpoint | None, leaves: Sequence[bytes]
+) -> Problem | None:
     if cp is None:
         return None
     if len(rows) < cp.size:
@@ -351,7 +358,9 @@ def _tenants_to_audit(engine: Engine, tenant: str | None, listed: dict[str, list
     return sorted(ids | set(listed))
 
 
-def _audit_ledger(engine: Engine, tenant: str, bucket: str, report: VerifyReport, write_checkpoints: bool) -> _TenantLedger:
+def _audit_ledger(
+    engine: Engine, tenant: str, bucket: str, report: VerifyReport, write_checkpoints: bool
+) -> _TenantLedger:
     """Chain and checkpoint problems into `report`, a new checkpoint when intact; the audio entries."""
     cp, rows = _read_tenant(engine, tenant)
     report.entries += len(rows)

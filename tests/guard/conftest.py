@@ -61,6 +61,7 @@ def custody_n(engine, s3, settings, tenant: str, n: int):
 def rows(engine, tenant: str) -> list:
     with engine.connect() as conn:
         return conn.execute(
-            text("SELECT seq, entry, prev_hash, entry_hash, entry_key FROM custody_ledger WHERE tenant_id = :t ORDER BY seq"),
+            text("SELECT seq, entry, prev_hash, entry_hash, entry_key, recorded_at FROM custody_ledger "
+                 "WHERE tenant_id = :t ORDER BY seq"),
             {"t": tenant},
         ).all()

@@ -22,7 +22,7 @@ def test_chain_follows_the_definition(ledger, engine, tenant):
     assert a.prev_hash == GENESIS_HASH == "0" * 64 and b.prev_hash == a.entry_hash
 
     stored = rows(engine, tenant)
-    for row, prev in zip(stored, [GENESIS_HASH, stored[0].entry_hash]):
+    for row, prev in zip(stored, [GENESIS_HASH, stored[0].entry_hash], strict=True):
         entry = json.loads(row.entry)
         # canonical JSON exactly as specified; seq and tenant are part of the hashed entry
         canonical = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
@@ -82,15 +82,16 @@ def test_concurrent_appends_are_gap_free_and_idempotent(engine, tenant):
     assert errors == []
     stored = rows(engine, tenant)
     assert [r.seq for r in stored] == list(range(1, threads * per_thread + per_thread + 1))
-    assert sorted(r.entry_key for r in stored if r.entry_key.startswith("shared-")) == [f"shared-{j}" for j in range(per_thread)]
+    shared = sorted(r.entry_key for r in stored if r.entry_key.startswith("shared-"))
+    assert shared == [f"shared-{j}" for j in range(per_thread)]
     assert verify_chain(engine, tenant) == []
 
 
 def test_ledger_and_checkpoints_refuse_update_and_delete(ledger, engine, tenant):
     ledger.append(tenant, {"event": "test"}, None)
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO custody_checkpoints (tenant_id, size, merkle_root) VALUES (:t, 1, repeat('a', 64))"),
-                     {"t": tenant})
+        conn.execute(text("INSERT INTO custody_checkpoints (tenant_id, size, merkle_root) "
+                          "VALUES (:t, 1, repeat('a', 64))"), {"t": tenant})
     for stmt in (
         "UPDATE custody_ledger SET entry = '{}' WHERE tenant_id = :t",
         "DELETE FROM custody_ledger WHERE tenant_id = :t",

@@ -10,8 +10,16 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import text
 
-from astra.guard import CustodyLedger, CustodyRecord, UnknownTenant, canonical_json, chain_hash, check_custody, verify
-from astra.guard import verify_chain
+from astra.guard import (
+    CustodyLedger,
+    CustodyRecord,
+    UnknownTenant,
+    canonical_json,
+    chain_hash,
+    check_custody,
+    verify,
+    verify_chain,
+)
 from astra.guard.custody import LOCK_MODE, iso_z
 from astra.guard.ledger import GENESIS_HASH, ledger_time
 from astra.guard.merkle import merkle_root_hex
@@ -25,6 +33,9 @@ def audit(engine, s3, settings, tenant, **kw):
     return verify(engine, s3, settings, tenant, **kw)
 
 
+CHAIN_KINDS = ("edited", "deleted", "reordered", "inserted")
+
+
 def kinds(report):
     return [(p.kind, p.seq) for p in report.problems]
 
@@ -35,7 +46,8 @@ def five(engine, s3, settings, tenant):
     out = custody_n(engine, s3, settings, tenant, 5)
     report = audit(engine, s3, settings, tenant)
     assert report.ok and report.entries == 5 and report.tenants == 1 and report.objects == 5
-    assert [(c.size, c.merkle_root) for c in report.checkpoints] == [(5, merkle_root_hex(r.entry.encode() for r in rows(engine, tenant)))]
+    root = merkle_root_hex(r.entry.encode() for r in rows(engine, tenant))
+    assert [(c.size, c.merkle_root) for c in report.checkpoints] == [(5, root)]
     return out
 
 
@@ -54,7 +66,8 @@ def test_intact_report_format_and_checkpoints(engine, s3, settings, tenant, five
     grown = audit(engine, s3, settings, tenant)
     assert grown.ok and [c.size for c in grown.checkpoints] == [6]
     with engine.connect() as conn:
-        sizes = conn.execute(text("SELECT size FROM custody_checkpoints WHERE tenant_id = :t ORDER BY size"), {"t": tenant}).scalars().all()
+        sizes = conn.execute(text("SELECT size FROM custody_checkpoints WHERE tenant_id = :t ORDER BY size"),
+                             {"t": tenant}).scalars().all()
     assert sizes == [5, 6]
 
 
@@ -164,7 +177,7 @@ def test_only_the_first_broken_link_is_reported(engine, s3, settings, tenant, fi
         e["version"] = 99
         superuser_sql(engine, ("UPDATE custody_ledger SET entry = :e WHERE tenant_id = :t AND seq = :s",
                                {"e": canonical_json(e).decode(), "t": tenant, "s": seq}))
-    chain = [k for k in kinds(audit(engine, s3, settings, tenant)) if k[0] in ("edited", "deleted", "reordered", "inserted")]
+    chain = [k for k in kinds(audit(engine, s3, settings, tenant)) if k[0] in CHAIN_KINDS]
     assert chain == [("edited", 2)]
 
 
@@ -256,8 +269,10 @@ COLUMN_TAMPERING = {
                     "WHERE tenant_id = :t AND seq = 3", "edited"),
     "entry": ("UPDATE custody_ledger SET entry = replace(entry, 'custody.audio', 'custody.other') "
               "WHERE tenant_id = :t AND seq = 3", "edited"),
-    "prev_hash": ("UPDATE custody_ledger SET prev_hash = repeat('ab', 32) WHERE tenant_id = :t AND seq = 3", "inserted"),
-    "entry_hash": ("UPDATE custody_ledger SET entry_hash = repeat('cd', 32) WHERE tenant_id = :t AND seq = 3", "inserted"),
+    "prev_hash": ("UPDATE custody_ledger SET prev_hash = repeat('ab', 32) WHERE tenant_id = :t AND seq = 3",
+                  "inserted"),
+    "entry_hash": ("UPDATE custody_ledger SET entry_hash = repeat('cd', 32) WHERE tenant_id = :t AND seq = 3",
+                   "inserted"),
     "seq": ("UPDATE custody_ledger SET seq = 99 WHERE tenant_id = :t AND seq = 3", "deleted"),
 }
 
@@ -267,7 +282,7 @@ def test_each_column_edited_with_triggers_off_is_named(engine, s3, settings, ten
     sql, kind = COLUMN_TAMPERING[column]
     superuser_sql(engine, (sql, {"t": tenant}))
     report = audit(engine, s3, settings, tenant)
-    chain = [p for p in report.problems if p.kind in ("edited", "inserted", "deleted", "reordered")]
+    chain = [p for p in report.problems if p.kind in CHAIN_KINDS]
     assert [(p.kind, p.seq) for p in chain] == [(kind, 3)]
     if column in ("entry_key", "recorded_at"):
         assert f"column {column} is" in chain[0].detail
