@@ -49,7 +49,7 @@ from astra.ingest.registry import Digest
 from astra.ingest.store import BlobStore, blob_uri
 from astra.orchestrator.manifest import SessionManifest, load_manifest, manifest_session
 from astra.orchestrator.registry_client import RegistryClient
-from astra.s3 import b64_sha256, delete_if_unchanged, head, is_missing, stream_sha256
+from astra.s3 import b64_sha256, delete_if_unchanged, error_code, head, is_missing, stream_sha256
 from astra.settings import Settings
 from astra.tenancy import SessionKey
 
@@ -327,6 +327,7 @@ def load_record(s3, assets_bucket: str, session: SessionKey) -> dict | None:
     try:
         return BlobStore(s3, assets_bucket, session.tenant).get_json(handover_record_key(session))
     except ClientError as exc:
-        if is_missing(exc):
+        # A missing bucket is misconfiguration, not "never handed over" (is_missing's 404 fallback says missing)
+        if is_missing(exc) and error_code(exc) != "NoSuchBucket":
             return None
         raise

@@ -140,3 +140,28 @@ def test_custody_audit_job(defs, dagster_instance, s3, run_settings, configured)
         conn.execute(text("ALTER TABLE custody_ledger ENABLE TRIGGER USER"))
     failed = job.execute_in_process(instance=dagster_instance, run_config=run_config, raise_on_error=False)
     assert not failed.success
+
+
+def test_a_data_only_session_is_handed_over_and_custody_says_none(defs, dagster_instance, s3, run_settings, configured):
+    from sqlalchemy import func, select
+
+    from astra.db import make_engine
+    from astra.db.schema import custody_ledger
+    from astra.orchestrator.handover import load_record
+
+    session = SessionKey(configured, f"s-{uuid.uuid4().hex[:6]}", 1)
+    files = {k: v for k, v in session_files().items() if k != "audio.wav"}
+    upload_session(s3, run_settings.uploads_bucket, session, "field_inspection", files)
+    outcome = tick(defs, dagster_instance, SENSOR)
+    assert len(outcome.results) == 1 and outcome.results[0].success
+    handover = latest(dagster_instance, "session_handover", session.partition_key)
+    assert handover["custody"].startswith("none") and handover["temp_deleted"] == 4
+    custody = latest(dagster_instance, "custody_audio", session.partition_key)
+    assert custody["audio"] == "none" and custody["custody"].startswith("none")
+    checks = {e.check_name: e.passed for e in outcome.results[0].get_asset_check_evaluations()}
+    assert checks == {"custody_verified": True}
+    assert load_record(s3, run_settings.assets_bucket, session)["custody"] is None
+    with make_engine(run_settings.database_url).connect() as conn:
+        assert conn.execute(select(func.count()).select_from(custody_ledger)
+                            .where(custody_ledger.c.tenant_id == configured)).scalar_one() == 0
+    assert keys_under(s3, run_settings.uploads_bucket, f"{configured}/sessions/") == []

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
+import boto3
 import pytest
-from sqlalchemy import func, select
+from botocore.awsrequest import AWSResponse
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from sqlalchemy import func, select, text
 
 from astra.config_svc import TenantNotFound
 from astra.db import make_engine
@@ -15,6 +22,7 @@ from astra.ingest.registry import AssetRegistry, registry_engine
 from astra.ingest.registry_server import serve
 from astra.ingest.store import blob_key
 from astra.orchestrator import handover as ho
+from astra.orchestrator.manifest import load_manifest
 from astra.orchestrator.reconcile import pending_count, reconcile
 from astra.orchestrator.registry_client import RegistryClient
 from astra.orchestrator.upload import upload_session
@@ -256,3 +264,172 @@ def test_temp_cleanup_removes_leftovers_only_where_custody_verifies(handover, s3
     assert good.partition_key in report.cleaned and upload_keys(s3, settings, good) == []
     assert bad_key in report.kept and "custody not verified" in report.kept[bad_key]
     assert bad_key in upload_keys(s3, settings, bad)
+
+
+# -- strays, data-only sessions, custody before any delete, concurrency, S3 faults --------------
+
+
+def test_strays_before_the_manifest_go_with_the_upload_and_later_ones_are_kept(handover, s3, settings,
+                                                                               configured_tenant):
+    session = SessionKey(configured_tenant, f"s-{uuid.uuid4().hex[:8]}", 1)
+    prefix = session.upload_prefix
+    # What the old `astra session upload` left beside audio.wav: a file the manifest cannot name.
+    s3.put_object(Bucket=settings.uploads_bucket, Key=prefix + "audio.ogg", Body=b"OggS stray")
+    _, key = new_session(s3, settings, configured_tenant, session_id=session.session_id)
+    time.sleep(1.1)  # S3 dates objects to the second: this one is written after the manifest
+    s3.put_object(Bucket=settings.uploads_bucket, Key=prefix + "data/late.csv", Body=b"late\n")
+    result = ho.hand_over(handover, key)
+    assert {s["key"]: s["before_manifest"] for s in result.record["strays"]} == {
+        prefix + "audio.ogg": True, prefix + "data/late.csv": False}
+    assert prefix + "audio.ogg" in result.temp_deleted and result.temp_deleted[-1] == key  # manifest last
+    assert result.cleanup.strays_kept == [prefix + "data/late.csv"]
+    assert upload_keys(s3, settings, session) == [prefix + "data/late.csv"]
+
+
+def test_a_data_only_session_is_handed_over_with_no_custody(handover, s3, settings, configured_tenant, pg_url):
+    files = {k: v for k, v in session_files().items() if k != "audio.wav"}
+    session, key = new_session(s3, settings, configured_tenant, files=files)
+    result = ho.hand_over(handover, key)
+    assert result.record["custody"] is None and len(result.temp_deleted) == 4
+    assert ledger_count(pg_url, configured_tenant) == 0 and guard_versions(s3, settings, configured_tenant) == []
+    assert upload_keys(s3, settings, session) == []
+
+
+def delete_ledger_rows(pg_url, tenant) -> None:
+    """A superuser removes the tenant's custody entries behind the append-only triggers."""
+    with make_engine(pg_url).begin() as conn:
+        conn.execute(text("ALTER TABLE custody_ledger DISABLE TRIGGER USER"))
+        conn.execute(text("DELETE FROM custody_ledger WHERE tenant_id = :t"), {"t": tenant})
+        conn.execute(text("ALTER TABLE custody_ledger ENABLE TRIGGER USER"))
+
+
+def overwrite_guard_object(s3, settings, record) -> None:
+    s3.put_object(Bucket=settings.guard_bucket, Key=record["custody"]["key"], Body=b"tampered")
+
+
+TAMPER = {
+    "ledger row deleted": lambda s3, settings, pg_url, record: delete_ledger_rows(pg_url, record["session"]["tenant"]),
+    "guard key overwritten": lambda s3, settings, pg_url, record: overwrite_guard_object(s3, settings, record),
+}
+
+
+@pytest.mark.parametrize("tamper", list(TAMPER))
+def test_the_resume_path_verifies_custody_before_deleting(tamper, handover, s3, settings, configured_tenant, pg_url,
+                                                          monkeypatch):
+    session, key = new_session(s3, settings, configured_tenant)
+    hand_over_killed_mid_clean_up(handover, s3, key, monkeypatch)
+    left = upload_keys(s3, settings, session)
+    TAMPER[tamper](s3, settings, pg_url, ho.load_record(s3, settings.assets_bucket, session))
+    with pytest.raises(ho.CustodyNotVerified, match="custody not verified, nothing deleted"):
+        ho.hand_over(handover, key)
+    assert upload_keys(s3, settings, session) == left and key in left
+
+
+def test_a_fresh_handover_verifies_custody_again_before_deleting(handover, s3, settings, configured_tenant, pg_url,
+                                                                 monkeypatch):
+    session, key = new_session(s3, settings, configured_tenant)
+    real = ho.take_custody
+
+    def custody_then_ledger_lost(*args, **kwargs):
+        out = real(*args, **kwargs)
+        delete_ledger_rows(pg_url, configured_tenant)
+        return out
+
+    monkeypatch.setattr(ho, "take_custody", custody_then_ledger_lost)
+    with pytest.raises(ho.CustodyNotVerified, match="ledger"):
+        ho.hand_over(handover, key)
+    assert len(upload_keys(s3, settings, session)) == 5
+
+
+def test_two_handovers_of_one_session_at_once_converge(handover, s3, settings, configured_tenant, pg_url):
+    session, key = new_session(s3, settings, configured_tenant)
+    start = threading.Barrier(2)
+
+    def run(_):
+        start.wait()
+        return ho.hand_over(handover, key)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(run, range(2)))
+    assert sorted(r.resumed for r in results) == [False, True]  # the second found the record
+    assert ledger_count(pg_url, configured_tenant) == 1
+    assert len(guard_versions(s3, settings, configured_tenant)) == 1
+    assert upload_keys(s3, settings, session) == []
+
+
+def test_an_upload_another_clean_up_deleted_first_counts_as_deleted(handover, s3, settings, configured_tenant,
+                                                                    monkeypatch):
+    session, key = new_session(s3, settings, configured_tenant)
+    real = s3.delete_object
+
+    def another_clean_up_wins(**kwargs):
+        real(Bucket=kwargs["Bucket"], Key=kwargs["Key"])  # between our HEAD and our conditional delete
+        return real(**kwargs)  # S3: NoSuchKey
+
+    monkeypatch.setattr(s3, "delete_object", another_clean_up_wins)
+    result = ho.hand_over(handover, key)
+    assert len(result.temp_deleted) == 5 and upload_keys(s3, settings, session) == []
+
+
+class _Body:
+    def __init__(self, body: bytes):
+        self.body = body
+
+    def stream(self, **_):
+        yield self.body
+
+
+def faulty_client(settings, operation: str, bucket: str, status: int, code: str):
+    """A real boto3 client whose `operation` on `bucket` gets an S3 error answer (throttle, denial)
+    from a botocore hook, as S3 would send it; every other call reaches moto."""
+    client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, region_name="us-east-1",
+                          config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}))
+    body = f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
+
+    def answer(request, **_):
+        if f"/{bucket}/" in request.url:
+            return AWSResponse(request.url, status, {}, _Body(body))
+        return None
+
+    client.meta.events.register(f"before-send.s3.{operation}", answer)
+    return client
+
+
+def test_a_throttled_head_is_not_taken_for_a_deleted_upload(handover, s3, settings, configured_tenant, pg_url,
+                                                            config_service, monkeypatch):
+    session, key = new_session(s3, settings, configured_tenant)
+    hand_over_killed_mid_clean_up(handover, s3, key, monkeypatch)
+    left = upload_keys(s3, settings, session)
+    throttled = faulty_client(settings, "HeadObject", settings.uploads_bucket, 503, "SlowDown")
+    with pytest.raises(ClientError):
+        ho.hand_over(make_handover(settings, throttled, pg_url, config_service, None), key)
+    assert upload_keys(s3, settings, session) == left
+    assert ho.hand_over(handover, key).resumed and upload_keys(s3, settings, session) == []
+
+
+def test_a_throttled_head_does_not_refuse_a_manifest(s3, settings, tenant):
+    _, key = new_session(s3, settings, tenant)
+    throttled = faulty_client(settings, "HeadObject", settings.uploads_bucket, 503, "SlowDown")
+    with pytest.raises(ClientError):  # not ManifestRejected: the sensor reads it again next tick
+        load_manifest(throttled, settings.uploads_bucket, key)
+
+
+def test_a_record_that_cannot_be_read_is_not_taken_for_no_record(s3, settings, tenant):
+    session = SessionKey(tenant, "visit-1", 1)
+    denied = faulty_client(settings, "GetObject", settings.assets_bucket, 403, "AccessDenied")
+    with pytest.raises(ClientError, match="AccessDenied"):
+        ho.load_record(denied, settings.assets_bucket, session)
+    with pytest.raises(ClientError, match="NoSuchBucket"):  # a misconfigured bucket is not "never handed over"
+        ho.load_record(s3, f"no-such-bucket-{uuid.uuid4().hex[:8]}", session)
+    assert ho.load_record(s3, settings.assets_bucket, session) is None
+
+
+def test_a_record_naming_audio_without_custody_deletes_nothing(handover, s3, settings, configured_tenant):
+    session, key = new_session(s3, settings, configured_tenant)
+    record = ho.hand_over(handover, key).record
+    session2, key2 = new_session(s3, settings, configured_tenant)
+    forged = {**record, "custody": None, "session": {**record["session"], "partition_key": session2.partition_key},
+              "files": [{**f, "key": key2.replace("manifest.json", f["path"])} for f in record["files"]]}
+    with pytest.raises(ho.CustodyNotVerified, match="names audio audio.wav but no custody copy"):
+        ho.delete_temp_upload(handover, forged)
+    assert len(upload_keys(s3, settings, session2)) == 5

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from astra.orchestrator.manifest import MAX_MANIFEST_BYTES, ManifestRejected, manifest_session, parse_manifest
+from astra.orchestrator.manifest import MAX_MANIFEST_BYTES, ManifestRejected, manifest_session, parse_manifest, validator
+from astra.tenancy import InvalidKey, SessionKey, validate_slug
 
 KEY = "acme/sessions/visit-1/v1/manifest.json"
 DOC = {"tenant": "acme", "session_id": "visit-1", "version": 1, "template": "report",
@@ -58,3 +59,58 @@ def test_keys_outside_the_partition_rules_are_refused(key):
 def test_unreadable_manifests_are_refused_not_crashed_on(raw):
     with pytest.raises(ManifestRejected):
         parse_manifest(KEY, raw)
+
+
+@pytest.mark.parametrize("key", [
+    "acme/sessions/visit-1/v1/manifest.json\n",  # `$` with re.match let this through
+    "acme/sessions/visit-1/v1\n/manifest.json",  # …and this one aliased v1
+    "acme/sessions/visit-1/v1/manifest.json\r",
+    "acme/sessions/visit-1\t/v1/manifest.json",
+    "acme/sessions/visit-1/v1/manifest.json\x00",
+])
+def test_keys_with_control_characters_are_refused(key):
+    with pytest.raises(ManifestRejected):
+        manifest_session(key)
+
+
+@pytest.mark.parametrize("change, where", [
+    ({"audio": "audio.wav\n"}, "audio"),
+    ({"transcript": "transcript.txt\n"}, "transcript"),
+    ({"data": ["data/readings.csv\n"]}, "data/0"),
+    ({"media": ["media/site.png", "media/a\x7f.png"]}, "media/1"),
+    ({"template": "report\n"}, "template"),
+    ({"template": "rep\x85ort"}, "template"),  # a C1 control (NEL)
+    ({"locale": "en-US\n"}, "locale"),
+])
+def test_paths_with_control_characters_are_refused(change, where):
+    with pytest.raises(ManifestRejected, match=f"control characters in {where}"):
+        parse_manifest(KEY, json.dumps({**DOC, **change}).encode())
+
+
+@pytest.mark.parametrize("change", [{"audio": "audio.wav\n"}, {"data": ["data/readings.csv\n"]}, {"tenant": "acme\n"},
+                                    {"template": "report\n"}, {"locale": "en\n"}])
+def test_the_published_schema_itself_refuses_a_trailing_newline(change):
+    # Clients validate with the schema alone: the contract must refuse it, not only our code.
+    assert list(validator().iter_errors({**DOC, **change}))
+
+
+def test_a_data_only_session_is_valid_and_has_no_audio():
+    doc = {k: v for k, v in DOC.items() if k != "audio"}
+    m = parse_manifest(KEY, json.dumps(doc).encode())
+    assert m.audio is None and [f.role for f in m.files] == ["transcript", "data", "media"]
+
+
+def test_a_manifest_naming_no_file_is_refused():
+    doc = {**{k: v for k, v in DOC.items() if k not in ("audio", "transcript")}, "data": [], "media": []}
+    with pytest.raises(ManifestRejected, match="names no file"):
+        parse_manifest(KEY, json.dumps(doc).encode())
+
+
+@pytest.mark.parametrize("value", ["acme\n", "acme\r\n", "a\tb"])
+def test_slugs_and_partition_keys_refuse_control_characters(value):
+    with pytest.raises(InvalidKey):
+        validate_slug(value)
+    with pytest.raises(InvalidKey):
+        SessionKey.parse(f"{value}--visit-1--v1")
+    with pytest.raises(InvalidKey):
+        SessionKey.parse("acme--visit-1--v1\n")
