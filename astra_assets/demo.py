@@ -42,7 +42,7 @@ def instance():
 
 
 def upload_template(settings: Settings, tenant: str, sidecar: dict) -> str:
-    from astra.ingest.sample_template import build_sample_template
+    from astra.samples.templates import build_sample_template
 
     client = s3_lib.client(settings)
     base = f"{tenant}/templates/field_inspection"
@@ -68,7 +68,7 @@ def run_sensor(dagster, name: str, tenant: str):
 
 def step_template(dagster, settings: Settings, tenant: str) -> None:
     """INGEST → CONFIG_SVC: a template upload becomes config version 1, a revised sidecar version 2."""
-    from astra.ingest.sample_template import sample_sidecar
+    from astra.samples.templates import sample_sidecar
 
     console.rule("[bold]1. Template → INGEST (audit, atoms, zones) → CONFIG_SVC")
     key = upload_template(settings, tenant, sample_sidecar())

@@ -68,7 +68,7 @@ def test_dev_serves_the_ui_runs_the_sensors_and_stops_every_child(stack_env, s3,
         assert len(children) >= 3  # dagster dev, webserver, daemon, code server
 
         # The daemon's template sensor turns an upload into a config version by itself.
-        from astra.ingest.sample_template import build_sample_template, sample_sidecar
+        from astra.samples.templates import build_sample_template, sample_sidecar
 
         (tmp_path / "report.docx").write_bytes(build_sample_template())
         (tmp_path / "report.zones.json").write_text(json.dumps(sample_sidecar()))

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from astra.ingest.sample_template import build_sample_template, sample_sidecar
+from astra.samples.templates import build_sample_template, sample_sidecar
 from tests.conftest import SHARED_DATASETS, run_cli
 
 CORPUS = SHARED_DATASETS / "docx-corpus"
@@ -60,7 +60,7 @@ def test_zones_prints_both_maps(tmp_path):
 
 
 def test_zones_refusal_exits_2(tmp_path):
-    from astra.ingest.sample_template import minimal_docx
+    from astra.samples.templates import minimal_docx
 
     path = tmp_path / "plain.docx"
     path.write_bytes(minimal_docx("<w:p><w:r><w:t>nothing</w:t></w:r></w:p>"))
@@ -148,7 +148,7 @@ def test_template_refused_by_the_audit_uploads_nothing(use_stack_env, s3, settin
 
 @pytest.mark.integration
 def test_template_refused_by_the_zone_rules_uploads_nothing(use_stack_env, s3, settings, tenant, tmp_path):
-    from astra.ingest.sample_template import minimal_docx
+    from astra.samples.templates import minimal_docx
 
     path = tmp_path / "plain.docx"
     path.write_bytes(minimal_docx("<w:p><w:r><w:t>no zones here</w:t></w:r></w:p>"))

@@ -10,7 +10,7 @@ import zipfile
 import pytest
 from dagster import AssetKey, AssetRecordsFilter
 
-from astra.ingest.sample_template import build_sample_template, sample_sidecar
+from astra.samples.templates import build_sample_template, sample_sidecar
 from astra.runtime import config_service
 from astra.settings import Settings
 from astra_assets.local_runner import tick
@@ -99,7 +99,7 @@ def test_a_refused_template_fails_visibly_and_keeps_the_previous_config(defs, da
 
 
 def test_template_with_no_zones_fails_in_tenant_config(defs, dagster_instance, s3, run_settings, tenant):
-    from astra.ingest.sample_template import minimal_docx
+    from astra.samples.templates import minimal_docx
 
     upload(s3, run_settings, tenant, minimal_docx("<w:p><w:r><w:t>No zones here.</w:t></w:r></w:p>"))
     (result,) = runs_for(tick(defs, dagster_instance, SENSOR), tenant)

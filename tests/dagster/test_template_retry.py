@@ -11,7 +11,7 @@ import pytest
 from dagster import DagsterEventType, EventRecordsFilter
 
 from astra.runtime import config_service
-from astra.ingest.sample_template import build_sample_template, sample_sidecar
+from astra.samples.templates import build_sample_template, sample_sidecar
 from astra.settings import Settings
 from astra.stack import processes
 from astra_assets.local_runner import tick

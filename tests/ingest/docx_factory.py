@@ -1,5 +1,11 @@
 """Build .docx packages in code for the INGEST tests: no binary fixtures, every byte explained.
 
+Namespaces, content types, relationship and content-type parts come from :mod:`astra.ooxml` (as
+do :func:`astra.samples.templates.minimal_docx` packages). Only the zip container is written
+here with :mod:`zipfile`, on purpose: the atomizer and the audit must face zips as *other*
+writers make them (random header fields, data descriptors, zip64 records, duplicate names),
+which :func:`astra.ooxml.package.write_package` never produces.
+
 * XML snippets: :func:`paragraph`, :func:`table`, :func:`sdt`, :func:`text_box_paragraph`,
   :func:`section_properties`, and whole story parts (:func:`document_xml`, :func:`story_xml`).
 * :class:`DocxBuilder`: a minimal valid package (content types, package and part relationships,
@@ -23,20 +29,16 @@ from dataclasses import dataclass
 from typing import Callable
 from xml.sax.saxutils import escape, quoteattr
 
-W_NS = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
-W_STRICT_NS = "http://purl.oclc.org/ooxml/wordprocessingml/main"
-R_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
-R_STRICT_NS = "http://purl.oclc.org/ooxml/officeDocument/relationships"
-V_NS = "urn:schemas-microsoft-com:vml"
-
-REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/"
-REL_STRICT = "http://purl.oclc.org/ooxml/officeDocument/relationships/"
-REL_MS = "http://schemas.microsoft.com/office/2006/relationships/"
-
-CT_RELS = "application/vnd.openxmlformats-package.relationships+xml"
-CT_WML = "application/vnd.openxmlformats-officedocument.wordprocessingml."
-CT_DOCUMENT = CT_WML + "document.main+xml"
-CT_DOCM = "application/vnd.ms-word.document.macroEnabled.main+xml"
+from astra.ooxml import rels as ooxml_rels
+from astra.ooxml.ns import CT_DOCM_MAIN as CT_DOCM
+from astra.ooxml.ns import CT_DOCUMENT_MAIN as CT_DOCUMENT
+from astra.ooxml.ns import CT_DOCX, CT_WML, R_NS, R_STRICT_NS, SML_NS, V_NS, W_NS, W_STRICT_NS
+from astra.ooxml.ns import CT_RELATIONSHIPS as CT_RELS
+from astra.ooxml.ns import RT_MS as REL_MS
+from astra.ooxml.ns import RT_STRICT as REL_STRICT
+from astra.ooxml.ns import RT_TRANSITIONAL as REL
+from astra.ooxml.partname import rels_part_for as rels_part_name
+from astra.ooxml.rels import XML_DECLARATION, content_types_xml
 CT_STYLES = CT_WML + "styles+xml"
 CT_HEADER = CT_WML + "header+xml"
 CT_FOOTER = CT_WML + "footer+xml"
@@ -45,7 +47,6 @@ CT_ENDNOTES = CT_WML + "endnotes+xml"
 CT_COMMENTS = CT_WML + "comments+xml"
 CT_GLOSSARY = CT_WML + "document.glossary+xml"
 CT_XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-CT_DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"  # an embedded .docx
 CT_XLSX_MAIN = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"
 CT_XLSM_MAIN = "application/vnd.ms-excel.sheet.macroEnabled.main+xml"
 CT_VBA = "application/vnd.ms-office.vbaProject"
@@ -53,7 +54,7 @@ CT_ACTIVEX = "application/vnd.ms-office.activeX+xml"
 CT_OLE = "application/vnd.openxmlformats-officedocument.oleObject"
 
 OLE_HEADER = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
-XML_DECL = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\r\n'
+XML_DECL = XML_DECLARATION
 STYLES_XML = (XML_DECL + f'<w:styles xmlns:w="{W_NS}"><w:style w:type="paragraph" w:styleId="Normal">'
               '<w:name w:val="Normal"/></w:style></w:styles>').encode()
 PNG_1PX = bytes.fromhex(
@@ -155,14 +156,6 @@ def note(kind: str, note_id: int, blocks: str) -> str:
     return f'<w:{kind} w:id="{note_id}"{extra}>{blocks or paragraph()}</w:{kind}>'
 
 
-def content_types_xml(defaults: dict[str, str], overrides: dict[str, str]) -> bytes:
-    entries = "".join(f"<Default Extension={quoteattr(e)} ContentType={quoteattr(ct)}/>" for e, ct in defaults.items())
-    entries += "".join(f"<Override PartName={quoteattr('/' + p)} ContentType={quoteattr(ct)}/>"
-                       for p, ct in overrides.items())
-    return (XML_DECL + '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-            + entries + "</Types>").encode()
-
-
 @dataclass
 class Rel:
     id: str
@@ -172,19 +165,8 @@ class Rel:
 
 
 def relationships_xml(rels: list[Rel]) -> bytes:
-    items = "".join(
-        f"<Relationship Id={quoteattr(r.id)} Type={quoteattr(r.type)} Target={quoteattr(r.target)}"
-        + (' TargetMode="External"' if r.external else "") + "/>"
-        for r in rels
-    )
-    return (XML_DECL + '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
-            + items + "</Relationships>").encode()
-
-
-def rels_part_name(source: str) -> str:
-    """'' -> '_rels/.rels'; 'word/document.xml' -> 'word/_rels/document.xml.rels'."""
-    folder, _, base = source.rpartition("/")
-    return f"{folder + '/' if folder else ''}_rels/{base}.rels"
+    return ooxml_rels.relationships_xml([ooxml_rels.Relationship("", "", r.id, r.type, r.target, r.external)
+                                         for r in rels])
 
 
 # --------------------------------------------------------------------------- zips
@@ -328,9 +310,9 @@ class DocxBuilder:
 def xlsx_bytes(*, with_macros: bool = False) -> bytes:
     """A minimal workbook; ``with_macros`` makes it an .xlsm with a VBA project."""
     main_ct = CT_XLSM_MAIN if with_macros else CT_XLSX_MAIN
-    workbook = (XML_DECL + '<workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
+    workbook = (XML_DECL + f'<workbook xmlns="{SML_NS}" '
                 f'xmlns:r="{R_NS}"><sheets><sheet name="Sheet1" sheetId="1" r:id="rId1"/></sheets></workbook>')
-    sheet = (XML_DECL + '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+    sheet = (XML_DECL + f'<worksheet xmlns="{SML_NS}">'
              '<sheetData><row r="1"><c r="A1"><v>42</v></c></row></sheetData></worksheet>')
     overrides = {
         "xl/workbook.xml": main_ct,

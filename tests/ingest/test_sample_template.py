@@ -12,8 +12,8 @@ import docx
 import pytest
 from jsonschema import Draft202012Validator
 
-from astra.ingest.sample_template import build_sample_template, minimal_docx, sample_sidecar
 from astra.ingest.zones import extract_maps, load_known_intents, scan_zones, validate_sidecar
+from astra.samples.templates import build_sample_template, minimal_docx, sample_sidecar
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = REPO / "astra" / "config_svc" / "schemas"

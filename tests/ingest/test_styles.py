@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from astra.ingest.sample_template import minimal_docx
 from astra.ingest.styles import FORMATTING_KEYS, StyleSheet, rpr_props
 from astra.ingest.zones import TemplateMaps, extract_maps
 from astra.ooxml.package import Package
 from astra.ooxml.wordml import styles_part, theme_part
 from astra.ooxml.xml import parse_xml
+from astra.samples.templates import minimal_docx
 
 REPO = Path(__file__).resolve().parents[2]
 STYLE_SCHEMA = json.loads((REPO / "astra" / "config_svc" / "schemas" / "style_map.schema.json").read_text())

@@ -11,7 +11,6 @@ import pytest
 from jsonschema import Draft202012Validator
 from lxml import etree
 
-from astra.ingest.sample_template import minimal_docx
 from astra.ingest.zones import (
     REFUSAL_CODES,
     TemplateMaps,
@@ -22,12 +21,13 @@ from astra.ingest.zones import (
     scan_zones,
     validate_sidecar,
 )
+from astra.ooxml.ns import W_NS
+from astra.samples.templates import minimal_docx
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = REPO / "astra" / "config_svc" / "schemas"
 CLINC_DOMAINS = Path("/work/shared/datasets/clinc150/domains.json")
 CORPUS = Path("/work/shared/datasets/docx-corpus")
-W_NS = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
 
 
 def _validator(name: str) -> Draft202012Validator:

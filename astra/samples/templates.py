@@ -27,7 +27,10 @@ based on Table Grid, 9 pt 1F3864) and Word's ``PlaceholderText``.
 :func:`minimal_docx` builds a bare package from raw WordprocessingML fragments (no
 python-docx), for tests and hand-made samples.
 
-``python -m astra.ingest.sample_template DIR`` writes ``field_inspection.docx`` and
+A fixture builder, not engine code: it writes packages through :mod:`astra.ooxml`, the same
+layer INGEST reads them with.
+
+``python -m astra.samples.templates DIR`` writes ``field_inspection.docx`` and
 ``field_inspection.zones.json`` into DIR.
 """
 
@@ -36,8 +39,11 @@ from __future__ import annotations
 import datetime as _dt
 import io
 import struct
-import zipfile
 import zlib
+
+from astra.ooxml.ns import A_NS, CT_RELATIONSHIPS, CT_THEME, CT_WML, NSMAP, RT_TRANSITIONAL
+from astra.ooxml.package import Package, write_package
+from astra.ooxml.rels import XML_DECLARATION, Relationship, content_types_xml, relationships_xml
 
 SAMPLE_TEMPLATE_NAME = "field_inspection"
 FIXED_TIMESTAMP = _dt.datetime(2024, 1, 15, 9, 0, 0)
@@ -91,36 +97,14 @@ def _png(width: int = 64, height: int = 48) -> bytes:
 
 
 def _repack(data: bytes) -> bytes:
-    """Rewrite the zip with fixed timestamps/attributes so the bytes are reproducible."""
-    src = zipfile.ZipFile(io.BytesIO(data))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as dst:
-        for info in src.infolist():
-            fixed = zipfile.ZipInfo(info.filename, date_time=_ZIP_DATE)
-            fixed.compress_type = zipfile.ZIP_DEFLATED
-            fixed.external_attr = 0o644 << 16
-            fixed.create_system = 3
-            dst.writestr(fixed, src.read(info.filename), compress_type=zipfile.ZIP_DEFLATED, compresslevel=6)
-    return out.getvalue()
+    """Rewrite the zip with fixed timestamps and plain headers so the bytes are reproducible."""
+    pkg = Package.read(data)
+    return write_package(((name, pkg.read_part(name)) for name in pkg.members), date_time=_ZIP_DATE)
 
 
 # --------------------------------------------------------------------------- minimal packages
 
-WORDML_NAMESPACES = {
-    "w": "http://schemas.openxmlformats.org/wordprocessingml/2006/main",
-    "r": "http://schemas.openxmlformats.org/officeDocument/2006/relationships",
-    "mc": "http://schemas.openxmlformats.org/markup-compatibility/2006",
-    "wp": "http://schemas.openxmlformats.org/drawingml/2006/wordprocessingDrawing",
-    "a": "http://schemas.openxmlformats.org/drawingml/2006/main",
-    "pic": "http://schemas.openxmlformats.org/drawingml/2006/picture",
-    "wps": "http://schemas.microsoft.com/office/word/2010/wordprocessingShape",
-    "v": "urn:schemas-microsoft-com:vml",
-    "w14": "http://schemas.microsoft.com/office/word/2010/wordml",
-}
-_XMLNS = " ".join(f'xmlns:{p}="{uri}"' for p, uri in WORDML_NAMESPACES.items())
-_DECL = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-_REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
-_CT_MAIN = "application/vnd.openxmlformats-officedocument.wordprocessingml"
+_XMLNS = " ".join(f'xmlns:{prefix}="{uri}"' for prefix, uri in NSMAP.items())
 
 
 def minimal_docx(
@@ -137,103 +121,109 @@ def minimal_docx(
     (None: no styles part at all); ``theme_fonts`` = (major latin, minor latin) typefaces
     of a generated theme part (None: no theme part); ``headers``/``footers`` the inner XML
     of each ``w:hdr``/``w:ftr`` (parts header1.xml..., footer1.xml...). The prefixes of
-    :data:`WORDML_NAMESPACES` are declared on every root. Deterministic bytes.
+    :data:`astra.ooxml.ns.NSMAP` are declared on every root. Deterministic bytes.
     """
-    parts: dict[str, str] = {}
-    overrides = [("/word/document.xml", f"{_CT_MAIN}.document.main+xml")]
+    parts = {"word/document.xml": f"<w:document {_XMLNS}><w:body>{body}</w:body></w:document>"}
+    overrides = {"word/document.xml": CT_WML + "document.main+xml"}
     rels = []
-    parts["word/document.xml"] = f"{_DECL}<w:document {_XMLNS}><w:body>{body}</w:body></w:document>"
     if styles is not None:
-        parts["word/styles.xml"] = f"{_DECL}<w:styles {_XMLNS}>{styles}</w:styles>"
-        overrides.append(("/word/styles.xml", f"{_CT_MAIN}.styles+xml"))
+        parts["word/styles.xml"] = f"<w:styles {_XMLNS}>{styles}</w:styles>"
+        overrides["word/styles.xml"] = CT_WML + "styles+xml"
         rels.append(("styles", "styles.xml"))
     if theme_fonts is not None:
-        major, minor = theme_fonts
-        a = WORDML_NAMESPACES["a"]
-        parts["word/theme/theme1.xml"] = (
-            f'{_DECL}<a:theme xmlns:a="{a}" name="Test"><a:themeElements>'
-            f'<a:fontScheme name="Test"><a:majorFont><a:latin typeface="{major}"/><a:ea typeface=""/>'
-            f'<a:cs typeface=""/></a:majorFont><a:minorFont><a:latin typeface="{minor}"/>'
-            f'<a:ea typeface=""/><a:cs typeface=""/></a:minorFont></a:fontScheme>'
-            f"</a:themeElements></a:theme>"
-        )
-        overrides.append(("/word/theme/theme1.xml", "application/vnd.openxmlformats-officedocument.theme+xml"))
+        parts["word/theme/theme1.xml"] = _theme_xml(*theme_fonts)
+        overrides["word/theme/theme1.xml"] = CT_THEME
         rels.append(("theme", "theme/theme1.xml"))
     for kind, root, items in (("header", "hdr", headers), ("footer", "ftr", footers)):
         for n, inner in enumerate(items, start=1):
-            parts[f"word/{kind}{n}.xml"] = f"{_DECL}<w:{root} {_XMLNS}>{inner}</w:{root}>"
-            overrides.append((f"/word/{kind}{n}.xml", f"{_CT_MAIN}.{kind}+xml"))
+            parts[f"word/{kind}{n}.xml"] = f"<w:{root} {_XMLNS}>{inner}</w:{root}>"
+            overrides[f"word/{kind}{n}.xml"] = f"{CT_WML}{kind}+xml"
             rels.append((kind, f"{kind}{n}.xml"))
-    ct = "".join(f'<Override PartName="{name}" ContentType="{ctype}"/>' for name, ctype in overrides)
-    parts["[Content_Types].xml"] = (
-        f'{_DECL}<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-        '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
-        '<Default Extension="xml" ContentType="application/xml"/>'
-        f"{ct}</Types>"
+    package_rels = [Relationship("_rels/.rels", "", "rId1", RT_TRANSITIONAL + "officeDocument", "word/document.xml",
+                                 False)]
+    document_rels = [Relationship("word/_rels/document.xml.rels", "word/document.xml", f"rId{i}",
+                                  RT_TRANSITIONAL + kind, target, False) for i, (kind, target) in enumerate(rels, 1)]
+    return write_package([
+        ("[Content_Types].xml", content_types_xml({"rels": CT_RELATIONSHIPS, "xml": "application/xml"}, overrides)),
+        ("_rels/.rels", relationships_xml(package_rels)),
+        ("word/_rels/document.xml.rels", relationships_xml(document_rels)),
+        *((name, (XML_DECLARATION + parts[name]).encode("utf-8")) for name in sorted(parts)),
+    ], date_time=_ZIP_DATE)
+
+
+def _theme_xml(major: str, minor: str) -> str:
+    """A theme part whose font scheme has the given major and minor latin typefaces."""
+    return (
+        f'<a:theme xmlns:a="{A_NS}" name="Test"><a:themeElements>'
+        f'<a:fontScheme name="Test"><a:majorFont><a:latin typeface="{major}"/><a:ea typeface=""/>'
+        f'<a:cs typeface=""/></a:majorFont><a:minorFont><a:latin typeface="{minor}"/>'
+        f'<a:ea typeface=""/><a:cs typeface=""/></a:minorFont></a:fontScheme>'
+        f"</a:themeElements></a:theme>"
     )
-    parts["_rels/.rels"] = (
-        f'{_DECL}<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
-        f'<Relationship Id="rId1" Type="{_REL}/officeDocument" Target="word/document.xml"/></Relationships>'
-    )
-    doc_rels = "".join(
-        f'<Relationship Id="rId{i}" Type="{_REL}/{kind}" Target="{target}"/>' for i, (kind, target) in enumerate(rels, 1)
-    )
-    parts["word/_rels/document.xml.rels"] = (
-        f'{_DECL}<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
-        f"{doc_rels}</Relationships>"
-    )
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name in ["[Content_Types].xml", "_rels/.rels", "word/_rels/document.xml.rels"] + sorted(
-            n for n in parts if not n.endswith(".rels") and n != "[Content_Types].xml"
-        ):
-            info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, parts[name].encode("utf-8"))
-    return out.getvalue()
 
 
 # --------------------------------------------------------------------------- the demo template
 
 
 def build_sample_template() -> bytes:
-    """Build the demo template (.docx bytes), deterministically."""
+    """Build the demo template (.docx bytes), deterministically: styles, core properties, header,
+    title, then one section per zone."""
     import docx
-    from docx.enum.style import WD_STYLE_TYPE
-    from docx.enum.text import WD_ALIGN_PARAGRAPH
-    from docx.oxml import OxmlElement
-    from docx.oxml.ns import qn
-    from docx.shared import Pt, RGBColor
 
     doc = docx.Document()
+    _add_styles(doc)
+    _set_core_properties(doc)
+    _add_header(doc)
+    _add_title_and_intro(doc)
+    sdt_ids = iter(range(101, 200))
+    _add_summary(doc, sdt_ids)
+    _add_action_items(doc, sdt_ids)
+    _add_measurements(doc, sdt_ids)
+    _add_site_photo(doc, sdt_ids)
+    _add_notes(doc, sdt_ids)
+    out = io.BytesIO()
+    doc.save(out)
+    return _repack(out.getvalue())
+
+
+def _el(tag: str, **attrs):
+    """A w: element with w: attributes."""
+    from docx.oxml import OxmlElement
+    from docx.oxml.ns import qn
+
+    node = OxmlElement(tag)
+    for key, value in attrs.items():
+        node.set(qn(f"w:{key}"), str(value))
+    return node
+
+
+def _set_font(style, name: str) -> None:
+    """An explicit font: drop theme font attributes (they would win over w:ascii)."""
+    from docx.oxml.ns import qn
+
+    rpr = style.element.get_or_add_rPr()
+    fonts = rpr.find(qn("w:rFonts"))
+    if fonts is None:
+        fonts = _el("w:rFonts")
+        rpr.insert(0, fonts)
+    for attr in ("asciiTheme", "hAnsiTheme", "eastAsiaTheme", "cstheme"):
+        fonts.attrib.pop(qn(f"w:{attr}"), None)
+    for attr in ("ascii", "hAnsi", "cs"):
+        fonts.set(qn(f"w:{attr}"), name)
+
+
+def _add_styles(doc) -> None:
+    from docx.enum.style import WD_STYLE_TYPE
+    from docx.shared import Pt, RGBColor
+
     styles = doc.styles
-
-    def el(tag: str, **attrs) -> object:
-        node = OxmlElement(tag)
-        for key, value in attrs.items():
-            node.set(qn(f"w:{key}"), str(value))
-        return node
-
-    def set_font(style, name: str) -> None:
-        """An explicit font: drop theme font attributes (they would win over w:ascii)."""
-        rpr = style.element.get_or_add_rPr()
-        fonts = rpr.find(qn("w:rFonts"))
-        if fonts is None:
-            fonts = el("w:rFonts")
-            rpr.insert(0, fonts)
-        for attr in ("asciiTheme", "hAnsiTheme", "eastAsiaTheme", "cstheme"):
-            fonts.attrib.pop(qn(f"w:{attr}"), None)
-        for attr in ("ascii", "hAnsi", "cs"):
-            fonts.set(qn(f"w:{attr}"), name)
-
-    # ---- styles
     title = styles["Title"]
-    set_font(title, "Georgia")
+    _set_font(title, "Georgia")
     title.font.color.rgb = RGBColor(0x1F, 0x4E, 0x79)
 
     body = styles.add_style("Zone Body", WD_STYLE_TYPE.PARAGRAPH)
     body.base_style = styles["Normal"]
-    set_font(body, "Arial")
+    _set_font(body, "Arial")
     body.font.size = Pt(10.5)
     body.font.color.rgb = RGBColor(0x33, 0x33, 0x33)
 
@@ -249,46 +239,53 @@ def build_sample_template() -> bytes:
     table_style.font.size = Pt(9)
     table_style.font.color.rgb = RGBColor(0x1F, 0x38, 0x64)
 
-    # ---- core properties (fixed: no "now" anywhere)
+
+def _set_core_properties(doc) -> None:
+    """Fixed: no "now" anywhere."""
     core = doc.core_properties
     core.author = "ASTRA demo tenant"
     core.last_modified_by = "ASTRA"
     core.title = "Field inspection report"
     core.subject = "Demo template"
     core.keywords = "astra; template; inspection"
-    core.comments = "Generated by astra.ingest.sample_template"
+    core.comments = "Generated by astra.samples.templates"
     core.category = "template"
     core.revision = 1
     core.created = FIXED_TIMESTAMP
     core.modified = FIXED_TIMESTAMP
     core.last_printed = FIXED_TIMESTAMP
 
-    sdt_ids = iter(range(101, 200))
 
-    def wrap_in_sdt(blocks: list, tag: str, alias: str, *, picture: bool = False, showing_placeholder: bool = False):
-        first = blocks[0]
-        sdt = el("w:sdt")
-        pr = el("w:sdtPr")
-        pr.append(el("w:alias", val=alias))
-        pr.append(el("w:tag", val=tag))
-        pr.append(el("w:id", val=next(sdt_ids)))
-        if showing_placeholder:
-            pr.append(el("w:showingPlcHdr"))
-        if picture:
-            pr.append(el("w:picture"))
-        sdt.append(pr)
-        sdt.append(el("w:sdtEndPr"))
-        content = el("w:sdtContent")
-        first.addprevious(sdt)
-        for block in blocks:
-            content.append(block)
-        sdt.append(content)
-        return sdt
+def _wrap_in_sdt(blocks: list, tag: str, alias: str, sdt_id: int, *, picture: bool = False,
+                 showing_placeholder: bool = False):
+    """Move ``blocks`` into a new content control (tag, alias) placed where the first one was."""
+    first = blocks[0]
+    sdt = _el("w:sdt")
+    pr = _el("w:sdtPr")
+    pr.append(_el("w:alias", val=alias))
+    pr.append(_el("w:tag", val=tag))
+    pr.append(_el("w:id", val=sdt_id))
+    if showing_placeholder:
+        pr.append(_el("w:showingPlcHdr"))
+    if picture:
+        pr.append(_el("w:picture"))
+    sdt.append(pr)
+    sdt.append(_el("w:sdtEndPr"))
+    content = _el("w:sdtContent")
+    first.addprevious(sdt)
+    for block in blocks:
+        content.append(block)
+    sdt.append(content)
+    return sdt
 
-    # ---- header: "Field inspection report - ref. {{ report_ref }}" (2-run split)
-    section = doc.sections[0]
-    header_p = section.header.paragraphs[0]
-    header_p.style = styles["Header"]
+
+def _add_header(doc) -> None:
+    """"Field inspection report - ref. {{ report_ref }}", the placeholder split over 2 runs."""
+    from docx.enum.text import WD_ALIGN_PARAGRAPH
+    from docx.shared import Pt
+
+    header_p = doc.sections[0].header.paragraphs[0]
+    header_p.style = doc.styles["Header"]
     header_p.alignment = WD_ALIGN_PARAGRAPH.RIGHT
     header_p.add_run("Field inspection report \u2014 ref. ")
     run = header_p.add_run("{{ report")
@@ -297,18 +294,22 @@ def build_sample_template() -> bytes:
     run.font.size = Pt(8)
     run.bold = True
 
-    # ---- title: {{ title }} split over 3 runs with proofErr + bookmark in between
+
+def _add_title_and_intro(doc) -> None:
+    """{{ title }} split over 3 runs with a proofErr and a bookmark in between, then an intro line."""
+    from docx.shared import RGBColor
+
     tp = doc.add_paragraph(style="Title")
     tp.add_run("{")
-    tp._p.append(el("w:proofErr", type="spellStart"))
+    tp._p.append(_el("w:proofErr", type="spellStart"))
     run = tp.add_run("{ ti")
     run.bold = True
-    tp._p.append(el("w:bookmarkStart", id=0, name="report_title"))
-    tp._p.append(el("w:proofErr", type="spellEnd"))
+    tp._p.append(_el("w:bookmarkStart", id=0, name="report_title"))
+    tp._p.append(_el("w:proofErr", type="spellEnd"))
     run = tp.add_run("tle }}")
     run.italic = True
     run.font.color.rgb = RGBColor(0xC0, 0x50, 0x4D)
-    tp._p.append(el("w:bookmarkEnd", id=0))
+    tp._p.append(_el("w:bookmarkEnd", id=0))
 
     intro = doc.add_paragraph(
         "This report records one site visit. Sections in grey are filled in by ASTRA from "
@@ -317,52 +318,54 @@ def build_sample_template() -> bytes:
     )
     intro.runs[0].italic = True
 
-    # ---- summary (text, CLINC150 intents)
+
+def _add_summary(doc, sdt_ids) -> None:
+    """Text zone bound to CLINC150 intents, showing its placeholder text."""
     doc.add_heading("Summary", level=1)
     p = doc.add_paragraph(style="Zone Body")
     run = p.add_run("Click here to enter the inspection summary.")
-    run.style = styles["Placeholder Text"]
-    wrap_in_sdt(
-        [p._p],
-        "astra:summary;kind=text;intents=" + ",".join(SUMMARY_INTENTS) + ";domains=travel",
-        "Inspection summary",
-        showing_placeholder=True,
-    )
+    run.style = doc.styles["Placeholder Text"]
+    _wrap_in_sdt([p._p], "astra:summary;kind=text;intents=" + ",".join(SUMMARY_INTENTS) + ";domains=travel",
+                 "Inspection summary", next(sdt_ids), showing_placeholder=True)
 
-    # ---- action items (list inferred from List Bullet's numbering)
+
+def _add_action_items(doc, sdt_ids) -> None:
+    """List zone: kind inferred from List Bullet's numbering."""
     doc.add_heading("Action items", level=1)
     p = doc.add_paragraph(style="List Bullet")
     run = p.add_run("Action item")
-    run.style = styles["Zone Accent"]
-    wrap_in_sdt(
-        [p._p],
-        "astra:action_items;intents=" + ",".join(ACTION_ITEM_INTENTS) + ";domains=home,work",
-        "Action items",
-    )
+    run.style = doc.styles["Zone Accent"]
+    _wrap_in_sdt([p._p], "astra:action_items;intents=" + ",".join(ACTION_ITEM_INTENTS) + ";domains=home,work",
+                 "Action items", next(sdt_ids))
 
-    # ---- measurements (table zone wrapping a table)
+
+def _add_measurements(doc, sdt_ids) -> None:
+    """Table zone wrapping a table, bound to data/*.csv."""
     doc.add_heading("Measurements", level=1)
     table = doc.add_table(rows=2, cols=3)
-    table.style = styles["Inspection Table"]
+    table.style = doc.styles["Inspection Table"]
     for cell, text in zip(table.rows[0].cells, ("Point", "Reading", "Unit")):
         cell.paragraphs[0].add_run(text)
-    wrap_in_sdt([table._tbl], "astra:measurements;kind=table;data=data/*.csv", "Measurements")
+    _wrap_in_sdt([table._tbl], "astra:measurements;kind=table;data=data/*.csv", "Measurements", next(sdt_ids))
 
-    # ---- site photo (picture content control)
+
+def _add_site_photo(doc, sdt_ids) -> None:
+    """Picture content control bound to media/*.png."""
+    from docx.enum.text import WD_ALIGN_PARAGRAPH
+    from docx.shared import Pt
+
     doc.add_heading("Site photo", level=1)
     p = doc.add_paragraph()
     p.alignment = WD_ALIGN_PARAGRAPH.CENTER
     p.add_run().add_picture(io.BytesIO(_png()), width=Pt(192))
-    wrap_in_sdt([p._p], "astra:site_photo;media=media/*.png", "Site photo", picture=True)
+    _wrap_in_sdt([p._p], "astra:site_photo;media=media/*.png", "Site photo", next(sdt_ids), picture=True)
 
-    # ---- notes (fallback)
+
+def _add_notes(doc, sdt_ids) -> None:
+    """The fallback zone."""
     doc.add_heading("Notes", level=1)
     p = doc.add_paragraph("Anything the other sections do not cover.", style="Zone Body")
-    wrap_in_sdt([p._p], "astra:notes;kind=text;fallback", "Notes")
-
-    out = io.BytesIO()
-    doc.save(out)
-    return _repack(out.getvalue())
+    _wrap_in_sdt([p._p], "astra:notes;kind=text;fallback", "Notes", next(sdt_ids))
 
 
 if __name__ == "__main__":  # pragma: no cover - convenience: write the demo files
