@@ -249,7 +249,7 @@ def verify_chain(engine: Engine, tenant: str) -> list[Problem]:
 
 
 @dataclass(frozen=True)
-class Listed:
+class GuardVersion:
     """One object version or delete marker of the guard bucket."""
 
     key: str
@@ -258,20 +258,20 @@ class Listed:
     delete_marker: bool
 
 
-def _list_guard(s3, bucket: str, prefix: str) -> dict[str, list[Listed]]:
+def _list_guard(s3, bucket: str, prefix: str) -> dict[str, list[GuardVersion]]:
     """Every object version and delete marker of the guard bucket, by tenant (the first path segment).
 
     Versions, not current objects: a version hidden by a delete marker is still data to account for."""
-    by_tenant: dict[str, list[Listed]] = defaultdict(list)
+    by_tenant: dict[str, list[GuardVersion]] = defaultdict(list)
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
         for marker, items in ((False, page.get("Versions", [])), (True, page.get("DeleteMarkers", []))):
             for item in items:
-                listed = Listed(item["Key"], item["VersionId"], item["LastModified"], marker)
+                listed = GuardVersion(item["Key"], item["VersionId"], item["LastModified"], marker)
                 by_tenant[item["Key"].split("/", 1)[0]].append(listed)
     return by_tenant
 
 
-def check_bucket(bucket: str, tenant: str, listed: Sequence[Listed], recorded: set[tuple[str, str]],
+def check_bucket(bucket: str, tenant: str, listed: Sequence[GuardVersion], recorded: set[tuple[str, str]],
                  cutoff: datetime) -> list[Problem]:
     """Delete markers, and versions no ledger entry records (older than `cutoff`), of one tenant."""
     problems = []
@@ -342,7 +342,7 @@ def verify(
     return report
 
 
-def _tenants_to_audit(engine: Engine, tenant: str | None, listed: dict[str, list[Listed]]) -> list[str]:
+def _tenants_to_audit(engine: Engine, tenant: str | None, listed: dict[str, list[GuardVersion]]) -> list[str]:
     if tenant is not None:
         validate_slug(tenant)
         with engine.connect() as conn:
