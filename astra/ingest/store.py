@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
+from astra.s3 import is_missing, is_precondition_failed
+
 # Each put is one HTTP round trip; a handful in flight hides the latency without flooding S3.
 PARALLEL_PUTS = 8
 
@@ -56,7 +58,7 @@ class BlobStore:
                                ChecksumAlgorithm="SHA256")
             return True
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+            if is_precondition_failed(exc):
                 return False
             raise
 
@@ -73,7 +75,7 @@ class BlobStore:
         try:
             data = self.s3.get_object(Bucket=self.bucket, Key=self.key(sha256))["Body"].read()
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            if is_missing(exc):
                 raise KeyError(sha256) from exc
             raise
         return data

@@ -14,11 +14,14 @@ import posixpath
 import re
 from dataclasses import dataclass
 
+from botocore.exceptions import ClientError
+
 from astra.ingest.atoms import atomize, part_digests, reassemble
 from astra.ingest.audit import AuditLimits, audit
 from astra.ingest.errors import AuditRefused
 from astra.ingest.store import BlobStore, atoms_manifest_key, blob_uri
 from astra.ingest.zones import TemplateMaps, extract_maps
+from astra.s3 import head, is_missing
 
 TEMPLATE_KEY = re.compile(r"^(?P<tenant>[^/]+)/templates/(?P<name>[^/]+)\.docx$")
 SIDECAR_SUFFIX = ".zones.json"
@@ -63,10 +66,13 @@ class TemplateIngestResult:
 
 
 def _get(s3, bucket: str, key: str) -> bytes | None:
+    """The object's bytes, or None when it is missing (a throttle or outage is raised, not "missing")."""
     try:
         return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except s3.exceptions.NoSuchKey:
-        return None
+    except ClientError as exc:
+        if is_missing(exc):
+            return None
+        raise
 
 
 def audit_report_key(tenant: str, sha256: str) -> str:
@@ -76,10 +82,10 @@ def audit_report_key(tenant: str, sha256: str) -> str:
 def ingest_template(s3, uploads_bucket: str, assets_bucket: str, key: str, expected_sha256: str | None = None,
                     limits: AuditLimits = AuditLimits()) -> TemplateIngestResult:
     ref = TemplateRef.parse(key)
-    try:
-        size = s3.head_object(Bucket=uploads_bucket, Key=key)["ContentLength"]
-    except s3.exceptions.ClientError:
-        raise TemplateInputError(f"s3://{uploads_bucket}/{key} is gone") from None
+    found = head(s3, uploads_bucket, key, checksum=False)
+    if found is None:
+        raise TemplateInputError(f"s3://{uploads_bucket}/{key} is gone")
+    size = found["ContentLength"]
     if size > limits.max_upload_bytes:  # refused before a byte of it is read into memory
         raise TemplateInputError(f"{key} is {size} bytes, over the {limits.max_upload_bytes}-byte upload limit")
     data = _get(s3, uploads_bucket, key)
