@@ -1,23 +1,70 @@
-"""Incremental scanning of the uploads bucket, for the upload sensors.
+"""Bounded, fair scanning of the uploads bucket, for the upload sensors.
 
-Why not dagster-aws `get_objects`: it lists the whole bucket every tick, and its `since_key`
-cursor skips keys that sort before the cursor but arrive after it (dagster issue #22892). Here:
+S3 has no change feed, so a sensor must list to find new uploads. A tick here does bounded work
+whatever the bucket holds, and one tenant's junk cannot starve another tenant:
 
-- each tick lists one page of tenant prefixes (`Delimiter='/'`), continuing after the previous
-  tick's last tenant and wrapping around, so a tick costs one page plus those tenants' areas;
-- within a tenant it lists only one area (`<tenant>/templates/`, `<tenant>/sessions/`, …);
-- the cursor remembers each key's ETag (uploads are temporary, so this stays small): a key is
-  reported when it is new or its ETag changed (a re-upload), however it sorts and whatever its
-  LastModified says (a multipart upload's LastModified is when it started, not when it landed).
-Reporting the same object twice is harmless: sensors derive run keys from content hashes.
+- **Round robin.** Tenants (`Delimiter='/'` at the root) are visited in turn, starting after the
+  tenant where the previous tick stopped and wrapping around.
+- **Budget.** A tick spends at most `Budget.requests` S3 requests (lists, GETs, HEADs — the
+  judge's own requests included, counted by `MeteredS3`) and `Budget.seconds` of wall time; one
+  tenant at most `Budget.per_tenant` requests per tick. A tenant that runs out continues where it
+  stopped on its next turn: its continuation (`StartAfter`) is in the cursor.
+- **Sweeps and the mark.** Each tenant's area (`<tenant>/sessions/`, `<tenant>/templates/`) is
+  swept in key order, a page per request. When a sweep ends with every candidate judged, the
+  tenant's *mark* becomes the sweep's start (S3's own clock, the `Date` of its first listing)
+  minus `MARGIN_SECONDS`: anything last modified before the mark was visible during that sweep and
+  has been judged, so later sweeps skip it without reading it. Refused uploads, left in place on
+  purpose, are therefore read once, not every tick.
+- **Recently seen.** Keys modified after the mark are remembered as (key digest → ETag prefix,
+  LastModified), at most `MAX_SEEN` in all, so a key is judged again only when it is new or
+  re-uploaded (changed ETag) however it sorts (dagster-aws `get_objects` skips keys that sort
+  before its cursor: dagster#22892). Entries below the mark are dropped; past the cap the oldest
+  go first (worst case: an upload is judged twice, which is harmless — run keys are content hashes).
+- **Not yet.** A `ready(tenant)` callback can hold a tenant back (e.g. no config yet); its uploads
+  are neither judged nor remembered, and are judged on the first tick after it is ready.
+
+The cursor holds, per tenant: its continuation, its mark, its sweep's start and whether that sweep
+had to leave something for later; plus the bounded recently-seen set. A tick in steady state
+costs one root listing and one listing per tenant visited.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from datetime import datetime
+import hashlib
+import time
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Callable
+
+from botocore.exceptions import ClientError
+
+from astra.orchestrator.manifest import (
+    MAX_MANIFEST_BYTES,
+    ManifestRejected,
+    SessionManifest,
+    manifest_session,
+    parse_manifest,
+)
+from astra.s3 import head, is_missing
+
+# How long after its LastModified an object may still be invisible to a listing (a slow PUT,
+# a clock tick). A manifest or template written in one PUT is visible within seconds.
+MARGIN_SECONDS = 120
+MAX_SEEN = 400  # recently-seen entries kept in the cursor, all tenants together
+MAX_TENANTS = 1000  # tenants whose state the cursor keeps (least recently visited dropped first)
+FOLDER_PAGES = 3  # listings of a session's folder before the files still unaccounted for are HEADed
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one tick may spend. Dagster times a sensor tick out at 60 s; a tick here stays near
+    `seconds` (one judgement may run past it), and one tenant gets at most a share of it."""
+
+    requests: int = 1000
+    seconds: float = 8.0
+    per_tenant: int = 200
+    per_tenant_seconds: float = 2.0
+    page: int = 1000  # keys per listing
 
 
 @dataclass(frozen=True)
@@ -26,23 +73,43 @@ class UploadObject:
     key: str
     etag: str
     size: int
-    last_modified: datetime
+
+
+class MeteredS3:
+    """An S3 client that counts the requests made through it (what the budget is spent in)."""
+
+    def __init__(self, client):
+        self._client = client
+        self.requests = 0
+
+    @property
+    def exceptions(self):
+        return self._client.exceptions
+
+    def __getattr__(self, name):
+        attr = getattr(self._client, name)
+        if not callable(attr) or name.startswith("get_paginator"):
+            return attr
+
+        def counted(*args, **kwargs):
+            self.requests += 1
+            return attr(*args, **kwargs)
+
+        return counted
 
 
 @dataclass
 class ScanResult:
-    objects: list[UploadObject]
     state: dict
-    tenants_scanned: list[str]
-    wrapped: bool  # this tick reached the end of the tenant list
+    tenants_visited: list[str] = field(default_factory=list)
+    judged: int = 0
+    waiting: dict[str, str] = field(default_factory=dict)  # tenant -> why its uploads wait
+    newly_waiting: list[str] = field(default_factory=list)  # of those, the ones that did not wait last tick
+    out_of_budget: bool = False
 
-    @property
-    def cursor(self) -> str:
-        return json.dumps(self.state, sort_keys=True)
 
-    def retry_later(self, obj: UploadObject) -> None:
-        """Forget `obj`, so the next scan of its tenant reports it again (it could not be judged now)."""
-        self.state["seen"].get(obj.tenant, {}).pop(obj.key, None)
+def _digest(key: str) -> str:
+    return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
 
 
 def _after(prefix: str) -> str:
@@ -50,44 +117,202 @@ def _after(prefix: str) -> str:
     return prefix[:-1] + "0"
 
 
+def _server_time(page: dict) -> float:
+    date = page.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        return parsedate_to_datetime(date).timestamp() if date else time.time()
+    except (TypeError, ValueError):
+        return time.time()
+
+
+class _Tick:
+    def __init__(self, s3: MeteredS3, bucket: str, area: str, state: dict, budget: Budget,
+                 accept: Callable[[str], bool], judge: Callable[[UploadObject], bool],
+                 ready: Callable[[str], str | None]):
+        self.s3, self.bucket, self.area, self.budget = s3, bucket, area, budget
+        self.accept, self.judge, self.ready = accept, judge, ready
+        self.state = state
+        self.result = ScanResult(state)
+        self.deadline = time.monotonic() + budget.seconds
+        self.start_requests = s3.requests
+        self.free_judgements = 0
+
+    def used(self, since: int) -> int:
+        """Requests since the count `since`; a judgement that made none counts as one."""
+        return self.s3.requests + self.free_judgements - since
+
+    def spent(self) -> bool:
+        return self.used(self.start_requests) >= self.budget.requests or time.monotonic() >= self.deadline
+
+    def tenant_spent(self, start: int) -> bool:
+        return (self.used(start) >= self.budget.per_tenant or time.monotonic() >= self.tenant_deadline
+                or self.spent())
+
+    def run(self) -> ScanResult:
+        for tenant in self.tenant_ring():
+            if self.spent():
+                self.result.out_of_budget = True
+                break
+            self.visit(tenant)
+            self.state["ring"] = tenant
+            self.result.tenants_visited.append(tenant)
+        self.trim()
+        return self.result
+
+    def tenant_ring(self):
+        """Tenants after the ring position, then (wrapping) those up to it; each once."""
+        ring = self.state.get("ring", "")
+        yield from self.tenants(after=_after(ring + "/") if ring else "", upto=None)
+        if ring:
+            yield from self.tenants(after="", upto=ring)
+
+    def tenants(self, after: str, upto: str | None):
+        while not self.spent():
+            kwargs = {"Bucket": self.bucket, "Delimiter": "/", "MaxKeys": self.budget.page}
+            if after:
+                kwargs["StartAfter"] = after
+            page = self.s3.list_objects_v2(**kwargs)
+            prefixes = [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+            for prefix in prefixes:
+                if upto is not None and prefix[:-1] > upto:
+                    return
+                yield prefix[:-1]
+            if not page.get("IsTruncated"):
+                return
+            # MaxKeys counts stray root objects as well as prefixes: continue after whichever came last.
+            after = max([_after(p) for p in prefixes] + [o["Key"] for o in page.get("Contents", [])])
+
+    def visit(self, tenant: str) -> None:
+        tstate = self.state["t"].setdefault(tenant, {"after": "", "mark": 0, "sweep": 0, "dirty": 0})
+        tstate["visited"] = int(time.time())
+        start = self.s3.requests + self.free_judgements
+        self.tenant_deadline = time.monotonic() + self.budget.per_tenant_seconds
+        first_page = True
+        while not self.tenant_spent(start):
+            kwargs = {"Bucket": self.bucket, "Prefix": f"{tenant}/{self.area}/", "MaxKeys": self.budget.page}
+            if tstate["after"]:
+                kwargs["StartAfter"] = tstate["after"]
+            page = self.s3.list_objects_v2(**kwargs)
+            if not tstate["after"] and first_page:  # a new sweep starts with this listing
+                if not page.get("Contents"):
+                    del self.state["t"][tenant]  # nothing in its area: nothing to remember
+                    return
+                tstate.update(sweep=int(_server_time(page)), dirty=0)
+            first_page = False
+            if not self.visit_page(tenant, tstate, page.get("Contents", []), start):
+                return  # out of budget or held back: continue from `after` next turn
+            if not page.get("IsTruncated"):
+                self.end_sweep(tenant, tstate)
+                return
+
+    def visit_page(self, tenant: str, tstate: dict, contents: list[dict], start: int) -> bool:
+        """Judge the page's candidates in key order; False when this visit must stop early."""
+        seen = self.state["seen"].setdefault(tenant, {})
+        for obj in contents:
+            key, etag = obj["Key"], obj["ETag"].strip('"')
+            modified = int(obj["LastModified"].timestamp())
+            known = seen.get(_digest(key))
+            new = self.accept(key) and modified >= tstate["mark"] and (known is None or known[0] != etag[:12])
+            if new:
+                if self.tenant_spent(start):
+                    return False
+                why = self.ready(tenant)
+                if why:
+                    self.hold(tenant, tstate, why)
+                    return False
+                tstate.pop("wait", None)
+                if self.judged(UploadObject(tenant, key, etag, obj["Size"])):
+                    seen[_digest(key)] = [etag[:12], modified]
+                else:
+                    tstate["dirty"] = 1  # left for later: this sweep cannot move the mark
+            tstate["after"] = key
+        return True
+
+    def judged(self, obj: UploadObject) -> bool:
+        before = self.s3.requests
+        settled = self.judge(obj)
+        self.result.judged += 1
+        self.free_judgements += self.s3.requests == before
+        return settled
+
+    def hold(self, tenant: str, tstate: dict, why: str) -> None:
+        self.result.waiting[tenant] = why
+        if not tstate.get("wait"):
+            self.result.newly_waiting.append(tenant)
+        tstate["wait"] = 1
+
+    def end_sweep(self, tenant: str, tstate: dict) -> None:
+        if not tstate["dirty"]:
+            tstate["mark"] = max(tstate["mark"], tstate["sweep"] - MARGIN_SECONDS)
+        tstate["after"] = ""
+        seen = self.state["seen"].get(tenant, {})
+        for digest in [d for d, (_, modified) in seen.items() if modified < tstate["mark"]]:
+            del seen[digest]
+
+    def trim(self) -> None:
+        """Keep the cursor bounded: the oldest recently-seen entries and the longest-unvisited
+        tenants go first."""
+        entries = [(v[1], t, d) for t, s in self.state["seen"].items() for d, v in s.items()]
+        for _, tenant, digest in sorted(entries)[: max(0, len(entries) - MAX_SEEN)]:
+            del self.state["seen"][tenant][digest]
+        tenants = sorted(self.state["t"], key=lambda t: self.state["t"][t].get("visited", 0))
+        for tenant in tenants[: max(0, len(tenants) - MAX_TENANTS)]:
+            del self.state["t"][tenant]
+        for tenant in [t for t, s in self.state["seen"].items() if not s or t not in self.state["t"]]:
+            del self.state["seen"][tenant]
+
+
+def new_state() -> dict:
+    return {"ring": "", "t": {}, "seen": {}}
+
+
 def scan(
-    s3,
+    s3: MeteredS3,
     bucket: str,
     area: str,
-    cursor: str | None,
+    state: dict | None,
+    judge: Callable[[UploadObject], bool],
     accept: Callable[[str], bool] = lambda key: True,
-    max_tenants: int = 100,
+    ready: Callable[[str], str | None] = lambda tenant: None,
+    budget: Budget = Budget(),
 ) -> ScanResult:
-    state = json.loads(cursor) if cursor else {"after": "", "seen": {}}
-    kwargs = {"Bucket": bucket, "Delimiter": "/", "MaxKeys": max_tenants}
-    if state["after"]:
-        kwargs["StartAfter"] = state["after"]
-    page = s3.list_objects_v2(**kwargs)
-    prefixes = [p["Prefix"] for p in page.get("CommonPrefixes", [])]
-    found: list[UploadObject] = []
-    for prefix in prefixes:
-        tenant = prefix[:-1]
-        seen = state["seen"].get(tenant, {})
-        current: dict[str, str] = {}
-        for obj in _list_all(s3, bucket, f"{prefix}{area}/"):
-            if not accept(obj["Key"]):
-                continue
-            etag = obj["ETag"].strip('"')
-            current[obj["Key"]] = etag
-            if seen.get(obj["Key"]) != etag:
-                found.append(UploadObject(tenant, obj["Key"], etag, obj["Size"], obj["LastModified"]))
-        if current:
-            state["seen"][tenant] = current
-        else:
-            state["seen"].pop(tenant, None)
-    wrapped = not page.get("IsTruncated")
-    # MaxKeys counts stray objects at the root as well as prefixes: continue after whichever
-    # came last, or a page of strays would send every tick back to the start.
-    last = max([_after(p) for p in prefixes] + [o["Key"] for o in page.get("Contents", [])], default="")
-    state["after"] = "" if wrapped else last
-    return ScanResult(found, state, [p[:-1] for p in prefixes], wrapped)
+    """One tick over `<tenant>/<area>/`: `judge(obj)` is called for each new or changed object that
+    `accept`s its key, and returns True when it is settled (run requested or refused) or False to
+    be offered again on a later sweep. `ready(tenant)` returns why a tenant's uploads must wait, or
+    None. `s3` must be a `MeteredS3` shared with the judge, so the judge's requests count too."""
+    return _Tick(s3, bucket, area, state or new_state(), budget, accept, judge, ready).run()
 
 
-def _list_all(s3, bucket: str, prefix: str):
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        yield from page.get("Contents", [])
+def judge_manifest(s3, bucket: str, key: str) -> SessionManifest:
+    """`load_manifest` for the sensor: the same verdicts, but whether the named files are there is
+    answered by listing the version folder (one request for a real session) instead of one HEAD
+    per file (up to 202), so a manifest naming hundreds of absent files costs two requests. The
+    handover judges the manifest again with `load_manifest` before it touches anything."""
+    manifest_session(key)  # judge the key before reading anything
+    try:
+        obj = s3.get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if is_missing(exc):
+            raise ManifestRejected(key, "the manifest is gone") from None
+        raise
+    if obj["ContentLength"] > MAX_MANIFEST_BYTES:
+        obj["Body"].close()
+        raise ManifestRejected(key, f"manifest is {obj['ContentLength']} bytes, more than {MAX_MANIFEST_BYTES}")
+    manifest = parse_manifest(key, obj["Body"].read())
+    missing = _absent(s3, bucket, manifest)
+    if missing:
+        raise ManifestRejected(key, f"names files that are not uploaded: {', '.join(missing)}")
+    return manifest
+
+
+def _absent(s3, bucket: str, manifest: SessionManifest) -> list[str]:
+    wanted = {f.key: f.path for f in manifest.files}
+    kwargs = {"Bucket": bucket, "Prefix": manifest.prefix}
+    for _ in range(FOLDER_PAGES):
+        page = s3.list_objects_v2(**kwargs)
+        for obj in page.get("Contents", []):
+            wanted.pop(obj["Key"], None)
+        if not wanted or not page.get("IsTruncated"):
+            return sorted(wanted.values())
+        kwargs["ContinuationToken"] = page["NextContinuationToken"]
+    return sorted(path for key, path in wanted.items() if head(s3, bucket, key, checksum=False) is None)

@@ -1,11 +1,18 @@
 """`session_upload_sensor`: a complete session (its manifest arrived) → a handover run.
 
-Cursor-based (astra.uploads.scan) over `<tenant>/sessions/` only, reacting to manifest.json,
-which clients write last. run_key = `<partition key>-<manifest sha256>`: the same manifest twice
-runs once. A manifest that fails the schema, names missing files or whose ids break the key
-rules produces no run: it is reported as an observation of `upload_quarantine` with the reason,
-and the upload is left as it is.
+Scans `<tenant>/sessions/` with `astra.uploads.scan` (bounded work per tick, tenants in turn),
+reacting to manifest.json, which clients write last. run_key = `<partition key>-<manifest
+sha256>`: the same manifest twice runs once. A manifest that fails the schema, names missing files
+or whose ids break the key rules produces no run: it is reported once as an observation of
+`upload_quarantine` with the reason, and the upload is left as it is.
+
+A tenant with no config yet gets no run (it could only fail): its sessions wait, the sensor says
+so (a log line, the skip reason, and one `upload_quarantine` observation when the tenant starts
+waiting), and they are handed over on the first tick after the tenant's config is published.
+Runs that failed for a transient reason are offered again (sensors/reoffer.py).
 """
+
+from __future__ import annotations
 
 from dagster import (
     AssetObservation,
@@ -19,13 +26,100 @@ from dagster import (
 )
 from dagster_aws.s3 import S3Resource
 
-from astra.orchestrator.manifest import ManifestRejected, load_manifest
-from astra.uploads import scan
+from astra.config_svc import TenantNotFound
+from astra.orchestrator.manifest import ManifestRejected
+from astra.tenancy import InvalidKey, validate_slug
+from astra.uploads import MeteredS3, UploadObject, judge_manifest, scan
 from astra_assets.guard import custody_audio
 from astra_assets.orchestrator import SessionManifestConfig, session_handover, session_upload, upload_quarantine
 from astra_assets.partitions import sessions_partitions
-from resources import StorageLayout
+from resources import ConfigStoreResource, StorageLayout
+from sensors.cursor import UploadCursor
 from sensors.partitions import add_new_partitions
+from sensors.reoffer import reoffers
+
+NO_CONFIG = "no config yet: ingest the tenant's template first"
+
+
+class ConfigGate:
+    """`ready(tenant)` for the scanner: why a tenant's sessions must wait, or None. One CONFIG_SVC
+    read per tenant per tick (Redis, else Postgres)."""
+
+    def __init__(self, config_store: ConfigStoreResource):
+        self.config_store = config_store
+        self.service = None
+        self.answers: dict[str, str | None] = {}
+
+    def __call__(self, tenant: str) -> str | None:
+        if tenant not in self.answers:
+            self.answers[tenant] = self.check(tenant)
+        return self.answers[tenant]
+
+    def check(self, tenant: str) -> str | None:
+        try:
+            validate_slug(tenant)
+        except InvalidKey:
+            return None  # its manifests are refused on their keys: let them be judged
+        try:
+            self.service = self.service or self.config_store.service()
+            self.service.snapshot(tenant)
+        except TenantNotFound:
+            return NO_CONFIG
+        except Exception as exc:  # noqa: BLE001 — Postgres down: a run would fail too; ask next tick
+            return f"cannot read the tenant's config ({type(exc).__name__}: {exc}); retrying next tick"
+        return None
+
+
+class SessionJudge:
+    """Judges each new manifest: a run request, or a quarantine observation."""
+
+    def __init__(self, context: SensorEvaluationContext, client: MeteredS3, bucket: str):
+        self.context, self.client, self.bucket = context, client, bucket
+        self.run_requests: list[RunRequest] = []
+        self.events: list[AssetObservation] = []
+        self.partitions: list[str] = []
+
+    def __call__(self, obj: UploadObject) -> bool:
+        try:
+            manifest = judge_manifest(self.client, self.bucket, obj.key)
+        except ManifestRejected as rejected:
+            self.context.log.warning(f"quarantined {obj.key}: {rejected.reason}")
+            self.events.append(AssetObservation(asset_key=upload_quarantine.key, metadata={
+                "key": obj.key, "etag": obj.etag, "reason": rejected.reason, "bucket": self.bucket}))
+            return True
+        except Exception as exc:  # noqa: BLE001 — S3 throttling or an outage: judge it on a later sweep
+            self.context.log.warning(f"could not read {obj.key} ({type(exc).__name__}: {exc}); retrying later")
+            return False
+        pk = manifest.session.partition_key
+        self.partitions.append(pk)
+        self.events.append(AssetObservation(asset_key=session_upload.key, partition=pk, metadata={
+            "manifest_key": obj.key, "manifest_sha256": manifest.sha256, "files": len(manifest.files)}))
+        self.run_requests.append(RunRequest(
+            run_key=f"{pk}-{manifest.sha256}",
+            partition_key=pk,
+            run_config=RunConfig(ops={"session_handover": SessionManifestConfig(
+                manifest_key=obj.key, manifest_sha256=manifest.sha256)}),
+            tags={"astra/tenant": manifest.session.tenant, "astra/session": pk},
+        ))
+        return True
+
+
+def waiting_observations(context: SensorEvaluationContext, bucket: str, result) -> list[AssetObservation]:
+    """Say which tenants' sessions wait and why: a log line every tick, an observation once."""
+    events = []
+    for tenant, why in sorted(result.waiting.items()):
+        context.log.warning(f"sessions of tenant {tenant!r} wait: {why}")
+        if tenant in result.newly_waiting:
+            events.append(AssetObservation(asset_key=upload_quarantine.key, metadata={
+                "key": f"{tenant}/sessions/", "bucket": bucket, "reason": f"tenant {tenant!r}: {why}", "waiting": True}))
+    return events
+
+
+def skip_reason(result) -> SkipReason:
+    waiting = "; ".join(f"tenant {t!r} waits: {why}" for t, why in sorted(result.waiting.items()))
+    budget = " (tick budget spent: continuing next tick)" if result.out_of_budget else ""
+    return SkipReason(f"no new sessions ({len(result.tenants_visited)} tenants visited){budget}"
+                      + (f"; {waiting}" if waiting else ""))
 
 
 @sensor(
@@ -33,41 +127,23 @@ from sensors.partitions import add_new_partitions
     asset_selection=[session_handover, custody_audio],
     minimum_interval_seconds=10,
     default_status=DefaultSensorStatus.RUNNING,
-    description="Polls <tenant>/sessions/ in the uploads bucket (cursor-based) and hands over complete sessions.",
+    description="Polls <tenant>/sessions/ in the uploads bucket (bounded, fair across tenants) and hands over "
+    "complete sessions of tenants that have a config.",
 )
-def session_upload_sensor(context: SensorEvaluationContext, s3: S3Resource, storage: StorageLayout):
-    client = s3.get_client()
-    result = scan(client, storage.uploads_bucket, "sessions", context.cursor,
-                  accept=lambda key: key.endswith("/manifest.json"))
-    run_requests, events, partitions = [], [], []
-    for obj in result.objects:
-        try:
-            manifest = load_manifest(client, storage.uploads_bucket, obj.key)
-        except ManifestRejected as rejected:
-            context.log.warning(f"quarantined {obj.key}: {rejected.reason}")
-            events.append(AssetObservation(asset_key=upload_quarantine.key, metadata={
-                "key": obj.key, "etag": obj.etag, "reason": rejected.reason, "bucket": storage.uploads_bucket}))
-            continue
-        except Exception as exc:  # noqa: BLE001 — S3 throttling or an outage: judge it on a later tick
-            context.log.warning(f"could not read {obj.key} ({type(exc).__name__}: {exc}); retrying next tick")
-            result.retry_later(obj)
-            continue
-        pk = manifest.session.partition_key
-        partitions.append(pk)
-        events.append(AssetObservation(asset_key=session_upload.key, partition=pk, metadata={
-            "manifest_key": obj.key, "manifest_sha256": manifest.sha256, "files": len(manifest.files)}))
-        run_requests.append(RunRequest(
-            run_key=f"{pk}-{manifest.sha256}",
-            partition_key=pk,
-            run_config=RunConfig(ops={"session_handover": SessionManifestConfig(
-                manifest_key=obj.key, manifest_sha256=manifest.sha256)}),
-            tags={"astra/tenant": manifest.session.tenant, "astra/session": pk},
-        ))
+def session_upload_sensor(context: SensorEvaluationContext, s3: S3Resource, storage: StorageLayout,
+                          config_store: ConfigStoreResource):
+    cursor = UploadCursor.load(context.cursor)
+    client = MeteredS3(s3.get_client())
+    judge = SessionJudge(context, client, storage.uploads_bucket)
+    result = scan(client, storage.uploads_bucket, "sessions", cursor.scan, judge=judge,
+                  accept=lambda key: key.endswith("/manifest.json"), ready=ConfigGate(config_store))
+    retries, cursor.reoffer = reoffers(context, cursor.reoffer)
+    events = judge.events + waiting_observations(context, storage.uploads_bucket, result)
+    run_requests = judge.run_requests + retries
     return SensorResult(
         run_requests=run_requests,
-        cursor=result.cursor,
-        dynamic_partitions_requests=add_new_partitions(context, sessions_partitions, partitions),
+        cursor=cursor.dump(),
+        dynamic_partitions_requests=add_new_partitions(context, sessions_partitions, judge.partitions),
         asset_events=events,
-        skip_reason=None if run_requests or events else
-        SkipReason(f"no new sessions ({len(result.tenants_scanned)} tenants scanned)"),
+        skip_reason=None if run_requests or events else skip_reason(result),
     )
