@@ -58,7 +58,7 @@ class SessionKey:
         return f"{self.tenant}/sessions/{self.session_id}/v{self.version}/"
 
     @classmethod
-    def parse(cls, key: str) -> "SessionKey":
+    def parse(cls, key: str) -> SessionKey:
         m = _SESSION_KEY.fullmatch(key)
         if not m:
             raise InvalidKey(f"invalid session partition key {key!r}: expected <tenant>--<session_id>--v<n>")

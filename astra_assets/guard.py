@@ -51,7 +51,7 @@ def custody_audio(
     custody = record["custody"]
     if custody is None:
         return no_audio(record)
-    problems = check_custody(client, settings, postgres.engine(), custody["key"])
+    problems = check_custody(client, settings, postgres.engine(), custody)
     return MaterializeResult(
         metadata={
             "audio": record["manifest"]["document"].get("audio"),

@@ -35,7 +35,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -125,7 +125,7 @@ def hand_over(h: Handover, manifest_key: str, expected_sha256: str | None = None
             "dedup": dedup,
             "custody": custody,
             "strays": find_strays(h, manifest, stored_manifest["last_modified"]),
-            "handed_over_at": datetime.now(timezone.utc).isoformat(),
+            "handed_over_at": datetime.now(UTC).isoformat(),
         }
         meta = BlobStore(h.s3, h.settings.assets_bucket, session.tenant).put_json(handover_record_key(session), record)
         return HandoverResult(record, meta["uri"], cleanup=delete_temp_upload(h, record))
@@ -181,7 +181,7 @@ def register(h: Handover, session: SessionKey, files: list[dict]) -> dict:
         return {"status": "registered"}
     result = h.registry.register(session.tenant, digests) if h.registry else None
     if result is not None and not result.skipped:
-        for f, s in zip(files, result.statuses):
+        for f, s in zip(files, result.statuses, strict=True):  # one status per digest sent
             f["dedup"] = s.outcome.value
         return {"status": "registered"}
     reason = result.skipped_reason if result is not None else "no registry configured"
@@ -221,7 +221,7 @@ def store_blobs(h: Handover, manifest: SessionManifest, files: list[dict]) -> di
         raise HandoverError(f"{manifest.key} changed during the handover; the upload is kept")
     store.put_once(manifest.sha256, raw)
     return {"key": manifest.key, "sha256": manifest.sha256, "etag": got["ETag"], "document": manifest.document,
-            "last_modified": got["LastModified"].astimezone(timezone.utc).isoformat(),
+            "last_modified": got["LastModified"].astimezone(UTC).isoformat(),
             "blob_uri": blob_uri(assets, tenant, manifest.sha256)}
 
 
@@ -279,7 +279,7 @@ def custody_problems(h: Handover, record: dict) -> list[str]:
         return [f"the record names audio {audio['path']} but no custody copy"] if audio else []
     if audio is None or custody["sha256"] != audio["sha256"]:
         return [f"the custody copy {custody['key']} is not of the audio this record names"]
-    return check_custody(h.s3, h.settings, h.engine, custody["key"])
+    return check_custody(h.s3, h.settings, h.engine, custody)  # the record's copy: ledger seq and hash too
 
 
 def delete_temp_upload(h: Handover, record: dict) -> TempCleanup:

@@ -13,7 +13,7 @@ import os
 import stat
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from astra.orchestrator.manifest import file_patterns, media_type, parse_manifest
@@ -90,7 +90,7 @@ def build_manifest(session: SessionKey, template: str, files: Iterable[str], clo
     by_role = session_roles(files)
     doc: dict = {
         "tenant": session.tenant, "session_id": session.session_id, "version": session.version,
-        "template": template, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "template": template, "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "data": by_role.get("data", []), "media": by_role.get("media", []),
     }
     for role in SINGLE_ROLES:

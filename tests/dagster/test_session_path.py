@@ -56,7 +56,8 @@ def test_a_session_is_handed_over_and_its_audio_held(defs, dagster_instance, s3,
     assert keys_under(s3, run_settings.uploads_bucket, f"{configured}/sessions/") == []
 
     # The same manifest bytes again (uploaded anew after the clean-up): same run key, no run.
-    manifest = json.loads(s3.get_object(Bucket=run_settings.assets_bucket, Key=meta["uri"].split("/", 3)[3])["Body"].read())["manifest"]
+    record_key = meta["uri"].split("/", 3)[3]
+    manifest = json.loads(s3.get_object(Bucket=run_settings.assets_bucket, Key=record_key)["Body"].read())["manifest"]
     prefix = f"{configured}/sessions/{session.session_id}/v1/"
     for path, body in session_files().items():
         s3.put_object(Bucket=run_settings.uploads_bucket, Key=prefix + path, Body=body)
@@ -96,7 +97,8 @@ def test_bad_manifests_are_quarantined_and_left_untouched(case, defs, dagster_in
     assert outcome.results == []
     records = [q for q in quarantined(dagster_instance) if q["key"] == prefix + "manifest.json"]
     assert len(records) == 1 and records[0]["reason"]
-    assert sorted(keys_under(s3, run_settings.uploads_bucket, prefix)) == [prefix + "audio.wav", prefix + "manifest.json"]
+    left = sorted(keys_under(s3, run_settings.uploads_bucket, prefix))
+    assert left == [prefix + "audio.wav", prefix + "manifest.json"]
     assert tick(defs, dagster_instance, SENSOR).events_reported == 0  # reported once, not every tick
 
 
@@ -135,7 +137,8 @@ def test_custody_audit_job(defs, dagster_instance, s3, run_settings, configured)
 
     with make_engine(run_settings.database_url).begin() as conn:
         conn.execute(text("ALTER TABLE custody_ledger DISABLE TRIGGER USER"))
-        conn.execute(text("UPDATE custody_ledger SET entry = replace(entry, '\"size\":', '\"size\": ') WHERE tenant_id = :t"),
+        conn.execute(text("UPDATE custody_ledger SET entry = replace(entry, '\"size\":', '\"size\": ') "
+                          "WHERE tenant_id = :t"),
                      {"t": configured})
         conn.execute(text("ALTER TABLE custody_ledger ENABLE TRIGGER USER"))
     failed = job.execute_in_process(instance=dagster_instance, run_config=run_config, raise_on_error=False)

@@ -41,7 +41,8 @@ def new_session(s3, settings, tenant: str, version: int = 1, files: dict | None 
 
 def upload_keys(s3, settings, session: SessionKey) -> list[str]:
     prefix = f"{session.tenant}/sessions/{session.session_id}/v{session.version}/"
-    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=settings.uploads_bucket, Prefix=prefix).get("Contents", []))
+    listing = s3.list_objects_v2(Bucket=settings.uploads_bucket, Prefix=prefix)
+    return sorted(o["Key"] for o in listing.get("Contents", []))
 
 
 def ledger_count(pg_url, tenant) -> int:
@@ -94,7 +95,8 @@ def test_dedup_never_crosses_tenants(handover, s3, settings, configured_tenant, 
     assert all(f["blob_uri"].startswith(f"s3://{settings.assets_bucket}/{other}/") for f in rec_b["files"])
 
 
-def test_registry_down_fails_open_then_reconciles(dead_registry_handover, handover, s3, settings, configured_tenant, pg_url):
+def test_registry_down_fails_open_then_reconciles(dead_registry_handover, handover, s3, settings, configured_tenant,
+                                                  pg_url):
     tenant = configured_tenant
     session, key = new_session(s3, settings, tenant)
     rec = ho.hand_over(dead_registry_handover, key).record
@@ -166,7 +168,8 @@ STEPS = {
 
 
 @pytest.mark.parametrize("step", list(STEPS))
-def test_a_failure_at_each_step_leaves_the_upload_and_a_rerun_converges(step, handover, s3, settings, configured_tenant, pg_url, monkeypatch):
+def test_a_failure_at_each_step_leaves_the_upload_and_a_rerun_converges(step, handover, s3, settings,
+                                                                        configured_tenant, pg_url, monkeypatch):
     tenant = configured_tenant
     session, key = new_session(s3, settings, tenant)
     before = upload_keys(s3, settings, session)
@@ -201,7 +204,8 @@ def hand_over_killed_mid_clean_up(handover, s3, key: str, monkeypatch) -> None:
             ho.hand_over(handover, key)
 
 
-def test_a_crash_in_the_middle_of_the_clean_up_is_finished_by_a_rerun(handover, s3, settings, configured_tenant, pg_url, monkeypatch):
+def test_a_crash_in_the_middle_of_the_clean_up_is_finished_by_a_rerun(handover, s3, settings, configured_tenant,
+                                                                      pg_url, monkeypatch):
     session, key = new_session(s3, settings, configured_tenant)
     hand_over_killed_mid_clean_up(handover, s3, key, monkeypatch)
     assert key in upload_keys(s3, settings, session)  # the manifest goes last, so the session is still seen
@@ -210,7 +214,8 @@ def test_a_crash_in_the_middle_of_the_clean_up_is_finished_by_a_rerun(handover, 
     assert ledger_count(pg_url, configured_tenant) == 1
 
 
-def test_a_source_overwritten_after_hashing_never_lands_under_the_old_hash(handover, s3, settings, configured_tenant, monkeypatch):
+def test_a_source_overwritten_after_hashing_never_lands_under_the_old_hash(handover, s3, settings, configured_tenant,
+                                                                           monkeypatch):
     session, key = new_session(s3, settings, configured_tenant)
     csv_key = key.replace("manifest.json", "data/readings.csv")
     original_sha = hashlib.sha256(session_files()["data/readings.csv"]).hexdigest()
@@ -246,7 +251,8 @@ def test_a_session_naming_another_template_is_refused(handover, s3, settings, te
     assert len(upload_keys(s3, settings, session)) == 5
 
 
-def test_temp_cleanup_removes_leftovers_only_where_custody_verifies(handover, s3, settings, configured_tenant, monkeypatch):
+def test_temp_cleanup_removes_leftovers_only_where_custody_verifies(handover, s3, settings, configured_tenant,
+                                                                    monkeypatch):
     from astra.orchestrator.cleanup import clean_verified_uploads
 
     # Two sessions whose handovers died in the middle of their clean-up.

@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from astra.orchestrator.manifest import MAX_MANIFEST_BYTES, ManifestRejected, manifest_session, parse_manifest, validator
+from astra.orchestrator.manifest import (
+    MAX_MANIFEST_BYTES,
+    ManifestRejected,
+    manifest_session,
+    parse_manifest,
+    validator,
+)
 from astra.tenancy import InvalidKey, SessionKey, validate_slug
 
 KEY = "acme/sessions/visit-1/v1/manifest.json"
