@@ -39,8 +39,11 @@ def error_code(exc: ClientError) -> str:
 
 def is_missing(exc: ClientError) -> bool:
     """True only when S3 said the object (or version) does not exist."""
+    code = error_code(exc)
+    if code == "NoSuchBucket":  # a misconfiguration, not an object that is gone
+        return False
     status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-    return error_code(exc) in MISSING or status in ("404", "405")
+    return code in MISSING or status in ("404", "405")
 
 
 def is_precondition_failed(exc: ClientError) -> bool:

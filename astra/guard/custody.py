@@ -46,11 +46,11 @@ LOCK_MODE = "COMPLIANCE"
 # for clock skew when checking "retained until at least <LastModified> + the floor".
 RETENTION_SLACK = timedelta(minutes=5)
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_EXT = re.compile(r"^[a-z0-9]{1,8}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_EXT = re.compile(r"[a-z0-9]{1,8}")
 _GUARD_KEY = re.compile(
-    r"^(?P<tenant>[a-z0-9-]+)/audio/(?P<session>[a-z0-9-]+)/v(?P<version>[1-9][0-9]*)/"
-    r"(?P<sha>[0-9a-f]{64})\.(?P<ext>[a-z0-9]{1,8})$"
+    r"(?P<tenant>[a-z0-9-]+)/audio/(?P<session>[a-z0-9-]+)/v(?P<version>[1-9][0-9]*)/"
+    r"(?P<sha>[0-9a-f]{64})\.(?P<ext>[a-z0-9]{1,8})"
 )
 _HOOK_ID = "astra-guard-sdk-checksum-algorithm"
 # The fields of a custody.audio entry that the object checks read.
@@ -114,16 +114,16 @@ def audio_entry_key(session_id: str, version: int, sha256_hex: str) -> str:
 
 def guard_key(tenant: str, session_id: str, version: int, sha256_hex: str, ext: str) -> str:
     SessionKey(tenant, session_id, version)  # validates all three
-    if not _SHA256.match(sha256_hex or ""):
+    if not _SHA256.fullmatch(sha256_hex or ""):
         raise ValueError(f"sha256 must be 64 lowercase hex characters, got {sha256_hex!r}")
     ext = ext.lstrip(".").lower()
-    if not _EXT.match(ext):
+    if not _EXT.fullmatch(ext):
         raise ValueError(f"invalid audio extension {ext!r}")
     return f"{tenant}/audio/{session_id}/v{version}/{sha256_hex}.{ext}"
 
 
 def parse_guard_key(key: str) -> dict[str, Any]:
-    m = _GUARD_KEY.match(key)
+    m = _GUARD_KEY.fullmatch(key)
     if not m:
         raise ValueError(f"not a custody audio key: {key!r} (expected <tenant>/audio/<session>/v<n>/<sha256>.<ext>)")
     validate_slug(m["tenant"])
