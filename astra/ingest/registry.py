@@ -21,8 +21,8 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import psycopg
 from sqlalchemy import Engine, create_engine, event
@@ -82,7 +82,7 @@ class InvalidRegistration(IngestError, ValueError):
         super().__init__(f"invalid RegisterAssets request: {shown}")
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     NEW = "NEW"
     DUPLICATE = "DUPLICATE"
 

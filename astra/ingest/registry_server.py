@@ -17,8 +17,8 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent import futures
-from typing import Callable
 
 import grpc
 import psycopg
@@ -156,7 +156,7 @@ class Batcher:
             if not isinstance(exc, Exception):
                 raise
             return
-        for call, result in zip(live, results):
+        for call, result in zip(live, results, strict=True):
             self._finish(call, result=result)
 
     @staticmethod

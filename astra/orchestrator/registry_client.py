@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import grpc
 
@@ -130,7 +130,7 @@ class RegistryClient:
             raise RegistryError(grpc.StatusCode.INTERNAL,
                                 f"{len(response.statuses)} statuses for {len(digests)} digests")
         statuses = []
-        for d, s in zip(digests, response.statuses):
+        for d, s in zip(digests, response.statuses, strict=True):
             if s.sha256 != d.sha256 or s.status not in _OUTCOME:
                 raise RegistryError(grpc.StatusCode.INTERNAL, f"unexpected status {s.sha256} {s.status}")
             statuses.append(Status(s.sha256, _OUTCOME[s.status], s.canonical_uri))

@@ -25,10 +25,10 @@ import shutil
 import signal
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import redis as redis_lib
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-
-import hashlib
 import stat
 import uuid
 
@@ -111,7 +110,7 @@ def test_embedded_stack_up_status_down(tmp_path):
 
         # A published config lives in the sandbox until `down`.
         cfg_env = {**env, **values}
-        from tests.config_svc.maps import SHA, ZONE_MAP, STYLE_MAP
+        from tests.config_svc.maps import SHA, STYLE_MAP, ZONE_MAP
 
         (tmp_path / "zm.json").write_text(json.dumps(ZONE_MAP))
         (tmp_path / "sm.json").write_text(json.dumps(STYLE_MAP))
