@@ -13,6 +13,3 @@ class ConfigStoreResource(ConfigurableResource):
 
     def service(self) -> ConfigService:
         return ConfigService(self.postgres.engine(), self.redis.client(), self.redis.key_prefix)
-
-    def engine(self):  # TEMPORARY until call sites take PostgresResource (lead removes this)
-        return self.postgres.engine()
