@@ -32,10 +32,9 @@ CHECK = "custody_verified"
     deps=[session_handover],
     check_specs=[AssetCheckSpec(
         CHECK, asset="custody_audio", blocking=True,
-        description="Object present in the guard bucket, COMPLIANCE retention until at least the ledger's date and 30 days "
-        "after the copy, "
-        "SHA-256 matches, ledger entry present, the tenant's chain valid. For a data-only session: the manifest "
-        "names no audio and the handover record holds no custody copy.",
+        description="Object present in the guard bucket, COMPLIANCE retention until at least the ledger's date "
+        "and 30 days after the copy, SHA-256 matches, ledger entry present, the tenant's chain valid. For a "
+        "data-only session: the manifest names no audio and the handover record holds no custody copy.",
     )],
     description="The session audio in the WORM guard bucket, with its custody ledger entry (none for a "
     "data-only session).",
