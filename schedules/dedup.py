@@ -3,7 +3,6 @@
 from dagster import DefaultScheduleStatus, OpExecutionContext, ScheduleDefinition, job, op
 
 from astra.orchestrator.reconcile import reconcile
-from astra.orchestrator.registry_client import RegistryClient
 from resources import IngestRegistryResource, PostgresResource
 
 # Off the session's hot path there is time to wait: a registry slower than 50 ms still answers.
@@ -13,7 +12,7 @@ RECONCILE_DEADLINE_S = 2.0
 @op(description="Register the digests of sessions that failed open (registry down or slow).")
 def reconcile_dedup(context: OpExecutionContext, postgres: PostgresResource,
                     registry: IngestRegistryResource) -> None:
-    client = RegistryClient(registry.target, deadline_s=RECONCILE_DEADLINE_S, wait_for_ready=True)
+    client = registry.client(deadline_s=RECONCILE_DEADLINE_S, wait_for_ready=True)
     outcome = reconcile(postgres.engine(), client)
     context.log.info(f"reconciled {outcome.registered} sessions ({outcome.new} new, {outcome.duplicate} duplicate "
                      f"digests); {outcome.still_pending} still pending")

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, func, select, update
 from astra.db.schema import outbox
 from astra.ingest.registry import Digest
 from astra.orchestrator.handover import RECONCILE_TOPIC
-from astra.orchestrator.registry_client import RegistryClient, RegistryError
+from astra.orchestrator.registry_client import RegistryAuthError, RegistryClient, RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,8 @@ class ReconcileOutcome:
 def reconcile(engine: Engine, client: RegistryClient, batch: int = 100) -> ReconcileOutcome:
     """One pass over pending rows, oldest first. This platform job reads every tenant's rows (each
     row carries its tenant, and each registration is made for that tenant alone). A row the
-    registry refuses is counted and logged, and does not stop the others."""
+    registry refuses is counted and logged, and does not stop the others; a registry that refuses
+    the caller (wrong or missing token) stops the pass with nothing changed: every row would fail."""
     registered = pending = new = dup = 0
     with engine.begin() as conn:
         rows = conn.execute(
@@ -40,6 +41,8 @@ def reconcile(engine: Engine, client: RegistryClient, batch: int = 100) -> Recon
             digests = [Digest(d["sha256"], d["size"], d["media_type"], d["name"]) for d in row.payload["digests"]]
             try:
                 result = client.register(row.tenant_id, digests)
+            except RegistryAuthError:
+                raise
             except RegistryError as exc:
                 log.error("reconciliation of outbox row %s (%s) refused: %s", row.id, row.tenant_id, exc)
                 result = None

@@ -439,3 +439,23 @@ def test_a_record_naming_audio_without_custody_deletes_nothing(handover, s3, set
     with pytest.raises(ho.CustodyNotVerified, match="names audio audio.wav but no custody copy"):
         ho.delete_temp_upload(handover, forged)
     assert len(upload_keys(s3, settings, session2)) == 5
+
+
+def test_reconcile_with_a_refused_token_stops_and_changes_nothing(dead_registry_handover, registry_server, s3,
+                                                                  settings, configured_tenant, pg_url):
+    from astra.db.schema import outbox
+    from astra.orchestrator.registry_client import RegistryAuthError
+
+    _, key = new_session(s3, settings, configured_tenant)
+    ho.hand_over(dead_registry_handover, key)
+    engine = make_engine(pg_url)
+    with engine.connect() as conn:
+        before = conn.execute(select(outbox.c.id, outbox.c.attempts)
+                              .where(outbox.c.tenant_id == configured_tenant)).all()
+    wrong = RegistryClient(registry_server.target, deadline_s=2.0, token="not-the-service-token-at-all")
+    with pytest.raises(RegistryAuthError):
+        reconcile(engine, wrong)
+    with engine.connect() as conn:
+        after = conn.execute(select(outbox.c.id, outbox.c.attempts)
+                             .where(outbox.c.tenant_id == configured_tenant)).all()
+    assert before == after and pending_count(engine, configured_tenant) == 1
