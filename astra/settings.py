@@ -40,6 +40,11 @@ ENV: dict[str, str] = {
     "service_token": "ASTRA_SERVICE_TOKEN",
     "aws_region": "AWS_DEFAULT_REGION",
     "intent_catalog": "ASTRA_INTENT_CATALOG",
+    # Process-level knobs of the embedded stack and the services (not fields of Settings).
+    "state_dir": "ASTRA_STATE_DIR",
+    "stack_root": "ASTRA_STACK_ROOT",
+    "stack_machine_redis": "ASTRA_STACK_MACHINE_REDIS",
+    "ingest_delay_ms": "ASTRA_INGEST_DELAY_MS",
 }
 
 
@@ -81,7 +86,7 @@ class Settings:
         check_retention_days(self.guard_retention_days)
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         values: dict = {}
         for f in fields(cls):

@@ -19,6 +19,7 @@ from dagster_aws.s3 import S3Resource
 
 from astra.ingest.errors import AuditRefused
 from astra.ingest.template_ingest import TemplateInputError, TemplateRef, ingest_template
+from astra.settings import ENV
 from astra_assets.partitions import tenants_partitions
 from resources import StorageLayout
 
@@ -27,7 +28,7 @@ template_upload = AssetSpec(
     group_name="ingest",
     partitions_def=tenants_partitions,
     description="A tenant's Word template in the uploads bucket: <tenant>/templates/<name>.docx (external).",
-    metadata={"bucket_env": "ASTRA_UPLOADS_BUCKET", "key_pattern": "<tenant>/templates/<name>.docx"},
+    metadata={"bucket_env": ENV["uploads_bucket"], "key_pattern": "<tenant>/templates/<name>.docx"},
 )
 
 
@@ -46,7 +47,8 @@ class TemplateUploadConfig(Config):
         AssetCheckSpec("template_roundtrip_lossless", asset="template_atoms", blocking=True,
                        description="Reassembling the stored atoms gives every part byte-identical, in the same order."),
         AssetCheckSpec("template_audit_passed", asset="template_atoms",
-                       description="The upload audit found nothing to refuse (macros, ActiveX, external targets, XXE, zip bombs…)."),
+                       description="The upload audit found nothing to refuse (macros, ActiveX, external targets, "
+                       "active fields, XXE, zip bombs…)."),
     ],
     description="The template audited, then broken into content-addressed atoms plus a manifest in the assets bucket.",
     # S3 faults are retried (blob writes are idempotent); refusals are not (allow_retries=False).

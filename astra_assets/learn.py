@@ -2,6 +2,7 @@
 
 from dagster import AssetSpec
 
+from astra.settings import ENV
 from astra_assets.partitions import sessions_partitions
 
 feedback_upload = AssetSpec(
@@ -9,7 +10,7 @@ feedback_upload = AssetSpec(
     group_name="learn",
     partitions_def=sessions_partitions,
     description="A user-edited document vN (+ optional corrections JSON) in the uploads bucket (external).",
-    metadata={"bucket_env": "ASTRA_UPLOADS_BUCKET", "key_pattern": "<tenant>/feedback/<session_id>/v<n>.docx"},
+    metadata={"bucket_env": ENV["uploads_bucket"], "key_pattern": "<tenant>/feedback/<session_id>/v<n>.docx"},
 )
 
 assets = [feedback_upload]

@@ -16,6 +16,7 @@ from dagster import (
 from astra.config_svc import TenantNotFound
 from astra.orchestrator.handover import HandoverError, HandoverResult, hand_over
 from astra.orchestrator.manifest import ManifestRejected, manifest_session
+from astra.settings import ENV
 from astra_assets.config import tenant_config
 from astra_assets.partitions import sessions_partitions
 from resources import HandoverResource
@@ -25,7 +26,7 @@ session_upload = AssetSpec(
     group_name="orchestrator",
     partitions_def=sessions_partitions,
     description="A recorded session in the uploads bucket; manifest.json arrives last (external).",
-    metadata={"bucket_env": "ASTRA_UPLOADS_BUCKET", "key_pattern": "<tenant>/sessions/<session_id>/v<n>/"},
+    metadata={"bucket_env": ENV["uploads_bucket"], "key_pattern": "<tenant>/sessions/<session_id>/v<n>/"},
 )
 
 upload_quarantine = AssetSpec(

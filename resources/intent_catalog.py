@@ -13,7 +13,7 @@ class IntentCatalogResource(ConfigurableResource):
     path: str = DEFAULT_INTENT_CATALOG
 
     @classmethod
-    def from_env(cls) -> "IntentCatalogResource":
+    def from_env(cls) -> IntentCatalogResource:
         return cls(path=env_or("intent_catalog", DEFAULT_INTENT_CATALOG))
 
     def known_intents(self) -> set[str]:

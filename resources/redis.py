@@ -15,7 +15,7 @@ class RedisResource(ConfigurableResource):
     key_prefix: str = DEFAULT_REDIS_PREFIX
 
     @classmethod
-    def from_env(cls) -> "RedisResource":
+    def from_env(cls) -> RedisResource:
         return cls(url=env("redis_url"), key_prefix=env_or("redis_prefix", DEFAULT_REDIS_PREFIX))
 
     def client(self) -> redis.Redis:

@@ -24,7 +24,7 @@ class StorageLayout(ConfigurableResource):
     guard_retention_days: int = defaults.DEFAULT_RETENTION_DAYS
 
     @classmethod
-    def from_env(cls) -> "StorageLayout":
+    def from_env(cls) -> StorageLayout:
         return cls(
             uploads_bucket=env_or("uploads_bucket", defaults.DEFAULT_UPLOADS_BUCKET),
             assets_bucket=env_or("assets_bucket", defaults.DEFAULT_ASSETS_BUCKET),

@@ -87,7 +87,7 @@ def _bind_target(settings: Settings, host: str | None, port: int | None, insecur
 
 
 def _test_delay_s() -> float:
-    delay_ms = os.environ.get("ASTRA_INGEST_DELAY_MS") or "0"
+    delay_ms = os.environ.get(ENV["ingest_delay_ms"]) or "0"
     try:
         return float(delay_ms) / 1000
     except ValueError:

@@ -45,7 +45,7 @@ OBJECT_TABLES = ("asset_registry", "custody_ledger", "tenant_config_versions")
 
 
 def state_dir() -> Path:
-    return Path(os.environ.get("ASTRA_STATE_DIR") or Path.cwd() / ".astra").resolve()
+    return Path(os.environ.get(ENV["state_dir"]) or Path.cwd() / ".astra").resolve()
 
 
 @dataclass
@@ -124,7 +124,7 @@ class Stack:
 
         A shell that sourced this stack's stack.env (marked by ASTRA_STACK_ROOT) carries the
         stack's own URLs, maybe of servers a `down` has stopped since: those are not "given"."""
-        if self.env.get("ASTRA_STACK_ROOT") == str(self.root):
+        if self.env.get(ENV["stack_root"]) == str(self.root):
             return None
         return self.env.get(ENV[setting]) or None
 
@@ -140,7 +140,7 @@ class Stack:
             if _started_now(parts["s3"], known_s3):
                 self._warn_of_rows_without_objects(settings.database_url)
             self._start_registry(parts, values)  # it serves from the migrated database, so it starts last
-            values["ASTRA_STACK_ROOT"] = str(self.root)
+            values[ENV["stack_root"]] = str(self.root)
             self._write_env(values)
             return values
 
@@ -209,7 +209,7 @@ class Stack:
             return known
         if known is not None and known.source == "machine" and _redis_answers(known.url):
             return known
-        probe = self.env.get("ASTRA_STACK_MACHINE_REDIS") or MACHINE_REDIS
+        probe = self.env.get(ENV["stack_machine_redis"]) or MACHINE_REDIS
         url = f"redis://{probe}/0"
         if _redis_answers(url):
             # A shared server: this sandbox's keys get a prefix of their own, which `down` deletes.
