@@ -8,6 +8,7 @@ variable name.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -20,6 +21,9 @@ DEFAULT_RETENTION_DAYS = 365
 # negative number) would put the lock date in the past or so near that the audio could be deleted
 # before anyone audits it. 30 days covers a monthly audit cycle; legal holds are usually longer.
 MIN_RETENTION_DAYS = 30
+# And a ceiling: a century. Beyond it the lock date overflows what S3 and datetime can carry, and
+# a typo (3650000) would lock the audio for good.
+MAX_RETENTION_DAYS = 36500
 # The intents and domains a zone may bind to: CLINC150's domain map, read in place from the
 # shared datasets (never copied into the repo). ASTRA_INTENT_CATALOG points elsewhere.
 DEFAULT_INTENT_CATALOG = str(Path(__file__).resolve().parents[2] / "shared" / "datasets" / "clinc150" / "domains.json")
@@ -57,7 +61,13 @@ class InvalidSetting(ValueError):
 
 
 def check_retention_days(days: int) -> int:
-    """Refuse a custody retention below the floor (a weakened chain of custody)."""
+    """Refuse a custody retention below the floor (a weakened chain of custody) or past the ceiling."""
+    if isinstance(days, bool) or not isinstance(days, int):
+        raise InvalidSetting(f"{ENV['guard_retention_days']}={days!r}: a whole number of days is required")
+    if days > MAX_RETENTION_DAYS:
+        raise InvalidSetting(
+            f"{ENV['guard_retention_days']}={days}: custody retention is at most {MAX_RETENTION_DAYS} days (a century)"
+        )
     if days < MIN_RETENTION_DAYS:
         raise InvalidSetting(
             f"{ENV['guard_retention_days']}={days}: custody retention must be at least {MIN_RETENTION_DAYS} days "
@@ -94,10 +104,9 @@ class Settings:
             if raw is None:
                 continue  # the dataclass default
             if f.name == "guard_retention_days":
-                try:
-                    values[f.name] = int(raw)
-                except ValueError:
-                    raise InvalidSetting(f"{ENV[f.name]}={raw!r} is not a whole number of days") from None
+                if not re.fullmatch(r"-?[0-9]{1,12}", raw.strip()):  # ASCII digits only: not "3_0", "1e3", "٣٠"
+                    raise InvalidSetting(f"{ENV[f.name]}={raw!r} is not a whole number of days")
+                values[f.name] = int(raw)
             else:
                 values[f.name] = raw
         return cls(**values)
