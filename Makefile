@@ -28,7 +28,7 @@ test: install
 	$(PY) -m pytest
 
 demo: install
-	$(PY) -m astra_assets.demo
+	$(PY) scripts/demo.py
 
 dev: install
 	$(VENV)/bin/astra dev
