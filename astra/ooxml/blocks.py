@@ -12,6 +12,7 @@ from typing import Callable
 
 from .xml import utf16_encoding
 
+
 class _Syntax:
     """Literals and patterns for scanning either bytes (ASCII-compatible encodings) or str (UTF-16)."""
 

@@ -13,7 +13,7 @@ header field) is :func:`astra.ooxml.zip.write_zip`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 from lxml import etree
 
@@ -107,12 +107,22 @@ class Package:
 
     def main_document(self) -> str:
         """The officeDocument part (by relationship, else the conventional word/document.xml)."""
-        found = self.related("", "officeDocument")
+        found = main_document_part(self.relationships(""), self.has)
         if found:
-            return found[0]
+            return self.name_of(found)
         if self.has("word/document.xml"):
             return self.name_of("word/document.xml")
         raise PackageError("no main document part (word/document.xml)")
+
+
+def main_document_part(package_rels: list[Relationship], has: Callable[[str], bool]) -> str | None:
+    """The main document among the package's relationships: the first internal officeDocument
+    target that exists. The rule the audit and :class:`Package` share, so both judge one part."""
+    for rel in package_rels:
+        target = rel.target_part
+        if rel_kind(rel.type) == "officeDocument" and target is not None and has(target):
+            return target
+    return None
 
 
 def write_package(parts: Iterable[tuple[str, bytes]], *, date_time: tuple[int, ...] = FIXED_DATE_TIME,

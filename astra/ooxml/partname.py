@@ -1,30 +1,37 @@
 """Part names: the ONE resolver of relationship targets, and the rules for zip member names.
 
 Member names are written as in the zip (``word/document.xml``, no leading slash); the package
-itself is the source ``""``. :func:`resolve_target` refuses anything that leaves the package:
-a ``..`` above the root (``../../evil.xml`` from ``word/document.xml``), a backslash (Windows
-tools would read it as a separator), or a URI scheme. BUILDER and LEARN resolve through here,
-so a target either names a member or is refused — never silently clamped to the root.
+itself is the source ``""``. :func:`resolve_target` is the ONE place a target is percent-decoded
+(``word/%64oc.xml`` names ``word/doc.xml``), before it is resolved, and it refuses anything that
+leaves the package once decoded: a ``..`` above the root (``../../evil.xml`` from
+``word/document.xml``, ``%2e%2e/x.xml`` from the root), a backslash (Windows tools would read it
+as a separator), a URI scheme, a network-path reference (``//server/share``), control characters
+or surrounding blanks. The audit, BUILDER and LEARN all resolve through here, so a target either
+names a member or is refused — never silently clamped to the root.
 """
 
 from __future__ import annotations
 
 import posixpath
 import re
+from urllib.parse import unquote
 
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _DRIVE = re.compile(r"^[A-Za-z]:")
-
-
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 def resolve_target(source_part: str, target: str) -> str | None:
     """The member name an internal relationship target points to; None if it escapes the package.
 
     ``source_part`` is the member the relationship belongs to ("" for the package); ``target``
     is relative to its folder, or absolute from the package root when it starts with "/".
-    A fragment (``#…``) is dropped.
+    A fragment (``#…``) is dropped; percent-escapes are decoded first.
     """
-    target = target.split("#", 1)[0]
-    if not target or "\\" in target or _URI_SCHEME.match(target):
+    try:
+        target = unquote(target.split("#", 1)[0], errors="strict")
+    except UnicodeDecodeError:  # escapes that are not UTF-8 name no part
+        return None
+    if (not target or target != target.strip() or "\\" in target or target.startswith("//")
+            or _URI_SCHEME.match(target) or _CONTROL.search(target)):
         return None
     joined = target.lstrip("/") if target.startswith("/") else posixpath.join(posixpath.dirname(source_part), target)
     parts: list[str] = []

@@ -12,7 +12,7 @@ from xml.sax.saxutils import quoteattr
 from lxml import etree
 
 from .ns import CONTENT_TYPES_NS, PKG_REL_NS, local_name
-from .partname import resolve_target, rels_source
+from .partname import rels_source, resolve_target
 
 XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\r\n'
 
@@ -72,6 +72,11 @@ class ContentTypes:
         if "." not in base:
             return None
         return self.defaults.get(base.rsplit(".", 1)[-1].lower())
+
+
+def media_type(content_type: str | None) -> str:
+    """A content type as compared: parameters (``; charset=...``) and blanks dropped, lower-cased."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
 
 
 def parse_content_types(root: etree._Element) -> ContentTypes:

@@ -376,7 +376,8 @@ def write_zip(
         if h.compress_type == STORED:
             body = payload
         elif h.compress_type == DEFLATED:
-            deflater = zlib.compressobj(compresslevel if compresslevel is not None else _level_for(h), zlib.DEFLATED, -15)
+            level = compresslevel if compresslevel is not None else _level_for(h)
+            deflater = zlib.compressobj(level, zlib.DEFLATED, -15)
             body = deflater.compress(payload) + deflater.flush()
         else:
             raise PackageError(f"{h.name}: cannot write compression method {h.compress_type}")

@@ -7,7 +7,9 @@ writers make them (random header fields, data descriptors, zip64 records, duplic
 which :func:`astra.ooxml.package.write_package` never produces.
 
 * XML snippets: :func:`paragraph`, :func:`table`, :func:`sdt`, :func:`text_box_paragraph`,
-  :func:`section_properties`, and whole story parts (:func:`document_xml`, :func:`story_xml`).
+  :func:`section_properties`, and whole story parts (:func:`document_xml`, :func:`story_xml`,
+  :func:`settings_xml`); fields piece by piece (:func:`fld_char`, :func:`instr_run`, :func:`tracked`
+  changes, :func:`alternate_content`, :func:`quote_codes`) for the readings a hostile file plays on.
 * :class:`DocxBuilder`: a minimal valid package (content types, package and part relationships,
   main document) to which tests add parts, relationships and content types, then ``build()``
   with a chosen member order, compression per member, timestamps, extra fields, zip64 local
@@ -32,13 +34,15 @@ from xml.sax.saxutils import escape, quoteattr
 from astra.ooxml import rels as ooxml_rels
 from astra.ooxml.ns import CT_DOCM_MAIN as CT_DOCM
 from astra.ooxml.ns import CT_DOCUMENT_MAIN as CT_DOCUMENT
-from astra.ooxml.ns import CT_DOCX, CT_WML, R_NS, R_STRICT_NS, SML_NS, V_NS, W_NS, W_STRICT_NS
+from astra.ooxml.ns import CT_DOCX, CT_WML, MC_NS, R_NS, R_STRICT_NS, SML_NS, V_NS, W_NS, W_STRICT_NS
 from astra.ooxml.ns import CT_RELATIONSHIPS as CT_RELS
 from astra.ooxml.ns import RT_MS as REL_MS
 from astra.ooxml.ns import RT_STRICT as REL_STRICT
 from astra.ooxml.ns import RT_TRANSITIONAL as REL
 from astra.ooxml.partname import rels_part_for as rels_part_name
 from astra.ooxml.rels import XML_DECLARATION, content_types_xml
+
+W14_NS = "http://schemas.microsoft.com/office/word/2010/wordml"
 CT_STYLES = CT_WML + "styles+xml"
 CT_HEADER = CT_WML + "header+xml"
 CT_FOOTER = CT_WML + "footer+xml"
@@ -46,6 +50,7 @@ CT_FOOTNOTES = CT_WML + "footnotes+xml"
 CT_ENDNOTES = CT_WML + "endnotes+xml"
 CT_COMMENTS = CT_WML + "comments+xml"
 CT_GLOSSARY = CT_WML + "document.glossary+xml"
+CT_SETTINGS = CT_WML + "settings+xml"
 CT_XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 CT_XLSX_MAIN = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"
 CT_XLSM_MAIN = "application/vnd.ms-excel.sheet.macroEnabled.main+xml"
@@ -117,6 +122,38 @@ def field_runs(*pieces: str, result: str = "1") -> str:
 def complex_field(*pieces: str, result: str = "1") -> str:
     """A paragraph holding one complex field (see :func:`field_runs`)."""
     return f"<w:p>{field_runs(*pieces, result=result)}</w:p>"
+
+
+def fld_char(kind: str) -> str:
+    """A run holding a fldChar of type ``kind`` (begin, separate, end)."""
+    return f'<w:r><w:fldChar w:fldCharType="{kind}"/></w:r>'
+
+
+def instr_run(text: str, *, tag: str = "instrText") -> str:
+    """A run holding field instruction text (``tag="delInstrText"`` for deleted text)."""
+    return f'<w:r><w:{tag} xml:space="preserve">{escape(text)}</w:{tag}></w:r>'
+
+
+def tracked(kind: str, runs: str, revision: int = 1) -> str:
+    """``runs`` inside a tracked change: kind "ins" or "del" (also "moveTo", "moveFrom")."""
+    return f'<w:{kind} w:id="{revision}" w:author="t" w:date="2024-01-01T00:00:00Z">{runs}</w:{kind}>'
+
+
+def alternate_content(choice: str, fallback: str, requires: str = "w14") -> str:
+    """An mc:AlternateContent whose Choice (for readers knowing ``requires``) and Fallback hold the given XML."""
+    ns = f'xmlns:mc="{MC_NS}" xmlns:w14="{W14_NS}"'
+    return (f'<mc:AlternateContent {ns}><mc:Choice Requires="{requires}">{choice}</mc:Choice>'
+            f"<mc:Fallback>{fallback}</mc:Fallback></mc:AlternateContent>")
+
+
+def quote_codes(text: str) -> str:
+    """A QUOTE field instruction spelling ``text`` as character codes (QUOTE 68 68 69 ...)."""
+    return "QUOTE " + " ".join(str(ord(c)) for c in text)
+
+
+def settings_xml(inner: str) -> bytes:
+    """A word/settings.xml part holding ``inner``."""
+    return encode_xml(f'<w:settings xmlns:w="{W_NS}" xmlns:r="{R_NS}">{inner}</w:settings>')
 
 
 def section_properties() -> str:

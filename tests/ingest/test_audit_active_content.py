@@ -6,13 +6,14 @@ from __future__ import annotations
 import pytest
 
 from astra.ingest.audit import INFO, Code, audit, judge_field, unsafe_link_reason
-from astra.ooxml.fields import field_instructions
+from astra.ooxml.fields import NESTED, field_instructions
 from astra.ooxml.xml import parse_xml
 
 from . import docx_factory as f
 from .test_audit import refused
 
 DOC = "word/document.xml"
+DDE_CMD = 'DDEAUTO c:\\\\windows\\\\system32\\\\cmd.exe "/k calc"'
 
 
 def document_with(*blocks: str, strict: bool = False) -> bytes:
@@ -23,7 +24,7 @@ def document_with(*blocks: str, strict: bool = False) -> bytes:
 
 HOSTILE_FIELDS = [
     # (construct, blocks, expected code)
-    ("DDEAUTO in fldSimple", [f.simple_field('DDEAUTO c:\\\\windows\\\\system32\\\\cmd.exe "/k calc"')], Code.FIELD_DDE),
+    ("DDEAUTO in fldSimple", [f.simple_field(DDE_CMD)], Code.FIELD_DDE),
     ("DDE in fldSimple", [f.simple_field('DDE "excel" "sheet1" "R1C1"')], Code.FIELD_DDE),
     ("DDEAUTO split inside its name", [f.complex_field("DD", "EA", 'UTO cmd "/c calc"')], Code.FIELD_DDE),
     ("lower-case ddeauto", [f.complex_field('ddeauto cmd "/c calc"')], Code.FIELD_DDE),
@@ -140,9 +141,139 @@ def test_every_harmless_field_is_seen_by_the_scanner():
 
 
 def test_judge_field_names_each_verdict():
-    assert judge_field("PAGE", "PAGE") is None
-    assert judge_field("DDEAUTO x", "DDEAUTO")[0] == Code.FIELD_DDE
-    assert judge_field("FROBNICATE", "FROBNICATE")[0] == Code.FIELD_UNKNOWN
+    assert judge_field("PAGE") is None
+    assert judge_field("DDEAUTO x")[0] == Code.FIELD_DDE
+    assert judge_field("FROBNICATE")[0] == Code.FIELD_UNKNOWN
+    assert judge_field(f"{NESTED} x")[0] == Code.FIELD_COMPUTED_NAME
+    assert judge_field(f"REF {NESTED}")[0] == Code.FIELD_NESTED
+    assert judge_field(f"IF {NESTED} = 1 \"a\"") is None
+
+
+# --------------------------------------------------------------------------- fields a reader builds or picks
+
+BEGIN, SEPARATE, END = f.fld_char("begin"), f.fld_char("separate"), f.fld_char("end")
+
+DECOYS = [
+    # (construct, blocks, expected code): each passed the audit before it read fields this way
+    ("field name built by nested QUOTE fields",
+     [f.complex_field(" ", f.field_runs(f.quote_codes("DDEAUTO")), " ",
+                      f.field_runs('QUOTE "c:\\\\windows\\\\system32\\\\cmd.exe"'), " ",
+                      f.field_runs('QUOTE "/k calc"'), " ")], Code.FIELD_COMPUTED_NAME),
+    ("INCLUDEPICTURE and its URL built by QUOTE char codes",
+     [f.complex_field(f.field_runs(f.quote_codes("INCLUDEPICTURE")), " ",
+                      f.field_runs(f.quote_codes("http://evil.example/p.png")), " \\d")], Code.FIELD_COMPUTED_NAME),
+    ("nested field glued inside the name", [f.complex_field("DD", f.field_runs("QUOTE E"), "AUTO cmd")],
+     Code.FIELD_COMPUTED_NAME),
+    ("quoted name made of a nested field", [f.complex_field('"', f.field_runs(f.quote_codes("DDE")), '" x')],
+     Code.FIELD_COMPUTED_NAME),
+    ("HYPERLINK target built by a nested QUOTE",
+     [f.complex_field("HYPERLINK ", f.field_runs(f.quote_codes("file:///c:/windows/calc.exe")))], Code.FIELD_NESTED),
+    ("fldSimple nested in a complex field's code", [f.complex_field("REF ", f.simple_field("PAGE")[5:-6])],
+     Code.FIELD_NESTED),
+    ("drive path in a harmless field's argument", [f.simple_field('QUOTE "c:\\\\windows\\\\cmd.exe"')],
+     Code.FIELD_REMOTE_PATH),
+    ("deleted PAGE decoy before live DDEAUTO",
+     [f"<w:p>{BEGIN}{f.tracked('del', f.instr_run('PAGE ', tag='delInstrText'))}{f.instr_run(DDE_CMD)}"
+      f"{SEPARATE}{END}</w:p>"], Code.FIELD_DDE),
+    ("inserted PAGE decoy before live DDEAUTO",
+     [f"<w:p>{BEGIN}{f.tracked('ins', f.instr_run('PAGE '))}{f.instr_run(DDE_CMD)}{END}</w:p>"], Code.FIELD_DDE),
+    ("two insertions: accept the second, reject the first",
+     [f"<w:p>{BEGIN}{f.tracked('ins', f.instr_run('PAGE '), 1)}{f.tracked('ins', f.instr_run(DDE_CMD), 2)}"
+      f"{END}</w:p>"], Code.FIELD_DDE),
+    ("deleted begin makes the live code stray",
+     [f"<w:p>{f.tracked('del', BEGIN + f.instr_run('PAGE ', tag='delInstrText'))}"
+      f"{f.tracked('ins', f.instr_run(DDE_CMD))}{END}</w:p>"], Code.FIELD_DDE),
+    ("AlternateContent: begin in the Choice, begin + PAGE decoy in the Fallback",
+     [f"<w:p>{f.alternate_content(BEGIN, BEGIN + f.instr_run('PAGE '))}{f.instr_run(DDE_CMD)}{SEPARATE}{END}</w:p>"],
+     Code.FIELD_DDE),
+    ("AlternateContent: PAGE decoy only in the Choice",
+     [f"<w:p>{BEGIN}{f.alternate_content(f.instr_run('PAGE '), '')}{f.instr_run(DDE_CMD)}{END}</w:p>"],
+     Code.FIELD_DDE),
+    ("stray PAGE decoy, then a field whose code comes after a spurious separate",
+     ['<w:p>' + f.instr_run("PAGE ") + "</w:p>",
+      f"<w:p>{BEGIN}{f.alternate_content('', SEPARATE)}{f.instr_run(DDE_CMD)}{SEPARATE}{END}</w:p>"],
+     Code.FIELD_DDE),
+    ("two strays are never joined", [f"<w:p>{f.instr_run('PAGE ')}{SEPARATE}{f.instr_run(DDE_CMD)}</w:p>"],
+     Code.FIELD_DDE),
+    ("HYPERLINK to an unquoted UNC path", [f.simple_field("HYPERLINK \\\\\\\\evil\\\\share\\\\x.docx")],
+     Code.HYPERLINK_UNSAFE_SCHEME),
+    ("HYPERLINK with a glued bookmark switch", [f.simple_field('HYPERLINK \\l"bm" "file:///c:/windows/calc.exe"')],
+     Code.HYPERLINK_UNSAFE_SCHEME),
+    ("HYPERLINK with a glued tooltip switch", [f.simple_field('HYPERLINK \\o"tip" "file:///c:/windows/calc.exe"')],
+     Code.HYPERLINK_UNSAFE_SCHEME),
+    ("HYPERLINK bookmark naming a file", [f.simple_field('HYPERLINK \\l "file:///c:/x"')],
+     Code.HYPERLINK_UNSAFE_SCHEME),
+]
+
+
+@pytest.mark.parametrize("construct, blocks, code", DECOYS, ids=[c[0] for c in DECOYS])
+def test_field_decoys_are_refused(construct, blocks, code):
+    refused(audit(document_with(*blocks)), code, DOC)
+
+
+HARMLESS_READINGS = [
+    f.complex_field("IF ", f.field_runs("MERGEFIELD Name"), ' = "" "Sir" "Madam"'),
+    f.complex_field("= ", f.field_runs("PAGE"), " + 1"),
+    f.complex_field("=", f.field_runs("PAGE"), "*2"),
+    f.simple_field('HYPERLINK \\l "_Toc1" \\o "see c:\\\\ drive"'),
+    f"<w:p>{f.tracked('ins', BEGIN + f.instr_run('PAGE ') + SEPARATE + END)}</w:p>",
+    "<w:p>" + BEGIN + f.instr_run("PAGE ") + f.tracked("ins", f.instr_run("\\* MERGEFORMAT")) + END + "</w:p>",
+    f"<w:p>{f.tracked('del', BEGIN + f.instr_run('NUMPAGES', tag='delInstrText') + END)}</w:p>",
+    "<w:p>" + f.alternate_content(f.field_runs("PAGE"), f.field_runs("PAGE"), "wps") + "</w:p>",
+]
+
+
+def test_harmless_fields_pass_in_every_reading():
+    report = audit(document_with(*HARMLESS_READINGS))
+    assert report.passed, [(x.code, x.message) for x in report.refusals]
+
+
+def test_too_many_tracked_changes_in_one_field_code_are_refused():
+    pieces = "".join(f.tracked("ins", f.instr_run(" "), n) for n in range(10))
+    refused(audit(document_with(f"<w:p>{BEGIN}{f.instr_run('PAGE')}{pieces}{END}</w:p>")),
+            Code.FIELD_TRACKED_CHANGES, DOC)
+
+
+@pytest.mark.parametrize("name, content_type", [
+    ("word/header1.bin", f.CT_HEADER + "; charset=utf-8"),  # a parameter hid the XML content type
+    ("word/header1", None),  # no content type at all: parsed because it looks like XML
+])
+def test_fields_in_a_story_with_an_odd_name_or_content_type_are_found(name, content_type):
+    builder = f.DocxBuilder()
+    builder.add_part(name, f.story_xml("w:hdr", [f.simple_field('DDEAUTO cmd "/c calc"')]), content_type,
+                     rel_type=f.REL + "header")
+    refused(audit(builder.build()), Code.FIELD_DDE, name)
+
+
+def test_a_part_that_only_looks_like_xml_is_scanned_quietly():
+    builder = f.DocxBuilder()
+    builder.add_part("word/media/note.txt", b"<not xml", "text/plain")
+    assert audit(builder.build()).passed
+
+
+# --------------------------------------------------------------------------- mail merge
+
+MAIL_MERGE_SOURCES = [
+    '<w:linkToQuery/><w:dataType w:val="odbc"/><w:connectString w:val="DSN=Excel Files;DBQ=\\\\evil\\share\\x.xlsx;"/>'
+    '<w:query w:val="SELECT * FROM `Sheet1$`"/>',
+    '<w:dataType w:val="native"/><w:dataSource r:id="rId1"/>',
+    '<w:odso><w:udl w:val="Provider=Microsoft.ACE.OLEDB.12.0;Data Source=x.xlsx"/></w:odso>',
+]
+
+
+@pytest.mark.parametrize("source", MAIL_MERGE_SOURCES)
+def test_mail_merge_with_a_data_source_is_refused(source):
+    builder = f.DocxBuilder()
+    settings = f.settings_xml(f'<w:mailMerge><w:mainDocumentType w:val="formLetters"/>{source}</w:mailMerge>')
+    builder.add_part("word/settings.xml", settings, f.CT_SETTINGS, rel_type=f.REL + "settings")
+    refused(audit(builder.build()), Code.MAIL_MERGE_DATA_SOURCE, "word/settings.xml")
+
+
+def test_mail_merge_without_a_data_source_passes():
+    builder = f.DocxBuilder()
+    settings = f.settings_xml('<w:mailMerge><w:mainDocumentType w:val="formLetters"/></w:mailMerge>')
+    builder.add_part("word/settings.xml", settings, f.CT_SETTINGS, rel_type=f.REL + "settings")
+    assert audit(builder.build()).passed
 
 
 # --------------------------------------------------------------------------- altChunk, add-ins, templates
@@ -171,6 +302,21 @@ def test_web_extension_parts_and_relationships_are_refused():
     refused(report, Code.WEB_EXTENSION, "word/webextensions/webextension1.xml")
     refused(report, Code.WEB_EXTENSION, "word/webextensions/taskpanes.xml")
     refused(report, Code.WEB_EXTENSION, f"_rels/.rels#{rel_id}")
+
+
+@pytest.mark.parametrize("target", ["//evil.example/s/t.dotm", "%2f%2fevil.example/s/t.dotm"])
+def test_attached_template_to_a_network_path_without_target_mode_is_refused(target):
+    builder = f.DocxBuilder()
+    builder.add_part("word/settings.xml", f.settings_xml(""), f.CT_SETTINGS, rel_type=f.REL + "settings")
+    rel_id = builder.add_relationship("word/settings.xml", f.REL + "attachedTemplate", target)
+    refused(audit(builder.build()), Code.ATTACHED_TEMPLATE_EXTERNAL, f"word/_rels/settings.xml.rels#{rel_id}")
+
+
+@pytest.mark.parametrize("target", ["//evil/share/x.docx", " file:///c:/x", "\tjavascript:alert(1)"])
+def test_internal_hyperlink_relationships_are_judged_like_external_ones(target):
+    builder = f.DocxBuilder()
+    rel_id = builder.add_relationship(DOC, f.REL + "hyperlink", target)
+    refused(audit(builder.build()), Code.HYPERLINK_UNSAFE_SCHEME, f"word/_rels/document.xml.rels#{rel_id}")
 
 
 def test_external_attached_template_is_refused_by_name():

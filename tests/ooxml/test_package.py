@@ -8,9 +8,9 @@ import zipfile
 import pytest
 
 from astra.ooxml.errors import PackageError
-from astra.ooxml.fields import field_instructions
-from astra.ooxml.ns import CT_DOCUMENT_MAIN, CT_RELATIONSHIPS, W, W_NS, W_STRICT_NS, rel_types
-from astra.ooxml.package import Package, write_package
+from astra.ooxml.fields import NESTED, computed_name, field_instructions, field_name
+from astra.ooxml.ns import CT_DOCUMENT_MAIN, CT_RELATIONSHIPS, MC_NS, W_NS, W_STRICT_NS, W, rel_types
+from astra.ooxml.package import Package, main_document_part, write_package
 from astra.ooxml.rels import Relationship, content_types_xml, parse_relationships, relationships_xml
 from astra.ooxml.wordml import story_parts, styles_part
 from astra.ooxml.xml import ForbiddenDtd, parse_xml
@@ -121,3 +121,44 @@ def test_field_instructions_nested_split_and_stray():
     assert [(x.name, x.instruction, x.simple) for x in found] == [
         ("FILENAME", "FILENAME", False), ("INCLUDETEXT", 'INCLUDETEXT ""', False), ("PAGE", " PAGE ", True),
         ("STRAY", "stray", False)]
+
+
+def test_field_readings_keep_tracked_changes_and_alternate_branches_apart():
+    w = f'xmlns:w="{W_NS}" xmlns:mc="{MC_NS}"'
+    begin, sep, end = ('<w:r><w:fldChar w:fldCharType="%s"/></w:r>' % k for k in ("begin", "separate", "end"))
+    instr = '<w:r><w:instrText>{}</w:instrText></w:r>'.format
+    body = (f"<w:body {w}><w:p>{begin}<w:del w:id='1'><w:r><w:delInstrText>PAGE </w:delInstrText></w:r></w:del>"
+            f"{instr('DDE x')}{end}</w:p>"
+            f"<w:p><mc:AlternateContent><mc:Choice Requires='w14'>{begin}</mc:Choice>"
+            f"<mc:Fallback>{begin}{instr('PAGE ')}</mc:Fallback></mc:AlternateContent>{instr('LINK y')}{sep}{end}</w:p>"
+            f"</w:body>")
+    found = field_instructions(parse_xml(body.encode()))
+    tracked = found[0]
+    assert tracked.revisions() == [0] and tracked.variants() == ["DDE x", "PAGE DDE x"]
+    codes = {x.code for x in found}
+    assert {"DDE x", "LINK y", "PAGE LINK y"} <= codes  # each AlternateContent branch read on its own
+    assert {"PAGE DDE x", NESTED} <= codes  # and all of them together (two begins: one nests in the other)
+
+
+@pytest.mark.parametrize("code, name, computed", [
+    ("PAGE", "PAGE", False), ('"DDEAUTO" x', "DDEAUTO", False), ("=2*3", "=", False),
+    (f"={NESTED}*2", "=", False), (f" {NESTED} x", "", True), (f"DD{NESTED}AUTO", "", True),
+    (f'"{NESTED}"', "", True), (f"IF {NESTED} = 1", "IF", False), ("", "", False),
+])
+def test_field_names_and_names_built_by_nested_fields(code, name, computed):
+    assert (field_name(code), computed_name(code)) == (name, computed)
+
+
+def test_main_document_is_found_through_the_one_resolver():
+    """An officeDocument target written with percent-escapes names the decoded part, for Package as
+    for the audit (both choose through main_document_part)."""
+    def package(target: str) -> Package:
+        return Package.read(write_package([
+            ("_rels/.rels", relationships_xml([rel("", "rId1", "officeDocument", target)])),
+            ("word/document.xml", DOCUMENT), ("word/doc.xml", DOCUMENT),
+        ]))
+
+    aliased = package("word/%64oc.xml")
+    assert aliased.main_document() == "word/doc.xml"
+    assert main_document_part(aliased.relationships(""), aliased.has) == "word/doc.xml"
+    assert main_document_part(package("%2e%2e/word/doc.xml").relationships(""), aliased.has) is None

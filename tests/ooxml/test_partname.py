@@ -16,6 +16,8 @@ from astra.ooxml.rels import Relationship
     ("word/document.xml", "./theme/../styles.xml", "word/styles.xml"),
     ("", "word/document.xml", "word/document.xml"),
     ("word/document.xml", "styles.xml#frag", "word/styles.xml"),
+    ("", "word/%64oc.xml", "word/doc.xml"),  # decoded here, once, before resolving
+    ("word/document.xml", "media/a%20b.png", "word/media/a b.png"),
 ])
 def test_targets_inside_the_package_resolve(source, target, expected):
     assert resolve_target(source, target) == expected
@@ -32,6 +34,14 @@ def test_targets_inside_the_package_resolve(source, target, expected):
     ("word/document.xml", "C:/Windows/evil.xml"),
     ("word/document.xml", "#only-a-fragment"),
     ("word/document.xml", ".."),
+    ("", "%2e%2e/x.xml"),  # escapes decoded before resolving: '..' above the root
+    ("word/document.xml", "..%2f..%2fevil.xml"),
+    ("word/document.xml", "media%5cimage1.png"),  # an escaped backslash
+    ("word/document.xml", "//evil.example/s/t.dotm"),  # a network-path reference, not a part
+    ("word/document.xml", "%2f%2fevil.example/s/t.dotm"),
+    ("word/document.xml", " file:///c:/x"),  # a scheme behind a blank
+    ("word/document.xml", "\tjavascript:alert(1)"),
+    ("word/document.xml", "%ff.xml"),  # escapes that are not UTF-8
 ])
 def test_targets_escaping_the_package_are_refused(source, target):
     assert resolve_target(source, target) is None
