@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Callable
 
 from botocore.exceptions import ClientError
 
@@ -73,6 +73,16 @@ class UploadObject:
     key: str
     etag: str
     size: int
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What the sensor using the scanner decides (see `scan`)."""
+
+    accept: Callable[[str], bool]
+    judge: Callable[[UploadObject], bool]
+    ready: Callable[[str], str | None]
+    settled: Callable[[UploadObject], bool]
 
 
 class MeteredS3:
@@ -126,11 +136,9 @@ def _server_time(page: dict) -> float:
 
 
 class _Tick:
-    def __init__(self, s3: MeteredS3, bucket: str, area: str, state: dict, budget: Budget,
-                 accept: Callable[[str], bool], judge: Callable[[UploadObject], bool],
-                 ready: Callable[[str], str | None]):
+    def __init__(self, s3: MeteredS3, bucket: str, area: str, state: dict, budget: Budget, rules: Rules):
         self.s3, self.bucket, self.area, self.budget = s3, bucket, area, budget
-        self.accept, self.judge, self.ready = accept, judge, ready
+        self.rules = rules
         self.state = state
         self.result = ScanResult(state)
         self.deadline = time.monotonic() + budget.seconds
@@ -212,16 +220,17 @@ class _Tick:
             key, etag = obj["Key"], obj["ETag"].strip('"')
             modified = int(obj["LastModified"].timestamp())
             known = seen.get(_digest(key))
-            new = self.accept(key) and modified >= tstate["mark"] and (known is None or known[0] != etag[:12])
-            if new:
+            new = self.rules.accept(key) and modified >= tstate["mark"] and (known is None or known[0] != etag[:12])
+            upload = UploadObject(tenant, key, etag, obj["Size"])
+            if new and not self.rules.settled(upload):
                 if self.tenant_spent(start):
                     return False
-                why = self.ready(tenant)
+                why = self.rules.ready(tenant)
                 if why:
                     self.hold(tenant, tstate, why)
                     return False
                 tstate.pop("wait", None)
-                if self.judged(UploadObject(tenant, key, etag, obj["Size"])):
+                if self.judged(upload):
                     seen[_digest(key)] = [etag[:12], modified]
                 else:
                     tstate["dirty"] = 1  # left for later: this sweep cannot move the mark
@@ -230,7 +239,7 @@ class _Tick:
 
     def judged(self, obj: UploadObject) -> bool:
         before = self.s3.requests
-        settled = self.judge(obj)
+        settled = self.rules.judge(obj)
         self.result.judged += 1
         self.free_judgements += self.s3.requests == before
         return settled
@@ -274,13 +283,17 @@ def scan(
     judge: Callable[[UploadObject], bool],
     accept: Callable[[str], bool] = lambda key: True,
     ready: Callable[[str], str | None] = lambda tenant: None,
-    budget: Budget = Budget(),
+    settled: Callable[[UploadObject], bool] = lambda obj: False,
+    budget: Budget | None = None,
 ) -> ScanResult:
     """One tick over `<tenant>/<area>/`: `judge(obj)` is called for each new or changed object that
     `accept`s its key, and returns True when it is settled (run requested or refused) or False to
     be offered again on a later sweep. `ready(tenant)` returns why a tenant's uploads must wait, or
-    None. `s3` must be a `MeteredS3` shared with the judge, so the judge's requests count too."""
-    return _Tick(s3, bucket, area, state or new_state(), budget, accept, judge, ready).run()
+    None. `settled(obj)` says an object was dealt with before though the cursor forgot it (e.g. a
+    refusal already recorded); it is skipped unread. `s3` must be a `MeteredS3` shared with the
+    judge, so the judge's requests count too."""
+    rules = Rules(accept, judge, ready, settled)
+    return _Tick(s3, bucket, area, state or new_state(), budget or Budget(), rules).run()
 
 
 def judge_manifest(s3, bucket: str, key: str) -> SessionManifest:

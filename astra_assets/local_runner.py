@@ -56,13 +56,15 @@ def tick(defs: Definitions, instance: DagsterInstance, sensor_name: str, log_lev
         tags = {**(request.tags or {}), "dagster/sensor_name": sensor_name}
         if request.run_key:
             tags["dagster/run_key"] = request.run_key
-            done = instance.get_runs(RunsFilter(tags={"dagster/sensor_name": sensor_name, "dagster/run_key": request.run_key}))
+            done = instance.get_runs(RunsFilter(tags={"dagster/sensor_name": sensor_name,
+                                                      "dagster/run_key": request.run_key}))
             if done:  # as the daemon does: a run key the sensor used never runs again
                 out.skipped_run_keys.append(request.run_key)
                 continue
         selection = request.asset_selection or list(sensor.asset_selection.resolve(defs.resolve_asset_graph()))
         job = defs.resolve_implicit_job_def_def_for_assets(selection)
-        run_config = request.run_config.to_config_dict() if isinstance(request.run_config, RunConfig) else dict(request.run_config or {})
+        config = request.run_config
+        run_config = config.to_config_dict() if isinstance(config, RunConfig) else dict(config or {})
         run_config["loggers"] = {"console": {"config": {"log_level": log_level}}}
         out.results.append(job.execute_in_process(
             run_config=run_config,

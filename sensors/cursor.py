@@ -14,7 +14,7 @@ class UploadCursor:
     reoffer: dict = field(default_factory=dict)
 
     @classmethod
-    def load(cls, raw: str | None) -> "UploadCursor":
+    def load(cls, raw: str | None) -> UploadCursor:
         """An empty, unreadable or older-format cursor starts afresh: every upload is judged once
         more (run keys are content hashes, so nothing runs twice)."""
         try:

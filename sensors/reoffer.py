@@ -19,7 +19,7 @@ A CANCELED run is someone's decision and is not re-offered.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from dagster import DagsterEventType, DagsterRunStatus, RunRequest, RunsFilter, SensorEvaluationContext
 
@@ -41,7 +41,7 @@ def refused(context: SensorEvaluationContext, run_id: str) -> bool:
 
 def _timestamp(value) -> float:
     if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
     return float(value or 0.0)
 
 
@@ -60,25 +60,33 @@ def reoffers(context: SensorEvaluationContext, state: dict) -> tuple[list[RunReq
     after = float(state.get("after", 0.0))
     records = context.instance.get_run_records(
         RunsFilter(statuses=[DagsterRunStatus.FAILURE], tags={"dagster/sensor_name": context.sensor_name},
-                   updated_after=datetime.fromtimestamp(after, tz=timezone.utc)),
+                   updated_after=datetime.fromtimestamp(after, tz=UTC)),
         limit=RUNS_PER_TICK, order_by="update_timestamp", ascending=True,
     )
-    requests, held, newest, now = [], [], after, time.time()
+    requests, held, newest = [], [], after
     for record in records:
         updated = _timestamp(record.update_timestamp)
         newest = max(newest, updated)
-        run = record.dagster_run
-        if "dagster/run_key" not in run.tags:
-            continue
-        n = int(run.tags.get(REOFFER_TAG, 0)) + 1
-        if n > MAX_REOFFERS or refused(context, run.run_id):
-            if n > MAX_REOFFERS:
-                context.log.warning(f"run {run.run_id} failed; its upload was re-offered {MAX_REOFFERS} times: giving up")
-            continue
-        if now < _timestamp(record.end_time or updated) + DELAY_SECONDS * 2 ** (n - 1):
+        verdict = _verdict(context, record, updated)
+        if verdict == "wait":
             held.append(updated)
-            continue
-        context.log.info(f"run {run.run_id} failed for a transient reason: re-offering it (attempt {n + 1})")
-        requests.append(_request(record, n))
-    keep_after = min(held) - 1e-3 if held else newest
-    return requests, {"after": keep_after}
+        elif isinstance(verdict, RunRequest):
+            requests.append(verdict)
+    return requests, {"after": min(held) - 1e-3 if held else newest}
+
+
+def _verdict(context: SensorEvaluationContext, record, updated: float) -> RunRequest | str | None:
+    """A re-offer, "wait" (its delay has not passed), or None (a refusal, or no re-offers left)."""
+    run = record.dagster_run
+    if "dagster/run_key" not in run.tags:
+        return None
+    n = int(run.tags.get(REOFFER_TAG, 0)) + 1
+    if n > MAX_REOFFERS:
+        context.log.warning(f"run {run.run_id} failed; its upload was offered {n} times: giving up")
+        return None
+    if refused(context, run.run_id):
+        return None
+    if time.time() < _timestamp(record.end_time or updated) + DELAY_SECONDS * 2 ** (n - 1):
+        return "wait"
+    context.log.info(f"run {run.run_id} failed for a transient reason: offering its upload again (re-offer {n})")
+    return _request(record, n)

@@ -31,11 +31,12 @@ from astra.orchestrator.manifest import ManifestRejected
 from astra.tenancy import InvalidKey, validate_slug
 from astra.uploads import MeteredS3, UploadObject, judge_manifest, scan
 from astra_assets.guard import custody_audio
-from astra_assets.orchestrator import SessionManifestConfig, session_handover, session_upload, upload_quarantine
+from astra_assets.orchestrator import SessionManifestConfig, session_handover, session_upload
 from astra_assets.partitions import sessions_partitions
 from resources import ConfigStoreResource, StorageLayout
 from sensors.cursor import UploadCursor
 from sensors.partitions import add_new_partitions
+from sensors.quarantine import RefusedBefore, quarantine_event
 from sensors.reoffer import reoffers
 
 NO_CONFIG = "no config yet: ingest the tenant's template first"
@@ -84,8 +85,7 @@ class SessionJudge:
             manifest = judge_manifest(self.client, self.bucket, obj.key)
         except ManifestRejected as rejected:
             self.context.log.warning(f"quarantined {obj.key}: {rejected.reason}")
-            self.events.append(AssetObservation(asset_key=upload_quarantine.key, metadata={
-                "key": obj.key, "etag": obj.etag, "reason": rejected.reason, "bucket": self.bucket}))
+            self.events.append(quarantine_event(self.bucket, obj.key, rejected.reason, etag=obj.etag))
             return True
         except Exception as exc:  # noqa: BLE001 — S3 throttling or an outage: judge it on a later sweep
             self.context.log.warning(f"could not read {obj.key} ({type(exc).__name__}: {exc}); retrying later")
@@ -110,8 +110,7 @@ def waiting_observations(context: SensorEvaluationContext, bucket: str, result) 
     for tenant, why in sorted(result.waiting.items()):
         context.log.warning(f"sessions of tenant {tenant!r} wait: {why}")
         if tenant in result.newly_waiting:
-            events.append(AssetObservation(asset_key=upload_quarantine.key, metadata={
-                "key": f"{tenant}/sessions/", "bucket": bucket, "reason": f"tenant {tenant!r}: {why}", "waiting": True}))
+            events.append(quarantine_event(bucket, f"{tenant}/sessions/", f"tenant {tenant!r}: {why}", waiting=True))
     return events
 
 
@@ -136,7 +135,8 @@ def session_upload_sensor(context: SensorEvaluationContext, s3: S3Resource, stor
     client = MeteredS3(s3.get_client())
     judge = SessionJudge(context, client, storage.uploads_bucket)
     result = scan(client, storage.uploads_bucket, "sessions", cursor.scan, judge=judge,
-                  accept=lambda key: key.endswith("/manifest.json"), ready=ConfigGate(config_store))
+                  accept=lambda key: key.endswith("/manifest.json"), ready=ConfigGate(config_store),
+                  settled=RefusedBefore(context.instance))
     retries, cursor.reoffer = reoffers(context, cursor.reoffer)
     events = judge.events + waiting_observations(context, storage.uploads_bucket, result)
     run_requests = judge.run_requests + retries

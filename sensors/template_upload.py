@@ -28,11 +28,11 @@ from astra.tenancy import InvalidKey, validate_slug
 from astra.uploads import MeteredS3, UploadObject, scan
 from astra_assets.config import tenant_config
 from astra_assets.ingest import TemplateUploadConfig, template_atoms, template_upload
-from astra_assets.orchestrator import upload_quarantine
 from astra_assets.partitions import tenants_partitions
 from resources import StorageLayout
 from sensors.cursor import UploadCursor
 from sensors.partitions import add_new_partitions
+from sensors.quarantine import RefusedBefore, quarantine_event
 from sensors.reoffer import reoffers
 
 
@@ -56,8 +56,7 @@ class TemplateJudge:
 
     def quarantine(self, obj: UploadObject, reason: str) -> bool:
         self.context.log.warning(f"quarantined {obj.key}: {reason}")
-        self.events.append(AssetObservation(asset_key=upload_quarantine.key, metadata={
-            "key": obj.key, "etag": obj.etag, "bucket": self.bucket, "reason": reason}))
+        self.events.append(quarantine_event(self.bucket, obj.key, reason, etag=obj.etag))
         return True
 
     def __call__(self, obj: UploadObject) -> bool:
@@ -109,7 +108,8 @@ def template_upload_sensor(context: SensorEvaluationContext, s3: S3Resource, sto
     cursor = UploadCursor.load(context.cursor)
     client = MeteredS3(s3.get_client())
     judge = TemplateJudge(context, client, storage.uploads_bucket)
-    result = scan(client, storage.uploads_bucket, "templates", cursor.scan, judge=judge, accept=_accept)
+    result = scan(client, storage.uploads_bucket, "templates", cursor.scan, judge=judge, accept=_accept,
+                  settled=RefusedBefore(context.instance))
     retries, cursor.reoffer = reoffers(context, cursor.reoffer)
     run_requests = [judge.requests[k] for k in sorted(judge.requests)] + retries
     skip = None if run_requests or judge.events else SkipReason(
