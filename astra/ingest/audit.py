@@ -202,7 +202,7 @@ _NAME_PROBLEMS = {  # astra.ooxml.partname.member_name_problems -> (code, messag
     "traversal": (Code.MEMBER_NAME_TRAVERSAL, "member name with a '..' segment (path traversal)"),
     "backslash": (Code.MEMBER_NAME_BACKSLASH, "member name with a backslash"),
 }
-_DRIVE = re.compile(r"^[A-Za-z]:")
+_DRIVE = re.compile(r"^[A-Za-z][:|]")  # "c|/x" is the legacy file-URL spelling of c:
 _ZIP_MAGIC = b"PK\x03\x04"
 
 # Field types that run or fetch something, with the finding each one gets.
@@ -239,7 +239,8 @@ NESTING_FIELDS = frozenset({"IF", "=", "COMPARE", "SKIPIF", "NEXTIF", "SET"})
 SAFE_LINK_SCHEMES = frozenset({"http", "https", "mailto", "tel", "ftp"})
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
-_INVISIBLE = re.compile(r"[\x00-\x20\x7f]")  # browsers and Word drop these inside a scheme
+# Browsers and Word drop blanks, controls and format characters (NBSP, U+2028, BOM, zero-width) in a scheme.
+_INVISIBLE = re.compile(r"[\x00-\x20\x7f\x85\xa0\u1680\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\ufeff]")
 # In a field instruction a backslash is written twice; after unescaping, a remote path is a URL,
 # a file:/script URL, or a UNC or drive path (c:\\…) at the start of an argument.
 _REMOTE_IN_FIELD = re.compile(
@@ -260,7 +261,9 @@ _MAIL_MERGE_SOURCE_ELEMENTS = frozenset({"connectString", "query", "dataSource",
 
 def unsafe_link_reason(target: str) -> str | None:
     """Why a hyperlink target is unsafe to click in Word, or None (web/mail links, relative paths)."""
-    text = _INVISIBLE.sub("", unquote(target))
+    text = target
+    for _ in range(3):  # "%2566ile:" decodes to "%66ile:", then to "file:"
+        text = _INVISIBLE.sub("", unquote(text))
     if text.startswith(("\\\\", "//", "\\/", "/\\")):
         return "a UNC / network path"
     if _DRIVE.match(text):

@@ -342,6 +342,11 @@ UNSAFE_TARGETS = [
     "ms-msdt:/id PCWDiagnostic",
     "C:\\Windows\\calc.exe",
     "%66ile:///etc/passwd",
+    "%2566ile:///c:/x",  # encoded twice
+    "\u00a0javascript:alert(1)",  # NBSP, line separator, BOM: invisible to Word in front of a scheme
+    "\u2028file:///c:/x",
+    "\ufeffjavascript:x",
+    "c|/windows/calc.exe",  # the legacy file-URL drive spelling
 ]
 
 
