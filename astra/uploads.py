@@ -19,7 +19,8 @@ whatever the bucket holds, and one tenant's junk cannot starve another tenant:
   LastModified), at most `MAX_SEEN` in all, so a key is judged again only when it is new or
   re-uploaded (changed ETag) however it sorts (dagster-aws `get_objects` skips keys that sort
   before its cursor: dagster#22892). Entries below the mark are dropped; past the cap the oldest
-  go first (worst case: an upload is judged twice, which is harmless — run keys are content hashes).
+  go first. A forgotten upload is offered to `settled(obj)` first (the sensors answer from the
+  refusals they already recorded), else judged again — harmless: run keys are content hashes.
 - **Not yet.** A `ready(tenant)` callback can hold a tenant back (e.g. no config yet); its uploads
   are neither judged nor remembered, and are judged on the first tick after it is ready.
 
@@ -50,7 +51,7 @@ from astra.s3 import head, is_missing
 # How long after its LastModified an object may still be invisible to a listing (a slow PUT,
 # a clock tick). A manifest or template written in one PUT is visible within seconds.
 MARGIN_SECONDS = 120
-MAX_SEEN = 400  # recently-seen entries kept in the cursor, all tenants together
+MAX_SEEN = 100  # recently-seen entries kept in the cursor, all tenants together
 MAX_TENANTS = 1000  # tenants whose state the cursor keeps (least recently visited dropped first)
 FOLDER_PAGES = 3  # listings of a session's folder before the files still unaccounted for are HEADed
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tests.conftest import run_cli
 from tests.config_svc.maps import SHA, STYLE_MAP, ZONE_MAP
+from tests.conftest import run_cli
 
 pytestmark = pytest.mark.integration
 

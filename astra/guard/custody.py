@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -132,7 +132,7 @@ def parse_guard_key(key: str) -> dict[str, Any]:
 
 
 def iso_z(value: datetime) -> str:
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_iso(value: str) -> datetime:
@@ -166,7 +166,7 @@ def _locked_until(head: dict) -> datetime | None:
     if head.get("ObjectLockMode") != LOCK_MODE:
         return None
     until = head.get("ObjectLockRetainUntilDate")
-    return until.astimezone(timezone.utc) if until else None
+    return until.astimezone(UTC) if until else None
 
 
 def retention_problem(head: dict, entry: Mapping[str, Any]) -> str | None:
@@ -175,7 +175,7 @@ def retention_problem(head: dict, entry: Mapping[str, Any]) -> str | None:
     Required: COMPLIANCE mode (GOVERNANCE can be bypassed), retained until at least the ledger
     entry's `retain_until` and at least MIN_RETENTION_DAYS after S3 made the copy (LastModified)."""
     mode, until = head.get("ObjectLockMode"), head.get("ObjectLockRetainUntilDate")
-    modified = head["LastModified"].astimezone(timezone.utc)
+    modified = head["LastModified"].astimezone(UTC)
     floor = modified + timedelta(days=MIN_RETENTION_DAYS)
     recorded = parse_iso(entry["retain_until"])
     if mode == LOCK_MODE and until is not None and until >= recorded and until >= floor - RETENTION_SLACK:
@@ -310,8 +310,8 @@ def _locked_copy(s3, bucket: str, key: str, sha256_hex: str) -> dict | None:
 def _lock_holds(head: dict) -> bool:
     """COMPLIANCE, still in force, and at least MIN_RETENTION_DAYS from the copy: worth reusing."""
     until = _locked_until(head)
-    floor = head["LastModified"].astimezone(timezone.utc) + timedelta(days=MIN_RETENTION_DAYS) - RETENTION_SLACK
-    return until is not None and until > datetime.now(timezone.utc) and until >= floor
+    floor = head["LastModified"].astimezone(UTC) + timedelta(days=MIN_RETENTION_DAYS) - RETENTION_SLACK
+    return until is not None and until > datetime.now(UTC) and until >= floor
 
 
 def _checked_source(s3, bucket: str, key: str, sha256_hex: str, verify_content: bool) -> dict:
@@ -327,7 +327,7 @@ def _checked_source(s3, bucket: str, key: str, sha256_hex: str, verify_content: 
 def _copy_locked(s3, wanted: CustodyRecord, src_bucket: str, src_key: str, src_etag: str,
                  days: int) -> tuple[dict, datetime]:
     """CopyObject into custody under COMPLIANCE retention for `days`; (response, retain-until asked)."""
-    retain_until = (datetime.now(timezone.utc) + timedelta(days=days)).replace(microsecond=0) + timedelta(
+    retain_until = (datetime.now(UTC) + timedelta(days=days)).replace(microsecond=0) + timedelta(
         seconds=1
     )  # whole seconds, rounded up: never shorter than configured
     resp = s3.copy_object(

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select
@@ -52,7 +52,7 @@ def chain_hash(prev_hash: str, canonical: bytes) -> str:
 
 def ledger_time(value: datetime) -> str:
     """How `recorded_at` is written in the canonical entry: UTC, microseconds (Postgres' precision)."""
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, select, union
@@ -326,7 +326,7 @@ def verify(
     so only copies still in flight fall in that window). An unknown `tenant` raises UnknownTenant."""
     report = VerifyReport()
     bucket = settings.guard_bucket
-    cutoff = datetime.now(timezone.utc) - timedelta(seconds=orphan_grace_seconds)
+    cutoff = datetime.now(UTC) - timedelta(seconds=orphan_grace_seconds)
     listed = _list_guard(s3, bucket, f"{tenant}/" if tenant else "")
     tenant_ids = _tenants_to_audit(engine, tenant, listed)
     report.tenants = len(tenant_ids)

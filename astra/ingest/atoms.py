@@ -50,8 +50,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from astra.ooxml.blocks import split_children
 from astra.ooxml.errors import PackageError

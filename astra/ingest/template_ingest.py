@@ -38,7 +38,7 @@ class TemplateRef:
     name: str
 
     @classmethod
-    def parse(cls, key: str) -> "TemplateRef":
+    def parse(cls, key: str) -> TemplateRef:
         m = TEMPLATE_KEY.match(key)
         if not m:
             raise TemplateInputError(f"not a template upload key: {key!r} (expected <tenant>/templates/<name>.docx)")

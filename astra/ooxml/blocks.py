@@ -8,7 +8,7 @@ atomizer needs, and what lets a writer replace one block and keep every other by
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from .xml import utf16_encoding
 

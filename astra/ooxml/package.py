@@ -12,8 +12,8 @@ header field) is :func:`astra.ooxml.zip.write_zip`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 from lxml import etree
 

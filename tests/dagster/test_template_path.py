@@ -10,8 +10,8 @@ import zipfile
 import pytest
 from dagster import AssetKey, AssetRecordsFilter
 
-from astra.samples.templates import build_sample_template, sample_sidecar
 from astra.runtime import config_service
+from astra.samples.templates import build_sample_template, sample_sidecar
 from astra.settings import Settings
 from astra_assets.local_runner import tick
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from botocore.exceptions import ClientError
@@ -26,7 +26,7 @@ def versions(s3, bucket, key):
 
 def test_place_in_custody_copies_locked_and_verified(s3, settings, tenant):
     src, sha, data = upload_audio(s3, settings, tenant, "sess-1", 2)
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     rec = place_in_custody(s3, settings, tenant, "sess-1", 2, settings.uploads_bucket, src, sha, "wav")
 
     assert rec.key == f"{tenant}/audio/sess-1/v2/{sha}.wav" and rec.bucket == settings.guard_bucket
@@ -37,7 +37,7 @@ def test_place_in_custody_copies_locked_and_verified(s3, settings, tenant):
     assert head["ObjectLockMode"] == rec.retention_mode == "COMPLIANCE"
     until = parse_iso(rec.retain_until)
     assert until >= before + timedelta(days=settings.guard_retention_days)
-    assert until <= datetime.now(timezone.utc) + timedelta(days=settings.guard_retention_days, seconds=5)
+    assert until <= datetime.now(UTC) + timedelta(days=settings.guard_retention_days, seconds=5)
     body = s3.get_object(Bucket=rec.bucket, Key=rec.key, VersionId=rec.version_id)["Body"].read()
     assert body == data
 
@@ -178,9 +178,9 @@ def test_a_copy_locked_below_the_floor_is_not_reused(s3, settings, tenant):
     src, sha, data = upload_audio(s3, settings, tenant, "sess-1")
     key = f"{tenant}/audio/sess-1/v1/{sha}.wav"
     s3.put_object(Bucket=settings.guard_bucket, Key=key, Body=data, ChecksumAlgorithm="SHA256",
-                  ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=datetime.now(timezone.utc) + timedelta(days=2))
+                  ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=datetime.now(UTC) + timedelta(days=2))
     rec = place_in_custody(s3, settings, tenant, "sess-1", 1, settings.uploads_bucket, src, sha, "wav")
-    assert rec.copied and parse_iso(rec.retain_until) >= datetime.now(timezone.utc) + timedelta(days=29)
+    assert rec.copied and parse_iso(rec.retain_until) >= datetime.now(UTC) + timedelta(days=29)
 
 
 def test_verify_custody_is_the_gate_before_any_delete(engine, s3, settings, tenant):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
@@ -142,7 +142,7 @@ def test_inserted_entry_in_the_middle_with_valid_hashes(engine, s3, settings, te
     """The careful forger: shift seqs 3..5 up, slip a self-consistent entry in at 3 linked to seq 2."""
     p = {"t": tenant}
     prev = rows(engine, tenant)[1].entry_hash
-    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
     forged = canonical_json({"event": "note", "tenant": tenant, "seq": 3, "text": "backdated", "entry_key": None,
                              "recorded_at": ledger_time(at), "ledger_format": 2})
     superuser_sql(
@@ -226,7 +226,7 @@ def test_object_version_gone_and_retention_weakened(engine, s3, settings, tenant
     """AWS refuses both steps (COMPLIANCE can only be extended); moto allows them, which lets us
     test that the audit would notice if a backend ever did."""
     a, b = five[2][0], five[3][0]
-    short = datetime.now(timezone.utc) + timedelta(hours=1)
+    short = datetime.now(UTC) + timedelta(hours=1)
     s3.put_object_retention(Bucket=b.bucket, Key=b.key, VersionId=b.version_id,
                             Retention={"Mode": "COMPLIANCE", "RetainUntilDate": short})
     s3.put_object_retention(Bucket=a.bucket, Key=a.key, VersionId=a.version_id,
@@ -337,7 +337,7 @@ def planted_custody(engine, s3, settings, tenant, mode: str, days: float):
     data = b"RIFF" + uuid.uuid4().bytes * 64
     sha = hashlib.sha256(data).hexdigest()
     key = f"{tenant}/audio/weak-{uuid.uuid4().hex[:6]}/v1/{sha}.wav"
-    until = datetime.now(timezone.utc) + timedelta(days=days)
+    until = datetime.now(UTC) + timedelta(days=days)
     put = s3.put_object(Bucket=settings.guard_bucket, Key=key, Body=data, ChecksumAlgorithm="SHA256",
                         ObjectLockMode=mode, ObjectLockRetainUntilDate=until)
     head = s3.head_object(Bucket=settings.guard_bucket, Key=key, VersionId=put["VersionId"])
@@ -367,7 +367,7 @@ def test_a_lock_at_the_floor_is_enough(engine, s3, settings, tenant):
 def test_a_compliance_lock_shortened_after_the_fact(engine, s3, settings, tenant, five):
     """moto lets COMPLIANCE be shortened (AWS does not): the audit compares with the ledger."""
     rec = five[4][0]
-    shorter = datetime.now(timezone.utc) + timedelta(days=settings.guard_retention_days - 1)
+    shorter = datetime.now(UTC) + timedelta(days=settings.guard_retention_days - 1)
     s3.put_object_retention(Bucket=rec.bucket, Key=rec.key, VersionId=rec.version_id,
                             Retention={"Mode": LOCK_MODE, "RetainUntilDate": shorter})
     report = audit(engine, s3, settings, tenant)

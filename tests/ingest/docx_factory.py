@@ -27,15 +27,15 @@ import random
 import struct
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from xml.sax.saxutils import escape, quoteattr
 
 from astra.ooxml import rels as ooxml_rels
 from astra.ooxml.ns import CT_DOCM_MAIN as CT_DOCM
 from astra.ooxml.ns import CT_DOCUMENT_MAIN as CT_DOCUMENT
-from astra.ooxml.ns import CT_DOCX, CT_WML, MC_NS, R_NS, R_STRICT_NS, SML_NS, V_NS, W_NS, W_STRICT_NS
 from astra.ooxml.ns import CT_RELATIONSHIPS as CT_RELS
+from astra.ooxml.ns import CT_WML, MC_NS, R_NS, R_STRICT_NS, SML_NS, V_NS, W_NS, W_STRICT_NS
 from astra.ooxml.ns import RT_MS as REL_MS
 from astra.ooxml.ns import RT_STRICT as REL_STRICT
 from astra.ooxml.ns import RT_TRANSITIONAL as REL

@@ -12,6 +12,7 @@ import pytest
 
 from astra.ingest.audit import INFO, REFUSE, AuditLimits, Code, audit, audit_or_raise
 from astra.ingest.errors import AuditRefused
+from astra.ooxml import ns
 
 from . import docx_factory as f
 
@@ -236,7 +237,7 @@ def test_macros_hidden_two_levels_down_under_an_innocent_name():
     inner = f.DocxBuilder()
     f.embed(inner, "Book.xlsx", f.xlsx_bytes(with_macros=True))  # a .xlsx name, xlsm inside
     outer = f.DocxBuilder()
-    f.embed(outer, "Document.docx", inner.build(), f.CT_DOCX)
+    f.embed(outer, "Document.docx", inner.build(), ns.CT_DOCX)
     report = audit(outer.build())
     refused(report, Code.EMBEDDED_PACKAGE_WITH_MACROS, "word/embeddings/Document.docx")
     refused(report, Code.EMBEDDED_PACKAGE_WITH_MACROS, "word/embeddings/Document.docx!word/embeddings/Book.xlsx")
@@ -247,9 +248,9 @@ def test_nesting_depth_is_capped():
     level2 = f.DocxBuilder()
     f.embed(level2, "Book.xlsx", f.xlsx_bytes())  # depth 3 from the upload
     level1 = f.DocxBuilder()
-    f.embed(level1, "Inner.docx", level2.build(), f.CT_DOCX)  # depth 2
+    f.embed(level1, "Inner.docx", level2.build(), ns.CT_DOCX)  # depth 2
     top = f.DocxBuilder()
-    f.embed(top, "Outer.docx", level1.build(), f.CT_DOCX)  # depth 1
+    f.embed(top, "Outer.docx", level1.build(), ns.CT_DOCX)  # depth 1
     package = top.build()
     assert audit(package).passed  # three levels: within the default cap
     report = audit(package, limits=AuditLimits(max_nesting=2))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from astra.ingest.audit import INFO, Code, audit, judge_field, unsafe_link_reason
+from astra.ooxml import ns
 from astra.ooxml.fields import NESTED, field_instructions
 from astra.ooxml.xml import parse_xml
 
@@ -102,7 +103,7 @@ def test_fields_in_a_strict_document_are_found():
 def test_fields_inside_an_embedded_docx_are_found():
     builder = f.DocxBuilder()
     inner = document_with(f.simple_field("INCLUDETEXT http://evil.example/x"))
-    f.embed(builder, "Document1.docx", inner, f.CT_DOCX)
+    f.embed(builder, "Document1.docx", inner, ns.CT_DOCX)
     refused(audit(builder.build()), Code.FIELD_INCLUDE, "word/embeddings/Document1.docx!word/document.xml")
 
 
