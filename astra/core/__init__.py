@@ -1,0 +1,1 @@
+"""CORE: turns a session's speech and data into typed content bound to the template's zones."""
