@@ -81,7 +81,10 @@ def main() -> None:
     print(f"{'':<32} {'ASTRA atomize+reassemble':>26} {'python-docx load+save':>23}")
     print(f"{'throughput':<32} {mb / t_astra:>21.1f} MB/s {mb / t_pydocx:>18.1f} MB/s")
     print(f"{'total time':<32} {t_astra * 1000:>23.0f} ms {t_pydocx * 1000:>20.0f} ms")
-    print(f"{'documents back part-identical':<32} {lossless['astra']:>20}/{measured} {lossless['python-docx']:>17}/{measured}")
+    print(
+        f"{'documents back part-identical':<32} {lossless['astra']:>20}/{measured}"
+        f" {lossless['python-docx']:>17}/{measured}"
+    )
     print(f"speed ratio ASTRA / python-docx: {t_pydocx / t_astra:.2f}x")
     if pydocx_failed:
         print(f"python-docx could not open {len(pydocx_failed)}: {', '.join(pydocx_failed)}")

@@ -78,7 +78,8 @@ def main() -> None:
             total_pss += pss
             print(f"{label:<62} {len(procs):>5} {rss / 2**20:>9.0f} {pss / 2**20:>9.0f}")
         print(f"{'total':<62} {'':>5} {total_rss / 2**20:>9.0f} {total_pss / 2**20:>9.0f}")
-        print(f"\ngoal < 1536 MB: {'met' if total_rss < 1536 * 2**20 else 'NOT met'} (RSS sum; PSS counts shared pages once)")
+        goal = "met" if total_rss < 1536 * 2**20 else "NOT met"
+        print(f"\ngoal < 1536 MB: {goal} (RSS sum; PSS counts shared pages once)")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)

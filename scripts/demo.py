@@ -62,7 +62,9 @@ def run_sensor(dagster, name: str, tenant: str):
         status = "[green]success[/]" if run.success else "[red]failed[/]"
         keys = sorted({m.asset_key.to_user_string() for m in run.get_asset_materialization_events()
                        for m in [m.event_specific_data.materialization]})
-        console.print(f"  run {run.run_id[:8]} ({name}, partition {tenant}): {status}; materialized {', '.join(keys) or '-'}")
+        console.print(
+            f"  run {run.run_id[:8]} ({name}, partition {tenant}): {status}; materialized {', '.join(keys) or '-'}"
+        )
     return runs
 
 
@@ -83,9 +85,10 @@ def step_template(dagster, settings: Settings, tenant: str) -> None:
     table = Table("zone", "kind", "label", "accepts", "location", title=f"zone map of {tenant}, config v{snap.version}")
     for z in snap.zone_map["zones"]:
         acc = z["accepts"]
-        accepts = ", ".join([*acc.get("intents", []), *acc.get("domains", []), acc.get("data", ""), acc.get("media", ""),
-                             "fallback" if acc.get("fallback") else ""]).strip(", ")
-        table.add_row(z["id"], z["kind"], z["label"], accepts.replace(", ,", ","), f"{z['location']['part']} #{z['location']['block']}")
+        accepts = ", ".join([*acc.get("intents", []), *acc.get("domains", []), acc.get("data", ""),
+                             acc.get("media", ""), "fallback" if acc.get("fallback") else ""]).strip(", ")
+        table.add_row(z["id"], z["kind"], z["label"], accepts.replace(", ,", ","),
+                      f"{z['location']['part']} #{z['location']['block']}")
     console.print(table)
 
     revised = sample_sidecar()
@@ -103,7 +106,8 @@ def step_template(dagster, settings: Settings, tenant: str) -> None:
         versions.add_row(str(s.version), notes, s.template_sha256[:16] + "…", source)
     console.print(versions)
     expect([h["version"] for h in svc.history(tenant)] == [1, 2], "CONFIG_SVC holds versions 1 and 2")
-    expect(svc.snapshot(tenant).version == 2, f"the current version (2) is served through the cache {svc.cache_key(tenant)}")
+    expect(svc.snapshot(tenant).version == 2,
+           f"the current version (2) is served through the cache {svc.cache_key(tenant)}")
 
 
 def upload_sample_session(settings: Settings, tenant: str) -> SessionKey:
@@ -131,7 +135,8 @@ def show_handover(dagster, settings: Settings, session) -> dict:
     console.print(table)
     meta = dagster.fetch_materializations(AssetRecordsFilter(
         asset_key=AssetKey("session_handover"), asset_partitions=[session.partition_key]), limit=1).records[0]
-    console.print(f"  session_handover metadata: dedup = [bold]{meta.asset_materialization.metadata['dedup'].value}[/], "
+    dedup = meta.asset_materialization.metadata["dedup"].value
+    console.print(f"  session_handover metadata: dedup = [bold]{dedup}[/], "
                   f"config_version = {record['config_version']}")
     return record
 
@@ -153,9 +158,12 @@ def step_session(dagster, settings: Settings, tenant: str) -> None:
     console.print(f"  audio in custody: s3://{custody['bucket']}/{custody['key']}\n"
                   f"    version {custody['version_id']}, {custody['retention_mode']} until {custody['retain_until']}, "
                   f"ledger seq {custody['ledger_seq']}")
-    expect(checks == {"custody_verified": True}, "custody_audio check custody_verified passed (copy, retention, sha256, ledger)")
-    report = verify(make_engine(settings.database_url), prepare_client(s3_lib.client(settings)), settings, tenant=tenant)
-    expect(report.ok, f"astra guard verify --tenant {tenant}: {report.to_dict()['entries']} ledger entries, chain and objects intact")
+    expect(checks == {"custody_verified": True},
+           "custody_audio check custody_verified passed (copy, retention, sha256, ledger)")
+    report = verify(make_engine(settings.database_url), prepare_client(s3_lib.client(settings)), settings,
+                    tenant=tenant)
+    expect(report.ok, f"astra guard verify --tenant {tenant}: {report.to_dict()['entries']} ledger entries, "
+                      "chain and objects intact")
     left = s3_lib.client(settings).list_objects_v2(Bucket=settings.uploads_bucket,
                                                    Prefix=f"{tenant}/sessions/{session.session_id}/").get("KeyCount", 0)
     expect(left == 0, "the temporary upload is gone (deleted only after custody was verified)")
@@ -180,7 +188,8 @@ def step_fail_open(dagster, settings: Settings, tenant: str) -> None:
     runs = run_sensor(dagster, "session_upload_sensor", tenant)
     expect(len(runs) == 1 and runs[0].success, "the session completed without the registry")
     record = show_handover(dagster, settings, session)
-    expect(record["dedup"]["status"] == "skipped", f"dedup: skipped ({record['dedup']['reason']}), every file taken as new")
+    expect(record["dedup"]["status"] == "skipped",
+           f"dedup: skipped ({record['dedup']['reason']}), every file taken as new")
     engine = make_engine(settings.database_url)
     expect(pending_count(engine, tenant) == 1, "a reconciliation is queued in the outbox")
     os.environ.update(stack.up())  # brings the registry back (on a new port)

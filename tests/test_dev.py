@@ -88,7 +88,8 @@ def test_dev_serves_the_ui_runs_the_sensors_and_stops_every_child(stack_env, s3,
         up = run_cli("session", "upload", str(tmp_path / "session"), "-t", tenant, "-s", "visit-1",
                      "--template", "report", env=env_vars)
         assert up.returncode == 0, up.stderr
-        handed = wait_for("the handover run", lambda: [r for r in runs(port) if r.get("astra/session") == f"{tenant}--visit-1--v1"
+        handed = wait_for("the handover run", lambda: [r for r in runs(port)
+                                                       if r.get("astra/session") == f"{tenant}--visit-1--v1"
                                                        and r["status"] in ("SUCCESS", "FAILURE")])
         assert handed[0]["status"] == "SUCCESS"
         verify = run_cli("guard", "verify", "--tenant", tenant, "--json", env=env_vars)

@@ -19,9 +19,11 @@ def test_roundtrip_over_the_whole_corpus():
     res = run_cli("ingest", "roundtrip", *map(str, files))
     lines = [json.loads(line) for line in res.stdout.splitlines()]
     assert len(lines) == 62
-    refused = {l["file"].rsplit("/", 1)[1] for l in lines if l.get("refused")}
+    refused = {report["file"].rsplit("/", 1)[1] for report in lines if report.get("refused")}
     assert refused == REFUSED
-    assert all(l["lossless"] and l["atoms"] >= l["parts"] > 0 for l in lines if not l.get("refused"))
+    assert all(
+        report["lossless"] and report["atoms"] >= report["parts"] > 0 for report in lines if not report.get("refused")
+    )
     assert res.returncode == 2  # some were refused by the audit
 
 
@@ -89,7 +91,7 @@ def test_roundtrip_reports_every_file_even_after_an_unreadable_one(tmp_path):
     path.write_bytes(build_sample_template())
     res = run_cli("ingest", "roundtrip", str(tmp_path / "missing.docx"), str(path))
     lines = [json.loads(line) for line in res.stdout.splitlines()]
-    assert [("error" in l, l.get("lossless")) for l in lines] == [(True, None), (False, True)]
+    assert [("error" in report, report.get("lossless")) for report in lines] == [(True, None), (False, True)]
     assert res.returncode == 2
 
 

@@ -43,7 +43,10 @@ def publish(
             tenant, _read_json(zone_map, "zone map"), _read_json(style_map, "style map"), template_sha256, run_id,
             template_name,
         )
-        emit_json({"tenant": tenant, "version": version}) if json_out else out.print(f"{tenant}: published version {version}")
+        if json_out:
+            emit_json({"tenant": tenant, "version": version})
+        else:
+            out.print(f"{tenant}: published version {version}")
 
 
 @app.command()

@@ -59,7 +59,8 @@ def _roundtrip_one(path: Path) -> tuple[dict, int]:
     rebuilt = reassemble(package.manifest, package.atoms.__getitem__)
     lossless = list(part_digests(data).items()) == list(part_digests(rebuilt).items())
     counts = package.manifest["counts"]
-    return {"file": str(path), "parts": counts["parts"], "atoms": counts["atoms"], "lossless": lossless}, (0 if lossless else 1)
+    summary = {"file": str(path), "parts": counts["parts"], "atoms": counts["atoms"], "lossless": lossless}
+    return summary, (0 if lossless else 1)
 
 
 @app.command()

@@ -9,4 +9,11 @@ from astra.config_svc.service import (
     VersionNotFound,
 )
 
-__all__ = ["ConfigCacheUnavailable", "ConfigService", "ConfigSnapshot", "InvalidConfig", "TenantNotFound", "VersionNotFound"]
+__all__ = [
+    "ConfigCacheUnavailable",
+    "ConfigService",
+    "ConfigSnapshot",
+    "InvalidConfig",
+    "TenantNotFound",
+    "VersionNotFound",
+]

@@ -235,7 +235,9 @@ class ConfigService:
         validate_slug(tenant)
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(tcv.c.version, tcv.c.template_name, tcv.c.template_sha256, tcv.c.created_by_run, tcv.c.created_at)
+                select(
+                    tcv.c.version, tcv.c.template_name, tcv.c.template_sha256, tcv.c.created_by_run, tcv.c.created_at
+                )
                 .where(tcv.c.tenant_id == tenant)
                 .order_by(tcv.c.version)
             ).all()

@@ -198,7 +198,8 @@ def reassemble(
                     raise ReassemblyError(f"{name}: atom {ref['sha256']} is missing") from exc
             payload = b"".join(chunks)
             if _sha256(payload) != member["sha256"]:
-                bad = next((r["sha256"] for r, c in zip(member["atoms"], chunks) if _sha256(c) != r["sha256"]), None)
+                refs_and_chunks = zip(member["atoms"], chunks, strict=True)
+                bad = next((r["sha256"] for r, c in refs_and_chunks if _sha256(c) != r["sha256"]), None)
                 raise ReassemblyError(f"{name}: rebuilt part does not match its sha256 (bad atom: {bad})")
             yield MemberHeader.from_json(name, member["zip"]), payload
 

@@ -68,7 +68,7 @@ class BlobStore:
         return PutStats(
             written=sum(wrote),
             already_stored=len(wrote) - sum(wrote),
-            bytes_written=sum(len(b) for b, w in zip(blobs.values(), wrote) if w),
+            bytes_written=sum(len(b) for b, w in zip(blobs.values(), wrote, strict=True) if w),
         )
 
     def get(self, sha256: str) -> bytes:
@@ -83,7 +83,7 @@ class BlobStore:
     def get_many(self, shas: list[str]) -> dict[str, bytes]:
         unique = list(dict.fromkeys(shas))
         with ThreadPoolExecutor(PARALLEL_PUTS) as pool:
-            return dict(zip(unique, pool.map(self.get, unique)))
+            return dict(zip(unique, pool.map(self.get, unique), strict=True))
 
     def put_json(self, key: str, document: dict) -> dict:
         body = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()

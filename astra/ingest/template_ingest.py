@@ -93,7 +93,9 @@ def ingest_template(s3, uploads_bucket: str, assets_bucket: str, key: str, expec
         raise TemplateInputError(f"s3://{uploads_bucket}/{key} is gone")
     sha = hashlib.sha256(data).hexdigest()
     if expected_sha256 and sha != expected_sha256:
-        raise TemplateInputError(f"{key} changed since it was seen (sha256 {sha[:12]}…, expected {expected_sha256[:12]}…)")
+        raise TemplateInputError(
+            f"{key} changed since it was seen (sha256 {sha[:12]}…, expected {expected_sha256[:12]}…)"
+        )
     store = BlobStore(s3, assets_bucket, ref.tenant)
 
     report = audit(data, filename=posixpath.basename(key), limits=limits)
@@ -120,8 +122,13 @@ def ingest_template(s3, uploads_bucket: str, assets_bucket: str, key: str, expec
         **package.manifest,
         "tenant": ref.tenant,
         "template": {"key": key, "name": ref.name, "sha256": sha, "size": len(data)},
-        "sidecar": {"key": ref.sidecar_key, "sha256": sidecar_sha, "uri": blob_uri(assets_bucket, ref.tenant, sidecar_sha)}
-        if sidecar_sha else None,
+        "sidecar": {
+            "key": ref.sidecar_key,
+            "sha256": sidecar_sha,
+            "uri": blob_uri(assets_bucket, ref.tenant, sidecar_sha),
+        }
+        if sidecar_sha
+        else None,
         "audit": {"passed": True, "uri": audit_meta["uri"]},
     }
     manifest_meta = store.put_json(atoms_manifest_key(ref.tenant, sha), manifest)
@@ -163,7 +170,9 @@ def roundtrip_problems(original: bytes, rebuilt: bytes) -> list[str]:
     return problems
 
 
-def template_maps(s3, assets_bucket: str, tenant: str, template_sha256: str, known_intents: set[str] | None) -> tuple[TemplateMaps, dict]:
+def template_maps(
+    s3, assets_bucket: str, tenant: str, template_sha256: str, known_intents: set[str] | None
+) -> tuple[TemplateMaps, dict]:
     manifest = load_manifest(s3, assets_bucket, tenant, template_sha256)
     # Rebuilt from the durable atoms (reassemble checks every part's sha256); the zip container
     # may be re-deflated, so its own hash can differ from template_sha256 while the parts do not.

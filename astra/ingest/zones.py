@@ -173,7 +173,9 @@ def parse_tag(value: str, location: dict | None = None) -> tuple[str, dict]:
                 if not item or item in items:
                     continue
                 if not pattern.fullmatch(item):
-                    raise TemplateRefused("invalid_tag", f"{key} entry {item!r} in tag {value!r} is malformed", location)
+                    raise TemplateRefused(
+                        "invalid_tag", f"{key} entry {item!r} in tag {value!r} is malformed", location
+                    )
                 items.append(item)
             params[key] = items
         else:  # data / media
@@ -216,21 +218,31 @@ def validate_sidecar(sidecar: object) -> dict:
     # JSON Schema regexes use search semantics ('$' accepts a trailing newline): re-check.
     for zid, spec in (sidecar.get("zones") or {}).items():
         if not ZONE_ID_RE.fullmatch(zid):
-            raise TemplateRefused("invalid_sidecar", f"sidecar zone id {zid!r} is malformed", {"part": "sidecar", "path": f"zones.{zid}"})
+            raise TemplateRefused(
+                "invalid_sidecar", f"sidecar zone id {zid!r} is malformed", {"part": "sidecar", "path": f"zones.{zid}"}
+            )
         for key in ("data", "media"):
             if key in spec and not _SOURCE_RE[key].fullmatch(spec[key]):
                 raise TemplateRefused(
-                    "invalid_sidecar", f"sidecar zones.{zid}.{key} is malformed", {"part": "sidecar", "path": f"zones.{zid}.{key}"}
+                    "invalid_sidecar",
+                    f"sidecar zones.{zid}.{key} is malformed",
+                    {"part": "sidecar", "path": f"zones.{zid}.{key}"},
                 )
         for key, pattern in (("intents", INTENT_RE), ("domains", DOMAIN_RE)):
             for item in spec.get(key, []):
                 if not pattern.fullmatch(item):
                     raise TemplateRefused(
-                        "invalid_sidecar", f"sidecar zones.{zid}.{key} entry {item!r} is malformed", {"part": "sidecar", "path": f"zones.{zid}.{key}"}
+                        "invalid_sidecar",
+                        f"sidecar zones.{zid}.{key} entry {item!r} is malformed",
+                        {"part": "sidecar", "path": f"zones.{zid}.{key}"},
                     )
     fallback = sidecar.get("fallback_zone")
     if fallback is not None and not ZONE_ID_RE.fullmatch(fallback):
-        raise TemplateRefused("invalid_sidecar", f"sidecar fallback_zone {fallback!r} is malformed", {"part": "sidecar", "path": "fallback_zone"})
+        raise TemplateRefused(
+            "invalid_sidecar",
+            f"sidecar fallback_zone {fallback!r} is malformed",
+            {"part": "sidecar", "path": "fallback_zone"},
+        )
     return sidecar
 
 

@@ -344,7 +344,7 @@ def _add_measurements(doc, sdt_ids) -> None:
     doc.add_heading("Measurements", level=1)
     table = doc.add_table(rows=2, cols=3)
     table.style = doc.styles["Inspection Table"]
-    for cell, text in zip(table.rows[0].cells, ("Point", "Reading", "Unit")):
+    for cell, text in zip(table.rows[0].cells, ("Point", "Reading", "Unit"), strict=True):
         cell.paragraphs[0].add_run(text)
     _wrap_in_sdt([table._tbl], "astra:measurements;kind=table;data=data/*.csv", "Measurements", next(sdt_ids))
 

@@ -23,7 +23,8 @@ def upload(s3, settings, tenant, data: bytes, name="report.docx", sidecar: dict 
     if sidecar is not None:
         s3.put_object(Bucket=settings.uploads_bucket, Key=f"{tenant}/templates/{name[:-5]}.zones.json",
                       Body=json.dumps(sidecar).encode())
-    s3.put_object(Bucket=settings.uploads_bucket, Key=f"{tenant}/templates/{name}", Body=data, ChecksumAlgorithm="SHA256")
+    s3.put_object(Bucket=settings.uploads_bucket, Key=f"{tenant}/templates/{name}", Body=data,
+                  ChecksumAlgorithm="SHA256")
 
 
 def runs_for(outcome, tenant: str) -> list:
@@ -81,7 +82,9 @@ def test_template_upload_becomes_a_config_version(defs, dagster_instance, s3, ru
     assert config_service(Settings.from_env()).snapshot(tenant).version == 2
 
 
-def test_a_refused_template_fails_visibly_and_keeps_the_previous_config(defs, dagster_instance, s3, run_settings, tenant):
+def test_a_refused_template_fails_visibly_and_keeps_the_previous_config(
+    defs, dagster_instance, s3, run_settings, tenant
+):
     upload(s3, run_settings, tenant, build_sample_template(), sidecar=sample_sidecar())
     assert runs_for(tick(defs, dagster_instance, SENSOR), tenant)[0].success
     bad = with_macro(build_sample_template())
@@ -89,10 +92,12 @@ def test_a_refused_template_fails_visibly_and_keeps_the_previous_config(defs, da
     refused = runs_for(tick(defs, dagster_instance, SENSOR), tenant)
     assert len(refused) == 1 and not refused[0].success
     failure = next(e for e in refused[0].all_events if e.event_type_value == "STEP_FAILURE")
-    assert "audit" in failure.step_failure_data.error.message and "vbaProject" in failure.step_failure_data.error.message
+    message = failure.step_failure_data.error.message
+    assert "audit" in message and "vbaProject" in message
     assert config_service(Settings.from_env()).snapshot(tenant).version == 1
     sha = hashlib.sha256(bad).hexdigest()
-    report = json.loads(s3.get_object(Bucket=run_settings.assets_bucket, Key=f"{tenant}/reports/audit/{sha}.json")["Body"].read())
+    report_object = s3.get_object(Bucket=run_settings.assets_bucket, Key=f"{tenant}/reports/audit/{sha}.json")
+    report = json.loads(report_object["Body"].read())
     assert report["passed"] is False
     with pytest.raises(s3.exceptions.NoSuchKey):
         s3.get_object(Bucket=run_settings.assets_bucket, Key=f"{tenant}/atoms/{sha}.json")
@@ -104,7 +109,8 @@ def test_template_with_no_zones_fails_in_tenant_config(defs, dagster_instance, s
     upload(s3, run_settings, tenant, minimal_docx("<w:p><w:r><w:t>No zones here.</w:t></w:r></w:p>"))
     (result,) = runs_for(tick(defs, dagster_instance, SENSOR), tenant)
     assert not result.success
-    assert "no_zones" in str([e.step_failure_data.error.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"])
+    failures = [e.step_failure_data.error.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "no_zones" in str(failures)
     from astra.config_svc import TenantNotFound
 
     with pytest.raises(TenantNotFound):

@@ -33,8 +33,8 @@ def late_redis(tmp_path, monkeypatch, dagster_instance, run_settings):
                 EventRecordsFilter(event_type=DagsterEventType.STEP_UP_FOR_RETRY), limit=1):
             time.sleep(0.2)
         started.append(subprocess.Popen(
-            [shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            [shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     thread = threading.Thread(target=start_later, daemon=True)
     thread.start()

@@ -45,9 +45,12 @@ STYLES = DOC_DEFAULTS + (
     '<w:style w:type="paragraph" w:styleId="Plain"><w:name w:val="Plain"/><w:basedOn w:val="Middle"/>'
     '<w:rPr><w:b w:val="0"/></w:rPr></w:style>'
     # character styles
-    '<w:style w:type="character" w:default="1" w:styleId="DefaultParagraphFont"><w:name w:val="Default Paragraph Font"/></w:style>'
-    '<w:style w:type="character" w:styleId="Strong"><w:name w:val="Strong"/><w:rPr><w:b/><w:color w:val="C00000"/></w:rPr></w:style>'
-    '<w:style w:type="character" w:styleId="Ph"><w:name w:val="Placeholder Text"/><w:rPr><w:color w:val="808080"/></w:rPr></w:style>'
+    '<w:style w:type="character" w:default="1" w:styleId="DefaultParagraphFont">'
+    '<w:name w:val="Default Paragraph Font"/></w:style>'
+    '<w:style w:type="character" w:styleId="Strong"><w:name w:val="Strong"/>'
+    '<w:rPr><w:b/><w:color w:val="C00000"/></w:rPr></w:style>'
+    '<w:style w:type="character" w:styleId="Ph"><w:name w:val="Placeholder Text"/>'
+    '<w:rPr><w:color w:val="808080"/></w:rPr></w:style>'
     # table styles
     '<w:style w:type="table" w:default="1" w:styleId="TableNormal"><w:name w:val="Normal Table"/></w:style>'
     '<w:style w:type="table" w:styleId="Grid"><w:name w:val="Grid"/><w:basedOn w:val="TableNormal"/>'
@@ -145,7 +148,8 @@ def test_direct_formatting_beats_styles():
     entry = style_of(
         p(
             ppr='<w:pStyle w:val="Leaf"/><w:jc w:val="start"/>',
-            rpr='<w:rFonts w:ascii="Courier New"/><w:sz w:val="19"/><w:color w:val="auto"/><w:b w:val="false"/><w:u w:val="none"/>',
+            rpr='<w:rFonts w:ascii="Courier New"/><w:sz w:val="19"/><w:color w:val="auto"/>'
+            '<w:b w:val="false"/><w:u w:val="none"/>',
         )
     )
     assert entry["resolved"] == {
@@ -315,7 +319,8 @@ def test_style_sheet_with_nothing():
 
 
 @pytest.mark.parametrize(
-    "name", ["python-docx/sty-having-styles-part.docx", "python-docx/par-known-styles.docx", "mammoth/strict-format.docx"]
+    "name",
+    ["python-docx/sty-having-styles-part.docx", "python-docx/par-known-styles.docx", "mammoth/strict-format.docx"],
 )
 def test_real_documents_resolve_defaults(name):
     pkg = Package.read((CORPUS / name).read_bytes())

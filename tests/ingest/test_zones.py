@@ -73,7 +73,9 @@ def refused(body: str, code: str, **kw) -> TemplateRefused:
     return info.value
 
 
-def sdt(tag: str, inner: str = "<w:p><w:r><w:t>x</w:t></w:r></w:p>", alias: str | None = None, extra_pr: str = "") -> str:
+def sdt(
+    tag: str, inner: str = "<w:p><w:r><w:t>x</w:t></w:r></w:p>", alias: str | None = None, extra_pr: str = ""
+) -> str:
     alias_xml = f'<w:alias w:val="{alias}"/>' if alias is not None else ""
     return (
         f'<w:sdt><w:sdtPr>{alias_xml}<w:tag w:val="{tag}"/><w:id w:val="7"/>{extra_pr}</w:sdtPr>'
@@ -355,9 +357,13 @@ LIST_STYLES = (
 
 
 def test_list_zone_from_direct_numbering_and_from_style():
-    direct = sdt("astra:direct", inner=para("a", '<w:pPr><w:numPr><w:ilvl w:val="0"/><w:numId w:val="3"/></w:numPr></w:pPr>'))
+    direct = sdt(
+        "astra:direct", inner=para("a", '<w:pPr><w:numPr><w:ilvl w:val="0"/><w:numId w:val="3"/></w:numPr></w:pPr>')
+    )
     styled = para("{{ styled }}", '<w:pPr><w:pStyle w:val="MyList"/></w:pPr>')
-    unnumbered = para("{{ unnumbered }}", '<w:pPr><w:pStyle w:val="ListBullet"/><w:numPr><w:numId w:val="0"/></w:numPr></w:pPr>')
+    unnumbered = para(
+        "{{ unnumbered }}", '<w:pPr><w:pStyle w:val="ListBullet"/><w:numPr><w:numId w:val="0"/></w:numPr></w:pPr>'
+    )
     maps = extract(direct + styled + unnumbered, styles=LIST_STYLES)
     kinds = {z["id"]: z["kind"] for z in maps.zone_map["zones"]}
     assert kinds == {"direct": "list", "styled": "list", "unnumbered": "text"}
@@ -408,7 +414,12 @@ def test_validate_sidecar_accepts_none_and_empty():
 
 
 def test_default_fallback_is_last_text_zone_of_main_document():
-    body = para("{{ first_text }}") + para("{{ second_text }}") + sdt("astra:items;kind=list") + sdt("astra:grid;kind=table")
+    body = (
+        para("{{ first_text }}")
+        + para("{{ second_text }}")
+        + sdt("astra:items;kind=list")
+        + sdt("astra:grid;kind=table")
+    )
     maps = extract(body, headers=[para("{{ header_text }}")])
     assert maps.zone_map["fallback_zone"] == "second_text"
 
@@ -490,7 +501,10 @@ def test_refuses_unknown_domain(known):
 
 
 def test_known_bindings_pass(known):
-    maps = extract(sdt("astra:s;intents=travel.book_flight,book_hotel,banking.pay_bill;domains=travel,banking"), known_intents=known)
+    maps = extract(
+        sdt("astra:s;intents=travel.book_flight,book_hotel,banking.pay_bill;domains=travel,banking"),
+        known_intents=known,
+    )
     assert maps.zone_map["zones"][0]["accepts"]["domains"] == ["travel", "banking"]
     # without known_intents nothing is checked beyond syntax
     extract(sdt("astra:s;intents=made.up;domains=nowhere"))
@@ -560,7 +574,10 @@ def test_refuses_invalid_sidecar(sidecar):
 def test_refuses_nested_zones():
     refused(sdt("astra:outer", inner=sdt("astra:inner")), "nested_zone")
     refused(sdt("astra:outer", inner=para("{{ inner }}")), "nested_zone")
-    inline = '<w:p><w:sdt><w:sdtPr><w:tag w:val="astra:outer"/></w:sdtPr><w:sdtContent><w:r><w:t>{{ inner }}</w:t></w:r></w:sdtContent></w:sdt></w:p>'
+    inline = (
+        '<w:p><w:sdt><w:sdtPr><w:tag w:val="astra:outer"/></w:sdtPr>'
+        "<w:sdtContent><w:r><w:t>{{ inner }}</w:t></w:r></w:sdtContent></w:sdt></w:p>"
+    )
     refused(inline, "nested_zone")
 
 
@@ -608,7 +625,11 @@ def test_refuses_malformed_xml_and_entities(tmp_path):
 def test_template_refused_shape():
     err = TemplateRefused("no_zones", "nothing here", {"part": "/word/document.xml", "block": 0})
     assert isinstance(err, ValueError)
-    assert (err.code, err.message, err.location) == ("no_zones", "nothing here", {"part": "/word/document.xml", "block": 0})
+    assert (err.code, err.message, err.location) == (
+        "no_zones",
+        "nothing here",
+        {"part": "/word/document.xml", "block": 0},
+    )
     assert str(err).startswith("no_zones: nothing here")
 
 
@@ -616,7 +637,8 @@ def test_strict_namespace_document():
     strict_w = "http://purl.oclc.org/ooxml/wordprocessingml/main"
     doc = (
         f'<w:document xmlns:w="{strict_w}"><w:body><w:p><w:r><w:t>{{{{ strict_zone }}}}</w:t></w:r></w:p>'
-        f'<w:sdt><w:sdtPr><w:tag w:val="astra:strict_cc;kind=list"/></w:sdtPr><w:sdtContent><w:p/></w:sdtContent></w:sdt>'
+        '<w:sdt><w:sdtPr><w:tag w:val="astra:strict_cc;kind=list"/></w:sdtPr>'
+        "<w:sdtContent><w:p/></w:sdtContent></w:sdt>"
         "</w:body></w:document>"
     ).encode()
     maps = extract_maps(_replace_part(minimal_docx(""), "word/document.xml", doc))

@@ -112,7 +112,7 @@ def test_relationships_xml_round_trips():
 
 def test_field_instructions_nested_split_and_stray():
     w = f'xmlns:w="{W_NS}"'
-    begin, sep, end = ('<w:r><w:fldChar w:fldCharType="%s"/></w:r>' % k for k in ("begin", "separate", "end"))
+    begin, sep, end = (f'<w:r><w:fldChar w:fldCharType="{k}"/></w:r>' for k in ("begin", "separate", "end"))
     instr = '<w:r><w:instrText>{}</w:instrText></w:r>'.format
     body = (f"<w:body {w}><w:p>{begin}{instr('INCLUDE')}{instr('TEXT &quot;')}"
             f"{begin}{instr('FILE')}{instr('NAME')}{sep}<w:r><w:t>x</w:t></w:r>{end}"
@@ -125,7 +125,7 @@ def test_field_instructions_nested_split_and_stray():
 
 def test_field_readings_keep_tracked_changes_and_alternate_branches_apart():
     w = f'xmlns:w="{W_NS}" xmlns:mc="{MC_NS}"'
-    begin, sep, end = ('<w:r><w:fldChar w:fldCharType="%s"/></w:r>' % k for k in ("begin", "separate", "end"))
+    begin, sep, end = (f'<w:r><w:fldChar w:fldCharType="{k}"/></w:r>' for k in ("begin", "separate", "end"))
     instr = '<w:r><w:instrText>{}</w:instrText></w:r>'.format
     body = (f"<w:body {w}><w:p>{begin}<w:del w:id='1'><w:r><w:delInstrText>PAGE </w:delInstrText></w:r></w:del>"
             f"{instr('DDE x')}{end}</w:p>"
