@@ -4,8 +4,10 @@ Builds the bucket on moto's standalone S3 server (a real HTTP server on loopback
 - several junk tenants with thousands of `manifest.json` objects that are not JSON;
 - dozens of manifests, each naming 200 files (the schema's most) that were never uploaded;
 - a few good sessions of a tenant with a published config, sorting after every junk tenant.
-Then evaluates the sensor tick after tick (no runs are launched: only the sensor's own work) and
-prints, per tick, its seconds, the cursor's size, and whether the good sessions were requested.
+Then evaluates the sensor tick after tick (no runs are launched: only the sensor's own work; its
+observations are recorded on the instance, as the daemon would) and prints, per tick, its
+seconds, the cursor's size, and whether the good sessions were requested. Dagster's daemon gives a
+tick 60 s: a longer tick is cancelled and its cursor lost, so the next tick starts over.
 
 Postgres: ASTRA_DATABASE_URL if set, else a throw-away database on 127.0.0.1:5432 (dropped
 afterwards). Redis: ASTRA_REDIS_URL if set, else 127.0.0.1:6379 under a throw-away prefix.
@@ -35,7 +37,7 @@ PG_ADMIN_URL = os.environ.get("ASTRA_BENCH_PG_ADMIN_URL", "postgresql://postgres
 SENSOR = "session_upload_sensor"
 GOOD_TENANT = "zz-good"
 # The files whose old versions `--code-at` puts in front of today's (the sensor and its scanner).
-SENSOR_FILES = ["sensors/session_upload.py", "sensors/partitions.py", "astra/uploads.py"]
+SENSOR_FILES = ["sensors/session_upload.py", "sensors/template_upload.py", "sensors/partitions.py", "astra/uploads.py"]
 
 
 @contextmanager
@@ -158,7 +160,7 @@ def publish_configs(tenants: list[str]) -> None:
         service.publish(tenant, zone_map, style_map, "ab" * 32, "bench")
 
 
-def run_ticks(ticks: int, good: list[str]) -> list[dict]:
+def run_ticks(ticks: int, good: list[str], interval: float) -> list[dict]:
     from dagster import DagsterInstance, build_sensor_context
 
     from astra_assets.definitions import build_definitions
@@ -168,12 +170,15 @@ def run_ticks(ticks: int, good: list[str]) -> list[dict]:
     rows, cursor, requested = [], None, set()
     with DagsterInstance.ephemeral() as instance:
         for n in range(1, ticks + 1):
+            time.sleep(interval if n > 1 else 0)
             t0 = time.perf_counter()
             with build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources,
                                       definitions=defs, sensor_name=SENSOR) as context:
                 result = sensor(context)
             seconds = time.perf_counter() - t0
             cursor = result.cursor if result.cursor is not None else cursor
+            for event in result.asset_events or []:  # recorded, as the daemon does (not timed)
+                instance.report_runless_asset_event(event)
             requested |= {r.partition_key for r in result.run_requests or []} & set(good)
             rows.append({"tick": n, "seconds": seconds, "cursor_bytes": len(cursor or ""),
                          "requests": len(result.run_requests or []), "events": len(result.asset_events or []),
@@ -187,6 +192,7 @@ def main() -> None:
     ap.add_argument("--junk", type=int, default=1000, help="junk manifests per junk tenant")
     ap.add_argument("--absent", type=int, default=30, help="manifests naming 200 absent files each (in all)")
     ap.add_argument("--ticks", type=int, default=8)
+    ap.add_argument("--interval", type=float, default=0.0, help="seconds between ticks (the daemon's: 10)")
     ap.add_argument("--code-at", help="evaluate the sensor as it was at this commit")
     args = ap.parse_args()
     with ExitStack() as stack:
@@ -207,7 +213,7 @@ def main() -> None:
               f"files each), {len(good)} good sessions of {GOOD_TENANT}; built in {time.perf_counter() - t0:.1f}s")
         print(f"sensor code: {args.code_at or 'working tree'}")
         print(f"{'tick':>4} {'seconds':>8} {'cursor bytes':>13} {'requests':>9} {'events':>7} {'good requested':>15}")
-        for row in run_ticks(args.ticks, good):
+        for row in run_ticks(args.ticks, good, args.interval):
             print(f"{row['tick']:>4} {row['seconds']:>8.2f} {row['cursor_bytes']:>13} {row['requests']:>9} "
                   f"{row['events']:>7} {row['good_requested']:>12}/{len(good)}")
 
