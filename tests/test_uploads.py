@@ -92,10 +92,12 @@ def test_one_tenants_junk_cannot_starve_another_and_each_tick_is_bounded(s3, buc
     assert "z-good/templates/report.docx" in judge.keys  # the good tenant's turn came in the first tick
     assert len(judge.keys) < 20 and s3m.requests <= 20 + 5  # the junk tenant's share, plus listings
     assert len(json.dumps(result.state)) < 2000
-    # The junk is worked off over later ticks, each bounded, none judged twice.
+    # The junk is worked off over later ticks, each bounded, none judged twice (more junk than the
+    # cursor remembers: what it forgot is answered by `settled`, as the sensors' recorded refusals do).
     state = result.state
     for _ in range(40):
-        state = scan(MeteredS3(s3), bucket, "templates", state, judge=judge, budget=budget).state
+        state = scan(MeteredS3(s3), bucket, "templates", state, judge=judge, budget=budget,
+                     settled=lambda obj: obj.key in judge.keys).state
     assert sorted(judge.keys) == sorted(set(judge.keys)) and len(judge.keys) == 121
 
 
