@@ -26,7 +26,7 @@ from astra.core.audio import load_pcm  # noqa: E402
 from astra.core.lm import build_language_model, spoken_words  # noqa: E402
 
 CLINC150 = ROOT.parent / "shared" / "datasets" / "clinc150" / "clinc150_full_train_val.json"
-VOICE, SPEED = "en-us", 165
+VOICE, SPEED = "en-us+f2", 140
 
 
 def word_errors(reference: list[str], hypothesis: list[str]) -> int:

@@ -124,7 +124,7 @@ def runs_in_vocabulary(words: Sequence[str], vocabulary: dict) -> list[list[str]
         if word in vocabulary:
             current.append(word)
             continue
-        if len(current) > 1 or current[:1] != [BOS]:
+        if any(w != BOS for w in current):
             runs.append(current)
         current = []
     current.append(EOS)
