@@ -134,14 +134,14 @@ def test_built_model_is_cached_by_input_and_identified_by_sha256(tmp_path):
 
 
 @needs_audio_tools
-@pytest.mark.parametrize("suffix, args", [(".wav", ["-ac", "2", "-ar", "44100"]), (".ogg", ["-ac", "2"]),
-                                          (".mp3", ["-ar", "22050"]), (".m4a", ["-ac", "1", "-ar", "8000"])])
-def test_each_container_converts_to_16k_mono(tmp_path, suffix, args):
+@pytest.mark.parametrize("suffix, channels, rate", [(".wav", 2, 44100), (".ogg", 2, 48000), (".mp3", 1, 22050),
+                                                    (".m4a", 1, 8000)])
+def test_each_container_converts_to_16k_mono(tmp_path, suffix, channels, rate):
     source = speak("what is my balance", tmp_path / "source.wav")
     clip = tmp_path / f"clip{suffix}"
-    ffmpeg("-i", str(source), *args, str(clip))
+    ffmpeg("-i", str(source), "-ac", str(channels), "-ar", str(rate), str(clip))
     pcm = load_pcm(clip)
-    assert pcm.source.channels == int(args[args.index("-ac") + 1]) if "-ac" in args else True
+    assert (pcm.source.channels, pcm.source.sample_rate) == (channels, rate)
     assert abs(pcm.duration_seconds - probe(source).duration_seconds) < 0.1
     assert len(pcm.data) % 2 == 0
 
