@@ -99,8 +99,8 @@ class MeteredS3:
 
     def __getattr__(self, name):
         attr = getattr(self._client, name)
-        if not callable(attr) or name.startswith("get_paginator"):
-            return attr
+        if not callable(attr) or name in ("get_paginator", "can_paginate"):
+            return attr  # not requests (a paginator's pages are not counted: page by hand here)
 
         def counted(*args, **kwargs):
             self.requests += 1
@@ -113,7 +113,6 @@ class MeteredS3:
 class ScanResult:
     state: dict
     tenants_visited: list[str] = field(default_factory=list)
-    judged: int = 0
     waiting: dict[str, str] = field(default_factory=dict)  # tenant -> why its uploads wait
     newly_waiting: list[str] = field(default_factory=list)  # of those, the ones that did not wait last tick
     out_of_budget: bool = False
@@ -241,7 +240,6 @@ class _Tick:
     def judged(self, obj: UploadObject) -> bool:
         before = self.s3.requests
         settled = self.rules.judge(obj)
-        self.result.judged += 1
         self.free_judgements += self.s3.requests == before
         return settled
 
