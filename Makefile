@@ -36,6 +36,7 @@ dev: install
 bench: install
 	$(PY) bench/config_read.py
 	$(PY) bench/atomize.py
+	$(PY) bench/sensor_tick.py
 	$(PY) bench/register_assets.py --rate 2000 --seconds 30
 	$(PY) bench/register_assets.py --rate 1000 --seconds 30
 	$(PY) bench/footprint.py
