@@ -1,0 +1,297 @@
+"""IntentModel: a once-fine-tuned encoder plus a per-tenant head, classify/update, and a verified artifact directory.
+
+The artifact is a plain directory: ``encoder/`` (byte copies of the base encoder's files), ``head.npz``-free
+``.npy`` arrays (deterministic bytes), JSON side files, and ``manifest.json`` listing every file's sha256, the
+version and the metrics. The version is derived from the files' digests, so the same bytes give the same version and
+``load`` can recompute it: a tampered file, a missing file or an edited manifest is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from astra.core.intent import head as head_lib
+from astra.core.intent.data import OOS, Example, read_domains
+from astra.core.intent.encoder import Encoder, Progress, files_digest
+from astra.core.intent.metrics import choose_threshold, score
+from astra.core.intent.store import ModelIntegrityError
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+CORRECTION_WEIGHT = 2.0  # a correction outweighs the example it overrides being gone: it is a deliberate label
+_ARRAYS = ("mean", "scale", "dense", "sparse", "bias", "embeddings", "targets", "weights")
+_shared_encoders: weakref.WeakValueDictionary[str, Encoder] = weakref.WeakValueDictionary()
+
+
+@dataclass(frozen=True)
+class Prediction:
+    intent: str  # "oos" when out of scope
+    domain: str | None
+    confidence: float  # probability of the answer the head ranked first (an in-scope intent or oos)
+    oos: bool
+    model_version: str
+    top_intent: str  # the best in-scope intent even when out of scope, for review
+
+
+@dataclass
+class TrainingSet:
+    """What the head was fitted on; kept so an update refits without re-encoding everything."""
+
+    texts: list[str]
+    labels: list[str]
+    embeddings: np.ndarray  # float16 [n, dim]
+    weights: np.ndarray  # float32 [n]
+
+
+@dataclass
+class IntentModel:
+    encoder: Encoder
+    head: head_lib.Head
+    threshold: float
+    domains: dict[str, str]
+    training: TrainingSet
+    config: head_lib.HeadConfig = field(default_factory=head_lib.HeadConfig)
+    tenant: str = "base"
+    metrics: dict = field(default_factory=dict)
+    version: str = ""
+
+    # ---- training -------------------------------------------------------------------------------------------
+
+    @classmethod
+    def train(
+        cls, examples: Sequence[Example], base: Encoder | IntentModel, *, calibration: Sequence[Example] = (),
+        tenant: str = "base", domains: dict[str, str] | None = None, config: head_lib.HeadConfig | None = None,
+        threshold: float | None = None, progress: Progress | None = None,
+    ) -> IntentModel:
+        """A head over ``examples`` on the base encoder. The oos threshold is chosen on ``calibration``
+        (held-out data, never the training rows); without it, the base model's threshold (or 0) is kept."""
+        if not examples:
+            raise ValueError("no training examples")
+        encoder = base.encoder if isinstance(base, IntentModel) else base
+        cached = base.training if isinstance(base, IntentModel) else None
+        texts, labels = [e.text for e in examples], [e.intent for e in examples]
+        embeddings = _encode_with_cache(encoder, texts, cached, progress)
+        config = config or head_lib.HeadConfig()
+        fitted = head_lib.fit(embeddings, texts, labels, config)
+        domain_map = {**(domains if domains is not None else read_domains()), **_explicit_domains(examples)}
+        training = TrainingSet(texts, labels, embeddings.astype(np.float16), np.ones(len(texts), np.float32))
+        fallback = base.threshold if isinstance(base, IntentModel) else 0.0
+        model = cls(encoder, fitted, fallback if threshold is None else threshold, domain_map, training, config, tenant)
+        if calibration and threshold is None:
+            model.threshold = model.calibrate(calibration)
+        if calibration:
+            model.metrics = model.evaluate(calibration)
+        model.version = model.content_version()
+        return model
+
+    def calibrate(self, held_out: Sequence[Example]) -> float:
+        probs = self._probabilities([e.text for e in held_out])
+        best = probs.argmax(axis=1)
+        return choose_threshold(probs.max(axis=1), [self.head.labels[k] for k in best], [e.intent for e in held_out])
+
+    def update(self, corrections: Sequence[Example]) -> IntentModel:
+        """A new model: the head refitted (warm start) on the training set plus ``corrections``. A correction
+        replaces training rows with the same text; every intent the model had is kept (rows never shrink to none:
+        an intent's label stays in the head even if all its examples were relabelled)."""
+        if not corrections:
+            return self
+        fixed = {_norm(c.text) for c in corrections}
+        keep = [i for i, t in enumerate(self.training.texts) if _norm(t) not in fixed]
+        new_embeddings = self.encoder.encode([c.text for c in corrections]).astype(np.float16)
+        training = TrainingSet(
+            [self.training.texts[i] for i in keep] + [c.text for c in corrections],
+            [self.training.labels[i] for i in keep] + [c.intent for c in corrections],
+            np.vstack([self.training.embeddings[keep], new_embeddings]),
+            np.concatenate([self.training.weights[keep], np.full(len(corrections), CORRECTION_WEIGHT, np.float32)]),
+        )
+        fitted = head_lib.fit(training.embeddings.astype(np.float32), training.texts, training.labels, self.config,
+                              weights=training.weights, previous=self.head)
+        domains = {**self.domains, **_explicit_domains(corrections)}
+        model = IntentModel(self.encoder, fitted, self.threshold, domains, training, self.config, self.tenant,
+                            dict(self.metrics))
+        model.version = model.content_version()
+        return model
+
+    # ---- inference -------------------------------------------------------------------------------------------
+
+    def _probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        return self.head.probabilities(self.encoder.encode(list(texts)), list(texts))
+
+    def classify(self, texts: Sequence[str]) -> list[Prediction]:
+        if not texts:
+            return []
+        probs = self._probabilities(texts)
+        labels = self.head.labels
+        in_scope = np.array([label != OOS for label in labels])
+        masked = np.where(in_scope, probs, -1.0)
+        return [self._prediction(row, labels, int(top.argmax())) for row, top in zip(probs, masked, strict=True)]
+
+    def _prediction(self, row: np.ndarray, labels: list[str], top: int) -> Prediction:
+        best = int(row.argmax())
+        confidence = float(row[best])
+        oos = labels[best] == OOS or confidence < self.threshold
+        intent = OOS if oos else labels[best]
+        return Prediction(intent, None if oos else self.domains.get(intent), round(confidence, 4), oos,
+                          self.version, labels[top])
+
+    def evaluate(self, examples: Sequence[Example]) -> dict:
+        predictions = self.classify([e.text for e in examples])
+        return score([p.intent for p in predictions], [e.intent for e in examples])
+
+    # ---- artifact --------------------------------------------------------------------------------------------
+
+    def _payload(self) -> dict[str, bytes]:
+        """Every file but the encoder's and the manifest, as deterministic bytes."""
+        arrays = {
+            "mean": self.head.mean, "scale": self.head.scale, "dense": self.head.dense, "sparse": self.head.sparse,
+            "bias": self.head.bias, "embeddings": self.training.embeddings,
+            "targets": np.array([self.head.labels.index(x) for x in self.training.labels], np.int32),
+            "weights": self.training.weights,
+        }
+        files = {f"arrays/{name}.npy": _npy(value) for name, value in arrays.items()}
+        vocabulary, idf = self.head.ngrams.state() if self.head.ngrams else ({}, np.zeros(0))
+        files["ngrams.json"] = _json({"vocabulary": vocabulary, "idf": idf.tolist()})
+        files["head.json"] = _json({"labels": self.head.labels, "threshold": self.threshold,
+                                    "config": asdict(self.config), "tenant": self.tenant})
+        files["domains.json"] = _json(self.domains)
+        files["training_texts.json"] = _json(self.training.texts)
+        return files
+
+    def content_version(self) -> str:
+        digests = {name: _sha(data) for name, data in self._payload().items()}
+        return _version(digests, self.encoder.sha256)
+
+    def save(self, directory: str | Path) -> dict:
+        """Write the artifact into ``directory`` (created; must be empty or absent). Returns the file digests and
+        the manifest's own sha256."""
+        directory = Path(directory)
+        if directory.exists() and any(directory.iterdir()):
+            raise FileExistsError(f"{directory} is not empty")
+        digests = {}
+        for name, data in self._payload().items():
+            digests[name] = _write(directory / name, data)
+        for source in sorted(p for p in self.encoder.path.rglob("*") if p.is_file()):
+            name = "encoder/" + source.relative_to(self.encoder.path).as_posix()
+            (directory / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, directory / name)
+            digests[name] = _file_sha(directory / name)
+        manifest = {"format": FORMAT, "version": self.version, "tenant": self.tenant,
+                    "encoder_sha256": self.encoder.sha256, "threshold": self.threshold,
+                    "labels": len(self.head.labels), "examples": len(self.training.texts),
+                    "metrics": self.metrics, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "files": dict(sorted(digests.items()))}
+        manifest_sha = _write(directory / MANIFEST, _json(manifest))
+        return {"files": manifest["files"], "manifest_sha256": manifest_sha, "version": self.version}
+
+    @classmethod
+    def load(cls, directory: str | Path) -> IntentModel:
+        directory = Path(directory)
+        manifest = _verified_manifest(directory)
+        encoder = _shared_encoder(directory / "encoder", manifest["encoder_sha256"])
+        arrays = {n: np.load(directory / f"arrays/{n}.npy", allow_pickle=False) for n in _ARRAYS}
+        info = json.loads((directory / "head.json").read_text(encoding="utf-8"))
+        grams = json.loads((directory / "ngrams.json").read_text(encoding="utf-8"))
+        config = head_lib.HeadConfig(**info["config"])
+        ngrams = head_lib.NGrams(grams["vocabulary"], np.array(grams["idf"])) if grams["vocabulary"] else None
+        labels = info["labels"]
+        fitted = head_lib.Head(labels, arrays["mean"], arrays["scale"], arrays["dense"], arrays["sparse"],
+                               arrays["bias"], ngrams)
+        texts = json.loads((directory / "training_texts.json").read_text(encoding="utf-8"))
+        training = TrainingSet(texts, [labels[k] for k in arrays["targets"]], arrays["embeddings"], arrays["weights"])
+        domains = json.loads((directory / "domains.json").read_text(encoding="utf-8"))
+        return cls(encoder, fitted, info["threshold"], domains, training, config, info["tenant"],
+                   manifest.get("metrics", {}), manifest["version"])
+
+
+def _verified_manifest(directory: Path) -> dict:
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelIntegrityError(f"{directory}: no {MANIFEST}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelIntegrityError(f"{directory}/{MANIFEST}: not JSON ({exc})") from None
+    if manifest.get("format") != FORMAT:
+        raise ModelIntegrityError(f"{directory}: unknown model format {manifest.get('format')!r}")
+    files = manifest.get("files") or {}
+    for name, expected in files.items():
+        path = (directory / name).resolve()
+        if directory.resolve() not in path.parents:
+            raise ModelIntegrityError(f"{directory}: manifest names a file outside the model: {name}")
+        if not path.is_file():
+            raise ModelIntegrityError(f"{directory}: {name} is missing")
+        if _file_sha(path) != expected:
+            raise ModelIntegrityError(f"{directory}: {name} does not match its sha256 in the manifest")
+    payload = {n: d for n, d in files.items() if not n.startswith("encoder/")}
+    encoder_files = {n.removeprefix("encoder/"): d for n, d in files.items() if n.startswith("encoder/")}
+    if files_digest(encoder_files) != manifest.get("encoder_sha256") or \
+            _version(payload, manifest.get("encoder_sha256", "")) != manifest.get("version"):
+        raise ModelIntegrityError(f"{directory}: the manifest's version does not match its files")
+    return manifest
+
+
+def _shared_encoder(path: Path, sha256: str) -> Encoder:
+    """Models on the same base encoder share one copy in memory (the encoder is most of a model's size)."""
+    encoder = _shared_encoders.get(sha256)
+    if encoder is None:
+        encoder = Encoder.load(path)
+        _shared_encoders[sha256] = encoder
+    return encoder
+
+
+def _encode_with_cache(encoder: Encoder, texts: list[str], cached: TrainingSet | None,
+                       progress: Progress | None) -> np.ndarray:
+    """Embeddings, reusing those the base model already computed for the same texts (same encoder)."""
+    known = {t: i for i, t in enumerate(cached.texts)} if cached is not None else {}
+    missing = [t for t in dict.fromkeys(texts) if t not in known]
+    fresh = dict(zip(missing, encoder.encode(missing, progress), strict=True)) if missing else {}
+    return np.stack([fresh[t] if t in fresh else cached.embeddings[known[t]].astype(np.float32) for t in texts])
+
+
+def _explicit_domains(examples: Sequence[Example]) -> dict[str, str]:
+    return {e.intent: e.domain for e in examples if e.domain}
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _json(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _file_sha(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write(path: Path, data: bytes) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return _sha(data)
+
+
+def _version(payload_digests: dict[str, str], encoder_sha256: str) -> str:
+    return _sha(_json({"encoder": encoder_sha256, "files": dict(sorted(payload_digests.items()))}))[:16]

@@ -1,0 +1,197 @@
+"""The intent engine's contracts on a small CLINC150 subset with the real (1-layer) MiniLM: seconds, not minutes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from astra.core.intent import store
+from astra.core.intent.data import DEFAULT_DATASET, OOS, DataError, Example, evaluation_examples, read_domains
+from astra.core.intent.encoder import Encoder, packaged_minilm
+from astra.core.intent.metrics import choose_threshold, score
+from astra.core.intent.model import IntentModel, Prediction
+from astra.core.intent.store import ModelIntegrityError
+from tests.conftest import run_cli
+
+INTENTS = ("translate", "transfer", "book_flight", "weather", "alarm", "pay_bill")
+
+
+def _subset(split: str, oos_split: str, per_intent: int, oos: int) -> list[list[str]]:
+    data = json.loads(DEFAULT_DATASET.read_text())
+    rows = [r for intent in INTENTS for r in [r for r in data[split] if r[1] == intent][:per_intent]]
+    return rows + data[oos_split][:oos]
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    """A CLINC150-layout file: 6 intents, 15 training rows each, 30 oos; 5 val rows each, 10 oos."""
+    path = tmp_path_factory.mktemp("data") / "small.json"
+    path.write_text(json.dumps({
+        "train": _subset("train", "oos_train", 15, 0)[: 6 * 15], "oos_train": _subset("train", "oos_train", 0, 30),
+        "val": _subset("val", "oos_val", 5, 0)[: 6 * 5], "oos_val": _subset("val", "oos_val", 0, 10),
+    }))
+    return path
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory):
+    """The packaged MiniLM cut to one layer: real weights and tokenizer, a fraction of the cost."""
+    path = tmp_path_factory.mktemp("enc") / "base-encoder"
+    Encoder.load(packaged_minilm(), layers=1).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(small_data, encoder_dir):
+    data = json.loads(small_data.read_text())
+    train = [Example(t, i) for t, i in data["train"]] + [Example(t, OOS) for t, _ in data["oos_train"]]
+    return IntentModel.train(train, Encoder.load(encoder_dir), calibration=evaluation_examples(small_data))
+
+
+def test_predictions_carry_intent_domain_confidence_oos_and_version(model):
+    texts = ["how do i say thank you in french", "what is the capital of mongolia's neighbour's moon"]
+    predictions = model.classify(texts)
+    assert all(isinstance(p, Prediction) for p in predictions) and len(predictions) == 2
+    first = predictions[0]
+    assert first.intent == "translate" and first.domain == read_domains()["translate"] == "travel"
+    assert not first.oos and 0 < first.confidence <= 1 and first.top_intent == "translate"
+    assert all(p.model_version == model.version and len(model.version) == 16 for p in predictions)
+    for p in predictions:
+        assert p.oos == (p.intent == OOS) and (p.domain is None) == p.oos
+    assert set(model.metrics) == {"in_scope_accuracy", "oos_recall", "oos_precision", "n"}
+
+
+def test_threshold_marks_low_confidence_out_of_scope(model):
+    strict = IntentModel(model.encoder, model.head, 1.01, model.domains, model.training)
+    assert all(p.oos and p.intent == OOS for p in strict.classify(["how do i say thank you in french"]))
+
+
+def test_save_load_round_trip_gives_identical_predictions(model, tmp_path, val_texts):
+    saved = model.save(tmp_path / "m")
+    assert saved["manifest_sha256"] == hashlib.sha256((tmp_path / "m" / "manifest.json").read_bytes()).hexdigest()
+    for name, digest in saved["files"].items():
+        assert hashlib.sha256((tmp_path / "m" / name).read_bytes()).hexdigest() == digest
+    loaded = IntentModel.load(tmp_path / "m")
+    assert loaded.version == model.version
+    assert loaded.classify(val_texts) == model.classify(val_texts)
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert manifest["metrics"] == model.metrics and manifest["version"] == model.version
+    with pytest.raises(FileExistsError):
+        model.save(tmp_path / "m")
+
+
+@pytest.fixture
+def val_texts(small_data):
+    return [e.text for e in evaluation_examples(small_data)]
+
+
+@pytest.mark.parametrize("damage", ["flip_head_byte", "flip_encoder_byte", "drop_file", "edit_manifest_version"])
+def test_load_refuses_a_tampered_artifact(model, tmp_path, damage):
+    model.save(tmp_path / "m")
+    root = tmp_path / "m"
+    if damage == "flip_head_byte":
+        target = root / "arrays" / "dense.npy"
+        data = bytearray(target.read_bytes())
+        data[-1] ^= 1
+        target.write_bytes(bytes(data))
+    elif damage == "flip_encoder_byte":
+        target = root / "encoder" / "config.json"
+        target.write_text(target.read_text().replace("}", " }", 1))
+    elif damage == "drop_file":
+        (root / "head.json").unlink()
+    else:
+        manifest = json.loads((root / "manifest.json").read_text())
+        manifest["version"] = "0" * 16
+        (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelIntegrityError):
+        IntentModel.load(root)
+
+
+def test_update_learns_a_new_intent_and_keeps_every_old_one(model):
+    new = [Example(t, "track_parcel", "logistics") for t in (
+        "where is my parcel right now", "track my package from the courier", "has my parcel shipped yet",
+        "when will the courier deliver my package", "give me the tracking status of my parcel")]
+    updated = model.update(new)
+    assert set(model.head.labels) < set(updated.head.labels) and "track_parcel" in updated.head.labels
+    assert updated.head.labels[: len(model.head.labels)] == model.head.labels
+    assert updated.version != model.version
+    answer = updated.classify(["where is my parcel right now"])[0]
+    assert answer.intent == "track_parcel" and answer.domain == "logistics" and answer.model_version == updated.version
+    assert model.classify(["where is my parcel right now"])[0].intent != "track_parcel"  # the old model is untouched
+    still = updated.classify(["how do i say thank you in french", "set an alarm for 7 am"])
+    assert [p.intent for p in still] == ["translate", "alarm"]
+
+
+def test_a_correction_replaces_the_training_row_with_the_same_text(model):
+    text = model.training.texts[0]
+    wrong_before = model.training.labels[0]
+    updated = model.update([Example(text.upper(), "weather" if wrong_before != "weather" else "alarm")])
+    assert sum(t.lower() == text.lower() for t in updated.training.texts) == 1
+    assert len(updated.training.texts) == len(model.training.texts)
+    assert set(updated.head.labels) == set(model.head.labels)
+
+
+def test_score_follows_clinc150_definitions():
+    figures = score(["a", OOS, "b", OOS, "c"], ["a", "a", "b", OOS, OOS])
+    assert figures == {"in_scope_accuracy": round(2 / 3, 4), "oos_recall": 0.5, "oos_precision": 0.5, "n": 5}
+    assert score(["a"], ["a"])["oos_recall"] is None
+
+
+def test_threshold_is_chosen_to_reach_oos_recall():
+    probs = np.array([0.9, 0.8, 0.3, 0.35, 0.2])
+    labels = ["a", "b", "a", "b", "a"]
+    expected = ["a", "b", OOS, OOS, OOS]
+    threshold = choose_threshold(probs, labels, expected)
+    assert 0.35 < threshold <= 0.8
+
+
+def test_bad_rows_are_data_errors(tmp_path):
+    (tmp_path / "bad.json").write_text(json.dumps({"val": [["ok", "x"], ["no intent"]]}))
+    with pytest.raises(DataError, match=r"val\[1\]"):
+        evaluation_examples(tmp_path / "bad.json")
+    (tmp_path / "none.json").write_text(json.dumps({"train": []}))
+    with pytest.raises(DataError, match="no val/oos_val or test/oos_test"):
+        evaluation_examples(tmp_path / "none.json")
+
+
+# ---- the CLI ----------------------------------------------------------------------------------------------------
+
+
+def test_cli_train_then_eval_prints_one_json_object(small_data, encoder_dir, tmp_path):
+    env = {"ASTRA_STATE_DIR": str(tmp_path / "state")}
+    trained = run_cli("core", "train", "--tenant", "acme", "--data", str(small_data), "--base", str(encoder_dir),
+                      "--json", env=env)
+    assert trained.returncode == 0, trained.stderr
+    result = json.loads(trained.stdout)
+    assert (tmp_path / "state" / "models" / "acme" / store.LATEST).read_text().strip() == result["version"]
+    evaluated = run_cli("core", "eval", str(small_data), "--json", "--model",
+                        str(tmp_path / "state" / "models" / "acme"), env=env)
+    assert evaluated.returncode == 0, evaluated.stderr
+    lines = evaluated.stdout.strip().splitlines()
+    assert len(lines) == 1
+    figures = json.loads(lines[0])
+    assert set(figures) == {"in_scope_accuracy", "oos_recall", "oos_precision", "n", "p50_ms", "p99_ms",
+                            "model_version"}
+    assert figures["n"] == 40 and figures["model_version"] == result["version"]
+    assert 0 <= figures["in_scope_accuracy"] <= 1 and 0 < figures["p50_ms"] <= figures["p99_ms"]
+
+
+@pytest.mark.parametrize("content", ["{not json", json.dumps({"train": []}), json.dumps({"val": [["a"]]})])
+def test_cli_eval_bad_file_is_exit_2_and_one_line(tmp_path, content, model):
+    model.save(tmp_path / "m")
+    (tmp_path / "bad.json").write_text(content)
+    res = run_cli("core", "eval", str(tmp_path / "bad.json"), "--json", "--model", str(tmp_path / "m"))
+    assert res.returncode == 2 and res.stdout == ""
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "bad.json" in lines[0]
+
+
+def test_cli_eval_refuses_a_tampered_model_with_exit_2(tmp_path, small_data, model):
+    model.save(tmp_path / "m")
+    shutil.copyfile(tmp_path / "m" / "arrays" / "mean.npy", tmp_path / "m" / "arrays" / "scale.npy")
+    res = run_cli("core", "eval", str(small_data), "--json", "--model", str(tmp_path / "m"))
+    assert res.returncode == 2 and "sha256" in res.stderr and len(res.stderr.strip().splitlines()) == 1
