@@ -11,7 +11,7 @@ import pytest
 
 from astra.core.intent import store
 from astra.core.intent.data import DEFAULT_DATASET, OOS, DataError, Example, evaluation_examples, read_domains
-from astra.core.intent.encoder import Encoder, packaged_minilm
+from astra.core.intent.encoder import Encoder, fine_tune, packaged_minilm
 from astra.core.intent.metrics import choose_threshold, score
 from astra.core.intent.model import IntentModel, Prediction
 from astra.core.intent.store import ModelIntegrityError
@@ -195,3 +195,31 @@ def test_cli_eval_refuses_a_tampered_model_with_exit_2(tmp_path, small_data, mod
     shutil.copyfile(tmp_path / "m" / "arrays" / "mean.npy", tmp_path / "m" / "arrays" / "scale.npy")
     res = run_cli("core", "eval", str(small_data), "--json", "--model", str(tmp_path / "m"))
     assert res.returncode == 2 and "sha256" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_fine_tune_builds_a_loadable_truncated_encoder(tmp_path):
+    texts = ["wake me at six", "set an alarm for noon", "what's the weather", "is it raining today"] * 4
+    labels = ["alarm", "alarm", "weather", "weather"] * 4
+    tuned = fine_tune(texts, labels, layers=1, epochs=1, batch_size=4)
+    assert all(not w.requires_grad for w in tuned.model.embeddings.parameters())
+    before = Encoder.load(packaged_minilm(), layers=1).encode(texts[:2])
+    tuned.save(tmp_path / "enc")
+    again = Encoder.load(tmp_path / "enc")
+    assert len(again.model.encoder.layer) == 1 and again.sha256 == tuned.sha256
+    assert np.allclose(again.encode(texts[:2]), tuned.encode(texts[:2]), atol=1e-5)
+    assert not np.allclose(again.encode(texts[:2]), before, atol=1e-3)  # the weights did move
+
+
+def test_training_on_a_base_model_reuses_its_embeddings(model, monkeypatch):
+    seen: list[str] = []
+    original = Encoder.encode
+
+    def counting(self, texts, progress=None):
+        seen.extend(texts)
+        return original(self, texts, progress)
+
+    monkeypatch.setattr(Encoder, "encode", counting)
+    tenant_rows = [Example(t, i) for t, i in zip(model.training.texts, model.training.labels, strict=True)]
+    tenant = IntentModel.train([*tenant_rows, Example("ring the bell at dawn", "alarm")], model, tenant="acme")
+    assert seen == ["ring the bell at dawn"]
+    assert tenant.threshold == model.threshold and tenant.tenant == "acme"
