@@ -37,23 +37,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 
-from botocore.exceptions import ClientError
-
-from astra.orchestrator.manifest import (
-    MAX_MANIFEST_BYTES,
-    ManifestRejected,
-    SessionManifest,
-    manifest_session,
-    parse_manifest,
-)
-from astra.s3 import head, is_missing
-
 # How long after its LastModified an object may still be invisible to a listing (a slow PUT,
 # a clock tick). A manifest or template written in one PUT is visible within seconds.
 MARGIN_SECONDS = 120
 MAX_SEEN = 100  # recently-seen entries kept in the cursor, all tenants together
 MAX_TENANTS = 1000  # tenants whose state the cursor keeps (least recently visited dropped first)
-FOLDER_PAGES = 3  # listings of a session's folder before the files still unaccounted for are HEADed
 
 
 @dataclass(frozen=True)
@@ -294,37 +282,3 @@ def scan(
     rules = Rules(accept, judge, ready, settled)
     return _Tick(s3, bucket, area, state or new_state(), budget or Budget(), rules).run()
 
-
-def judge_manifest(s3, bucket: str, key: str) -> SessionManifest:
-    """`load_manifest` for the sensor: the same verdicts, but whether the named files are there is
-    answered by listing the version folder (one request for a real session) instead of one HEAD
-    per file (up to 202), so a manifest naming hundreds of absent files costs two requests. The
-    handover judges the manifest again with `load_manifest` before it touches anything."""
-    manifest_session(key)  # judge the key before reading anything
-    try:
-        obj = s3.get_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if is_missing(exc):
-            raise ManifestRejected(key, "the manifest is gone") from None
-        raise
-    if obj["ContentLength"] > MAX_MANIFEST_BYTES:
-        obj["Body"].close()
-        raise ManifestRejected(key, f"manifest is {obj['ContentLength']} bytes, more than {MAX_MANIFEST_BYTES}")
-    manifest = parse_manifest(key, obj["Body"].read())
-    missing = _absent(s3, bucket, manifest)
-    if missing:
-        raise ManifestRejected(key, f"names files that are not uploaded: {', '.join(missing)}")
-    return manifest
-
-
-def _absent(s3, bucket: str, manifest: SessionManifest) -> list[str]:
-    wanted = {f.key: f.path for f in manifest.files}
-    kwargs = {"Bucket": bucket, "Prefix": manifest.prefix}
-    for _ in range(FOLDER_PAGES):
-        page = s3.list_objects_v2(**kwargs)
-        for obj in page.get("Contents", []):
-            wanted.pop(obj["Key"], None)
-        if not wanted or not page.get("IsTruncated"):
-            return sorted(wanted.values())
-        kwargs["ContinuationToken"] = page["NextContinuationToken"]
-    return sorted(path for key, path in wanted.items() if head(s3, bucket, key, checksum=False) is None)

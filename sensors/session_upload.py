@@ -27,9 +27,9 @@ from dagster import (
 from dagster_aws.s3 import S3Resource
 
 from astra.config_svc import TenantNotFound
-from astra.orchestrator.manifest import ManifestRejected
+from astra.orchestrator.manifest import ManifestRejected, load_manifest
 from astra.tenancy import InvalidKey, validate_slug
-from astra.uploads import MeteredS3, UploadObject, judge_manifest, scan
+from astra.uploads import MeteredS3, UploadObject, scan
 from astra_assets.guard import custody_audio
 from astra_assets.orchestrator import SessionManifestConfig, session_handover, session_upload
 from astra_assets.partitions import sessions_partitions
@@ -82,7 +82,7 @@ class SessionJudge:
 
     def __call__(self, obj: UploadObject) -> bool:
         try:
-            manifest = judge_manifest(self.client, self.bucket, obj.key)
+            manifest = load_manifest(self.client, self.bucket, obj.key)
         except ManifestRejected as rejected:
             self.context.log.warning(f"quarantined {obj.key}: {rejected.reason}")
             self.events.append(quarantine_event(self.bucket, obj.key, rejected.reason, etag=obj.etag))

@@ -18,10 +18,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from botocore.exceptions import ClientError
 from jsonschema import Draft202012Validator, FormatChecker
 
-from astra.s3 import head
+from astra.s3 import head, is_missing
 from astra.tenancy import InvalidKey, SessionKey, control_characters
+
+FOLDER_PAGES = 3  # listings of a session's folder before the files still unaccounted for are HEADed
 
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "session_manifest.schema.json"
 MANIFEST_KEY = re.compile(r"(?P<tenant>[^/]+)/sessions/(?P<session>[^/]+)/(?P<folder>[^/]+)/manifest\.json")
@@ -149,24 +152,38 @@ def check_schema(key: str, doc) -> None:
         raise ManifestRejected(key, f"schema: {where}: {first.message}")
 
 
-def check_files_present(s3, bucket: str, manifest: SessionManifest) -> None:
-    """Every named file is in the bucket. Only S3's "not found" counts as absent: a throttle or an
-    outage raises, and the caller judges the manifest again later instead of refusing it."""
-    missing = [f.path for f in manifest.files if head(s3, bucket, f.key, checksum=False) is None]
-    if missing:
-        raise ManifestRejected(manifest.key, f"names files that are not uploaded: {', '.join(missing)}")
+def absent_files(s3, bucket: str, manifest: SessionManifest) -> list[str]:
+    """The named files that are not in the bucket, found by listing the version folder (one
+    request for a real session, however many files a manifest names); only files still
+    unaccounted for after FOLDER_PAGES pages are HEADed. Only S3's "not found" counts as absent:
+    a throttle or an outage raises, and the caller judges the manifest again later."""
+    wanted = {f.key: f.path for f in manifest.files}
+    kwargs = {"Bucket": bucket, "Prefix": manifest.prefix}
+    for _ in range(FOLDER_PAGES):
+        page = s3.list_objects_v2(**kwargs)
+        for obj in page.get("Contents", []):
+            wanted.pop(obj["Key"], None)
+        if not wanted or not page.get("IsTruncated"):
+            return sorted(wanted.values())
+        kwargs["ContinuationToken"] = page["NextContinuationToken"]
+    return sorted(path for key, path in wanted.items() if head(s3, bucket, key, checksum=False) is None)
 
 
 def load_manifest(s3, bucket: str, key: str) -> SessionManifest:
+    """The manifest under `key`, judged: key, size, schema, ids, and every named file present.
+    The sensor judges with it before launching a run, and the handover again before it acts."""
     manifest_session(key)  # judge the key before reading anything
     try:
         obj = s3.get_object(Bucket=bucket, Key=key)
-    except s3.exceptions.NoSuchKey:
-        raise ManifestRejected(key, "the manifest is gone") from None
+    except ClientError as exc:
+        if is_missing(exc):
+            raise ManifestRejected(key, "the manifest is gone") from None
+        raise
     if obj["ContentLength"] > MAX_MANIFEST_BYTES:
         obj["Body"].close()
         raise ManifestRejected(key, f"manifest is {obj['ContentLength']} bytes, more than {MAX_MANIFEST_BYTES}")
-    raw = obj["Body"].read()
-    manifest = parse_manifest(key, raw)
-    check_files_present(s3, bucket, manifest)
+    manifest = parse_manifest(key, obj["Body"].read())
+    missing = absent_files(s3, bucket, manifest)
+    if missing:
+        raise ManifestRejected(key, f"names files that are not uploaded: {', '.join(missing)}")
     return manifest

@@ -393,7 +393,7 @@ def faulty_client(settings, operation: str, bucket: str, status: int, code: str)
     body = f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
 
     def answer(request, **_):
-        if f"/{bucket}/" in request.url:
+        if f"/{bucket}/" in request.url or f"/{bucket}?" in request.url:  # object calls and listings
             return AWSResponse(request.url, status, {}, _Body(body))
         return None
 
@@ -413,9 +413,10 @@ def test_a_throttled_head_is_not_taken_for_a_deleted_upload(handover, s3, settin
     assert ho.hand_over(handover, key).resumed and upload_keys(s3, settings, session) == []
 
 
-def test_a_throttled_head_does_not_refuse_a_manifest(s3, settings, tenant):
+@pytest.mark.parametrize("operation", ["ListObjectsV2", "GetObject"])
+def test_a_throttled_read_does_not_refuse_a_manifest(s3, settings, tenant, operation):
     _, key = new_session(s3, settings, tenant)
-    throttled = faulty_client(settings, "HeadObject", settings.uploads_bucket, 503, "SlowDown")
+    throttled = faulty_client(settings, operation, settings.uploads_bucket, 503, "SlowDown")
     with pytest.raises(ClientError):  # not ManifestRejected: the sensor reads it again next tick
         load_manifest(throttled, settings.uploads_bucket, key)
 
