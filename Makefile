@@ -24,7 +24,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
-test: install
+test: install lint
 	$(PY) -m pytest
 
 demo: install
