@@ -49,7 +49,7 @@ from astra.ingest.registry import Digest
 from astra.ingest.store import BlobStore, blob_uri
 from astra.orchestrator.manifest import SessionManifest, load_manifest, manifest_session
 from astra.orchestrator.registry_client import RegistryClient
-from astra.s3 import b64_sha256, delete_if_unchanged, error_code, head, is_missing, stream_sha256
+from astra.s3 import b64_sha256, delete_if_unchanged, error_code, full_object_sha256, head, is_missing, stream_sha256
 from astra.settings import Settings
 from astra.tenancy import SessionKey
 
@@ -234,7 +234,8 @@ def _copy_blob(h: Handover, store: BlobStore, bucket: str, f: dict) -> bool:
     sha256, target = f["sha256"], store.key(f["sha256"])
     stored = head(h.s3, store.bucket, target)
     if stored is not None:
-        if stored.get("ChecksumSHA256") and stored["ChecksumSHA256"] != b64_sha256(sha256):
+        known = full_object_sha256(stored)  # None for a composite (multipart) checksum: nothing to compare
+        if known is not None and known != sha256:
             raise HandoverError(f"s3://{store.bucket}/{target} holds bytes that are not {sha256}: the blob store "
                                 "is damaged; the upload is kept")
         return False

@@ -460,3 +460,14 @@ def test_reconcile_with_a_refused_token_stops_and_changes_nothing(dead_registry_
         after = conn.execute(select(outbox.c.id, outbox.c.attempts)
                              .where(outbox.c.tenant_id == configured_tenant)).all()
     assert before == after and pending_count(engine, configured_tenant) == 1
+
+
+def test_a_damaged_blob_store_keeps_the_upload(handover, s3, settings, configured_tenant):
+    session, key = new_session(s3, settings, configured_tenant)
+    csv = s3.get_object(Bucket=settings.uploads_bucket, Key=key.replace("manifest.json", "data/readings.csv"))
+    sha = hashlib.sha256(csv["Body"].read()).hexdigest()
+    s3.put_object(Bucket=settings.assets_bucket, Key=blob_key(configured_tenant, sha), Body=b"not those bytes",
+                  ChecksumAlgorithm="SHA256")
+    with pytest.raises(ho.HandoverError, match="holds bytes that are not"):
+        ho.hand_over(handover, key)
+    assert len(upload_keys(s3, settings, session)) == 5
