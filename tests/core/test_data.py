@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import time
 import zipfile
 from pathlib import Path
 
@@ -255,14 +254,14 @@ def test_xlsx_row_and_column_caps():
 
 
 def test_a_lying_sheet_dimension_does_not_pad_rows():
-    # The dimension claims 16384 columns: padding every row to it took ~2 s for these 3000 rows, ignoring it ~30 ms.
+    # The dimension claims 16384 columns and a million rows; the table is what the sheet holds.
+    # (Its cost is measured nowhere here: speed belongs in bench/, not in a timed test.)
     rows = [["a"]] + [[i] for i in range(3000)]
     data = rezip(xlsx(("S", rows)), lambda name, body: [(name, body.replace(b'ref="A1:A3001"',
                                                                             b'ref="A1:XFD1048576"'))])
-    started = time.perf_counter()
     table = one_table("data/b.xlsx", data)
-    assert time.perf_counter() - started < 0.6
     assert table.rows[:2] == ((0,), (1,)) and len(table.rows) == 3000
+    assert len(table.columns) == 1 and all(len(row) == 1 for row in table.rows)
 
 
 def test_macro_enabled_workbooks_are_refused():
