@@ -170,7 +170,9 @@ class _Tick:
             page = self.s3.list_objects_v2(**kwargs)
             prefixes = [p["Prefix"] for p in page.get("CommonPrefixes", [])]
             for prefix in prefixes:
-                if upto is not None and prefix[:-1] > upto:
+                # Compare whole prefixes, as S3 orders them: "acme-eu/" sorts before "acme/" ('-' < '/')
+                # although the bare name "acme-eu" sorts after "acme".
+                if upto is not None and prefix > upto + "/":
                     return
                 yield prefix[:-1]
             if not page.get("IsTruncated"):

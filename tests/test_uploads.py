@@ -143,3 +143,17 @@ def test_a_tenant_that_is_not_ready_waits_and_is_judged_once_ready(s3, bucket):
     ready.clear()
     scan(MeteredS3(s3), bucket, "templates", second.state, judge=judge)
     assert judge.keys == ["beta/templates/t.docx", "acme/templates/t.docx"]
+
+
+@pytest.mark.parametrize("tenants", [["acme", "acme-eu"], ["demo", "demo-2", "demo-3"], ["acme", "acme.bak"]])
+def test_tenants_whose_names_extend_another_are_never_starved(s3, bucket, tenants):
+    """S3 sorts "acme-eu/" before "acme/": the ring's wrap must compare prefixes, not bare names."""
+    for tenant in tenants:
+        put(s3, bucket, f"{tenant}/templates/first.docx")
+    found, state = sweep(s3, bucket, None, 2)
+    assert sorted(found) == sorted(f"{t}/templates/first.docx" for t in tenants)
+    for round_ in range(3):  # every later upload, of every tenant, is found within two ticks
+        for tenant in tenants:
+            put(s3, bucket, f"{tenant}/templates/r{round_}.docx")
+        found, state = sweep(s3, bucket, state, 2)
+        assert sorted(found) == sorted(f"{t}/templates/r{round_}.docx" for t in tenants)
