@@ -19,6 +19,7 @@ import logging
 import re
 import time
 from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
 from typing import Any
 
 import redis
@@ -40,11 +41,19 @@ RESERVATION_TTL_SECONDS = 60
 CACHE_BACKOFF_SECONDS = 5.0
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
+# Every script first clears a key that is not a hash (junk of another type would make each call
+# fail with WRONGTYPE), and reads a version that is not a number as "no version".
+_CLEAR_WRONG_TYPE = """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
+"""
+
 # KEYS[1] cache key; ARGV[1] version; ARGV[2] snapshot JSON; ARGV[3] ttl.
-_CAS_LUA = """
-local cur = redis.call('HGET', KEYS[1], 'version')
+_CAS_LUA = _CLEAR_WRONG_TYPE + """
+local cur = tonumber(redis.call('HGET', KEYS[1], 'version'))
 local filled = redis.call('HEXISTS', KEYS[1], 'snapshot') == 1
-if (not cur) or tonumber(cur) < tonumber(ARGV[1]) or (tonumber(cur) == tonumber(ARGV[1]) and not filled) then
+local v = tonumber(ARGV[1])
+if (not cur) or cur < v or (cur == v and not filled) then
   redis.call('HSET', KEYS[1], 'version', ARGV[1], 'snapshot', ARGV[2])
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
   return 1
@@ -52,23 +61,23 @@ end
 return 0
 """
 
-# KEYS[1] cache key; ARGV[1] the snapshot found bad. Drops it only if nobody replaced it since.
-_DROP_BAD_LUA = """
-if redis.call('HGET', KEYS[1], 'snapshot') == ARGV[1] then
+# KEYS[1] cache key; ARGV[1] the snapshot found bad ("" when the key was of the wrong type).
+# Drops it only if nobody replaced it since.
+_DROP_BAD_LUA = _CLEAR_WRONG_TYPE + """
+if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'snapshot') == ARGV[1] then
   redis.call('DEL', KEYS[1])
   return 1
 end
 return 0
 """
 
-# KEYS[1] cache key; ARGV[1] version being published; ARGV[2] ttl.
-_RESERVE_LUA = """
-local cur = redis.call('HGET', KEYS[1], 'version')
-if (not cur) or tonumber(cur) < tonumber(ARGV[1]) then
-  redis.call('HSET', KEYS[1], 'version', ARGV[1])
-  redis.call('HDEL', KEYS[1], 'snapshot')
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
-end
+# KEYS[1] cache key; ARGV[1] version being published; ARGV[2] ttl. Runs while the publisher holds
+# the tenant's row lock, so ARGV[1] is Postgres's next version: whatever the cache holds (a
+# higher version from a restored or foreign database, junk) is wrong and is replaced.
+_RESERVE_LUA = _CLEAR_WRONG_TYPE + """
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'version', ARGV[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 return 1
 """
 
@@ -138,10 +147,21 @@ def parse_cached(raw: bytes | str, tenant: str, cached_version: bytes | str | No
         raise BadCacheEntry("field 'template_name' not a string")
     if doc["tenant"] != tenant:
         raise BadCacheEntry(f"holds tenant {doc['tenant']!r}'s snapshot")
+    problems = _cached_snapshot_problems(raw if isinstance(raw, bytes) else raw.encode())
+    if problems:
+        raise BadCacheEntry(f"snapshot does not validate: {problems[0]}")
     if cached_version is None or str(doc["version"]) != (cached_version.decode() if isinstance(cached_version, bytes)
                                                          else str(cached_version)):
         raise BadCacheEntry(f"snapshot version {doc['version']} disagrees with the entry's version {cached_version!r}")
     return ConfigSnapshot(**doc)
+
+
+@lru_cache(maxsize=256)
+def _cached_snapshot_problems(raw: bytes) -> tuple[str, ...]:
+    """Schema problems of a cached snapshot's maps, remembered per exact entry: a reader validates
+    each distinct entry once, not on every read (jsonschema costs milliseconds; a hit, microseconds)."""
+    doc = json.loads(raw)
+    return tuple(check_config(doc["zone_map"], doc["style_map"], doc["template_sha256"]))
 
 
 def check_config(zone_map: Any, style_map: Any, template_sha256: Any) -> list[str]:
@@ -294,6 +314,10 @@ class ConfigService:
             return None
         try:
             cached_version, raw = self.redis.hmget(self.cache_key(tenant), ["version", "snapshot"])
+        except redis.ResponseError as exc:  # WRONGTYPE: junk under the key, not an unavailable cache
+            log.warning("config cache entry %s is bad (%s): served from Postgres", self.cache_key(tenant), exc)
+            self._drop_bad_entry(tenant, b"")
+            return None
         except redis.RedisError as exc:
             self._cache_failed(exc, f"reading {tenant} from Postgres")
             return None

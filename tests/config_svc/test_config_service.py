@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -230,3 +231,39 @@ def test_config_show_survives_a_bad_cache_entry(use_stack_env, svc, tenant):
     out = run_cli("config", "show", "--tenant", tenant)
     assert out.returncode == 0, out.stderr
     assert "truth" in out.stdout
+
+
+def test_a_snapshot_whose_maps_do_not_validate_is_not_served(svc, tenant):
+    svc.publish(tenant, *maps("truth"), SHA, "run")
+    good = json.loads(svc.redis.hget(svc.cache_key(tenant), "snapshot") or svc.snapshot(tenant).to_json())
+    bad = {**good, "zone_map": {"zones": "junk", "fallback_zone": 7}}
+    svc.redis.hset(svc.cache_key(tenant), mapping={"version": 1, "snapshot": json.dumps(bad)})
+    assert svc.snapshot(tenant).zone_map["zones"][0]["label"] == "truth"
+
+
+@pytest.mark.parametrize("plant", ["higher-version", "junk-version", "wrong-type"])
+def test_publishing_displaces_whatever_the_cache_holds(svc, tenant, plant):
+    svc.publish(tenant, *maps("first"), SHA, "run")
+    key = svc.cache_key(tenant)
+    if plant == "higher-version":  # e.g. left by a database restored from an older backup
+        foreign = {**json.loads(svc.snapshot(tenant).to_json()), "version": 99}
+        svc.redis.hset(key, mapping={"version": 99, "snapshot": json.dumps(foreign)})
+    elif plant == "junk-version":
+        svc.redis.delete(key)
+        svc.redis.hset(key, "version", "junk")
+    else:
+        svc.redis.delete(key)
+        svc.redis.set(key, "not a hash")
+    assert svc.publish(tenant, *maps("second"), SHA, "run") == 2
+    snap = svc.snapshot(tenant)
+    assert snap.version == 2 and snap.zone_map["zones"][0]["label"] == "second"
+    assert svc.redis.hget(key, "version") == b"2"
+
+
+def test_a_key_of_the_wrong_type_is_a_miss_and_is_cleared(svc, tenant):
+    svc.publish(tenant, *maps("truth"), SHA, "run")
+    svc.redis.delete(svc.cache_key(tenant))
+    svc.redis.set(svc.cache_key(tenant), "junk")
+    assert svc.snapshot(tenant).zone_map["zones"][0]["label"] == "truth"
+    assert svc.redis.type(svc.cache_key(tenant)) in (b"hash", b"none")
+    assert svc._cache_usable()  # junk under one key does not switch the cache off for everyone
