@@ -42,6 +42,11 @@ ENV: dict[str, str] = {
     "core_target": "ASTRA_CORE_TARGET",
     # The shared secret gRPC callers present (metadata `authorization: Bearer <token>`).
     "service_token": "ASTRA_SERVICE_TOKEN",
+    # TLS of the gRPC services (PEM file paths). A server presents cert+key and, given a CA, requires
+    # client certificates it signed (mTLS); a client uses TLS when given the CA that signed the server's.
+    "grpc_tls_cert": "ASTRA_GRPC_TLS_CERT",
+    "grpc_tls_key": "ASTRA_GRPC_TLS_KEY",
+    "grpc_tls_ca": "ASTRA_GRPC_TLS_CA",
     "aws_region": "AWS_DEFAULT_REGION",
     "intent_catalog": "ASTRA_INTENT_CATALOG",
     # Process-level knobs of the embedded stack and the services (not fields of Settings).
@@ -89,6 +94,9 @@ class Settings:
     ingest_target: str | None = None
     core_target: str | None = None
     service_token: str | None = None
+    grpc_tls_cert: str | None = None
+    grpc_tls_key: str | None = None
+    grpc_tls_ca: str | None = None
     aws_region: str = "us-east-1"
     intent_catalog: str = DEFAULT_INTENT_CATALOG
 

@@ -3,7 +3,9 @@
 Binds ASTRA_INGEST_TARGET (default 127.0.0.1:50051); --host/--port override its parts. Needs
 ASTRA_DATABASE_URL; canonical URIs name ASTRA_ASSETS_BUCKET. Every call but health must carry
 ASTRA_SERVICE_TOKEN (`astra.grpc_auth`): without it the command refuses to start (exit 2) unless
-given --insecure-no-auth, which serves loopback only. Prints one line on stdout once
+given --insecure-no-auth, which serves loopback only. ASTRA_GRPC_TLS_CERT and ASTRA_GRPC_TLS_KEY
+(PEM files) make it serve TLS, and ASTRA_GRPC_TLS_CA also require client certificates (mTLS);
+beyond loopback it refuses to start (exit 2) without both the token and TLS. Prints one line on stdout once
 serving (with the bound port: `--port 0` picks a free one) and runs until SIGTERM or SIGINT,
 then stops gracefully (health NOT_SERVING, calls in flight drained) and exits 0.
 ASTRA_INGEST_DELAY_MS slows every call down (a test hook; never set it in production).
@@ -17,7 +19,15 @@ import sys
 import typer
 
 from astra.cli.common import console, errors, fail
-from astra.grpc_auth import INSECURE_FLAG, ServiceAuthError, check_serving_auth
+from astra.grpc_auth import (
+    INSECURE_FLAG,
+    ServiceAuthError,
+    TlsFiles,
+    check_serving_auth,
+    join_target,
+    server_credentials,
+    split_target,
+)
 from astra.settings import ENV, Settings
 
 DEFAULT_INGEST_TARGET = "127.0.0.1:50051"
@@ -53,13 +63,16 @@ def ingest(
         from astra.ingest.registry_server import run_forever, serve
 
         settings = Settings.from_env()
-        target = _bind_target(settings, host, port, insecure_no_auth)
+        tls = TlsFiles(settings.grpc_tls_cert, settings.grpc_tls_key, settings.grpc_tls_ca)
+        target = _bind_target(settings, tls, host, port, insecure_no_auth)
         delay_s = _test_delay_s()
         engine = registry_engine(settings.require("database_url"), pool_size=lanes or workers)
         registry = AssetRegistry(engine, settings.assets_bucket)
-        server = serve(target, registry, delay_s=delay_s, workers=workers, lanes=lanes, token=settings.service_token)
+        server = serve(target, registry, delay_s=delay_s, workers=workers, lanes=lanes, token=settings.service_token,
+                       tls=tls)
         try:
             note = "" if settings.service_token else f" WITHOUT AUTHENTICATION ({INSECURE_FLAG})"
+            note += (" (mTLS)" if tls.ca else " (TLS)") if server.tls else " (plaintext)"
             note += f" (test delay {delay_s * 1000:g} ms per call)" if delay_s > 0 else ""
             # Plain stdout, flushed: supervisors and tests read this line (and the port) from a pipe.
             sys.stdout.write(f"astra ingest registry serving on {server.target} (pid {os.getpid()}){note}\n")
@@ -72,18 +85,15 @@ def ingest(
             engine.dispose()
 
 
-def _bind_target(settings: Settings, host: str | None, port: int | None, insecure_no_auth: bool) -> str:
+def _bind_target(settings: Settings, tls: TlsFiles, host: str | None, port: int | None, insecure_no_auth: bool) -> str:
     """`host:port` to bind, once the authentication policy allows serving there (else exit 2)."""
-    from astra.ingest.registry_server import split_target
-
     env_host, env_port = split_target(settings.ingest_target or DEFAULT_INGEST_TARGET)
-    host = host or env_host
+    host = (host or env_host).strip("[]")  # `::1` and `[::1]` alike
     try:
-        check_serving_auth(host, settings.service_token, insecure_no_auth)
+        check_serving_auth(host, settings.service_token, insecure_no_auth, tls=server_credentials(tls) is not None)
     except ServiceAuthError as exc:
         raise fail(str(exc), 2) from None
-    port = env_port if port is None else port
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return join_target(host, env_port if port is None else port)
 
 
 def _test_delay_s() -> float:
@@ -91,4 +101,4 @@ def _test_delay_s() -> float:
     try:
         return float(delay_ms) / 1000
     except ValueError:
-        raise ValueError(f"ASTRA_INGEST_DELAY_MS must be a number of milliseconds, got {delay_ms!r}") from None
+        raise ValueError(f"{ENV['ingest_delay_ms']} must be a number of milliseconds, got {delay_ms!r}") from None

@@ -2,7 +2,8 @@
 
 Served by `astra serve ingest`, with `grpc.health.v1` beside it (SERVING for "" and for
 `astra.ingest.v1.AssetRegistry`). With a service token every call but health must present it
-(`astra.grpc_auth`), else UNAUTHENTICATED before the handler runs. Graceful stop: health goes
+(`astra.grpc_auth`), else UNAUTHENTICATED before the handler runs. With TLS files it serves TLS
+(mTLS given a CA); beyond loopback it serves only with both the token and TLS. Graceful stop: health goes
 NOT_SERVING, the server stops accepting calls, calls in flight finish within the grace period.
 
 Status codes: INVALID_ARGUMENT for a malformed request (the message names each bad field);
@@ -25,7 +26,7 @@ import psycopg
 import sqlalchemy.exc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from astra.grpc_auth import ServiceAuthError, is_loopback, server_interceptors
+from astra.grpc_auth import TlsFiles, check_exposure, join_target, server_credentials, server_interceptors, split_target
 from astra.ingest.registry import (
     MAX_ASSETS_PER_REQUEST,
     AssetRegistry,
@@ -204,17 +205,18 @@ class RegistryServer(grpc.Server):
     """A started grpc.Server plus what a graceful stop needs: the bound port and the health servicer."""
 
     def __init__(self, server: grpc.Server, health_servicer: health.HealthServicer, batcher: Batcher | None, host: str,
-                 port: int):
+                 port: int, tls: bool = False):
         self._server = server
         self.health = health_servicer
         self.batcher = batcher
         self.host = host
         self.port = port
+        self.tls = tls
         self._stopping = threading.Lock()
 
     @property
     def target(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return join_target(self.host, self.port)
 
     def graceful_stop(self, grace_s: float = DEFAULT_GRACE_S, announce_s: float = 0.0) -> None:
         """NOT_SERVING, then (after `announce_s`, for health checkers to notice) stop accepting
@@ -253,13 +255,6 @@ class RegistryServer(grpc.Server):
         return self._server.wait_for_termination(timeout)
 
 
-def split_target(target: str) -> tuple[str, int]:
-    host, sep, port = target.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"invalid target {target!r}: expected host:port, e.g. 127.0.0.1:50051")
-    return host.strip("[]"), int(port)
-
-
 def serve(
     target: str,
     registry: AssetRegistry,
@@ -267,17 +262,19 @@ def serve(
     workers: int = DEFAULT_WORKERS,
     lanes: int = DEFAULT_LANES,
     token: str | None = None,
+    tls: TlsFiles | None = None,
 ) -> RegistryServer:
     """Start serving the registry and health on `target` (`host:port`; port 0 picks a free one).
 
     Returns the started server; its `.port` is the bound port. `workers` gRPC threads take
     calls; `lanes` threads run them against Postgres in batches (one connection each: the
-    registry engine's pool needs at least `lanes`). Without `token` the server is open, so it
-    binds loopback only (`astra serve ingest` also refuses that unless told `--insecure-no-auth`).
+    registry engine's pool needs at least `lanes`). `tls` with a certificate serves TLS. Beyond
+    loopback it serves only with `token` and TLS (`astra serve ingest` also refuses a loopback
+    bind without a token unless told `--insecure-no-auth`).
     """
     host, _ = split_target(target)
-    if not token and not is_loopback(host):
-        raise ServiceAuthError(f"refusing to bind {host} without credentials (no service token)")
+    credentials = server_credentials(tls or TlsFiles())
+    check_exposure(host, token, tls=credentials is not None)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest-registry"),
         interceptors=server_interceptors(token),
@@ -287,18 +284,24 @@ def serve(
     pb_grpc.add_AssetRegistryServicer_to_server(AssetRegistryServicer(registry, delay_s, batcher), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = _bind(server, join_target(*split_target(target)), credentials, batcher)
+    server.start()
+    for name in (health.OVERALL_HEALTH, SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RegistryServer(server, health_servicer, batcher, host, port, tls=credentials is not None)
+
+
+def _bind(server: grpc.Server, target: str, credentials: grpc.ServerCredentials | None, batcher: Batcher | None) -> int:
     try:
-        port = server.add_insecure_port(target)
+        port = (server.add_insecure_port(target) if credentials is None
+                else server.add_secure_port(target, credentials))
         if port == 0:
             raise RuntimeError("no address bound")
     except RuntimeError as exc:
         if batcher is not None:
             batcher.close()
         raise OSError(f"cannot listen on {target}: {exc}") from None
-    server.start()
-    for name in (health.OVERALL_HEALTH, SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RegistryServer(server, health_servicer, batcher, host, port)
+    return port
 
 
 def run_forever(

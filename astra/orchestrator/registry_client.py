@@ -10,7 +10,10 @@ registry's service token is misconfigured, and riding through would skip dedup f
 without anyone noticing; it raises RegistryAuthError naming the setting.
 
 Every call presents the service token (`authorization: Bearer <token>`, `astra.grpc_auth`):
-the one given, else ASTRA_SERVICE_TOKEN from the environment.
+the one given, else ASTRA_SERVICE_TOKEN from the environment. A token the registry could never
+accept (too short, spaces, a trailing newline) raises RegistryAuthError at once. The channel
+speaks TLS when given the CA of the registry's certificate (ASTRA_GRPC_TLS_CA; with
+ASTRA_GRPC_TLS_CERT/KEY it presents them, mTLS); a token is never sent in clear beyond loopback.
 
 By default calls never wait for a connection (`wait_for_ready=False`): while the registry is down a call
 fails at once with UNAVAILABLE instead of sitting out its deadline, and the channel retries the
@@ -27,7 +30,14 @@ from dataclasses import dataclass
 
 import grpc
 
-from astra.grpc_auth import bearer_metadata
+from astra.grpc_auth import (
+    ServiceAuthError,
+    TlsFiles,
+    bearer_metadata,
+    check_calling_auth,
+    check_token,
+    client_channel,
+)
 from astra.ingest.registry import Digest, Outcome, Status
 from astra.protos import ingest_registry_pb2 as pb
 from astra.protos import ingest_registry_pb2_grpc as pb_grpc
@@ -49,19 +59,21 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
 )
 
-_channels: dict[tuple[int, str], grpc.Channel] = {}
+_channels: dict[tuple[int, str, TlsFiles], grpc.Channel] = {}
 _channels_lock = threading.Lock()
 
 
-def channel(target: str) -> grpc.Channel:
-    """The process's one channel to `target`, created on first use (a forked child gets its own)."""
-    key = (os.getpid(), target)
+def channel(target: str, tls: TlsFiles = TlsFiles(), token: str | None = None) -> grpc.Channel:
+    """The process's one channel to `target` with `tls`, created on first use (a forked child gets its own).
+    `token` is the one its calls will carry: refused for a plaintext channel beyond loopback."""
+    check_calling_auth(target, token, tls)  # each time: the cached channel may have been made for no token
+    key = (os.getpid(), target, tls)
     ch = _channels.get(key)
     if ch is None:
         with _channels_lock:
             ch = _channels.get(key)
             if ch is None:
-                ch = _channels[key] = grpc.insecure_channel(target, options=list(CHANNEL_OPTIONS))
+                ch = _channels[key] = client_channel(target, tls, token, CHANNEL_OPTIONS)
     return ch
 
 
@@ -75,13 +87,17 @@ class RegistryError(RuntimeError):
 
 
 class RegistryAuthError(RegistryError):
-    """The registry refused this client's service token: a misconfiguration, never failed open."""
+    """The registry refused this client's service token, or this client cannot present it safely
+    (`refused=False`: checked here, before any call): a misconfiguration, never failed open."""
 
-    def __init__(self, target: str, details: str):
+    def __init__(self, target: str, details: str, refused: bool = True):
         super().__init__(grpc.StatusCode.UNAUTHENTICATED, details)
         self.target = target
+        self.refused = refused
 
     def __str__(self) -> str:
+        if not self.refused:  # the details name the setting to fix
+            return f"the dedup registry at {self.target} cannot be called: {self.details}"
         return (f"the dedup registry at {self.target} refused this client ({self.details}): set "
                 f"{ENV['service_token']} to the registry's service token (`astra stack up` writes it to stack.env)")
 
@@ -98,17 +114,23 @@ class RegisterResult:
 
 class RegistryClient:
     def __init__(self, target: str, deadline_s: float = DEFAULT_DEADLINE_S, wait_for_ready: bool = False,
-                 token: str | None = None):
+                 token: str | None = None, tls: TlsFiles | None = None):
         """`wait_for_ready=True` is for callers off the hot path (reconciliation): a call then
         waits, within its deadline, for a registry that is coming back instead of failing at once.
-        `token`: the service token; None reads ASTRA_SERVICE_TOKEN, "" sends none."""
+        `token`: the service token; None reads ASTRA_SERVICE_TOKEN, "" sends none.
+        `tls`: the TLS files; None reads ASTRA_GRPC_TLS_*. Raises RegistryAuthError for a token
+        the registry could never accept, or one that would cross the network in clear."""
         if deadline_s <= 0:
             raise ValueError(f"deadline_s must be > 0, got {deadline_s}")
         self.target = target
         self.deadline_s = deadline_s
         self.wait_for_ready = wait_for_ready
-        self._metadata = bearer_metadata(os.environ.get(ENV["service_token"]) if token is None else token)
-        self._stub = pb_grpc.AssetRegistryStub(channel(target))
+        token = os.environ.get(ENV["service_token"]) if token is None else token
+        try:
+            self._metadata = bearer_metadata(check_token(token) if token else None)
+            self._stub = pb_grpc.AssetRegistryStub(channel(target, TlsFiles.from_env() if tls is None else tls, token))
+        except ServiceAuthError as exc:
+            raise RegistryAuthError(target, str(exc), refused=False) from None
 
     def register(self, tenant: str, digests: Sequence[Digest]) -> RegisterResult:
         request = pb.RegisterAssetsRequest(

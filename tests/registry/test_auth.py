@@ -79,6 +79,18 @@ def test_health_answers_without_a_token(server):
                 health_pb2.HealthCheckResponse.SERVING
 
 
+@pytest.mark.parametrize("token", [TOKEN + "\n", TOKEN + " ", "short", "é" * 20],
+                         ids=["trailing-newline", "trailing-space", "short", "non-ascii"])
+def test_client_refuses_a_token_the_registry_could_never_accept(server, tenant, token, monkeypatch):
+    """A trailing newline once reached gRPC as "Invalid metadata" (RegistryError INTERNAL)."""
+    with pytest.raises(RegistryAuthError) as err:
+        RegistryClient(server.target, deadline_s=2, token=token)
+    assert "ASTRA_SERVICE_TOKEN" in str(err.value) and server.target in str(err.value)
+    monkeypatch.setenv("ASTRA_SERVICE_TOKEN", token)
+    with pytest.raises(RegistryAuthError, match="ASTRA_SERVICE_TOKEN"):
+        RegistryClient(server.target, deadline_s=2)
+
+
 @pytest.mark.parametrize("token", ["", "y" * 43])
 def test_client_refused_raises_a_clear_error_and_never_fails_open(server, tenant, token):
     client = RegistryClient(server.target, deadline_s=2, token=token)
@@ -145,10 +157,34 @@ def test_every_method_of_every_service_is_covered():
         server.stop(0)
 
 
+UNKNOWN_METHODS = ["/astra.ingest.v1.AssetRegistry/Nope",
+                   "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                   "/no.such.Service/Method", "//astra.ingest.v1.AssetRegistry/RegisterAssets"]
+
+
+@pytest.mark.parametrize("method", UNKNOWN_METHODS)
+def test_unknown_methods_are_unauthenticated_without_the_token(server, method):
+    """Without the token a caller learns nothing about which methods exist; with it, UNIMPLEMENTED."""
+    with grpc.insecure_channel(server.target) as ch:
+        calls = (lambda md: ch.unary_unary(method)(b"", metadata=md, timeout=5),
+                 lambda md: list(ch.stream_stream(method)(iter([b"", b""]), metadata=md, timeout=5)))
+        for call in calls:
+            for md in ((), WRONG[0]):
+                with pytest.raises(grpc.RpcError) as err:
+                    call(md)
+                assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            with pytest.raises(grpc.RpcError) as err:
+                call(bearer_metadata(TOKEN))
+            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        with pytest.raises(grpc.RpcError) as err:  # health stays open, unknown methods included
+            ch.unary_unary("/grpc.health.v1.Health/Nope")(b"", timeout=5)
+        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
 def test_serving_policy():
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "[::]", "", "10.0.0.5", "registry.internal"))
-    check_serving_auth("0.0.0.0", TOKEN, False)  # with credentials any address is allowed
+    check_serving_auth("0.0.0.0", TOKEN, False, tls=True)  # with the token and TLS any address is allowed
     check_serving_auth("127.0.0.1", None, True)
     for host, token, insecure, fragment in (
         ("127.0.0.1", None, False, "ASTRA_SERVICE_TOKEN is not set"),

@@ -83,6 +83,21 @@ def test_serve_ingest_binds_ingest_target_and_stops_on_sigint(ingest_env, tenant
             proc.wait()
 
 
+@pytest.mark.parametrize("host", ["::1", "[::1]"])
+def test_serve_ingest_binds_ipv6_loopback_either_spelling(ingest_env, tenant, host):
+    """`--host '[::1]'` once built `[[::1]]:0` and exited 1."""
+    proc = spawn_serve_ingest(ingest_env, "--host", host, "--port", "0")
+    try:
+        line = read_serving_line(proc)
+        target = line.split("serving on ")[1].split()[0]
+        assert target.startswith("[::1]:") and "(plaintext)" in line
+        assert RegistryClient(target, deadline_s=5).register(tenant, [new_digest()]).statuses[0].is_new
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert proc.stderr.read().count("\n") <= 2  # the stop lines; no gRPC internal log line
+
+
 def test_serve_ingest_errors_exit_1_with_a_clear_message(ingest_env):
     busy = processes.free_port()
     with socket.socket() as s:
