@@ -14,7 +14,7 @@ from dagster import (
 )
 
 from astra.config_svc import TenantNotFound
-from astra.orchestrator.handover import HandoverError, HandoverResult, hand_over
+from astra.orchestrator.handover import HandoverError, HandoverResult, hand_over, upload_as_next_version
 from astra.orchestrator.manifest import ManifestRejected, manifest_session
 from astra.settings import ENV
 from astra_assets.config import tenant_config
@@ -66,13 +66,22 @@ def session_handover(
         raise Failure(description=f"{exc}: no config to build with yet (ingest the tenant's template first)",
                       metadata={"manifest_key": config.manifest_key}) from exc
     except (ManifestRejected, HandoverError) as exc:
-        raise Failure(description=f"handover refused: {exc}; the upload is kept (fix it, then upload the "
-                      "session again: a new created_at makes a new manifest)",
+        raise Failure(description=refusal(config.manifest_key, exc),
                       metadata={"manifest_key": config.manifest_key}, allow_retries=False) from exc
     rec = result.record
     context.log.info(f"{rec['session']['partition_key']}: dedup {rec['dedup']['status']}, "
                      f"{len(result.temp_deleted)} temp objects deleted")
     return MaterializeResult(metadata=handover_metadata(result), data_version=DataVersion(rec["manifest"]["sha256"]))
+
+
+def refusal(manifest_key: str, exc: Exception) -> str:
+    """One instruction, whatever the refusal: the version folder is used, so the fix goes in the next version."""
+    said = f"handover refused: {exc}"
+    try:
+        advice = upload_as_next_version(manifest_session(manifest_key))
+    except ManifestRejected:  # not a session key at all: there is no version to name
+        return said
+    return said if advice in said else f"{said}; the upload is kept: {advice}"
 
 
 def handover_metadata(result: HandoverResult) -> dict:
@@ -91,8 +100,9 @@ def handover_metadata(result: HandoverResult) -> dict:
         "ledger_seq": custody["ledger_seq"] if custody else 0,
         "temp_deleted": len(result.temp_deleted),
         "strays": MetadataValue.json({
-            "deleted": sorted(s["key"] for s in rec.get("strays", []) if s["before_manifest"]),
-            "kept (written after the manifest)": result.cleanup.strays_kept}),
+            "deleted (copies of a file handed over)": sorted(s["key"] for s in rec.get("strays", [])
+                                                             if s.get("same_as")),
+            "kept (not handed over: never deleted)": result.cleanup.strays_kept}),
         "resumed": result.resumed,
     }
 

@@ -9,7 +9,7 @@
        (a data-only session has no audio: its record says `custody: null`)
     6. write the handover record (with the strays: objects in the version folder the manifest
        does not name), verify custody again, and only then delete the temporary upload
-       (manifest last)
+       (manifest last) and the strays that are byte copies of a file just secured
 
 Crash-safety: the uploads are untouched until the handover record exists, and every step is
 idempotent (blobs are written once, custody and ledger entries are keyed), so a re-run after a
@@ -20,12 +20,13 @@ Handovers of one session version are serialized by a Postgres advisory lock, so 
 converge on one custody copy and one ledger entry; deletes are ETag-conditional and an object
 already gone counts as deleted.
 
-Strays: a client other than `astra session upload` may leave files the manifest does not name.
-They are never handed over (the version is sealed by its record: no later manifest of it is
-ever handed over). A stray written no later than the manifest (S3 LastModified, whole seconds)
-was part of the upload the manifest closed, and the client chose not to name it: it is deleted
-with the upload, ETag-guarded. A stray written after the manifest is someone's new input (e.g.
-a re-upload of a sealed version): it is kept and reported in the record and the run's metadata.
+Strays: a client other than `astra session upload` may leave files the manifest does not name
+(e.g. a second upload into the version folder that replaced the manifest). They are never
+handed over (the version is sealed by its record). A stray is deleted with the upload only when
+its bytes are those of a file this handover holds durably (same SHA-256, so the same blob, and
+the custody copy for the audio); any other stray is kept and reported, in the record and the
+run's metadata: nothing the handover has not secured is ever deleted, whenever it was written.
+A clone (`clone_of`) is handed over only once the version it is rebuilt from has been.
 """
 
 from __future__ import annotations
@@ -49,7 +50,16 @@ from astra.ingest.registry import Digest
 from astra.ingest.store import BlobStore, blob_uri
 from astra.orchestrator.manifest import SessionManifest, load_manifest, manifest_session
 from astra.orchestrator.registry_client import RegistryClient
-from astra.s3 import b64_sha256, delete_if_unchanged, error_code, full_object_sha256, head, is_missing, stream_sha256
+from astra.s3 import (
+    b64_sha256,
+    delete_if_unchanged,
+    error_code,
+    full_object_sha256,
+    head,
+    is_missing,
+    is_precondition_failed,
+    stream_sha256,
+)
 from astra.settings import Settings
 from astra.tenancy import SessionKey
 
@@ -65,6 +75,11 @@ class HandoverError(RuntimeError):
 
 class CustodyNotVerified(HandoverError):
     """The custody copy does not verify: the upload is the only other copy, so it is kept."""
+
+
+def upload_as_next_version(session: SessionKey) -> str:
+    """The one instruction for an upload that cannot be handed over as it is."""
+    return f"session versions are immutable: upload it as v{session.version + 1}"
 
 
 def handover_record_key(session: SessionKey) -> str:
@@ -85,7 +100,7 @@ class Handover:
 @dataclass
 class TempCleanup:
     deleted: list[str] = field(default_factory=list)  # keys deleted from the uploads bucket (manifest last)
-    strays_kept: list[str] = field(default_factory=list)  # unnamed objects written after the manifest
+    strays_kept: list[str] = field(default_factory=list)  # unnamed objects not held durably: never deleted
 
 
 @dataclass
@@ -110,6 +125,7 @@ def hand_over(h: Handover, manifest_key: str, expected_sha256: str | None = None
         manifest = load_manifest(h.s3, h.settings.uploads_bucket, manifest_key)
         if expected_sha256 and manifest.sha256 != expected_sha256:
             raise HandoverError(f"{manifest_key} changed since the sensor saw it (sha256 {manifest.sha256[:12]}…)")
+        refuse_a_clone_of_nothing(h, manifest)
         snapshot = config_snapshot(h, manifest)
         files = hash_files(h, manifest)
         dedup = register(h, session, files)
@@ -124,7 +140,7 @@ def hand_over(h: Handover, manifest_key: str, expected_sha256: str | None = None
             "files": files,
             "dedup": dedup,
             "custody": custody,
-            "strays": find_strays(h, manifest, stored_manifest["last_modified"]),
+            "strays": find_strays(h, manifest, files),
             "handed_over_at": datetime.now(UTC).isoformat(),
         }
         meta = BlobStore(h.s3, h.settings.assets_bucket, session.tenant).put_json(handover_record_key(session), record)
@@ -146,11 +162,23 @@ def _one_handover_at_a_time(engine: Engine, session: SessionKey) -> Iterator[Non
 
 
 def _resume(h: Handover, record: dict, expected_sha256: str | None) -> HandoverResult:
-    session = SessionKey(**{k: record["session"][k] for k in ("tenant", "session_id", "version")})
+    session = _session(record)
     if expected_sha256 and record["manifest"]["sha256"] != expected_sha256:
         raise HandoverError(f"{session.partition_key} was already handed over with another manifest: "
-                            f"session versions are immutable, upload it as v{session.version + 1}")
+                            f"{upload_as_next_version(session)}")
     return HandoverResult(record, _record_uri(h, session), resumed=True, cleanup=delete_temp_upload(h, record))
+
+
+def refuse_a_clone_of_nothing(h: Handover, manifest: SessionManifest) -> None:
+    """A clone is rebuilt from a handed-over version: one never handed over has nothing to rebuild from."""
+    clone = manifest.document.get("clone_of")
+    if clone is None:
+        return
+    session = manifest.session
+    parent = SessionKey(session.tenant, session.session_id, clone["version"])
+    if load_record(h.s3, h.settings.assets_bucket, parent) is None:
+        raise HandoverError(f"{session.partition_key} is a clone of {parent.partition_key}, which was never handed "
+                            "over: there is nothing to rebuild it from")
 
 
 def config_snapshot(h: Handover, manifest: SessionManifest) -> ConfigSnapshot:
@@ -259,16 +287,26 @@ def hold_audio(h: Handover, session: SessionKey, files: list[dict]) -> dict | No
     return {**record.to_dict(), "ledger_seq": entry.seq, "ledger_entry_hash": entry.entry_hash}
 
 
-def find_strays(h: Handover, manifest: SessionManifest, manifest_written: str) -> list[dict]:
-    """Objects in the version folder the manifest does not name, and whether each was written
-    no later than the manifest (part of the upload it closed) or after it (new input)."""
+def find_strays(h: Handover, manifest: SessionManifest, files: list[dict]) -> list[dict]:
+    """Objects in the version folder the manifest does not name; `same_as` is the named file whose
+    bytes a stray has (same SHA-256: held durably by this handover), else None (kept for good)."""
     named = {f.key for f in manifest.files} | {manifest.key}
-    written = datetime.fromisoformat(manifest_written)
     pages = h.s3.get_paginator("list_objects_v2").paginate(Bucket=h.settings.uploads_bucket,
                                                            Prefix=manifest.session.upload_prefix)
-    return [{"key": o["Key"], "etag": o["ETag"], "last_modified": o["LastModified"].isoformat(),
-             "before_manifest": o["LastModified"] <= written}
-            for page in pages for o in page.get("Contents", []) if o["Key"] not in named]
+    return [_stray(h, o, files) for page in pages for o in page.get("Contents", []) if o["Key"] not in named]
+
+
+def _stray(h: Handover, obj: dict, files: list[dict]) -> dict:
+    same_as = None
+    if any(f["size"] == obj["Size"] for f in files):  # only a stray of a named file's size can hold its bytes
+        try:
+            sha, _, _ = stream_sha256(h.s3, h.settings.uploads_bucket, obj["Key"], IfMatch=obj["ETag"])
+            same_as = next((f["path"] for f in files if f["sha256"] == sha), None)
+        except ClientError as exc:
+            if not (is_missing(exc) or is_precondition_failed(exc)):  # gone or rewritten since listed: kept
+                raise
+    return {"key": obj["Key"], "etag": obj["ETag"], "size": obj["Size"],
+            "last_modified": obj["LastModified"].astimezone(UTC).isoformat(), "same_as": same_as}
 
 
 def custody_problems(h: Handover, record: dict) -> list[str]:
@@ -285,8 +323,9 @@ def custody_problems(h: Handover, record: dict) -> list[str]:
 
 def delete_temp_upload(h: Handover, record: dict) -> TempCleanup:
     """Step 6 (and the resume path, and the clean-up schedule): verify custody, then delete the
-    upload's files and its strays written before the manifest, the manifest last, so an
-    interrupted clean-up is seen again.
+    upload's files and the strays holding the bytes of one of them, the manifest last, so an
+    interrupted clean-up is seen again. Every other stray is kept (records older than `same_as`
+    have none marked, so theirs are all kept).
 
     Only objects that are still exactly what was handed over (same ETag) are deleted: a file
     re-uploaded under the same key since then is new input, and deleting it would lose it.
@@ -298,7 +337,7 @@ def delete_temp_upload(h: Handover, record: dict) -> TempCleanup:
     bucket, manifest = h.settings.uploads_bucket, record["manifest"]
     strays = record.get("strays", [])  # records written before strays were looked for have none
     targets = [(f["key"], f["etag"]) for f in record["files"]]
-    targets += [(s["key"], s["etag"]) for s in strays if s["before_manifest"]]
+    targets += [(s["key"], s["etag"]) for s in strays if s.get("same_as")]
     targets.append((manifest["key"], manifest["etag"]))
     present, changed = [], []
     for key, etag in targets:
@@ -312,10 +351,13 @@ def delete_temp_upload(h: Handover, record: dict) -> TempCleanup:
     if changed:
         raise HandoverError(
             f"{partition_key} was already handed over, and these uploads differ from what was handed over: "
-            f"{', '.join(changed)}. Session versions are immutable: upload it as "
-            f"v{record['session']['version'] + 1}. They were not deleted."
+            f"{', '.join(changed)} (not deleted): {upload_as_next_version(_session(record))}"
         )
-    return TempCleanup(deleted=present, strays_kept=[s["key"] for s in strays if not s["before_manifest"]])
+    return TempCleanup(deleted=present, strays_kept=[s["key"] for s in strays if not s.get("same_as")])
+
+
+def _session(record: dict) -> SessionKey:
+    return SessionKey(**{k: record["session"][k] for k in ("tenant", "session_id", "version")})
 
 
 def _record_uri(h: Handover, session: SessionKey) -> str:

@@ -4,8 +4,9 @@ A manifest is judged before any run exists: it must be JSON, pass the schema, ag
 key it was uploaded under (tenant, session id, version), fit the partition key rules, and every
 file it names must be in the bucket. A manifest that fails gets a `ManifestRejected` with the
 reason; the caller records it and leaves the upload untouched. Patterns are applied whole
-(`fullmatch`), and keys and paths with control characters are refused, so `v1\n` never aliases
-`v1`. Audio is optional: a data-only session is a session.
+(`fullmatch`), and a control character anywhere (a key, any string of the manifest) is refused,
+so `v1\n` never aliases `v1`. Versions are integers as written: JSON Schema takes `1.0` for the
+integer 1, this module does not. Audio is optional: a data-only session is a session.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ FOLDER_PAGES = 3  # listings of a session's folder before the files still unacco
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "session_manifest.schema.json"
 MANIFEST_KEY = re.compile(r"(?P<tenant>[^/]+)/sessions/(?P<session>[^/]+)/(?P<folder>[^/]+)/manifest\.json")
 VERSION_FOLDER = re.compile(r"v(?P<version>[1-9][0-9]*)", re.ASCII)  # v1, v2…: not v01, not other digits
-NAMED_FIELDS = ("template", "audio", "transcript", "locale", "data", "media")  # the strings that become keys or paths
+VERSION_FIELDS = (("version",), ("clone_of", "version"))
 MAX_MANIFEST_BYTES = 1 << 20
 MEDIA_TYPES = {".wav": "audio/wav", ".ogg": "audio/ogg", ".mp3": "audio/mpeg", ".m4a": "audio/mp4",
                ".csv": "text/csv", ".json": "application/json", ".txt": "text/plain", ".vtt": "text/vtt",
@@ -127,21 +128,39 @@ def parse_manifest(key: str, raw: bytes) -> SessionManifest:
     return SessionManifest(key, hashlib.sha256(raw).hexdigest(), doc, session)
 
 
-def _control_characters_named(doc: dict) -> list[str]:
-    """`field: characters` for each named string (template, paths, locale) holding a control character."""
+def _control_characters_anywhere(value, where: str = "") -> list[str]:
+    """`where: characters` for each string (member names too) of the document holding a control character."""
+    if isinstance(value, str):
+        return [f"{where or '(root)'}: {', '.join(control_characters(value))}"] if control_characters(value) else []
+    if isinstance(value, list):
+        return [bad for i, item in enumerate(value)
+                for bad in _control_characters_anywhere(item, f"{where}/{i}".lstrip("/"))]
+    if isinstance(value, dict):
+        found = []
+        for name, item in value.items():
+            path = f"{where}/{name}".lstrip("/")
+            found += _control_characters_anywhere(name, f"{path} (the name)") + _control_characters_anywhere(item, path)
+        return found
+    return []
+
+
+def _fractional_versions(doc: dict) -> list[str]:
+    """Version fields written as a float (`1.0`): the schema's "integer" lets them through."""
     found = []
-    for name in NAMED_FIELDS:
-        value = doc.get(name)
-        for i, item in enumerate(value if isinstance(value, list) else [value]):
-            if isinstance(item, str) and control_characters(item):
-                where = f"{name}/{i}" if isinstance(value, list) else name
-                found.append(f"{where}: {', '.join(control_characters(item))}")
+    for path in VERSION_FIELDS:
+        value = doc
+        for name in path:
+            value = value.get(name) if isinstance(value, dict) else None
+        if isinstance(value, float):
+            found.append(f"{'/'.join(path)}: {value!r} is not an integer (write {int(value)})"
+                         if value.is_integer() else f"{'/'.join(path)}: {value!r} is not an integer")
     return found
 
 
 def check_schema(key: str, doc) -> None:
-    """The published schema, with a readable reason for its two least readable refusals."""
-    if isinstance(doc, dict) and (bad := _control_characters_named(doc)):
+    """The published schema, with a readable reason for its two least readable refusals, and the two
+    rules JSON Schema cannot state: no control character anywhere, versions as integers."""
+    if bad := _control_characters_anywhere(doc):
         raise ManifestRejected(key, f"schema: control characters in {'; '.join(bad)}")
     problems = sorted(validator().iter_errors(doc), key=lambda e: list(e.absolute_path))
     if problems:
@@ -150,6 +169,8 @@ def check_schema(key: str, doc) -> None:
         if first.validator == "anyOf" and not first.absolute_path:
             raise ManifestRejected(key, "schema: names no file: a session has audio, a transcript, data or media")
         raise ManifestRejected(key, f"schema: {where}: {first.message}")
+    if fractional := _fractional_versions(doc):
+        raise ManifestRejected(key, f"schema: {'; '.join(fractional)}")
 
 
 def absent_files(s3, bucket: str, manifest: SessionManifest) -> list[str]:

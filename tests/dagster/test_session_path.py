@@ -168,3 +168,20 @@ def test_a_data_only_session_is_handed_over_and_custody_says_none(defs, dagster_
         assert conn.execute(select(func.count()).select_from(custody_ledger)
                             .where(custody_ledger.c.tenant_id == configured)).scalar_one() == 0
     assert keys_under(s3, run_settings.uploads_bucket, f"{configured}/sessions/") == []
+
+
+def test_a_reupload_of_a_handed_over_version_fails_with_one_instruction(defs, dagster_instance, s3, run_settings,
+                                                                        configured):
+    session = SessionKey(configured, f"s-{uuid.uuid4().hex[:6]}", 1)
+    upload_session(s3, run_settings.uploads_bucket, session, "field_inspection", session_files())
+    assert tick(defs, dagster_instance, SENSOR).results[0].success
+    # Another client writes a new recording into the sealed v1 (our CLI refuses to).
+    upload_session(s3, run_settings.uploads_bucket, session, "field_inspection", {"audio.ogg": b"again"})
+    outcome = tick(defs, dagster_instance, SENSOR)
+    assert len(outcome.results) == 1 and not outcome.results[0].success
+    failures = [e.event_specific_data.error.message for e in outcome.results[0].all_events
+                if e.event_type_value == "STEP_FAILURE"]
+    assert len(failures) == 1
+    assert failures[0].count("upload it as v2") == 1 and "upload the session again" not in failures[0]
+    assert sorted(keys_under(s3, run_settings.uploads_bucket, session.upload_prefix)) == [
+        session.upload_prefix + "audio.ogg", session.upload_prefix + "manifest.json"]  # kept, nothing lost

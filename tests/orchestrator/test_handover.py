@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -275,21 +274,46 @@ def test_temp_cleanup_removes_leftovers_only_where_custody_verifies(handover, s3
 # -- strays, data-only sessions, custody before any delete, concurrency, S3 faults --------------
 
 
-def test_strays_before_the_manifest_go_with_the_upload_and_later_ones_are_kept(handover, s3, settings,
-                                                                               configured_tenant):
+def test_only_strays_holding_the_bytes_of_a_handed_over_file_are_deleted(handover, s3, settings, configured_tenant):
     session = SessionKey(configured_tenant, f"s-{uuid.uuid4().hex[:8]}", 1)
-    prefix = session.upload_prefix
-    # What the old `astra session upload` left beside audio.wav: a file the manifest cannot name.
-    s3.put_object(Bucket=settings.uploads_bucket, Key=prefix + "audio.ogg", Body=b"OggS stray")
+    prefix, files = session.upload_prefix, session_files()
+    # Written before the manifest: another recording (not secured by anyone) and a byte copy of the csv.
+    s3.put_object(Bucket=settings.uploads_bucket, Key=prefix + "audio.ogg", Body=b"OggS another recording")
+    s3.put_object(Bucket=settings.uploads_bucket, Key=prefix + "data/copy.csv", Body=files["data/readings.csv"])
     _, key = new_session(s3, settings, configured_tenant, session_id=session.session_id)
-    time.sleep(1.1)  # S3 dates objects to the second: this one is written after the manifest
-    s3.put_object(Bucket=settings.uploads_bucket, Key=prefix + "data/late.csv", Body=b"late\n")
     result = ho.hand_over(handover, key)
-    assert {s["key"]: s["before_manifest"] for s in result.record["strays"]} == {
-        prefix + "audio.ogg": True, prefix + "data/late.csv": False}
-    assert prefix + "audio.ogg" in result.temp_deleted and result.temp_deleted[-1] == key  # manifest last
-    assert result.cleanup.strays_kept == [prefix + "data/late.csv"]
-    assert upload_keys(s3, settings, session) == [prefix + "data/late.csv"]
+    assert {s["key"]: s["same_as"] for s in result.record["strays"]} == {
+        prefix + "audio.ogg": None, prefix + "data/copy.csv": "data/readings.csv"}
+    assert prefix + "data/copy.csv" in result.temp_deleted and result.temp_deleted[-1] == key  # manifest last
+    assert result.cleanup.strays_kept == [prefix + "audio.ogg"]
+    assert upload_keys(s3, settings, session) == [prefix + "audio.ogg"]
+
+
+def test_a_second_upload_into_a_version_not_yet_handed_over_deletes_nothing_unsecured(handover, s3, settings,
+                                                                                     configured_tenant):
+    """Another client uploads a folder holding only audio.ogg into v1 before v1's handover: the
+    manifest now names audio.ogg alone. The first upload's files are kept and reported, not deleted."""
+    session, _ = new_session(s3, settings, configured_tenant)
+    first = upload_keys(s3, settings, session)
+    _, key = new_session(s3, settings, configured_tenant, files={"audio.ogg": b"a different recording"},
+                         session_id=session.session_id)
+    result = ho.hand_over(handover, key)
+    assert result.record["custody"]["sha256"] == hashlib.sha256(b"a different recording").hexdigest()
+    unsecured = sorted(k for k in first if not k.endswith("manifest.json"))  # audio.wav, transcript, data, media
+    assert sorted(result.cleanup.strays_kept) == unsecured
+    assert upload_keys(s3, settings, session) == unsecured
+
+
+def test_a_clone_of_a_version_never_handed_over_is_refused(handover, s3, settings, configured_tenant):
+    sid = f"s-{uuid.uuid4().hex[:8]}"
+    clone = SessionKey(configured_tenant, sid, 2)
+    clone_key = upload_session(s3, settings.uploads_bucket, clone, "field_inspection", session_files(), clone_of=1)
+    with pytest.raises(ho.HandoverError, match=f"clone of {configured_tenant}--{sid}--v1, which was never handed"):
+        ho.hand_over(handover, clone_key)
+    assert len(upload_keys(s3, settings, clone)) == 5
+    _, v1_key = new_session(s3, settings, configured_tenant, session_id=sid)
+    ho.hand_over(handover, v1_key)
+    assert ho.hand_over(handover, clone_key).record["manifest"]["document"]["clone_of"] == {"version": 1}
 
 
 def test_a_data_only_session_is_handed_over_with_no_custody(handover, s3, settings, configured_tenant, pg_url):

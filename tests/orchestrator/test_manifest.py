@@ -120,3 +120,35 @@ def test_slugs_and_partition_keys_refuse_control_characters(value):
         SessionKey.parse(f"{value}--visit-1--v1")
     with pytest.raises(InvalidKey):
         SessionKey.parse("acme--visit-1--v1\n")
+
+
+@pytest.mark.parametrize("change, where", [
+    ({"created_at": "2026-11-25T10:00:00Z\n"}, "created_at"),  # the date-time format check uses `$`
+    ({"clone_of": {"version": 1}, "created_at": "2026-11-25T10:00:00Z\r"}, "created_at"),
+])
+def test_a_control_character_in_any_string_is_refused(change, where):
+    with pytest.raises(ManifestRejected, match=f"control characters in {where}"):
+        parse_manifest(KEY, json.dumps({**DOC, **change}).encode())
+    assert list(validator().iter_errors({**DOC, **change}))  # the published schema says so too
+
+
+@pytest.mark.parametrize("key, change, where", [
+    (KEY, {"version": 1.0}, "version: 1.0 is not an integer"),
+    ("acme/sessions/visit-1/v2/manifest.json", {"version": 2, "clone_of": {"version": 1.0}},
+     "clone_of/version: 1.0 is not an integer"),
+])
+def test_a_version_written_as_a_float_is_refused(key, change, where):
+    with pytest.raises(ManifestRejected, match=where):
+        parse_manifest(key, json.dumps({**DOC, **change}).encode())
+
+
+@pytest.mark.parametrize("template", ["..", ".hidden", "demo\u202e", "de\u200bmo", "\u00a0", "a/b", "a\\b", "a b",
+                                      "d\u0435mo", "x" * 121, ""])
+def test_template_names_are_plain_ascii_names(template):
+    with pytest.raises(ManifestRejected, match="schema: template"):
+        parse_manifest(KEY, json.dumps({**DOC, "template": template}).encode())
+
+
+@pytest.mark.parametrize("template", ["report", "field_inspection", "Invoice-2026.v2", "x" * 120])
+def test_ordinary_template_names_are_accepted(template):
+    assert parse_manifest(KEY, json.dumps({**DOC, "template": template}).encode()).document["template"] == template
