@@ -495,3 +495,18 @@ def test_a_damaged_blob_store_keeps_the_upload(handover, s3, settings, configure
     with pytest.raises(ho.HandoverError, match="holds bytes that are not"):
         ho.hand_over(handover, key)
     assert len(upload_keys(s3, settings, session)) == 5
+
+
+def test_temp_cleanup_reports_version_folders_left_without_a_manifest(handover, s3, settings, configured_tenant):
+    from datetime import timedelta
+
+    from astra.orchestrator.cleanup import clean_verified_uploads
+
+    prefix = f"{configured_tenant}/sessions/s-{uuid.uuid4().hex[:8]}/v1/"
+    s3.put_object(Bucket=settings.uploads_bucket, Key=prefix + "audio.wav", Body=b"RIFF half an upload")
+    _, complete = new_session(s3, settings, configured_tenant)  # has its manifest: not "unfinished"
+    assert prefix not in clean_verified_uploads(handover).unfinished  # written just now: may be under way
+    report = clean_verified_uploads(handover, unfinished_after=timedelta(0))
+    assert report.unfinished[prefix] == [prefix + "audio.wav"]
+    assert complete.rsplit("/", 1)[0] + "/" not in report.unfinished
+    assert upload_keys(s3, settings, SessionKey(configured_tenant, prefix.split("/")[2], 1)) == [prefix + "audio.wav"]
