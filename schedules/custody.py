@@ -47,7 +47,9 @@ def clean_temp_uploads(context: OpExecutionContext, handover: HandoverResource) 
     for key, why in report.kept.items():
         context.log.info(f"kept {key}: {why}")
     for partition_key, keys in report.strays_kept.items():
-        context.log.warning(f"{partition_key}: kept objects written after its manifest: {', '.join(keys)}")
+        context.log.warning(f"{partition_key}: kept objects the manifest does not name: {', '.join(keys)}")
+    for folder, keys in report.unfinished.items():
+        context.log.warning(f"{folder}: {len(keys)} uploaded files and no manifest for over a day (left in place)")
     context.log.info(f"cleaned {sum(map(len, report.cleaned.values()))} objects of {len(report.cleaned)} sessions")
 
 

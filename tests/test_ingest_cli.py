@@ -158,3 +158,26 @@ def test_template_refused_by_the_zone_rules_uploads_nothing(use_stack_env, s3, s
     assert res.returncode == 2
     assert "no_zones" in _one_error_line(res)
     assert _uploads_of(s3, settings, tenant) == []
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["bad name.docx", "..docx", "-lead.docx", "r\u202eport.docx"])
+def test_a_template_name_no_session_could_name_is_refused_before_upload(use_stack_env, s3, settings, tenant,
+                                                                       tmp_path, name):
+    from astra.samples.templates import build_sample_template
+
+    path = tmp_path / name
+    path.write_bytes(build_sample_template())
+    res = run_cli("ingest", "template", "--tenant", tenant, str(path))
+    assert res.returncode == 2
+    assert "not a template upload key" in _one_error_line(res)
+    assert _uploads_of(s3, settings, tenant) == []
+
+
+def test_template_keys_follow_the_session_manifest_name_rule():
+    from astra.ingest.template_ingest import TemplateInputError, TemplateRef
+
+    assert TemplateRef.parse("acme/templates/field_inspection.v2.docx").name == "field_inspection.v2"
+    for bad in ("acme/templates/a b.docx", "acme/templates/.hidden.docx", "acme/templates/x.docx\n"):
+        with pytest.raises(TemplateInputError):
+            TemplateRef.parse(bad)

@@ -124,8 +124,15 @@ def template(
 
     A template the audit or the zone rules refuse exits 2 and nothing is uploaded."""
     from astra import s3 as s3_lib
+    from astra.ingest.template_ingest import TemplateInputError, TemplateRef
     from astra.tenancy import validate_slug
 
+    name = path.name if path.name.endswith(".docx") else path.stem + ".docx"
+    key = f"{tenant}/templates/{name}"
+    try:  # a name no session manifest could give is refused before anything is read or sent
+        TemplateRef.parse(key)
+    except TemplateInputError as exc:
+        raise fail(str(exc), 2) from None
     with errors():
         validate_slug(tenant)
         data = _read(path)
@@ -133,8 +140,6 @@ def template(
         _check_locally(path, data, side, sidecar)
         settings = Settings.from_env()
         client = s3_lib.client(settings)
-        name = path.name if path.name.endswith(".docx") else path.stem + ".docx"
-        key = f"{tenant}/templates/{name}"
         uploaded = []
         if side_bytes is not None:
             side_key = key[: -len(".docx")] + ".zones.json"

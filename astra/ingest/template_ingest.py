@@ -23,7 +23,10 @@ from astra.ingest.store import BlobStore, atoms_manifest_key, blob_uri
 from astra.ingest.zones import TemplateMaps, extract_maps
 from astra.s3 import head, is_missing
 
-TEMPLATE_KEY = re.compile(r"^(?P<tenant>[^/]+)/templates/(?P<name>[^/]+)\.docx$")
+# The names a session manifest may give as its `template` (session_manifest.schema.json): a template
+# under any other name could never be used by a session.
+TEMPLATE_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,119}"
+TEMPLATE_KEY = re.compile(rf"(?P<tenant>[^/]+)/templates/(?P<name>{TEMPLATE_NAME})\.docx")
 SIDECAR_SUFFIX = ".zones.json"
 
 
@@ -39,9 +42,10 @@ class TemplateRef:
 
     @classmethod
     def parse(cls, key: str) -> TemplateRef:
-        m = TEMPLATE_KEY.match(key)
+        m = TEMPLATE_KEY.fullmatch(key)
         if not m:
-            raise TemplateInputError(f"not a template upload key: {key!r} (expected <tenant>/templates/<name>.docx)")
+            raise TemplateInputError(f"not a template upload key: {key!r} (expected <tenant>/templates/<name>.docx, "
+                                     "the name letters, digits, '.', '_' and '-')")
         return cls(m["tenant"], key, m["name"])
 
     @property
