@@ -1,7 +1,10 @@
-"""The per-tenant head: a multinomial logistic regression over the encoder's embedding and sparse TF-IDF n-grams.
+"""The per-tenant head: two multinomial logistic regressions, one over the encoder's embedding, one over sparse
+TF-IDF n-grams, whose logits are averaged (a product of experts).
 
-Convex and small (≈ 150 classes × (384 + n-gram) weights), so it trains from scratch in seconds with full-batch
-L-BFGS and an update warm-starts from the current weights; new intents get new rows, old rows are never dropped.
+Why fitted apart: fitted jointly, the embedding block fits the training set almost perfectly and the n-gram block
+learns next to nothing (val in-scope accuracy 95.8 % either way); fitted apart and averaged, 96.4 %. Both are convex
+and small, so they train with full-batch L-BFGS; an update warm-starts from the current weights; new intents get new
+columns, old columns are never dropped.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 @dataclass
 class HeadConfig:
-    l2: float = 1e-4  # weight decay per example, chosen on val
-    sparse_weight: float = 1.0  # scale of the TF-IDF block against the standardized embedding
+    l2: float = 1e-4  # L2 penalty of both experts, chosen on val (1e-5 worse, 1e-3 no better)
+    sparse_weight: float = 10.0  # input scale of the n-gram expert: L2-normalised rows need large weights (val)
     use_sparse: bool = True
+    dense_share: float = 0.5  # weight of the embedding expert's logits, the n-grams' get the rest (val: 0.5 best)
     max_iter: int = 150
-    update_iter: int = 40
+    update_iter: int = 15
 
 
 class NGrams:
@@ -63,15 +67,17 @@ class Head:
     mean: np.ndarray  # embedding standardization, fixed at the first full fit
     scale: np.ndarray
     dense: np.ndarray  # [dim, classes]
-    sparse: np.ndarray  # [n-grams, classes] (zero columns when sparse features are off)
-    bias: np.ndarray  # [classes]
+    sparse: np.ndarray  # [n-grams, classes] (no rows when sparse features are off)
+    bias: np.ndarray  # [2, classes]: the embedding expert's, the n-gram expert's
     ngrams: NGrams | None
+    dense_share: float = 1.0
 
     def logits(self, embeddings: np.ndarray, texts: list[str]) -> np.ndarray:
-        out = ((embeddings - self.mean) / self.scale) @ self.dense + self.bias
-        if self.ngrams is not None:
-            out += self.ngrams.transform(texts) @ self.sparse
-        return out
+        out = ((embeddings - self.mean) / self.scale) @ self.dense + self.bias[0]
+        if self.ngrams is None:
+            return out
+        sparse = self.ngrams.transform(texts) @ self.sparse + self.bias[1]
+        return self.dense_share * out + (1.0 - self.dense_share) * sparse
 
     def probabilities(self, embeddings: np.ndarray, texts: list[str]) -> np.ndarray:
         z = self.logits(embeddings, texts)
@@ -83,34 +89,31 @@ class Head:
 def _sparse_tensor(matrix: sp.csr_matrix) -> torch.Tensor:
     coo = matrix.tocoo()
     indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-    return torch.sparse_coo_tensor(indices, torch.from_numpy(coo.data), coo.shape, check_invariants=False).coalesce()
+    values = torch.from_numpy(coo.data.astype(np.float32))
+    return torch.sparse_coo_tensor(indices, values, coo.shape, check_invariants=False).coalesce()
 
 
 def _optimize(
-    dense_x: np.ndarray, sparse_x: sp.csr_matrix | None, y: np.ndarray, weights: np.ndarray,
-    start: tuple[np.ndarray, np.ndarray, np.ndarray], config: HeadConfig, max_iter: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    xd = torch.from_numpy(dense_x)
-    xs = _sparse_tensor(sparse_x) if sparse_x is not None else None
-    wd, ws, b = (torch.tensor(a, dtype=torch.float32, requires_grad=True) for a in start)
+    x: np.ndarray | sp.csr_matrix, y: np.ndarray, weights: np.ndarray, start: tuple[np.ndarray, np.ndarray],
+    l2: float, max_iter: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted multinomial logistic regression (weights, bias) by L-BFGS from ``start``."""
+    inputs = _sparse_tensor(x) if sp.issparse(x) else torch.from_numpy(x)
+    w, b = (torch.tensor(a, dtype=torch.float32, requires_grad=True) for a in start)
     target = torch.from_numpy(y)
     sample_weight = torch.from_numpy(weights.astype(np.float32))
-    params = [wd, b] + ([ws] if xs is not None else [])
-    optimizer = torch.optim.LBFGS(params, lr=1, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe")
 
     def closure():
         optimizer.zero_grad()
-        z = xd @ wd + b
-        if xs is not None:
-            z = z + torch.sparse.mm(xs, ws * config.sparse_weight)
+        z = (torch.sparse.mm(inputs, w) if inputs.is_sparse else inputs @ w) + b
         loss = (torch.nn.functional.cross_entropy(z, target, reduction="none") * sample_weight).sum()
-        loss = loss / sample_weight.sum() + config.l2 * ((wd * wd).sum() + (ws * ws).sum())
+        loss = loss / sample_weight.sum() + l2 * (w * w).sum()
         loss.backward()
         return loss
 
     optimizer.step(closure)
-    scale = config.sparse_weight
-    return wd.detach().numpy(), ws.detach().numpy() * scale, b.detach().numpy()
+    return w.detach().numpy(), b.detach().numpy()
 
 
 def fit(
@@ -128,27 +131,30 @@ def fit(
         ngrams = NGrams().fit(texts) if config.use_sparse else None
     else:
         mean, scale, ngrams = previous.mean, previous.scale, previous.ngrams
+    iterations = config.update_iter if previous else config.max_iter
     dense_x = ((embeddings - mean) / scale).astype(np.float32)
-    sparse_x = ngrams.transform(texts) if ngrams is not None else None
-    start = _start(previous, dense_x, y, len(names), ngrams.size if ngrams else 0, config)
-    dense, sparse, bias = _optimize(
-        dense_x, sparse_x, y, weights, start, config, config.update_iter if previous else config.max_iter
-    )
-    return Head(names, mean, scale, dense, sparse, bias, ngrams)
+    start = _start(previous, 0, dense_x.shape[1], len(names), 1.0)
+    dense, dense_bias = _optimize(dense_x, y, weights, start, config.l2, iterations)
+    grams = ngrams.size if ngrams is not None else 0
+    sparse, sparse_bias = np.zeros((grams, len(names)), np.float32), np.zeros(len(names), np.float32)
+    if ngrams is not None:
+        start = _start(previous, 1, grams, len(names), config.sparse_weight)
+        sparse_x = ngrams.transform(texts) * config.sparse_weight
+        sparse, sparse_bias = _optimize(sparse_x, y, weights, start, config.l2, iterations)
+        sparse *= config.sparse_weight  # the input scale folded into the weights: inference uses raw TF-IDF
+    share = config.dense_share if ngrams is not None else 1.0
+    return Head(names, mean, scale, dense, sparse, np.vstack([dense_bias, sparse_bias]), ngrams, share)
 
 
-def _start(previous: Head | None, dense_x: np.ndarray, y: np.ndarray, classes: int, grams: int, config: HeadConfig):
-    """Zeros for a fresh fit; the previous weights (plus class-mean rows for new intents) for an update."""
+def _start(previous: Head | None, expert: int, inputs: int, classes: int, input_scale: float):
+    """Zeros for a fresh fit; for an update the previous weights, new intents from zero weights and the mean
+    bias (their examples pull them up within a few iterations)."""
+    weights = np.zeros((inputs, classes), np.float32)
+    bias = np.zeros(classes, np.float32)
     if previous is None:
-        return (np.zeros((dense_x.shape[1], classes), np.float32), np.zeros((grams, classes), np.float32),
-                np.zeros(classes, np.float32))
+        return weights, bias
     old = len(previous.labels)
-    dense = np.zeros((dense_x.shape[1], classes), np.float32)
-    dense[:, :old] = previous.dense
-    for k in range(old, classes):
-        dense[:, k] = dense_x[y == k].mean(axis=0) * 0.1
-    sparse = np.zeros((grams, classes), np.float32)
-    sparse[:, :old] = previous.sparse / config.sparse_weight
-    bias = np.full(classes, float(np.mean(previous.bias)), np.float32)
-    bias[:old] = previous.bias
-    return dense, sparse, bias
+    weights[:, :old] = previous.dense if expert == 0 else previous.sparse / input_scale
+    bias[:] = float(np.mean(previous.bias[expert]))
+    bias[:old] = previous.bias[expert]
+    return weights, bias

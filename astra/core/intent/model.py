@@ -8,6 +8,7 @@ version and the metrics. The version is derived from the files' digests, so the 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -87,15 +88,15 @@ class IntentModel:
         training = TrainingSet(texts, labels, embeddings.astype(np.float16), np.ones(len(texts), np.float32))
         fallback = base.threshold if isinstance(base, IntentModel) else 0.0
         model = cls(encoder, fitted, fallback if threshold is None else threshold, domain_map, training, config, tenant)
-        if calibration and threshold is None:
-            model.threshold = model.calibrate(calibration)
         if calibration:
-            model.metrics = model.evaluate(calibration)
+            probs = model._probabilities([e.text for e in calibration])  # encoded once for both uses
+            if threshold is None:
+                model.threshold = model.calibrate(probs, calibration)
+            model.metrics = score([p.intent for p in model._decide(probs)], [e.intent for e in calibration])
         model.version = model.content_version()
         return model
 
-    def calibrate(self, held_out: Sequence[Example]) -> float:
-        probs = self._probabilities([e.text for e in held_out])
+    def calibrate(self, probs: np.ndarray, held_out: Sequence[Example]) -> float:
         best = probs.argmax(axis=1)
         return choose_threshold(probs.max(axis=1), [self.head.labels[k] for k in best], [e.intent for e in held_out])
 
@@ -124,16 +125,19 @@ class IntentModel:
 
     # ---- inference -------------------------------------------------------------------------------------------
 
+    @functools.cached_property
+    def _in_scope(self) -> np.ndarray:
+        return np.array([label != OOS for label in self.head.labels])
+
     def _probabilities(self, texts: Sequence[str]) -> np.ndarray:
         return self.head.probabilities(self.encoder.encode(list(texts)), list(texts))
 
     def classify(self, texts: Sequence[str]) -> list[Prediction]:
-        if not texts:
-            return []
-        probs = self._probabilities(texts)
+        return self._decide(self._probabilities(texts)) if texts else []
+
+    def _decide(self, probs: np.ndarray) -> list[Prediction]:
         labels = self.head.labels
-        in_scope = np.array([label != OOS for label in labels])
-        masked = np.where(in_scope, probs, -1.0)
+        masked = np.where(self._in_scope, probs, -1.0)
         return [self._prediction(row, labels, int(top.argmax())) for row, top in zip(probs, masked, strict=True)]
 
     def _prediction(self, row: np.ndarray, labels: list[str], top: int) -> Prediction:
@@ -162,7 +166,8 @@ class IntentModel:
         vocabulary, idf = self.head.ngrams.state() if self.head.ngrams else ({}, np.zeros(0))
         files["ngrams.json"] = _json({"vocabulary": vocabulary, "idf": idf.tolist()})
         files["head.json"] = _json({"labels": self.head.labels, "threshold": self.threshold,
-                                    "config": asdict(self.config), "tenant": self.tenant})
+                                    "config": asdict(self.config), "tenant": self.tenant,
+                                    "dense_share": self.head.dense_share})
         files["domains.json"] = _json(self.domains)
         files["training_texts.json"] = _json(self.training.texts)
         return files
@@ -205,7 +210,7 @@ class IntentModel:
         ngrams = head_lib.NGrams(grams["vocabulary"], np.array(grams["idf"])) if grams["vocabulary"] else None
         labels = info["labels"]
         fitted = head_lib.Head(labels, arrays["mean"], arrays["scale"], arrays["dense"], arrays["sparse"],
-                               arrays["bias"], ngrams)
+                               arrays["bias"], ngrams, info["dense_share"])
         texts = json.loads((directory / "training_texts.json").read_text(encoding="utf-8"))
         training = TrainingSet(texts, [labels[k] for k in arrays["targets"]], arrays["embeddings"], arrays["weights"])
         domains = json.loads((directory / "domains.json").read_text(encoding="utf-8"))
