@@ -24,7 +24,7 @@ class HeadConfig:
     use_sparse: bool = True
     dense_share: float = 0.5  # weight of the embedding expert's logits, the n-grams' get the rest (val: 0.5 best)
     max_iter: int = 150
-    update_iter: int = 15
+    update_iter: int = 6  # warm start: 300 corrections in ≈ 5 s here, val accuracy as with 15 (96.4 %)
 
 
 class NGrams:
