@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import typer
 
@@ -85,9 +86,62 @@ def ingest(
             engine.dispose()
 
 
-def _bind_target(settings: Settings, tls: TlsFiles, host: str | None, port: int | None, insecure_no_auth: bool) -> str:
+@app.command()
+def core(
+    host: str = typer.Option(
+        None, "--host", help="address to bind (default: the host of ASTRA_CORE_TARGET, else 127.0.0.1)"),
+    port: int = typer.Option(
+        None, "--port", min=0, max=65535,
+        help="port to bind, 0 for a free one (default: the port of ASTRA_CORE_TARGET, else 50052)"),
+    workers: int = typer.Option(4, "--workers", min=1, help="gRPC threads: calls taken at once"),
+    max_tenants: int = typer.Option(64, "--max-tenants", min=1, help="tenants whose models are kept loaded (LRU)"),
+    reconcile: float = typer.Option(30.0, "--reconcile", min=0.1, help="seconds between reconciles with the registry"),
+    cache_dir: Path = typer.Option(
+        None, "--cache-dir", help="verified model downloads (default: <state dir>/model-cache)"),
+    grace: float = typer.Option(10.0, "--grace", min=0, help="seconds given to calls in flight on shutdown"),
+    insecure_no_auth: bool = typer.Option(
+        False, INSECURE_FLAG,
+        help=f"serve without {ENV['service_token']} (a local dev run; loopback binds only)"),
+) -> None:
+    """Serve astra.core.v1.IntentService (per-tenant intent models, hot-reloaded on MODEL_UPDATED) and health.
+
+    Binds ASTRA_CORE_TARGET (default 127.0.0.1:50052) with the same token, TLS and loopback rules as `ingest`;
+    needs ASTRA_DATABASE_URL, ASTRA_REDIS_URL and the assets bucket (models/<tenant>/<version>/)."""
+    with errors():
+        import redis
+
+        from astra import s3 as s3_lib
+        from astra.core.core_client import DEFAULT_CORE_TARGET
+        from astra.core.model_store import ModelStore
+        from astra.core.service import default_cache_dir, serve
+        from astra.db.engine import make_engine
+        from astra.ingest.registry_server import run_forever
+        from astra.stack.stack import state_dir
+
+        settings = Settings.from_env()
+        tls = TlsFiles(settings.grpc_tls_cert, settings.grpc_tls_key, settings.grpc_tls_ca)
+        target = _bind_target(settings, tls, host, port, insecure_no_auth, settings.core_target or DEFAULT_CORE_TARGET)
+        store = ModelStore(make_engine(settings.require("database_url")), s3_lib.client(settings),
+                           settings.assets_bucket, cache_dir or default_cache_dir(state_dir()))
+        redis_client = redis.Redis.from_url(settings.require("redis_url"), socket_connect_timeout=2)
+        server = serve(target, store, redis_client, settings.redis_prefix, token=settings.service_token, tls=tls,
+                       workers=workers, max_tenants=max_tenants, reconcile_s=reconcile)
+        try:
+            note = "" if settings.service_token else f" WITHOUT AUTHENTICATION ({INSECURE_FLAG})"
+            note += (" (mTLS)" if tls.ca else " (TLS)") if server.tls else " (plaintext)"
+            sys.stdout.write(f"astra core intent service serving on {server.target} (pid {os.getpid()}){note}\n")
+            sys.stdout.flush()
+            run_forever(server, grace_s=grace, on_stop=lambda sig: console.print(
+                f"{sig}: stopping, draining calls in flight (<= {grace:g} s)", markup=False))
+            console.print("astra core intent service stopped", markup=False)
+        finally:
+            server.stop(0)
+
+
+def _bind_target(settings: Settings, tls: TlsFiles, host: str | None, port: int | None, insecure_no_auth: bool,
+                 configured: str | None = None) -> str:
     """`host:port` to bind, once the authentication policy allows serving there (else exit 2)."""
-    env_host, env_port = split_target(settings.ingest_target or DEFAULT_INGEST_TARGET)
+    env_host, env_port = split_target(configured or settings.ingest_target or DEFAULT_INGEST_TARGET)
     host = (host or env_host).strip("[]")  # `::1` and `[::1]` alike
     try:
         check_serving_auth(host, settings.service_token, insecure_no_auth, tls=server_credentials(tls) is not None)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -202,3 +205,25 @@ def test_reconcile_on_start_picks_up_a_base_published_while_down(start, store, t
     restarted = start()
     assert restarted.cache.stats()["base_version"] == model.version  # loaded before the first call
     assert IntentClient(restarted.target, TOKEN).classify(tenant, TEXTS).model_version == model.version
+
+
+def test_astra_serve_core_serves_and_refuses_to_start_without_a_token(stack_env, base_model, store, tenant, tmp_path):
+    env = {**stack_env, "ASTRA_SERVICE_TOKEN": TOKEN, "ASTRA_STATE_DIR": str(tmp_path), "ASTRA_CORE_TARGET": ""}
+    refused = subprocess.run([str(Path(sys.executable).with_name("astra")), "serve", "core", "--port", "0"],
+                             env={**os.environ, **env, "ASTRA_SERVICE_TOKEN": ""}, capture_output=True, text=True,
+                             timeout=120, cwd=ROOT)
+    assert refused.returncode == 2 and "ASTRA_SERVICE_TOKEN is not set" in refused.stderr + refused.stdout
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("astra")), "serve", "core", "--port", "0"],
+                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+    try:
+        line = proc.stdout.readline()
+        assert "serving on 127.0.0.1:" in line and "(plaintext)" in line, proc.stderr.read() if not line else line
+        target = line.split("serving on ", 1)[1].split()[0]
+        answer = IntentClient(target, TOKEN).classify(tenant, TEXTS)
+        assert answer.model_version == store.latest(BASE_TENANT).model_version
+        assert (tmp_path / "model-cache" / "base").is_dir()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
