@@ -67,4 +67,4 @@ def test_session_upload_writes_the_manifest_last(use_stack_env, s3, settings, te
     newest = max(objs, key=lambda o: (o["LastModified"], o["Key"].endswith("manifest.json")))
     assert newest["Key"].endswith("manifest.json") and len(objs) == 5
     bad = run_cli("session", "upload", str(tmp_path), "-t", tenant, "-s", "Visit_1", "--template", "report")
-    assert bad.returncode == 1 and "invalid session id" in bad.stderr
+    assert bad.returncode == 2 and "invalid session id" in bad.stderr  # a refusal, like every bad input
