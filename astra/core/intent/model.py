@@ -101,9 +101,9 @@ class IntentModel:
         return choose_threshold(probs.max(axis=1), [self.head.labels[k] for k in best], [e.intent for e in held_out])
 
     def update(self, corrections: Sequence[Example]) -> IntentModel:
-        """A new model: the head refitted (warm start) on the training set plus ``corrections``. A correction
-        replaces training rows with the same text; every intent the model had is kept (rows never shrink to none:
-        an intent's label stays in the head even if all its examples were relabelled)."""
+        """A new model (this one is untouched): the head refitted, warm-started, on the training set plus
+        ``corrections``. A correction replaces the training rows with the same text. Every intent the model had
+        keeps its column, even one whose examples were all relabelled."""
         if not corrections:
             return self
         fixed = {_norm(c.text) for c in corrections}
@@ -118,8 +118,8 @@ class IntentModel:
         fitted = head_lib.fit(training.embeddings.astype(np.float32), training.texts, training.labels, self.config,
                               weights=training.weights, previous=self.head)
         domains = {**self.domains, **_explicit_domains(corrections)}
-        model = IntentModel(self.encoder, fitted, self.threshold, domains, training, self.config, self.tenant,
-                            dict(self.metrics))
+        metrics = {"updated_from": self.version, "corrections": len(corrections), "before_update": self.metrics}
+        model = IntentModel(self.encoder, fitted, self.threshold, domains, training, self.config, self.tenant, metrics)
         model.version = model.content_version()
         return model
 
