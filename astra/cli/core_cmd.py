@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from astra.cli.common import console, emit_json, errors, fail, out
@@ -41,14 +42,14 @@ def train(
     """Train a tenant's intent model: the head on the base encoder (built once by fine-tuning if absent),
     the out-of-scope threshold chosen on the file's val split. Exit 2 for bad data."""
     with errors():
-        from astra.core.intent import training
-
         try:
             rows = read_dataset(data)
             examples = split_pair(rows, TRAIN_SPLITS)
             held_out = split_pair(rows, EVAL_SPLITS) if any(s in rows for s, _ in EVAL_SPLITS) else []
         except DataError as exc:
-            raise fail(str(exc), 2) from None
+            raise fail(escape(str(exc)), 2) from None  # file names and messages are not markup
+        from astra.core.intent import training  # only now: bad data is refused without loading torch
+
         with _bar(json_out) as bar:
             tasks: dict[str, int] = {}
 
@@ -83,7 +84,7 @@ def evaluate(
             examples = split_pair(read_dataset(path), EVAL_SPLITS)
             model_path = store.resolve_model(model_dir or store.tenant_dir(store.BASE_TENANT))
         except _BAD_INPUT as exc:
-            raise fail(str(exc), 2) from None
+            raise fail(escape(str(exc)), 2) from None  # file names and messages are not markup
         import torch  # only now: a bad file is refused without loading torch
 
         from astra.core.intent.metrics import score
@@ -92,7 +93,7 @@ def evaluate(
         try:
             model = IntentModel.load(model_path)
         except _BAD_INPUT as exc:
-            raise fail(str(exc), 2) from None
+            raise fail(escape(str(exc)), 2) from None  # file names and messages are not markup
         torch.set_num_threads(1)
         model.classify([examples[0].text])  # first call pays lazy initialisation; not a measurement
         predicted, elapsed = [], []

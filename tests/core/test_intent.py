@@ -223,3 +223,12 @@ def test_training_on_a_base_model_reuses_its_embeddings(model, monkeypatch):
     tenant = IntentModel.train([*tenant_rows, Example("ring the bell at dawn", "alarm")], model, tenant="acme")
     assert seen == ["ring the bell at dawn"]
     assert tenant.threshold == model.threshold and tenant.tenant == "acme"
+
+
+def test_cli_train_bad_data_is_exit_2_and_one_line(tmp_path):
+    (tmp_path / "bad.json").write_text(json.dumps({"train": [["text only"]], "oos_train": []}))
+    res = run_cli("core", "train", "--data", str(tmp_path / "bad.json"), env={"ASTRA_STATE_DIR": str(tmp_path)})
+    assert res.returncode == 2 and res.stdout == ""
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "train[0] is not [text, intent]" in lines[0]
+    assert not (tmp_path / "models").exists()
