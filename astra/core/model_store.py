@@ -36,7 +36,7 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from astra import s3 as s3_lib
-from astra.core.intent.store import BASE_TENANT, ModelIntegrityError
+from astra.core.intent.store import BASE_TENANT, ModelIntegrityError, file_sha256
 from astra.db.schema import model_registry, outbox, tenants
 from astra.tenancy import validate_slug
 
@@ -81,14 +81,6 @@ def _check_version(model_version: str) -> str:
     return model_version
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _parse_uri(uri: str, bucket: str) -> str:
     """The key prefix of a registry uri; a uri outside the assets bucket's models/ is refused."""
     head = f"s3://{bucket}/"
@@ -127,7 +119,7 @@ class ModelStore:
             if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
                 raise ModelIntegrityError(f"{directory}: manifest names a file outside the model: {name}")
             self._put(directory / name, prefix + name, sha)
-        self._put(directory / MANIFEST, prefix + MANIFEST, _sha256_file(directory / MANIFEST))
+        self._put(directory / MANIFEST, prefix + MANIFEST, file_sha256(directory / MANIFEST))
 
     def _put(self, path: Path, key: str, sha: str) -> None:
         head = s3_lib.head(self.s3, self.bucket, key)
@@ -185,7 +177,7 @@ class ModelStore:
         manifest does not hash to the registry's sha256 or a file not to its manifest's."""
         validate_slug(record.tenant)
         target = self.cache_dir / record.tenant / _check_version(record.model_version)
-        if (target / MANIFEST).is_file() and _sha256_file(target / MANIFEST) == record.sha256:
+        if (target / MANIFEST).is_file() and file_sha256(target / MANIFEST) == record.sha256:
             return target  # IntentModel.load re-verifies every file against this manifest
         prefix = _parse_uri(record.uri, self.bucket)
         staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=self._ensure_dir(self.cache_dir)))

@@ -23,6 +23,8 @@ import torch  # noqa: E402 — after the offline switches
 from transformers import AutoModel, AutoTokenizer  # noqa: E402
 from transformers.utils import logging as transformers_logging  # noqa: E402
 
+from astra.core.intent.store import file_sha256  # noqa: E402
+
 transformers_logging.set_verbosity_error()  # stderr is for our one error line, not per-weight progress bars
 transformers_logging.disable_progress_bar()
 
@@ -46,7 +48,7 @@ def files_digest(digests: dict[str, str]) -> str:
 
 def directory_sha256(path: Path) -> str:
     return files_digest({
-        file.relative_to(path).as_posix(): hashlib.sha256(file.read_bytes()).hexdigest()
+        file.relative_to(path).as_posix(): file_sha256(file)
         for file in path.rglob("*") if file.is_file()
     })
 

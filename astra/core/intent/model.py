@@ -25,7 +25,7 @@ from astra.core.intent import head as head_lib
 from astra.core.intent.data import OOS, Example, read_domains
 from astra.core.intent.encoder import Encoder, Progress, files_digest
 from astra.core.intent.metrics import choose_threshold, score
-from astra.core.intent.store import ModelIntegrityError
+from astra.core.intent.store import ModelIntegrityError, file_sha256
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -189,7 +189,7 @@ class IntentModel:
             name = "encoder/" + source.relative_to(self.encoder.path).as_posix()
             (directory / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, directory / name)
-            digests[name] = _file_sha(directory / name)
+            digests[name] = file_sha256(directory / name)
         manifest = {"format": FORMAT, "version": self.version, "tenant": self.tenant,
                     "encoder_sha256": self.encoder.sha256, "threshold": self.threshold,
                     "labels": len(self.head.labels), "examples": len(self.training.texts),
@@ -234,7 +234,7 @@ def _verified_manifest(directory: Path) -> dict:
             raise ModelIntegrityError(f"{directory}: manifest names a file outside the model: {name}")
         if not path.is_file():
             raise ModelIntegrityError(f"{directory}: {name} is missing")
-        if _file_sha(path) != expected:
+        if file_sha256(path) != expected:
             raise ModelIntegrityError(f"{directory}: {name} does not match its sha256 in the manifest")
     payload = {n: d for n, d in files.items() if not n.startswith("encoder/")}
     encoder_files = {n.removeprefix("encoder/"): d for n, d in files.items() if n.startswith("encoder/")}
@@ -282,14 +282,6 @@ def _json(obj) -> bytes:
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _file_sha(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _write(path: Path, data: bytes) -> str:

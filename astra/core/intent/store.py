@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from astra.stack.stack import state_dir
@@ -13,6 +14,15 @@ BASE_TENANT = "base"
 
 class ModelIntegrityError(ValueError):
     """An artifact whose files do not match its manifest."""
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, read in 1 MiB chunks (artifacts hold files of tens of MB)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def models_dir() -> Path:
