@@ -27,13 +27,26 @@ def control_characters(value: str) -> list[str]:
     return sorted({repr(c)[1:-1] for c in _CONTROL.findall(value)})
 
 
+# The owner of the base intent model (models/base/…, model_registry rows). No customer may be
+# called that: its corrections would train, and its reads would see, the model every tenant shares.
+BASE_MODEL_OWNER = "base"
+RESERVED_TENANTS = frozenset({BASE_MODEL_OWNER})
+
+
 def validate_slug(value: str, what: str = "tenant") -> str:
     if not isinstance(value, str) or not _SLUG.fullmatch(value) or "--" in value or value.endswith("-"):
         raise InvalidKey(
             f"invalid {what} {value!r}: use 1-63 characters of lowercase a-z, 0-9 and single '-', "
             "starting with a letter or digit"
         )
+    if what == "tenant" and value in RESERVED_TENANTS:
+        raise InvalidKey(f"invalid tenant {value!r}: the name is reserved (the base model's owner)")
     return value
+
+
+def validate_model_owner(value: str) -> str:
+    """A tenant whose models may be stored: any valid tenant, or the base model's owner."""
+    return value if value == BASE_MODEL_OWNER else validate_slug(value)
 
 
 @dataclass(frozen=True)

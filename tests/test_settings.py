@@ -29,3 +29,17 @@ def test_a_settings_object_cannot_be_built_below_the_floor():
 def test_unset_variables_take_the_defaults():
     s = Settings.from_env({})
     assert (s.database_url, s.uploads_bucket, s.guard_retention_days) == (None, "astra-uploads", 365)
+
+
+def test_the_base_model_owner_is_no_customer_tenant():
+    from astra.tenancy import BASE_MODEL_OWNER, InvalidKey, SessionKey, validate_model_owner, validate_slug
+
+    with pytest.raises(InvalidKey, match="reserved"):
+        validate_slug(BASE_MODEL_OWNER)
+    with pytest.raises(InvalidKey, match="reserved"):
+        SessionKey(BASE_MODEL_OWNER, "visit-1", 1)
+    assert validate_model_owner(BASE_MODEL_OWNER) == BASE_MODEL_OWNER
+    assert validate_slug("base", what="session id") == "base"  # only tenants are reserved
+    assert validate_model_owner("acme") == "acme"
+    with pytest.raises(InvalidKey):
+        validate_model_owner("Not A Slug")

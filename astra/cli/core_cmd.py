@@ -14,6 +14,7 @@ from astra.cli.common import console, emit_json, errors, fail, out
 from astra.core.intent import store
 from astra.core.intent.data import DEFAULT_DATASET, EVAL_SPLITS, TRAIN_SPLITS, DataError, read_dataset, split_pair
 from astra.core.intent.store import ModelIntegrityError
+from astra.tenancy import InvalidKey, validate_model_owner
 
 app = typer.Typer(help="CORE: intents from what was said.", no_args_is_help=True)
 _BAD_INPUT = (DataError, ModelIntegrityError, FileNotFoundError)
@@ -43,10 +44,11 @@ def train(
     the out-of-scope threshold chosen on the file's val split. Exit 2 for bad data."""
     with errors():
         try:
+            validate_model_owner(tenant)  # it names a directory: never a path
             rows = read_dataset(data)
             examples = split_pair(rows, TRAIN_SPLITS)
             held_out = split_pair(rows, EVAL_SPLITS) if any(s in rows for s, _ in EVAL_SPLITS) else []
-        except DataError as exc:
+        except (DataError, InvalidKey) as exc:
             raise fail(escape(str(exc)), 2) from None  # file names and messages are not markup
         from astra.core.intent import training  # only now: bad data is refused without loading torch
 

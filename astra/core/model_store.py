@@ -38,7 +38,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from astra import s3 as s3_lib
 from astra.core.intent.store import BASE_TENANT, ModelIntegrityError, file_sha256
 from astra.db.schema import model_registry, outbox, tenants
-from astra.tenancy import validate_slug
+from astra.tenancy import validate_model_owner
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class ModelStore:
 
     def publish(self, tenant: str, directory: str | Path, status: str = ACTIVE) -> ModelRecord:
         """Upload a saved model directory, then register it and queue its MODEL_UPDATED (one transaction)."""
-        validate_slug(tenant)
+        validate_model_owner(tenant)
         directory = Path(directory)
         manifest, manifest_sha = read_manifest(directory)
         model_version = _check_version(manifest.get("version", ""))
@@ -148,7 +148,7 @@ class ModelStore:
 
     def latest(self, tenant: str) -> ModelRecord | None:
         """The tenant's newest active model, or None (the caller then uses the base model's)."""
-        validate_slug(tenant)
+        validate_model_owner(tenant)
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(model_registry).where(model_registry.c.tenant_id == tenant, model_registry.c.status == ACTIVE)
@@ -175,7 +175,7 @@ class ModelStore:
     def fetch(self, record: ModelRecord) -> Path:
         """The model's verified directory in the local cache, downloaded when absent. ModelIntegrityError when the
         manifest does not hash to the registry's sha256 or a file not to its manifest's."""
-        validate_slug(record.tenant)
+        validate_model_owner(record.tenant)
         target = self.cache_dir / record.tenant / _check_version(record.model_version)
         if (target / MANIFEST).is_file() and file_sha256(target / MANIFEST) == record.sha256:
             return target  # IntentModel.load re-verifies every file against this manifest

@@ -40,7 +40,7 @@ from astra.grpc_auth import TlsFiles, check_exposure, join_target, server_creden
 from astra.ingest.registry_server import RegistryServer
 from astra.protos import core_intent_pb2 as pb
 from astra.protos import core_intent_pb2_grpc as pb_grpc
-from astra.tenancy import InvalidKey, validate_slug
+from astra.tenancy import InvalidKey, validate_model_owner, validate_slug
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ class Reloader(threading.Thread):
     def _on_event(self, data: bytes | str) -> None:
         try:
             event = json.loads(data)
-            tenant = validate_slug(event["tenant"]) if event.get("event") == "MODEL_UPDATED" else None
+            tenant = validate_model_owner(event["tenant"]) if event.get("event") == "MODEL_UPDATED" else None
         except (ValueError, KeyError, TypeError, InvalidKey) as exc:
             log.warning("ignored a malformed model-updated message: %s", exc)
             return

@@ -232,3 +232,11 @@ def test_cli_train_bad_data_is_exit_2_and_one_line(tmp_path):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "train[0] is not [text, intent]" in lines[0]
     assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize("tenant", ["../../etc", "Acme", "acme/x"])
+def test_cli_train_refuses_a_tenant_that_is_not_a_slug(tmp_path, tenant):
+    res = run_cli("core", "train", "--tenant", tenant, "--data", str(tmp_path / "unused.json"),
+                  "--out", str(tmp_path / "out"))
+    assert res.returncode == 2 and "invalid tenant" in res.stderr
+    assert not (tmp_path / "out").exists()

@@ -6,10 +6,11 @@ import hashlib
 from pathlib import Path
 
 from astra.stack.stack import state_dir
+from astra.tenancy import BASE_MODEL_OWNER
 
 LATEST = "LATEST"
 BASE_ENCODER = "base-encoder"
-BASE_TENANT = "base"
+BASE_TENANT = BASE_MODEL_OWNER
 
 
 class ModelIntegrityError(ValueError):
