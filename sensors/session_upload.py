@@ -30,6 +30,7 @@ from astra.config_svc import TenantNotFound
 from astra.orchestrator.manifest import ManifestRejected, load_manifest
 from astra.tenancy import InvalidKey, validate_slug
 from astra.uploads import MeteredS3, UploadObject, scan
+from astra_assets.core import transcript
 from astra_assets.guard import custody_audio
 from astra_assets.orchestrator import SessionManifestConfig, session_handover, session_upload
 from astra_assets.partitions import sessions_partitions
@@ -123,7 +124,7 @@ def skip_reason(result) -> SkipReason:
 
 @sensor(
     name="session_upload_sensor",
-    asset_selection=[session_handover, custody_audio],
+    asset_selection=[session_handover, custody_audio, transcript],
     minimum_interval_seconds=10,
     default_status=DefaultSensorStatus.RUNNING,
     description="Polls <tenant>/sessions/ in the uploads bucket (bounded, fair across tenants) and hands over "

@@ -54,6 +54,9 @@ def test_a_session_is_handed_over_and_its_audio_held(defs, dagster_instance, s3,
     checks = {e.check_name: e.passed for e in outcome.results[0].get_asset_check_evaluations()}
     assert checks == {"custody_verified": True}
     assert keys_under(s3, run_settings.uploads_bucket, f"{configured}/sessions/") == []
+    # The same run reads what was said, with no manual step (the sensor's selection includes it).
+    spoken = latest(dagster_instance, "transcript", session.partition_key)
+    assert spoken["source"] == "manifest" and spoken["utterances"] > 0
 
     # The same manifest bytes again (uploaded anew after the clean-up): same run key, no run.
     record_key = meta["uri"].split("/", 3)[3]
