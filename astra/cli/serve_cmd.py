@@ -61,7 +61,7 @@ def ingest(
     """Serve astra.ingest.v1.AssetRegistry (the per-tenant asset dedup registry) and grpc.health.v1."""
     with errors():
         from astra.ingest.registry import AssetRegistry, registry_engine
-        from astra.ingest.registry_server import run_forever, serve
+        from astra.ingest.registry_server import serve
 
         settings = Settings.from_env()
         tls = TlsFiles(settings.grpc_tls_cert, settings.grpc_tls_key, settings.grpc_tls_ca)
@@ -72,15 +72,8 @@ def ingest(
         server = serve(target, registry, delay_s=delay_s, workers=workers, lanes=lanes, token=settings.service_token,
                        tls=tls)
         try:
-            note = "" if settings.service_token else f" WITHOUT AUTHENTICATION ({INSECURE_FLAG})"
-            note += (" (mTLS)" if tls.ca else " (TLS)") if server.tls else " (plaintext)"
-            note += f" (test delay {delay_s * 1000:g} ms per call)" if delay_s > 0 else ""
-            # Plain stdout, flushed: supervisors and tests read this line (and the port) from a pipe.
-            sys.stdout.write(f"astra ingest registry serving on {server.target} (pid {os.getpid()}){note}\n")
-            sys.stdout.flush()
-            run_forever(server, grace_s=grace, on_stop=lambda sig: console.print(
-                f"{sig}: stopping, draining calls in flight (<= {grace:g} s)", markup=False))
-            console.print("astra ingest registry stopped", markup=False)
+            extra = f" (test delay {delay_s * 1000:g} ms per call)" if delay_s > 0 else ""
+            _serve_in_foreground(server, "astra ingest registry", settings, tls, grace, extra)
         finally:
             server.stop(0)
             engine.dispose()
@@ -115,7 +108,6 @@ def core(
         from astra.core.model_store import ModelStore
         from astra.core.service import default_cache_dir, serve
         from astra.db.engine import make_engine
-        from astra.ingest.registry_server import run_forever
         from astra.stack.stack import state_dir
 
         settings = Settings.from_env()
@@ -127,15 +119,23 @@ def core(
         server = serve(target, store, redis_client, settings.redis_prefix, token=settings.service_token, tls=tls,
                        workers=workers, max_tenants=max_tenants, reconcile_s=reconcile)
         try:
-            note = "" if settings.service_token else f" WITHOUT AUTHENTICATION ({INSECURE_FLAG})"
-            note += (" (mTLS)" if tls.ca else " (TLS)") if server.tls else " (plaintext)"
-            sys.stdout.write(f"astra core intent service serving on {server.target} (pid {os.getpid()}){note}\n")
-            sys.stdout.flush()
-            run_forever(server, grace_s=grace, on_stop=lambda sig: console.print(
-                f"{sig}: stopping, draining calls in flight (<= {grace:g} s)", markup=False))
-            console.print("astra core intent service stopped", markup=False)
+            _serve_in_foreground(server, "astra core intent service", settings, tls, grace)
         finally:
             server.stop(0)
+
+
+def _serve_in_foreground(server, name: str, settings: Settings, tls: TlsFiles, grace: float, extra: str = "") -> None:
+    """Announce the service (how it authenticates and encrypts), serve until a signal, then drain."""
+    from astra.ingest.registry_server import run_forever
+
+    note = "" if settings.service_token else f" WITHOUT AUTHENTICATION ({INSECURE_FLAG})"
+    note += (" (mTLS)" if tls.ca else " (TLS)") if server.tls else " (plaintext)"
+    # Plain stdout, flushed: supervisors and tests read this line (and the port) from a pipe.
+    sys.stdout.write(f"{name} serving on {server.target} (pid {os.getpid()}){note}{extra}\n")
+    sys.stdout.flush()
+    run_forever(server, grace_s=grace, on_stop=lambda sig: console.print(
+        f"{sig}: stopping, draining calls in flight (<= {grace:g} s)", markup=False))
+    console.print(f"{name} stopped", markup=False)
 
 
 def _bind_target(settings: Settings, tls: TlsFiles, host: str | None, port: int | None, insecure_no_auth: bool,
