@@ -9,7 +9,9 @@ from astra.cli.common import console, emit_json, errors, out
 from astra.settings import ENV
 from astra.stack.stack import Stack
 
-app = typer.Typer(help="The embedded stack: Postgres, Redis and S3 on loopback (a sandbox).", no_args_is_help=True)
+app = typer.Typer(
+    help="The embedded stack: Postgres, Redis, S3 and the gRPC services (serve ingest, serve core) on loopback "
+         "(a sandbox).", no_args_is_help=True)
 
 SANDBOX_NOTE = (
     "The embedded stack is a sandbox: moto keeps S3 in memory, so `astra stack down` discards "
@@ -20,7 +22,8 @@ SANDBOX_NOTE = (
 
 @app.command()
 def up() -> None:
-    """Start what is missing, create buckets, run migrations, write .astra/stack.env. Idempotent."""
+    """Start what is missing, create buckets, run migrations, start the services, write .astra/stack.env.
+    Idempotent. A given ASTRA_INGEST_TARGET / ASTRA_CORE_TARGET is used instead of starting that service."""
     with errors():
         stack = Stack(say=lambda m: console.print(f"[green]•[/] {m}"))
         with console.status("bringing the stack up…"):

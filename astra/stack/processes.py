@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -35,6 +36,18 @@ def wait_for_port(host: str, port: int, timeout: float = 20.0, proc: subprocess.
             raise RuntimeError(f"process {proc.args!r} exited with {proc.returncode} before {host}:{port} answered")
         time.sleep(0.05)
     raise TimeoutError(f"{host}:{port} did not answer within {timeout:.0f}s")
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 20.0,
+               proc: subprocess.Popen | None = None) -> None:
+    """Poll `check` until it holds; an error naming `what` when `timeout` passes or `proc` exits first."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args!r} exited with {proc.returncode} before {what}")
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what}: not within {timeout:.0f}s")
+        time.sleep(0.1)
 
 
 def spawn_detached(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:

