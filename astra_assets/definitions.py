@@ -8,6 +8,7 @@ from resources import (
     HandoverResource,
     IngestRegistryResource,
     IntentCatalogResource,
+    IntentServiceResource,
     PostgresResource,
     RedisResource,
     StorageLayout,
@@ -35,6 +36,7 @@ def build_resources() -> dict:
         "handover": HandoverResource(s3=s3, storage=storage, postgres=postgres, config_store=config_store,
                                      registry=registry),
         "intent_catalog": IntentCatalogResource.from_env(),
+        "intent_service": IntentServiceResource.from_env(),
     }
 
 

@@ -1,6 +1,7 @@
 """Dagster resources: thin ConfigurableResources named for the systems they reach, set by EnvVar."""
 
 from resources.config_store import ConfigStoreResource
+from resources.core import IntentServiceResource
 from resources.handover import HandoverResource
 from resources.intent_catalog import IntentCatalogResource
 from resources.postgres import PostgresResource
@@ -13,6 +14,7 @@ __all__ = [
     "HandoverResource",
     "IngestRegistryResource",
     "IntentCatalogResource",
+    "IntentServiceResource",
     "PostgresResource",
     "RedisResource",
     "StorageLayout",

@@ -1,4 +1,5 @@
-"""`session_upload_sensor`: a complete session (its manifest arrived) → a handover run.
+"""`session_upload_sensor`: a complete session (its manifest arrived) → a run that hands it over, then reads
+what was said (`transcript`) and binds it to the template's zones (`intent_output`): no manual step.
 
 Scans `<tenant>/sessions/` with `astra.uploads.scan` (bounded work per tick, tenants in turn),
 reacting to manifest.json, which clients write last. run_key = `<partition key>-<manifest
@@ -30,7 +31,7 @@ from astra.config_svc import TenantNotFound
 from astra.orchestrator.manifest import ManifestRejected, load_manifest
 from astra.tenancy import InvalidKey, validate_slug
 from astra.uploads import MeteredS3, UploadObject, scan
-from astra_assets.core import transcript
+from astra_assets.core import intent_output, transcript
 from astra_assets.guard import custody_audio
 from astra_assets.orchestrator import SessionManifestConfig, session_handover, session_upload
 from astra_assets.partitions import sessions_partitions
@@ -124,11 +125,12 @@ def skip_reason(result) -> SkipReason:
 
 @sensor(
     name="session_upload_sensor",
-    asset_selection=[session_handover, custody_audio, transcript],
+    asset_selection=[session_handover, custody_audio, transcript, intent_output],
     minimum_interval_seconds=10,
     default_status=DefaultSensorStatus.RUNNING,
     description="Polls <tenant>/sessions/ in the uploads bucket (bounded, fair across tenants) and hands over "
-    "complete sessions of tenants that have a config.",
+    "complete sessions of tenants that have a config; the same run reads what was said (transcript) and binds it "
+    "to the template's zones (intent_output).",
 )
 def session_upload_sensor(context: SensorEvaluationContext, s3: S3Resource, storage: StorageLayout,
                           config_store: ConfigStoreResource):

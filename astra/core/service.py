@@ -262,7 +262,8 @@ class IntentServicer(pb_grpc.IntentServiceServicer):
             log.exception("Classify failed")
             context.abort(grpc.StatusCode.INTERNAL, "intent service internal error")
         return pb.ClassifyResponse(
-            intents=[pb.Intent(utterance_id=u.id, intent=p.intent, confidence=p.confidence)
+            intents=[pb.Intent(utterance_id=u.id, intent=p.intent, confidence=p.confidence, domain=p.domain or "",
+                               oos=p.oos)
                      for u, p in zip(request.utterances, predictions, strict=True)],
             model_version=loaded.model.version)
 
