@@ -43,7 +43,9 @@ bench: install
 	$(PY) bench/sensor_tick.py
 	$(PY) bench/register_assets.py --rate 2000 --seconds 30
 	$(PY) bench/register_assets.py --rate 1000 --seconds 30
+	@test -f $${ASTRA_STATE_DIR:-.astra}/models/base/LATEST || $(VENV)/bin/astra core train  # served by footprint, classify
 	$(PY) bench/footprint.py
+	$(PY) bench/classify.py
 
 clean:
 	-$(VENV)/bin/astra stack down
