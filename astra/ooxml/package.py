@@ -22,7 +22,7 @@ from .ns import rel_kind
 from .partname import rels_part_for
 from .rels import ContentTypes, Relationship, parse_content_types, parse_relationships
 from .xml import parse_xml
-from .zip import DEFLATED, FIXED_DATE_TIME, MemberHeader, ZipEntry, inflate, read_zip, write_zip
+from .zip import DEFLATED, FIXED_DATE_TIME, MemberHeader, Precompressed, ZipEntry, inflate, read_zip, write_zip
 
 CONTENT_TYPES_PART = "[Content_Types].xml"
 # Upper bound on the uncompressed size of any part read through Package (zip-bomb guard).
@@ -76,6 +76,13 @@ class Package:
             raise PackageError(f"{name}: size does not match the zip headers")
         return payload
 
+    def precompressed(self, name: str) -> Precompressed:
+        """The member's data as compressed in this package, to copy into another without recompressing."""
+        entry = self.entries.get(name.lower())
+        if entry is None:
+            raise PackageError(f"missing part {name}")
+        return Precompressed.of(self.data, entry)
+
     def xml(self, name: str) -> etree._Element:
         key = name.lower()
         if key not in self._xml:
@@ -125,8 +132,11 @@ def main_document_part(package_rels: list[Relationship], has: Callable[[str], bo
     return None
 
 
-def write_package(parts: Iterable[tuple[str, bytes]], *, date_time: tuple[int, ...] = FIXED_DATE_TIME,
-                  compress_type: int = DEFLATED, compresslevel: int = 6) -> bytes:
-    """A zip of ``(member name, bytes)`` in the given order, with fixed timestamps: deterministic."""
-    return write_zip(((MemberHeader.new(name, tuple(date_time), compress_type), payload) for name, payload in parts),
-                     compresslevel=compresslevel)
+def write_package(parts: Iterable[tuple[str, bytes | Precompressed]], *,
+                  date_time: tuple[int, ...] = FIXED_DATE_TIME, compress_type: int = DEFLATED,
+                  compresslevel: int = 6) -> bytes:
+    """A zip of ``(member name, bytes)`` in the given order, with fixed timestamps: deterministic.
+    A :class:`~astra.ooxml.zip.Precompressed` payload is written as compressed, with its own method."""
+    return write_zip(((MemberHeader.new(name, tuple(date_time), payload.compress_type
+                                        if isinstance(payload, Precompressed) else compress_type), payload)
+                      for name, payload in parts), compresslevel=compresslevel)

@@ -360,28 +360,52 @@ def _level_for(header: MemberHeader) -> int:
     return (6, 9, 1, 1)[(header.flag_bits >> 1) & 3]
 
 
+@dataclass(frozen=True)
+class Precompressed:
+    """A member's data as already compressed (copied from another zip's member): written as is,
+    without inflating and deflating it again."""
+
+    compress_type: int
+    data: bytes  # the compressed stream
+    crc: int  # of the uncompressed bytes
+    size: int  # uncompressed size
+
+    @classmethod
+    def of(cls, data: bytes, entry: ZipEntry) -> Precompressed:
+        """The member ``entry`` of the zip ``data``, as stored there."""
+        start = entry.data_offset
+        return cls(entry.header.compress_type, data[start:start + entry.compress_size], entry.crc, entry.file_size)
+
+
 def write_zip(
-    members: Iterable[tuple[MemberHeader, bytes]],
+    members: Iterable[tuple[MemberHeader, bytes | Precompressed]],
     comment: bytes = b"",
     compresslevel: int | None = None,
 ) -> bytes:
-    """Write members (header, uncompressed bytes) in the given order into a new zip."""
+    """Write members (header, uncompressed bytes or :class:`Precompressed` data) in the given order
+    into a new zip."""
     chunks: list[bytes] = []
     central: list[bytes] = []
     offset = 0
     count = 0
     for h, payload in members:
         count += 1
-        crc = zlib.crc32(payload)
-        if h.compress_type == STORED:
-            body = payload
-        elif h.compress_type == DEFLATED:
-            level = compresslevel if compresslevel is not None else _level_for(h)
-            deflater = zlib.compressobj(level, zlib.DEFLATED, -15)
-            body = deflater.compress(payload) + deflater.flush()
+        if isinstance(payload, Precompressed):
+            if payload.compress_type != h.compress_type:
+                raise PackageError(f"{h.name}: precompressed with method {payload.compress_type}, "
+                                   f"header says {h.compress_type}")
+            crc, body, usize = payload.crc, payload.data, payload.size
         else:
-            raise PackageError(f"{h.name}: cannot write compression method {h.compress_type}")
-        usize, csize = len(payload), len(body)
+            crc, usize = zlib.crc32(payload), len(payload)
+            if h.compress_type == STORED:
+                body = payload
+            elif h.compress_type == DEFLATED:
+                level = compresslevel if compresslevel is not None else _level_for(h)
+                deflater = zlib.compressobj(level, zlib.DEFLATED, -15)
+                body = deflater.compress(payload) + deflater.flush()
+            else:
+                raise PackageError(f"{h.name}: cannot write compression method {h.compress_type}")
+        csize = len(body)
         name = encode_name(h)
 
         local_zip64 = h.local_zip64 or usize >= _U32 or csize >= _U32

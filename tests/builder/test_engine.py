@@ -1,0 +1,254 @@
+"""BUILDER's engine on the demo template: zones filled, marked, styled; everything else byte for byte; deterministic."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import docx
+import pytest
+
+from astra.builder import engine
+from astra.builder.check import check_document
+from astra.builder.engine import BuildCaps, BuildError, build
+from astra.core.binding import ClassifiedUtterance, bind
+from astra.core.data import read_tables
+from astra.ingest.atoms import atomize
+from astra.ingest.zones import extract_maps, scan_zones
+from astra.ooxml.ns import W
+from astra.ooxml.package import Package
+from astra.ooxml.wordml import story_parts
+from astra.ooxml.zip import FIXED_DATE_TIME
+from astra.samples import HERE as SAMPLES
+from astra.samples.templates import build_sample_template, sample_sidecar
+
+from .helpers import intent_output, zone_controls, zone_paragraphs
+
+
+@pytest.fixture(scope="module")
+def template() -> bytes:
+    return build_sample_template()
+
+
+@pytest.fixture(scope="module")
+def maps(template):
+    return extract_maps(template, sample_sidecar())
+
+
+@pytest.fixture(scope="module")
+def readings() -> dict:
+    return read_tables([("data/readings.csv", (SAMPLES / "readings.csv").read_bytes())]).tables[0].to_json()
+
+
+@pytest.fixture(scope="module")
+def session(readings) -> dict:
+    return intent_output(
+        {"title": ["Pump station 7"], "report_ref": ["R-117"],
+         "summary": ["Flights booked for the return.", "Hotel near the plant."],
+         "action_items": ["Replace the gasket on P-102", "Book a follow-up visit"],
+         "notes": ["Access road was flooded."]},
+        {"measurements": [readings]}, speakers={"summary": "Inspector"}, locale="de-DE",
+        media={"site_photo": ["media/site.png"]})
+
+
+@pytest.fixture(scope="module")
+def media() -> dict:
+    return {"media/site.png": (SAMPLES / "site.png").read_bytes()}
+
+
+@pytest.fixture(scope="module")
+def built(template, maps, session, media):
+    return build(template, maps.zone_map, maps.style_map, session, media, speaker_zones={"summary"})
+
+
+def _story_xml(data: bytes, part: str):
+    return Package.read(data).xml(part)
+
+
+def test_every_zone_filled_and_the_document_passes_its_checks(built, maps, template):
+    assert built.fills == {
+        "action_items": {"kind": "list", "items": 2},
+        "measurements": {"kind": "table", "items": 1, "rows": 3},
+        "notes": {"kind": "text", "items": 1},
+        "report_ref": {"kind": "text", "items": 1},
+        "site_photo": {"kind": "image", "items": 1},
+        "summary": {"kind": "text", "items": 2},
+        "title": {"kind": "text", "items": 1},
+    }
+    assert built.problems == []
+    docx.Document(io.BytesIO(built.docx))
+    report = check_document(built.docx, maps.zone_map, template=template)
+    assert report.passed, report.findings
+    assert sorted(report.zones_found) == sorted(z["id"] for z in maps.zone_map["zones"])
+
+
+def test_utterances_in_order_one_paragraph_each(built):
+    assert zone_paragraphs(built.docx, "action_items") == ["Replace the gasket on P-102", "Book a follow-up visit"]
+    assert zone_paragraphs(built.docx, "notes") == ["Access road was flooded."]
+    assert zone_paragraphs(built.docx, "title") == ["Pump station 7"]
+    assert zone_paragraphs(built.docx, "report_ref") == ["R-117"]
+
+
+def test_speaker_leads_where_the_zone_asks(built):
+    assert zone_paragraphs(built.docx, "summary") == ["Inspector: Flights booked for the return.",
+                                                      "Inspector: Hotel near the plant."]
+    first_run = zone_controls(built.docx)["summary"].find(f"{W.sdtContent}/{W.p}/{W.r}")
+    assert first_run.find(f"{W.rPr}/{W.b}") is not None
+    assert zone_paragraphs(built.docx, "notes") == ["Access road was flooded."]  # no speaker asked there
+
+
+def test_placeholders_become_tagged_locked_content_controls(built):
+    controls = zone_controls(built.docx)
+    for zone, kind in (("title", "text"), ("report_ref", "text")):
+        pr = controls[zone].find(W.sdtPr)
+        assert pr.find(W.tag).get(W.val) == f"astra:{zone};kind={kind}"
+        assert pr.find(W.lock).get(W.val) == "sdtLocked"
+    assert controls["title"].find(W.sdtPr).find(W.alias).get(W.val) == "Report title"
+    pkg = Package.read(built.docx)
+    for part in story_parts(pkg):
+        assert "{{" not in "".join(t.text or "" for t in pkg.xml(part).iter(W.t))
+    # The output's zones are found by the template's own grammar.
+    assert sorted(d.id for d in scan_zones(built.docx)) == sorted(controls)
+
+
+def test_inline_placeholder_keeps_the_text_around_it(built):
+    header = _story_xml(built.docx, "word/header1.xml")
+    paragraph = header.find(W.p)
+    assert "".join(t.text or "" for t in paragraph.iter(W.t)) == "Field inspection report \u2014 ref. R-117"
+    sdt = paragraph.find(W.sdt)
+    assert sdt.getprevious().tag == W.r  # the text before stays a run of its own, before the control
+    size = sdt.find(f"{W.sdtContent}/{W.r}/{W.rPr}/{W.sz}")
+    assert size.get(W.val) == "16"  # the zone's 8 pt, from the style map
+
+
+def test_formatting_comes_from_the_style_map(built):
+    controls = zone_controls(built.docx)
+    for p in controls["action_items"].iter(W.p):
+        assert p.find(f"{W.pPr}/{W.pStyle}").get(W.val) == "ListBullet"  # numbered by its style
+        assert p.find(f"{W.r}/{W.rPr}/{W.rStyle}").get(W.val) == "ZoneAccent"
+    for p in controls["summary"].iter(W.p):
+        assert p.find(f"{W.pPr}/{W.pStyle}").get(W.val) == "ZoneBody"
+    assert not any(r.get(W.val) == "PlaceholderText" for r in controls["summary"].iter(W.rStyle))
+    assert controls["summary"].find(f"{W.sdtPr}/{W.showingPlcHdr}") is None
+
+
+def test_table_header_typed_cells_and_locale(built):
+    table = zone_controls(built.docx)["measurements"].find(f"{W.sdtContent}/{W.tbl}")
+    assert table.find(f"{W.tblPr}/{W.tblStyle}").get(W.val) == "InspectionTable"  # the template's table look
+    rows = table.findall(W.tr)
+    assert rows[0].find(f"{W.trPr}/{W.tblHeader}") is not None
+    cells = [["".join(t.text or "" for t in tc.iter(W.t)) for tc in tr.findall(W.tc)] for tr in rows]
+    assert cells[0] == ["sensor", "location", "pressure_kpa", "temperature_c", "recorded_at"]
+    assert cells[1] == ["P-101", "north inlet", "412,5", "11,2", "20.11.2026 09:15"]
+    alignment = [[(tc.find(f"{W.p}/{W.pPr}/{W.jc}") is not None) for tc in tr.findall(W.tc)] for tr in rows[1:]]
+    assert alignment[0] == [False, False, True, True, False]
+    widths = [int(c.get(W.w)) for c in table.find(W.tblGrid)]
+    assert sum(widths) == 12240 - 1800 - 1800  # the section's text width
+
+
+def test_dates_follow_the_locale(template, maps, readings):
+    for locale, expected in (("en-US", "11/20/2026 09:15"), ("en-GB", "20/11/2026 09:15"), (None, "2026-11-20 09:15")):
+        out = build(template, maps.zone_map, maps.style_map,
+                    intent_output(tables={"measurements": [readings]}, locale=locale))
+        table = zone_controls(out.docx)["measurements"].find(f"{W.sdtContent}/{W.tbl}")
+        assert "".join(t.text for t in table.findall(W.tr)[1].findall(W.tc)[4].iter(W.t)) == expected
+
+
+def test_title_bookmark_survives(built):
+    body = _story_xml(built.docx, "word/document.xml").find(W.body)
+    names = [b.get(W.name) for b in body.iter(W.bookmarkStart)]
+    assert names == ["report_title"]
+    title_p = zone_controls(built.docx)["title"].find(f"{W.sdtContent}/{W.p}")
+    assert title_p.find(W.bookmarkStart) is not None and title_p.find(W.bookmarkEnd) is not None
+
+
+def test_everything_outside_the_zones_is_the_same_atoms(template, built, maps):
+    before, after = atomize(template), atomize(built.docx)
+    zone_blocks: dict[str, set[int]] = {}
+    for zone in maps.zone_map["zones"]:
+        zone_blocks.setdefault(zone["location"]["part"].lstrip("/"), set()).add(zone["location"]["block"])
+    after_members = {m["name"]: m for m in after.manifest["members"]}
+    for member in before.manifest["members"]:
+        name = member["name"]
+        new = after_members[name]
+        if not member["story"]:
+            if name not in ("[Content_Types].xml", "word/_rels/document.xml.rels"):  # where the media is added
+                assert new["sha256"] == member["sha256"], name
+            continue
+        old_atoms, new_atoms = member["atoms"], new["atoms"]
+        assert len(old_atoms) == len(new_atoms), name  # one block in, one block out (a paragraph -> a control)
+        block = -1
+        for old, fresh in zip(old_atoms, new_atoms, strict=True):
+            if old["kind"].startswith("block:"):
+                block += 1
+                if block in zone_blocks.get(name, set()):
+                    assert old["sha256"] != fresh["sha256"]
+                    continue
+            assert old["sha256"] == fresh["sha256"], (name, old["kind"], block)
+
+
+def test_byte_identical_on_rebuild(template, maps, session, media, built):
+    again = build(bytes(template), maps.zone_map, maps.style_map, session, dict(media), speaker_zones=["summary"])
+    assert again.docx == built.docx and again.sha256 == built.sha256
+    engine.clear_template_cache()  # a cold read of the template gives the same bytes too
+    cold = build(template, maps.zone_map, maps.style_map, session, media, speaker_zones={"summary"})
+    assert cold.docx == built.docx
+    infos = zipfile.ZipFile(io.BytesIO(built.docx)).infolist()
+    assert {i.date_time for i in infos} == {FIXED_DATE_TIME}
+    assert [i.filename for i in infos][:len(Package.read(template).members)] == Package.read(template).members
+
+
+def test_empty_zones(template, maps):
+    out = build(template, maps.zone_map, maps.style_map, intent_output({"notes": ["only this"]}))
+    controls = zone_controls(out.docx)
+    # A control showing its placeholder keeps it, untouched.
+    assert controls["summary"].find(f"{W.sdtPr}/{W.showingPlcHdr}") is not None
+    assert zone_paragraphs(out.docx, "summary") == ["Click here to enter the inspection summary."]
+    # Other controls are emptied (the template's sample content is not content).
+    assert zone_paragraphs(out.docx, "action_items") == [""]
+    assert controls["measurements"].find(f"{W.sdtContent}/{W.tbl}") is None
+    assert next(controls["site_photo"].iter(W.drawing), None) is None
+    # Placeholders leave their control with nothing in it, never a stray {{ tag }}.
+    assert zone_paragraphs(out.docx, "title") == [""]
+    assert zone_paragraphs(out.docx, "report_ref") == [""]
+    assert out.fills["title"] == {"kind": "text", "items": 0}
+
+
+def test_zone_character_cap_leaves_a_visible_note(template, maps):
+    caps = BuildCaps(max_zone_chars=30)
+    out = build(template, maps.zone_map, maps.style_map,
+                intent_output({"notes": ["a" * 20, "b" * 20, "c" * 20]}), caps=caps)
+    paragraphs = zone_paragraphs(out.docx, "notes")
+    assert paragraphs[:2] == ["a" * 20, "b" * 10]
+    assert paragraphs[2].startswith("[ASTRA: this section was cut at 30 characters")
+    assert out.fills["notes"]["truncated_chars"] == 30
+    assert [(p.zone, p.code) for p in out.problems] == [("notes", "truncated")]
+
+
+def test_with_core_binding(template, maps, readings):
+    """The intent output straight from CORE's binding builds as it is."""
+    utterances = [ClassifiedUtterance("a", "Remind me to call the plant", 2.0, 3.0, "S1", "home.reminder", "home",
+                                      0.9, False),
+                  ClassifiedUtterance("b", "Book a flight home", 1.0, 2.0, "S1", "travel.book_flight", "travel", 0.8,
+                                      False),
+                  ClassifiedUtterance("c", "What a day", 0.0, 1.0, "S2", "oos", None, 0.9, True)]
+    data = read_tables([("data/readings.csv", (SAMPLES / "readings.csv").read_bytes())])
+    document = bind(maps.zone_map, utterances, data, locale="en-GB")
+    out = build(template, maps.zone_map, maps.style_map, document)
+    assert zone_paragraphs(out.docx, "action_items") == ["Remind me to call the plant"]
+    assert zone_paragraphs(out.docx, "summary") == ["Book a flight home"]
+    assert zone_paragraphs(out.docx, "notes") == ["What a day"]
+    assert out.fills["measurements"]["rows"] == 3
+
+
+def test_inputs_that_do_not_fit_the_template(template, maps):
+    zone_map = {**maps.zone_map, "zones": [*maps.zone_map["zones"], {**maps.zone_map["zones"][0], "id": "ghost"}]}
+    with pytest.raises(BuildError, match="ghost"):
+        build(template, zone_map, maps.style_map, intent_output())
+    with pytest.raises(BuildError, match="phantom"):
+        build(template, maps.zone_map, maps.style_map, intent_output({"phantom": ["x"]}))
+    with pytest.raises(BuildError, match="u9"):
+        build(template, maps.zone_map, maps.style_map,
+              {"utterances": [], "tables": [], "zones": [{"id": "notes", "utterances": ["u9"], "tables": []}]})
+    with pytest.raises(BuildError, match="cannot be read"):
+        build(b"not a zip", maps.zone_map, maps.style_map, intent_output())
