@@ -38,6 +38,8 @@ def train(
     base: Path = typer.Option(None, "--base", help="base encoder directory (default .astra/models/base-encoder)"),
     layers: int = typer.Option(3, "--layers", help="encoder layers kept when the base encoder is built"),
     epochs: float = typer.Option(1.5, "--epochs", help="fine-tuning epochs when the base encoder is built"),
+    publish: bool = typer.Option(False, "--publish", help="then upload it to the assets bucket, register it in "
+                                 "model_registry and announce MODEL_UPDATED (needs the stack: `astra stack up`)"),
     json_out: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Train a tenant's intent model: the head on the base encoder (built once by fine-tuning if absent),
@@ -50,6 +52,7 @@ def train(
             held_out = split_pair(rows, EVAL_SPLITS) if any(s in rows for s, _ in EVAL_SPLITS) else []
         except (DataError, InvalidKey) as exc:
             raise fail(escape(str(exc)), 2) from None  # file names and messages are not markup
+        stack = _Stack.connect() if publish else None  # before minutes of training: an unreachable stack fails now
         from astra.core.intent import training  # only now: bad data is refused without loading torch
 
         with _bar(json_out) as bar:
@@ -64,6 +67,8 @@ def train(
                 examples, held_out, tenant=tenant, out_dir=out_dir or store.tenant_dir(tenant),
                 base=base or store.default_base_encoder(), layers=layers, epochs=epochs, progress=progress,
             )
+        if stack is not None:
+            result["published"] = stack.publish(tenant, Path(result["path"]))
     if json_out:
         emit_json(result)
     else:
@@ -72,6 +77,61 @@ def train(
         out.print(f"  trained in {result['train_seconds']:.1f} s on {result['examples']} examples{built}")
         for key, value in result["metrics"].items():
             out.print(f"  {key}: {value}")
+        if "published" in result:
+            published = result["published"]
+            announced = "announced" if published["announced"] else "queued in the outbox (Redis did not take it)"
+            out.print(f"  published: {tenant} registry version {published['registry_version']}, "
+                      f"{published['uri']}, MODEL_UPDATED {announced}")
+
+
+class _Stack:
+    """The services a publication needs (Postgres, Redis, the assets bucket), each checked reachable."""
+
+    def __init__(self, settings, engine, redis_client, s3):
+        self.settings, self.engine, self.redis, self.s3 = settings, engine, redis_client, s3
+
+    @classmethod
+    def connect(cls) -> _Stack:
+        import redis
+        import sqlalchemy
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from astra import s3 as s3_lib
+        from astra.db.engine import make_engine
+        from astra.settings import Settings
+
+        settings = Settings.from_env()
+        engine = make_engine(settings.require("database_url"))
+        redis_client = redis.Redis.from_url(settings.require("redis_url"), socket_connect_timeout=2)
+        s3 = s3_lib.client(settings)
+        for name, check in (("Postgres", lambda: engine.connect().close()), ("Redis", redis_client.ping),
+                            ("S3", lambda: s3.head_bucket(Bucket=settings.assets_bucket))):
+            try:
+                check()
+            except (sqlalchemy.exc.SQLAlchemyError, redis.RedisError, BotoCoreError, ClientError) as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise RuntimeError(f"cannot publish: {name} is not reachable ({first}); run `astra stack up` "
+                                   "and source .astra/stack.env") from None
+        return cls(settings, engine, redis_client, s3)
+
+    def publish(self, tenant: str, directory: Path) -> dict:
+        import tempfile
+
+        from sqlalchemy import func, select
+
+        from astra.core.model_store import TOPIC, ModelStore, drain_outbox
+        from astra.db.schema import outbox
+
+        with tempfile.TemporaryDirectory() as unused_cache:  # publishing never fetches
+            record = ModelStore(self.engine, self.s3, self.settings.assets_bucket, unused_cache).publish(
+                tenant, directory)
+        drain_outbox(self.engine, self.redis, self.settings.redis_prefix)
+        with self.engine.connect() as conn:
+            pending = conn.execute(select(func.count()).select_from(outbox).where(
+                outbox.c.tenant_id == tenant, outbox.c.topic == TOPIC, outbox.c.published_at.is_(None))).scalar()
+        announced = pending == 0
+        return {"registry_version": record.registry_version, "model_version": record.model_version,
+                "uri": record.uri, "sha256": record.sha256, "announced": announced}
 
 
 @app.command("eval")
@@ -87,16 +147,13 @@ def evaluate(
             model_path = store.resolve_model(model_dir or store.tenant_dir(store.BASE_TENANT))
         except _BAD_INPUT as exc:
             raise fail(escape(str(exc)), 2) from None  # file names and messages are not markup
-        import torch  # only now: a bad file is refused without loading torch
-
         from astra.core.intent.metrics import score
         from astra.core.intent.model import IntentModel
 
         try:
-            model = IntentModel.load(model_path)
+            model = IntentModel.load(model_path, threads=1)  # the benchmark is per utterance on ONE thread
         except _BAD_INPUT as exc:
             raise fail(escape(str(exc)), 2) from None  # file names and messages are not markup
-        torch.set_num_threads(1)
         model.classify([examples[0].text])  # first call pays lazy initialisation; not a measurement
         predicted, elapsed = [], []
         with _bar(json_out) as bar:

@@ -8,10 +8,12 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from astra.core.intent import store
 from astra.core.intent.data import DEFAULT_DATASET, OOS, DataError, Example, evaluation_examples, read_domains
-from astra.core.intent.encoder import Encoder, fine_tune, packaged_minilm
+from astra.core.intent.encoder import Encoder, packaged_minilm
+from astra.core.intent.finetune import TorchEncoder, export, fine_tune
 from astra.core.intent.metrics import choose_threshold, score
 from astra.core.intent.model import IntentModel, Prediction
 from astra.core.intent.store import ModelIntegrityError
@@ -39,9 +41,9 @@ def small_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def encoder_dir(tmp_path_factory):
-    """The packaged MiniLM cut to one layer: real weights and tokenizer, a fraction of the cost."""
+    """The packaged MiniLM cut to one layer, exported as served (int8 ONNX): real weights, a fraction of the cost."""
     path = tmp_path_factory.mktemp("enc") / "base-encoder"
-    Encoder.load(packaged_minilm(), layers=1).save(path)
+    export(TorchEncoder.load(packaged_minilm(), layers=1), path)
     return path
 
 
@@ -99,7 +101,7 @@ def test_load_refuses_a_tampered_artifact(model, tmp_path, damage):
         data[-1] ^= 1
         target.write_bytes(bytes(data))
     elif damage == "flip_encoder_byte":
-        target = root / "encoder" / "config.json"
+        target = root / "encoder" / "encoder.json"
         target.write_text(target.read_text().replace("}", " }", 1))
     elif damage == "drop_file":
         (root / "head.json").unlink()
@@ -197,17 +199,49 @@ def test_cli_eval_refuses_a_tampered_model_with_exit_2(tmp_path, small_data, mod
     assert res.returncode == 2 and "sha256" in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
-def test_fine_tune_builds_a_loadable_truncated_encoder(tmp_path):
+def test_fine_tune_builds_a_truncated_encoder_served_as_onnx(tmp_path):
     texts = ["wake me at six", "set an alarm for noon", "what's the weather", "is it raining today"] * 4
     labels = ["alarm", "alarm", "weather", "weather"] * 4
     tuned = fine_tune(texts, labels, layers=1, epochs=1, batch_size=4)
+    assert len(tuned.model.encoder.layer) == 1
     assert all(not w.requires_grad for w in tuned.model.embeddings.parameters())
-    before = Encoder.load(packaged_minilm(), layers=1).encode(texts[:2])
-    tuned.save(tmp_path / "enc")
-    again = Encoder.load(tmp_path / "enc")
-    assert len(again.model.encoder.layer) == 1 and again.sha256 == tuned.sha256
-    assert np.allclose(again.encode(texts[:2]), tuned.encode(texts[:2]), atol=1e-5)
-    assert not np.allclose(again.encode(texts[:2]), before, atol=1e-3)  # the weights did move
+    with torch.no_grad():
+        expected = tuned.embed(texts[:4]).numpy()
+        before = TorchEncoder.load(packaged_minilm(), layers=1).embed(texts[:4]).numpy()
+    exact = export(tuned, tmp_path / "fp32", quantize=False)
+    assert np.allclose(exact.encode(texts[:4]), expected, atol=1e-4)  # same graph, padding masked in a batch
+    served = export(tuned, tmp_path / "int8")
+    assert json.loads((tmp_path / "int8" / "encoder.json").read_text())["weights"] == "int8"
+    assert sorted(p.name for p in (tmp_path / "int8").iterdir()) == ["encoder.json", "model.onnx", "tokenizer.json"]
+    assert (tmp_path / "int8" / "model.onnx").stat().st_size < (tmp_path / "fp32" / "model.onnx").stat().st_size / 3
+    assert np.all(_cosine(served.encode(texts[:4]), expected) > 0.95)
+    assert not np.allclose(expected, before, atol=1e-3)  # the weights did move
+    assert Encoder.load(tmp_path / "int8").sha256 == served.sha256
+    with pytest.raises(FileExistsError):
+        export(tuned, tmp_path / "int8")
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_a_text_encodes_the_same_alone_or_among_others(encoder_dir):
+    """int8 activations are quantized over the whole input: a text is encoded alone, so training and serving (any
+    request size) see the same embedding."""
+    encoder = Encoder.load(encoder_dir)
+    texts = ["hi", "please transfer one hundred dollars from checking to my savings account today"]
+    assert np.array_equal(encoder.encode(texts[:1]), encoder.encode(texts)[:1])
+    assert encoder.encode([]).shape == (0, encoder.dim)
+
+
+def test_ngram_vectors_are_scikit_learns_tfidf(model):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    ngrams = model.head.ngrams
+    reference = TfidfVectorizer(analyzer=ngrams.analyze, sublinear_tf=True, min_df=2).fit(model.training.texts)
+    texts = ["How do I say thank you in French", "set an alarm alarm alarm for 7 am", "zzzz", ""]
+    assert reference.vocabulary_ == ngrams.vocabulary
+    assert np.allclose(ngrams.transform(texts).toarray(), reference.transform(texts).toarray(), atol=1e-6)
 
 
 def test_training_on_a_base_model_reuses_its_embeddings(model, monkeypatch):

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from astra.core.intent.data import DEFAULT_DATASET, Example
 from astra.core.intent.encoder import Encoder, packaged_minilm
+from astra.core.intent.finetune import TorchEncoder, export
 from astra.core.intent.model import IntentModel
 from astra.core.intent.store import BASE_TENANT, ModelIntegrityError
 from astra.core.model_store import ModelStore, channel, drain_outbox, model_prefix
@@ -28,10 +29,8 @@ def tiny_examples(per_intent: int, intents=INTENTS, offset: int = 0) -> list[Exa
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory) -> Encoder:
-    """The packaged MiniLM cut to one layer: real weights, a fraction of the cost."""
-    path = tmp_path_factory.mktemp("enc") / "base-encoder"
-    Encoder.load(packaged_minilm(), layers=1).save(path)
-    return Encoder.load(path)
+    """The packaged MiniLM cut to one layer and exported as served (int8 ONNX): real weights, a fraction of the cost."""
+    return export(TorchEncoder.load(packaged_minilm(), layers=1), tmp_path_factory.mktemp("enc") / "base-encoder")
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +66,7 @@ def test_publish_uploads_registers_and_queues_the_event(store, tiny_models, tena
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=settings.assets_bucket,
                                                  Prefix=f"models/{tenant}/{model_a.version}/")["Contents"]}
     assert f"models/{tenant}/{model_a.version}/manifest.json" in keys
-    assert f"models/{tenant}/{model_a.version}/encoder/model.safetensors" in keys
+    assert f"models/{tenant}/{model_a.version}/encoder/model.onnx" in keys
     assert store.latest(tenant) == second and second.model_version == model_b.version
     assert store.latest_all()[tenant] == second
     events = [row["payload"] for row in _outbox_rows(pg_url, tenant)]

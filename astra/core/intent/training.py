@@ -2,30 +2,33 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from astra.core.intent import encoder as encoder_lib
 from astra.core.intent import store
 from astra.core.intent.data import Example, read_domains
-from astra.core.intent.encoder import Encoder, Progress
+from astra.core.intent.encoder import Encoder, Progress, is_encoder
 from astra.core.intent.model import IntentModel
 from astra.settings import Settings
+
+# Training encodes 15 k utterances: every core helps there, unlike serving (one thread per request).
+TRAINING_THREADS = os.cpu_count() or 1
 
 
 def base_encoder(path: Path, examples: Sequence[Example], *, layers: int, epochs: float,
                  progress: Progress | None = None) -> tuple[Encoder, float]:
-    """The base encoder at ``path``; fine-tuned on ``examples`` and saved there first when absent."""
-    if (path / "config.json").is_file():
-        return Encoder.load(path), 0.0
+    """The base encoder at ``path``; fine-tuned on ``examples`` and exported there first when absent."""
+    if is_encoder(path):
+        return Encoder.load(path, TRAINING_THREADS), 0.0
+    from astra.core.intent import finetune  # torch: only when the base encoder is built
+
     start = time.perf_counter()
-    encoder = encoder_lib.fine_tune([e.text for e in examples], [e.intent for e in examples], layers=layers,
-                                    epochs=epochs, progress=progress)
-    staging = path.with_name(f".{path.name}.partial")
-    encoder.save(staging)
-    staging.replace(path)  # a half-written encoder is never taken for a finished one
-    return Encoder.load(path), time.perf_counter() - start
+    tuned = finetune.fine_tune([e.text for e in examples], [e.intent for e in examples], layers=layers,
+                               epochs=epochs, progress=progress)
+    finetune.export(tuned, path)
+    return Encoder.load(path, TRAINING_THREADS), time.perf_counter() - start
 
 
 def train_tenant(
