@@ -1,14 +1,22 @@
 """`make demo`: the main path on the embedded stack (or on the stack that is already up).
 
 Each step drives the real pieces — the upload goes to S3, the sensor tick and its runs go
-through a DagsterInstance under .astra/dagster_home (the one `make dev` shows) — and checks what
-a user would look at. The demo exits 1 if a step does not produce what it should.
+through a DagsterInstance under .astra/dagster_home (the one `make dev` shows), intents come
+from the stack's `astra serve core` — and checks what a user would look at. The demo exits 1 if
+a step does not produce what it should.
+
+The base intent model is trained on the first run only (a few minutes: the encoder is
+fine-tuned once) and kept under .astra/models/base (LATEST); later runs publish that one.
 """
 
 import json
 import os
 import sys
+import tempfile
+import threading
+import time
 import uuid
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -111,11 +119,12 @@ def step_template(dagster, settings: Settings, tenant: str) -> None:
 
 
 def upload_sample_session(settings: Settings, tenant: str) -> SessionKey:
+    """The sample session without its transcript file: CORE hears what was said from the audio."""
     from astra.orchestrator.upload import upload_session
     from astra.samples import session_files
 
     session = SessionKey(tenant, f"inspection-{uuid.uuid4().hex[:6]}", 1)
-    files = session_files()
+    files = {path: body for path, body in session_files().items() if path != "transcript.txt"}
     upload_session(s3_lib.client(settings), settings.uploads_bucket, session, "field_inspection", files)
     console.print(f"  uploaded {', '.join(files)} then manifest.json to "
                   f"s3://{settings.uploads_bucket}/{tenant}/sessions/{session.session_id}/v1/")
@@ -141,13 +150,89 @@ def show_handover(dagster, settings: Settings, session) -> dict:
     return record
 
 
-def step_session(dagster, settings: Settings, tenant: str) -> None:
-    """ORCHESTRATOR + GUARD: a session upload handed over, its audio under verified custody."""
+def step_base_model(settings: Settings, tenant: str) -> str:
+    """CORE: the base intent model is in the registry, and the stack's intent service serves it."""
+    from astra.core.core_client import IntentClient
+    from astra.core.intent.store import BASE_TENANT, resolve_model, tenant_dir
+    from astra.core.model_store import ModelStore, drain_outbox
+    from astra.db import make_engine
+
+    console.rule("[bold]2. CORE base intent model → model registry → astra serve core")
+    engine = make_engine(settings.database_url)
+    store = ModelStore(engine, s3_lib.client(settings), settings.assets_bucket, Stack().root / "publisher-cache")
+    record = store.latest(BASE_TENANT)
+    if record is not None:
+        console.print(f"  the registry already has base model v{record.registry_version} ({record.model_version})")
+    else:
+        try:
+            model_dir = resolve_model(tenant_dir(BASE_TENANT))
+            console.print(f"  reusing the base model trained on an earlier run: {model_dir}")
+        except FileNotFoundError:
+            model_dir = train_base_model()
+        record = store.publish(BASE_TENANT, model_dir)
+        drain_outbox(engine, redis_client(settings), settings.redis_prefix)
+        console.print(f"  published base model v{record.registry_version} ({record.model_version}) to "
+                      f"{record.uri}; MODEL_UPDATED sent")
+    client = IntentClient.from_settings(settings, deadline_s=10)
+    served = wait_for_version(client, tenant, record.model_version, seconds=60)
+    client.close()
+    expect(served, f"astra serve core at {settings.core_target} serves base model {record.model_version} "
+                   "(hot-loaded on MODEL_UPDATED, no restart)")
+    return record.model_version
+
+
+def train_base_model() -> Path:
+    """Train the base model on CLINC150 (train + oos_train; threshold on val) into .astra/models/base."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from astra.core.intent import training
+    from astra.core.intent.data import DEFAULT_DATASET, EVAL_SPLITS, TRAIN_SPLITS, read_dataset, split_pair
+    from astra.core.intent.store import BASE_TENANT, default_base_encoder, tenant_dir
+
+    console.print("  [yellow]no base model on this machine yet: training it now. This first run takes a few "
+                  "minutes (the encoder is fine-tuned once); later runs reuse it (.astra/models/base/LATEST).[/]")
+    rows = read_dataset(DEFAULT_DATASET)
+    with Progress(TextColumn("  {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done, total=total)
+
+        result = training.train_tenant(split_pair(rows, TRAIN_SPLITS), split_pair(rows, EVAL_SPLITS),
+                                       tenant=BASE_TENANT, out_dir=tenant_dir(BASE_TENANT),
+                                       base=default_base_encoder(), progress=progress)
+    console.print(f"  trained base model {result['version']} on {result['examples']} examples in "
+                  f"{result['train_seconds']:.0f} s (encoder fine-tuned in {result['fine_tune_seconds']:.0f} s)")
+    return Path(result["path"])
+
+
+def redis_client(settings: Settings):
+    import redis
+
+    return redis.Redis.from_url(settings.redis_url)
+
+
+def wait_for_version(client, tenant: str, version: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if client.classify(tenant, ["what's the weather like today"]).model_version == version:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def step_session(dagster, settings: Settings, tenant: str, base_version: str) -> None:
+    """ORCHESTRATOR + GUARD + CORE: a session upload handed over, its audio under verified custody,
+    transcribed, and its utterances and data bound to the template's zones."""
     from astra.db import make_engine
     from astra.guard.custody import prepare_client
     from astra.guard.verify import verify
 
-    console.rule("[bold]2. Session → ORCHESTRATOR handover (dedup over gRPC) → GUARD custody")
+    console.rule("[bold]3. Session → ORCHESTRATOR handover (dedup over gRPC) → GUARD custody → CORE transcript, "
+                 "intents, zones")
     session = upload_sample_session(settings, tenant)
     runs = run_sensor(dagster, "session_upload_sensor", tenant)
     expect(len(runs) == 1 and runs[0].success, "session_upload_sensor started one handover run and it succeeded")
@@ -167,6 +252,169 @@ def step_session(dagster, settings: Settings, tenant: str) -> None:
     left = s3_lib.client(settings).list_objects_v2(Bucket=settings.uploads_bucket,
                                                    Prefix=f"{tenant}/sessions/{session.session_id}/").get("KeyCount", 0)
     expect(left == 0, "the temporary upload is gone (deleted only after custody was verified)")
+    show_transcript(dagster, settings, session)
+    show_intent_output(dagster, settings, session, record, base_version)
+
+
+def latest_metadata(dagster, asset: str, session) -> dict:
+    from dagster import AssetKey, AssetRecordsFilter
+
+    records = dagster.fetch_materializations(AssetRecordsFilter(
+        asset_key=AssetKey(asset), asset_partitions=[session.partition_key]), limit=1).records
+    expect(bool(records), f"the same run materialized {asset} (no manual step)")
+    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+
+
+def read_document(settings: Settings, tenant: str, sha256: str) -> dict:
+    from astra.ingest.store import BlobStore
+
+    return json.loads(BlobStore(s3_lib.client(settings), settings.assets_bucket, tenant).get(sha256))
+
+
+def show_transcript(dagster, settings: Settings, session) -> None:
+    from astra.samples import HERE
+
+    meta = latest_metadata(dagster, "transcript", session)
+    document = read_document(settings, session.tenant, meta["sha256"])
+    script = (HERE / "session_transcript.txt").read_text().strip()
+    console.print(f"  spoken (espeak-ng reading the audio's script): [dim]{script}[/]")
+    table = Table("#", "start s", "end s", "heard", "confidence",
+                  title=f"transcript of {session.partition_key} ({document['duration_seconds']:.1f} s of audio)")
+    for u in document["utterances"]:
+        table.add_row(u["id"], f"{u['start']:.2f}", f"{u['end']:.2f}", u["text"],
+                      f"{u['confidence']:.2f}" if u.get("confidence") is not None else "-")
+    console.print(table)
+    expect(document["source"] == "asr" and document["utterances"],
+           f"transcript from the audio: {len(document['utterances'])} utterances by pocketsphinx")
+    lm = document["lm_sha256"] or ""
+    expect(bool(lm), f"decoded with the in-domain language model built from CLINC150 train (sha256 {lm[:12]}…)")
+
+
+def show_intent_output(dagster, settings: Settings, session, record: dict, base_version: str) -> None:
+    meta = latest_metadata(dagster, "intent_output", session)
+    document = read_document(settings, session.tenant, meta["sha256"])
+    table = Table("utterance", "intent", "domain", "confidence", "zone", "flags",
+                  title=f"intent output of {session.partition_key}: model {document['model_version']}, "
+                        f"config v{document['config_version']}")
+    for u in document["utterances"]:
+        table.add_row(u["text"], u["intent"], u["domain"] or "-", f"{u['confidence']:.2f}", u["zone"],
+                      ", ".join(u["flags"]) or "-")
+    console.print(table)
+    expect(document["model_version"] == base_version,
+           f"classified by astra serve core with model {base_version} (recorded in the output)")
+    expect(document["config_version"] == record["config_version"],
+           f"bound to the zones of config v{record['config_version']}, the version the handover pinned")
+    zones = {z["id"]: z for z in document["zones"]}
+    bound_zones = sorted({u["zone"] for u in document["utterances"] if u["zone"] != document["fallback_zone"]})
+    console.print(f"  utterances per zone: {meta['per_zone']}; out of scope {meta['out_of_scope']}, "
+                  f"low confidence {meta['low_confidence']}")
+    expect(all(u["zone"] in zones for u in document["utterances"]),
+           f"every utterance bound to a zone (beyond the fallback '{document['fallback_zone']}': "
+           f"{', '.join(bound_zones) or 'none'})")
+    for t in document["tables"]:
+        rows = Table(*(f"{c['name']} ({c['type']})" for c in t["columns"]),
+                     title=f"{t['id']} → zone {t['zone']} ({t['row_count']} rows)")
+        for row in t["rows"]:
+            rows.add_row(*(cell_text(v) for v in row))
+        console.print(rows)
+    csv = [t for t in document["tables"] if t["source"] == "data/readings.csv"]
+    expect(len(csv) == 1 and csv[0]["zone"] is not None and zones[csv[0]["zone"]]["kind"] == "table",
+           f"data/readings.csv bound to the table zone '{csv[0]['zone'] if csv else None}' with typed columns")
+    expect(not document["data_problems"], "no data problems")
+
+
+def cell_text(value) -> str:
+    """A table cell as the session's file had it (a date keeps its text beside its parsed value)."""
+    if isinstance(value, dict):
+        return str(value.get("text", value.get("value")))
+    return "" if value is None else str(value)
+
+
+def step_hot_reload(settings: Settings, tenant: str, base_version: str) -> None:
+    """CORE: a new model for the tenant, published while the intent service runs, answers within a second."""
+    from astra.core.core_client import IntentClient
+    from astra.core.intent.data import Example
+    from astra.core.intent.model import IntentModel
+    from astra.core.intent.store import BASE_TENANT
+    from astra.core.model_store import ModelStore, drain_outbox
+    from astra.db import make_engine
+
+    console.rule("[bold]4. LEARN → a new model version, hot-reloaded by the running astra serve core")
+    stack = Stack()
+    core = stack.load().get("core")
+    client = IntentClient.from_settings(settings, deadline_s=5)
+    probe = "the pressure readings are in the attached table"
+    before = client.classify(tenant, [probe])
+    intent, confidence = before.intents[0]
+    console.print(f"  '{probe}' → {intent} ({confidence:.2f}) with model {before.model_version}")
+    expect(before.model_version == base_version, f"{tenant} has no model of its own: the base model answers")
+
+    engine = make_engine(settings.database_url)
+    store = ModelStore(engine, s3_lib.client(settings), settings.assets_bucket, stack.root / "publisher-cache")
+    started = time.perf_counter()
+    base = IntentModel.load(store.fetch(store.latest(BASE_TENANT)))  # the base the service serves, verified
+    corrections = [Example(text, "record_reading", "inspection") for text in READING_CORRECTIONS]
+    model = base.update(corrections)
+    update_s = time.perf_counter() - started
+    console.print(f"  {len(corrections)} corrections teach intent record_reading (domain inspection): model "
+                  f"{model.version}, loaded and updated from the base in {update_s:.1f} s")
+    with tempfile.TemporaryDirectory(prefix="astra-demo-model-") as directory:
+        model.save(Path(directory) / model.version)
+        answers: list[tuple[float, str | None]] = []  # (time, version or None for a failed call)
+        stop = threading.Event()
+        watcher = threading.Thread(target=watch_versions, args=(client, tenant, probe, answers, stop), daemon=True)
+        watcher.start()
+        time.sleep(0.3)  # answers from before the publish
+        record = store.publish(tenant, Path(directory) / model.version)
+        drain_outbox(engine, redis_client(settings), settings.redis_prefix)
+        announced = time.time()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(v == model.version for _, v in answers):
+            time.sleep(0.02)
+        time.sleep(0.2)
+        stop.set()
+        watcher.join(timeout=10)
+    first_new = next((t for t, v in answers if v == model.version), None)
+    console.print(f"  published {tenant} v{record.registry_version} and sent MODEL_UPDATED; a client classifying "
+                  f"in a loop made {len(answers)} calls")
+    expect(first_new is not None and first_new - announced <= 1.0,
+           f"the client got answers from {model.version} "
+           f"{'%.0f ms' % ((first_new - announced) * 1000) if first_new else 'never'} after the event")
+    expect(all(v is not None for _, v in answers), "no call failed during the swap")
+    expect(all(v == model.version for t, v in answers if first_new and t >= first_new),
+           "once swapped, every answer came from the new version")
+    after = client.classify(tenant, [probe])
+    client.close()
+    intent, confidence = after.intents[0]
+    console.print(f"  '{probe}' → {intent} ({confidence:.2f}) with model {after.model_version}")
+    if core is not None and core.started_here:
+        now = stack.load()["core"]
+        expect((now.pid, now.started) == (core.pid, core.started) and now.running(),
+               f"the same astra serve core process (pid {core.pid}) served both: no restart")
+
+
+# A tenant's vocabulary the base model does not have: field inspectors reporting readings.
+READING_CORRECTIONS = [
+    "the pressure readings are in the attached table",
+    "log the pressure readings for the north inlet",
+    "record a temperature reading of eleven degrees",
+    "the sensor readings are attached",
+    "add these gauge readings to the report",
+    "pressure at the outlet reads three hundred ninety eight",
+    "note the readings from the bypass sensor",
+    "here are today's meter readings",
+]
+
+
+def watch_versions(client, tenant: str, text: str, answers: list, stop: threading.Event) -> None:
+    import grpc
+
+    while not stop.is_set():
+        try:
+            answers.append((time.time(), client.classify(tenant, [text]).model_version))
+        except grpc.RpcError:
+            answers.append((time.time(), None))
+        time.sleep(0.01)
 
 
 def step_fail_open(dagster, settings: Settings, tenant: str) -> None:
@@ -176,7 +424,7 @@ def step_fail_open(dagster, settings: Settings, tenant: str) -> None:
     from astra.stack import processes
     from astra_assets.definitions import build_definitions
 
-    console.rule("[bold]3. The dedup registry goes down: fail open, reconcile later")
+    console.rule("[bold]5. The dedup registry goes down: fail open, reconcile later")
     stack = Stack(say=lambda m: console.print(f"  [dim]stack:[/] {m}"))
     ingest = stack.load().get("ingest")
     if ingest is None or not ingest.started_here:
@@ -207,7 +455,9 @@ def main() -> int:
             console.print(f"[bold]ASTRA demo[/] — tenant [cyan]{tenant}[/]")
             dagster = instance()
             step_template(dagster, settings, tenant)
-            step_session(dagster, settings, tenant)
+            base_version = step_base_model(settings, tenant)
+            step_session(dagster, settings, tenant, base_version)
+            step_hot_reload(settings, tenant, base_version)
             step_fail_open(dagster, settings, tenant)
     except DemoFailed as exc:
         console.print(f"[bold red]demo failed:[/] {exc}")
