@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections import Counter
@@ -173,13 +174,17 @@ def convert_to_pdf(data: bytes, *, timeout: float = 180.0) -> bytes:
         source.write_bytes(data)
         command = [binary, f"-env:UserInstallation={(work / 'profile').as_uri()}", "--headless", "--norestore",
                    "--convert-to", "pdf", "--outdir", str(work), str(source)]
+        # Its own session: soffice hands the work to child processes, and a timeout must end them all.
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                                   env={**os.environ, "HOME": str(work)})
         try:
-            done = subprocess.run(command, capture_output=True, timeout=timeout, check=False,
-                                  env={**os.environ, "HOME": str(work)})
+            stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise ConversionError(f"LibreOffice did not finish within {timeout:.0f} s") from None
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise ConversionError(f"LibreOffice did not finish within {timeout:g} s") from None
         pdf = work / "document.pdf"
-        if done.returncode != 0 or not pdf.exists() or not pdf.read_bytes().startswith(b"%PDF"):
-            detail = (done.stderr or done.stdout).decode("utf-8", "replace").strip().splitlines()
+        if process.returncode != 0 or not pdf.exists() or not pdf.read_bytes().startswith(b"%PDF"):
+            detail = (stderr or stdout).decode("utf-8", "replace").strip().splitlines()
             raise ConversionError(f"LibreOffice could not convert the document: {detail[-1] if detail else 'no PDF'}")
         return pdf.read_bytes()

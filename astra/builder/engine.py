@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 from astra.ingest.styles import StyleSheet
-from astra.ingest.zones import TemplateRefused, ZoneDecl, scan_zones
+from astra.ingest.zones import KINDS, TemplateRefused, ZoneDecl, scan_zones
 from astra.ooxml.edit import (
     add_content_type_defaults,
     add_relationships,
@@ -266,6 +266,10 @@ class _Builder:
         missing = [z["id"] for z in map_zones if z["id"] not in by_id]
         if missing:
             raise BuildError(f"zone {missing[0]!r} of the zone map is not declared by the template")
+        odd = [z for z in map_zones if z.get("kind") not in KINDS]
+        if odd:
+            raise BuildError(f"zone {odd[0]['id']!r} of the zone map has kind {odd[0].get('kind')!r}, "
+                             f"not one of {', '.join(KINDS)}")
         self.next_id = template.max_id + 1
         self.utterances = {u["id"]: u for u in self.output.get("utterances") or []}
         self.tables = {t["id"]: t for t in self.output.get("tables") or []}

@@ -32,9 +32,8 @@ def escape_text(text: str) -> str:
 
 
 def escape_attr(text: str) -> str:
-    """Escape for a double-quoted XML attribute value (``text`` must already be clean)."""
-    return escape_text(text).replace('"', "&quot;").replace("\n", "&#10;").replace("\t", "&#9;").replace(
-        "\r", "&#13;")
+    """Clean and escape for a double-quoted XML attribute value (labels, style names: rare, short)."""
+    return escape_text(clean_text(text)).replace('"', "&quot;").replace("\n", "&#10;").replace("\t", "&#9;")
 
 
 def text_runs(text: str, rpr: str) -> str:

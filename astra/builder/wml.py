@@ -119,5 +119,6 @@ def new_sdt_pr(zone_id: str, kind: str, label: str, sdt_id: int) -> str:
     """Properties of the content control that marks a placeholder zone in the output: tagged with
     the zone grammar (``astra:<id>;kind=<kind>``) so the zone is found again by the same rules,
     locked against deletion (its content stays editable)."""
-    return (f'<w:sdtPr><w:alias w:val="{escape_attr(label)}"/><w:tag w:val="astra:{zone_id};kind={kind}"/>'
+    return (f'<w:sdtPr><w:alias w:val="{escape_attr(label)}"/>'
+            f'<w:tag w:val="astra:{escape_attr(zone_id)};kind={escape_attr(kind)}"/>'
             f'<w:id w:val="{sdt_id}"/><w:lock w:val="sdtLocked"/></w:sdtPr>')

@@ -1,0 +1,106 @@
+"""The post-build checks: opens, no forbidden construct, every zone present; LibreOffice converts it."""
+
+from __future__ import annotations
+
+import pytest
+
+from astra.builder.check import ConversionError, check_document, convert_to_pdf, soffice_path
+from astra.builder.engine import build
+from astra.ingest.zones import extract_maps
+from astra.ooxml.ns import RT_TRANSITIONAL
+from astra.ooxml.package import Package, write_package
+from astra.samples.templates import build_sample_template, sample_sidecar
+
+from .helpers import intent_output
+
+DOCUMENT = "word/document.xml"
+RELS = "word/_rels/document.xml.rels"
+
+
+@pytest.fixture(scope="module")
+def sample():
+    template = build_sample_template()
+    maps = extract_maps(template, sample_sidecar())
+    built = build(template, maps.zone_map, maps.style_map, intent_output({"notes": ["checked"]})).docx
+    return template, maps.zone_map, built
+
+
+def _patched(docx: bytes, member: str, old: bytes, new: bytes) -> bytes:
+    pkg = Package.read(docx)
+    parts = []
+    for name in pkg.members:
+        data = pkg.read_part(name)
+        if name == member:
+            assert old in data
+            data = data.replace(old, new, 1)
+        parts.append((name, data))
+    return write_package(parts)
+
+
+def _codes(report) -> set[str]:
+    return {f.code for f in report.findings}
+
+
+def test_built_document_passes(sample):
+    template, zone_map, built = sample
+    report = check_document(built, zone_map, template=template)
+    assert report.passed and report.to_json()["passed"]
+
+
+def test_hostile_field_refused(sample):
+    template, zone_map, built = sample
+    bad = _patched(built, DOCUMENT, b"<w:t xml:space=\"preserve\">checked</w:t>",
+                   b'<w:fldSimple w:instr="INCLUDETEXT c:\\\\x.docx"/>')
+    assert {"forbidden_construct", "field_not_allowed"} <= _codes(check_document(bad, zone_map, template=template))
+
+
+def test_only_page_numpages_date_fields_beyond_the_template(sample):
+    template, zone_map, built = sample
+    for field, allowed in (("PAGE", True), ("NUMPAGES", True), ("DATE \\@ &quot;d MMMM yyyy&quot;", True),
+                           ("TOC \\o", False), ("AUTHOR", False)):
+        doc = _patched(built, DOCUMENT, b"<w:t xml:space=\"preserve\">checked</w:t>",
+                       f'<w:fldSimple w:instr="{field}"/>'.encode())
+        report = check_document(doc, zone_map, template=template)
+        assert report.passed is allowed, (field, report.findings)
+
+
+def test_fields_the_template_has_are_allowed(sample):
+    template, zone_map, built = sample
+    marker = b"<w:t>Summary</w:t>"
+    with_toc = _patched(template, DOCUMENT, marker, marker + b'</w:r><w:fldSimple w:instr="TOC \\o"/><w:r>')
+    maps = extract_maps(with_toc, sample_sidecar())
+    out = build(with_toc, maps.zone_map, maps.style_map, intent_output({"notes": ["x"]})).docx
+    assert check_document(out, zone_map, template=with_toc).passed
+    assert _codes(check_document(out, zone_map)) == {"field_not_allowed"}  # without the template: strict
+
+
+def test_external_relationships(sample):
+    template, zone_map, built = sample
+    link = (f'<Relationship Id="rId99" Type="{RT_TRANSITIONAL}hyperlink" Target="https://example.com/" '
+            'TargetMode="External"/></Relationships>').encode()
+    linked = _patched(built, RELS, b"</Relationships>", link)
+    assert _codes(check_document(linked, zone_map, template=template)) == {"external_relationship"}
+    linked_template = _patched(template, RELS, b"</Relationships>", link)
+    assert check_document(linked, zone_map, template=linked_template).passed
+
+
+def test_missing_zone_and_unreadable_document(sample):
+    template, zone_map, built = sample
+    gone = _patched(built, DOCUMENT, b'w:val="astra:notes;kind=text;fallback"', b'w:val="not-a-zone"')
+    report = check_document(gone, zone_map, template=template)
+    assert _codes(report) == {"zone_missing"} and "notes" not in report.zones_found
+    assert _codes(check_document(b"PK not really", zone_map)) == {"does_not_open"}
+
+
+@pytest.mark.skipif(soffice_path() is None, reason="LibreOffice is not installed (scripts/system-deps.sh)")
+def test_libreoffice_converts_it(sample):
+    _, _, built = sample
+    assert convert_to_pdf(built).startswith(b"%PDF")
+    with pytest.raises(ConversionError, match="did not finish"):
+        convert_to_pdf(built, timeout=0.01)
+
+
+def test_conversion_without_libreoffice(sample, monkeypatch):
+    monkeypatch.setattr("astra.builder.check.shutil.which", lambda name: None)
+    with pytest.raises(ConversionError, match="not installed"):
+        convert_to_pdf(sample[2])
