@@ -58,7 +58,7 @@ from astra.ooxml.edit import (
     splice_blocks,
 )
 from astra.ooxml.errors import PackageError
-from astra.ooxml.ns import R_NS, RT_TRANSITIONAL, W14_NS, W_NS, WP_NS, W, local_name
+from astra.ooxml.ns import R_NS, RT_TRANSITIONAL, W14_NS, W_NS, W_STRICT_NS, WP_NS, W, local_name
 from astra.ooxml.package import CONTENT_TYPES_PART, Package, write_package
 from astra.ooxml.partname import rels_part_for
 from astra.ooxml.rels import Relationship
@@ -167,6 +167,11 @@ class _Template:
             sheet = StyleSheet(pkg.xml(styles) if styles else None, pkg.xml(theme) if theme else None)
         except (TemplateRefused, PackageError) as exc:
             raise BuildError(f"the template cannot be read: {exc}") from None
+        if W_STRICT_NS in pkg.xml(pkg.main_document()).nsmap.values():
+            # Generated content is transitional WordprocessingML; mixed into a Strict part it would
+            # make a document Word repairs and python-docx cannot open (it cannot open Strict at all).
+            raise BuildError("the template is ISO/IEC 29500 Strict Open XML, which BUILDER does not write: "
+                             "save it as a Word Document (.docx)")
         max_id = _max_numeric_id(d.element.getroottree().getroot() for d in decls)
         return cls(pkg, {d.id: d for d in decls}, sheet, max_id)
 
