@@ -17,6 +17,7 @@ from astra.core.intent.store import BASE_TENANT, ModelIntegrityError
 from astra.core.model_store import ModelStore, channel, drain_outbox, model_prefix
 from astra.db.engine import make_engine
 from astra.db.schema import model_registry, outbox
+from tests.conftest import run_cli
 
 INTENTS = ("translate", "transfer", "weather")
 
@@ -154,3 +155,63 @@ def test_registry_versions_are_per_tenant(store, tiny_models, tenant, pg_url):
     with make_engine(pg_url).connect() as conn:
         rows = conn.execute(select(model_registry.c.version).where(model_registry.c.tenant_id == tenant)).all()
     assert [r.version for r in rows] == [1]
+
+
+# ---- `astra core train --publish` -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    """A CLINC150-layout file: three intents, train and val rows."""
+    path = tmp_path / "tiny.json"
+    train, val = tiny_examples(8), tiny_examples(3, offset=8)
+    path.write_text(json.dumps({"train": [[e.text, e.intent] for e in train], "oos_train": [],
+                                "val": [[e.text, e.intent] for e in val], "oos_val": []}))
+    return path
+
+
+def _stack_env(settings, tmp_path) -> dict[str, str]:
+    return {"ASTRA_DATABASE_URL": settings.database_url, "ASTRA_REDIS_URL": settings.redis_url,
+            "ASTRA_REDIS_PREFIX": settings.redis_prefix, "ASTRA_S3_ENDPOINT_URL": settings.s3_endpoint_url,
+            "ASTRA_ASSETS_BUCKET": settings.assets_bucket, "ASTRA_STATE_DIR": str(tmp_path / "state")}
+
+
+def test_cli_train_publish_uploads_registers_and_announces(store, tiny_encoder, tiny_data, tenant, settings, s3,
+                                                           pg_url, redis_url, redis_prefix, tmp_path):
+    pubsub = redis.Redis.from_url(redis_url).pubsub()
+    pubsub.subscribe(channel(redis_prefix))
+    pubsub.get_message(timeout=1)  # the subscribe confirmation
+    res = run_cli("core", "train", "--tenant", tenant, "--data", str(tiny_data), "--base", str(tiny_encoder.path),
+                  "--publish", "--json", env=_stack_env(settings, tmp_path))
+    assert res.returncode == 0, res.stderr
+    result = json.loads(res.stdout)
+    published = result["published"]
+    assert published["registry_version"] == 1 and published["announced"]
+    assert published["model_version"] == result["version"] == store.latest(tenant).model_version
+    key = f"models/{tenant}/{result['version']}/manifest.json"
+    assert s3.get_object(Bucket=settings.assets_bucket, Key=key)["Body"].read() == \
+        (tmp_path / "state" / "models" / tenant / result["version"] / "manifest.json").read_bytes()
+    assert all(row["published_at"] is not None for row in _outbox_rows(pg_url, tenant))
+    seen = []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not seen:
+        message = pubsub.get_message(timeout=0.5)
+        if message and message["type"] == "message" and json.loads(message["data"])["tenant"] == tenant:
+            seen.append(json.loads(message["data"]))
+    assert seen and seen[0]["model_version"] == result["version"]
+    pubsub.close()
+
+
+@pytest.mark.parametrize("down", ["ASTRA_DATABASE_URL", "ASTRA_REDIS_URL", "ASTRA_S3_ENDPOINT_URL"])
+def test_cli_train_publish_without_the_stack_is_one_error_line_before_training(settings, tiny_encoder, tiny_data,
+                                                                                tenant, tmp_path, down):
+    dead = {"ASTRA_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none", "ASTRA_REDIS_URL": "redis://127.0.0.1:1/0",
+            "ASTRA_S3_ENDPOINT_URL": "http://127.0.0.1:1"}
+    env = {**_stack_env(settings, tmp_path), down: dead[down]}
+    res = run_cli("core", "train", "--tenant", tenant, "--data", str(tiny_data), "--base", str(tiny_encoder.path),
+                  "--publish", env=env)
+    assert res.returncode != 0 and res.stdout == ""
+    lines = res.stderr.strip().splitlines()
+    name = {"ASTRA_DATABASE_URL": "Postgres", "ASTRA_REDIS_URL": "Redis", "ASTRA_S3_ENDPOINT_URL": "S3"}[down]
+    assert len(lines) == 1 and f"cannot publish: {name} is not reachable" in lines[0], res.stderr
+    assert not (tmp_path / "state" / "models").exists()  # refused before any training
