@@ -352,7 +352,7 @@ class _Builder:
         fill: dict = {"kind": zone.kind, "items": 0}
         if zone.kind in ("text", "list"):
             items = self._texts(zone, entry, fill)
-            content = self._text_content(zone, items, rpr, inline)
+            content = self._text_content(zone, items, rpr, inline, truncated="truncated_chars" in fill)
         elif zone.kind == "table":
             content = "" if inline else self._table_content(zone, entry, fill, rpr)
             if inline and entry.get("tables"):
@@ -363,8 +363,10 @@ class _Builder:
         self.fills[zone.id] = fill
         if not fill["items"] and sdt_pr is not None and sdt_pr.find(W.showingPlcHdr) is not None:
             return  # empty, and the template's placeholder text is what Word should show
-        if not content and not inline:
-            content = wml.paragraph(self._prototype_ppr(zone, last=True), "")
+        if not inline:
+            closing = self._prototype_ppr(zone, last=True)
+            if not content or (zone.kind in ("table", "image") and closing != self._prototype_ppr(zone, last=False)):
+                content += wml.paragraph(closing, "")  # something to stand in, or to carry the section break
         self._place(zone, content, inline)
 
     def _problem(self, zone: _Zone | None, code: str, detail: str) -> None:
@@ -398,9 +400,9 @@ class _Builder:
                           "limit of the zone were left out")
         return items
 
-    def _text_content(self, zone: _Zone, items: list[tuple[str | None, str]], rpr: str, inline: bool) -> str:
+    def _text_content(self, zone: _Zone, items: list[tuple[str | None, str]], rpr: str, inline: bool, *,
+                      truncated: bool) -> str:
         speaker_rpr = wml.rpr_xml({**self._run_props(zone), "bold": True})
-        truncated = any(p.code == "truncated" and p.zone == zone.id for p in self.problems)
         note = _truncation_note(self.caps.max_zone_chars) if truncated else ""
         if inline:
             runs = []
@@ -419,8 +421,7 @@ class _Builder:
         if note:
             paragraphs.append(wml.paragraph(ppr_first, text_runs(note, wml.rpr_xml({"italic": True}))))
         if paragraphs and ppr_last != ppr_first:  # the section break stays on the zone's last paragraph
-            paragraphs[-1] = paragraphs[-1].replace(ppr_first, ppr_last, 1) if ppr_first else \
-                paragraphs[-1].replace("<w:p>", f"<w:p>{ppr_last}", 1)
+            paragraphs[-1] = paragraphs[-1].replace(ppr_first, ppr_last, 1)
         return "".join(paragraphs)
 
     # -- table zones

@@ -1,0 +1,78 @@
+"""Zones in every position a template may put them: inside table cells, two in one paragraph, run-level
+content controls, a placeholder carrying its section's properties. The output keeps the zones findable,
+the text around them, and passes the checks."""
+
+from __future__ import annotations
+
+import io
+
+import docx
+
+from astra.builder.check import check_document
+from astra.builder.engine import build
+from astra.ingest.zones import extract_maps, scan_zones
+from astra.ooxml.ns import W
+from astra.ooxml.package import Package
+from astra.samples.templates import minimal_docx
+
+from .helpers import intent_output, run_text, zone_paragraphs
+
+SECT = '<w:sectPr><w:pgSz w:w="11906" w:h="16838"/><w:pgMar w:top="1000" w:right="1000" w:bottom="1000" w:left="1000"/>'
+TABLE = {"id": "data/t.json", "source": "data/t.json", "sheet": None, "header": ["k", "v"],
+         "columns": [{"name": "k", "type": "text"}, {"name": "v", "type": "decimal"}],
+         "rows": [["a", 1.5], ["b", None]], "row_count": 2}
+
+
+def _build(body: str, session: dict, sidecar: dict | None = None):
+    template = minimal_docx(body)
+    maps = extract_maps(template, sidecar)
+    out = build(template, maps.zone_map, maps.style_map, session)
+    docx.Document(io.BytesIO(out.docx))
+    assert check_document(out.docx, maps.zone_map, template=template).passed
+    assert sorted(d.id for d in scan_zones(out.docx)) == sorted(z["id"] for z in maps.zone_map["zones"])
+    return out, Package.read(out.docx).xml("word/document.xml").find(W.body)
+
+
+def test_placeholders_inside_table_cells():
+    body = ('<w:tbl><w:tblGrid><w:gridCol w:w="3000"/><w:gridCol w:w="3000"/></w:tblGrid><w:tr>'
+            '<w:tc><w:tcPr><w:tcW w:w="3000" w:type="dxa"/></w:tcPr><w:p><w:r><w:t>{{ left }}</w:t></w:r></w:p></w:tc>'
+            '<w:tc><w:p><w:r><w:t>Total: {{ right }} units</w:t></w:r></w:p></w:tc></w:tr></w:tbl>'
+            '<w:p><w:r><w:t>after</w:t></w:r></w:p>')
+    out, xml = _build(body, intent_output({"left": ["one", "two"], "right": ["42"]}),
+                      {"version": 1, "zones": {"left": {"kind": "text"}, "right": {"kind": "text"}}})
+    assert zone_paragraphs(out.docx, "left") == ["one", "two"]
+    cells = xml.find(W.tbl).findall(f"{W.tr}/{W.tc}")
+    assert run_text(cells[1]) == "Total: 42 units"
+    assert run_text(xml.findall(W.p)[-1]) == "after"
+
+
+def test_two_placeholders_in_one_paragraph():
+    body = "<w:p><w:r><w:t>From {{ start }} to {{ finish }}, weather {{ weather }}.</w:t></w:r></w:p>"
+    out, xml = _build(body, intent_output({"start": ["Monday"], "finish": ["Friday"]}))
+    assert run_text(xml.find(W.p)) == "From Monday to Friday, weather ."
+    assert [s.find(f"{W.sdtPr}/{W.tag}").get(W.val) for s in xml.find(W.p).findall(W.sdt)] == [
+        "astra:start;kind=text", "astra:finish;kind=text", "astra:weather;kind=text"]
+
+
+def test_run_level_content_control():
+    body = ('<w:p><w:r><w:t xml:space="preserve">Inspector: </w:t></w:r><w:sdt><w:sdtPr>'
+            '<w:tag w:val="astra:inspector;kind=text"/><w:showingPlcHdr/><w:text/></w:sdtPr><w:sdtContent><w:r>'
+            '<w:t>Name</w:t></w:r></w:sdtContent></w:sdt><w:r><w:t xml:space="preserve"> (signed)</w:t></w:r></w:p>')
+    out, xml = _build(body, intent_output({"inspector": ["Ada & Grace"]}))
+    sdt = xml.find(f"{W.p}/{W.sdt}")
+    assert sdt.find(f"{W.sdtPr}/{W.showingPlcHdr}") is None and sdt.find(f"{W.sdtPr}/{W.text}") is None
+    assert run_text(xml.find(W.p)) == "Inspector: Ada & Grace (signed)"
+
+
+def test_placeholder_carrying_the_section_break():
+    body = (f'<w:p><w:pPr><w:pStyle w:val="Normal"/>{SECT}</w:sectPr></w:pPr><w:r><w:t>{{{{ readings }}}}</w:t></w:r>'
+            f"</w:p><w:p><w:r><w:t>next section</w:t></w:r></w:p>{SECT}</w:sectPr>")
+    out, xml = _build(body, intent_output(tables={"readings": [TABLE]}),
+                      {"version": 1, "zones": {"readings": {"kind": "table", "data": "data/*"}}})
+    content = xml.find(f"{W.sdt}/{W.sdtContent}")
+    assert [child.tag for child in content] == [W.tbl, W.p]  # the table, then the section's paragraph
+    assert content.find(f"{W.p}/{W.pPr}/{W.sectPr}") is not None
+    rows = content.find(W.tbl).findall(W.tr)
+    assert [run_text(tc) for tc in rows[1].findall(W.tc)] == ["a", "1.5"]
+    assert [run_text(tc) for tc in rows[2].findall(W.tc)] == ["b", ""]
+    assert out.fills["readings"] == {"kind": "table", "items": 1, "rows": 2}
