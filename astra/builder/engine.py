@@ -84,8 +84,10 @@ _IMAGE_REL = RT_TRANSITIONAL + "image"
 _MARKERS = ("bookmarkStart", "commentRangeStart", "permStart", "moveFromRangeStart", "moveToRangeStart")
 _END_MARKERS = ("bookmarkEnd", "commentRangeEnd", "permEnd", "moveFromRangeEnd", "moveToRangeEnd")
 _XML_SPACE = "{http://www.w3.org/XML/1998/namespace}space"
-_DEFAULT_TEXT_WIDTH_TWIPS = 9360
-_WIDTH_SAMPLE_ROWS = 200  # 6.5 in: Letter with 1 in margins, when a part says nothing
+_DEFAULT_TEXT_WIDTH_TWIPS = 9360  # 6.5 in: Letter with 1 in margins, when a part says nothing
+_WIDTH_SAMPLE_ROWS = 200
+# A generated paragraph's start: BUILDER's pPr never nests another (pPrChange is dropped).
+_LEADING_PARAGRAPH = re.compile(r"<w:p>(?:<w:pPr/>|<w:pPr>.*?</w:pPr>)?", re.S)
 
 
 class BuildError(ValueError):
@@ -178,11 +180,13 @@ class _Template:
 
 class _TemplateCache:
     """The last few templates read, by sha256: a tenant's sessions share one template, and reading
-    it (zip, XML, zones, styles) is most of a small document's build time."""
+    it (zip, XML, zones, styles) is most of a small document's build time. Bounded in count and
+    in template bytes (parsed trees take a few times their size); a template above the byte
+    budget is read for its build and not kept."""
 
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[str, _Template] = OrderedDict()
+    def __init__(self, size: int, max_bytes: int) -> None:
+        self.size, self.max_bytes = size, max_bytes
+        self._items: OrderedDict[str, tuple[_Template, int]] = OrderedDict()
         self._lock = threading.Lock()
 
     def clear(self) -> None:
@@ -194,16 +198,17 @@ class _TemplateCache:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
-                return self._items[key]
+                return self._items[key][0]
         template = _Template.read(data)
-        with self._lock:
-            self._items[key] = template
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+        if len(data) <= self.max_bytes:
+            with self._lock:
+                self._items[key] = (template, len(data))
+                while len(self._items) > self.size or sum(n for _, n in self._items.values()) > self.max_bytes:
+                    self._items.popitem(last=False)
         return template
 
 
-_TEMPLATES = _TemplateCache(16)
+_TEMPLATES = _TemplateCache(16, 64 * MiB)
 
 
 def clear_template_cache() -> None:
@@ -751,21 +756,21 @@ def _placeholder_pattern(zone_id: str) -> re.Pattern:
 
 
 def _with_markers(p: etree._Element, content: str) -> str:
-    """Bookmarks and comment ranges of a replaced paragraph kept around the new paragraphs (a
-    cross-reference to the title's bookmark still finds the title)."""
+    """Bookmarks and comment ranges of a replaced paragraph kept around the new content (a
+    cross-reference to the title's bookmark still finds the title): inside the first and last
+    paragraphs when the content starts and ends with one, else beside it (they may stand between
+    blocks too)."""
     starts = [el for el in p if local_name(el.tag) in _MARKERS]
     ends = [el for el in p if local_name(el.tag) in _END_MARKERS]
     if not starts and not ends:
         return content
-    scope = p.nsmap
-    start_xml = "".join(fragment_xml(el, scope).decode("utf-8") for el in starts)
-    end_xml = "".join(fragment_xml(el, scope).decode("utf-8") for el in ends)
-    first = content.index(">", content.index("<w:p")) + 1
-    if content.startswith("<w:p><w:pPr>") or content.startswith("<w:p><w:pPr "):
-        first = content.index("</w:pPr>") + len("</w:pPr>")
-    content = content[:first] + start_xml + content[first:]
-    last = content.rindex("</w:p>")
-    return content[:last] + end_xml + content[last:]
+    start_xml = "".join(fragment_xml(el, p.nsmap).decode("utf-8") for el in starts)
+    end_xml = "".join(fragment_xml(el, p.nsmap).decode("utf-8") for el in ends)
+    lead = _LEADING_PARAGRAPH.match(content)
+    content = content[:lead.end()] + start_xml + content[lead.end():] if lead else start_xml + content
+    if content.endswith("</w:p>"):
+        return content[:-len("</w:p>")] + end_xml + "</w:p>"
+    return content + end_xml
 
 
 def _replace_placeholder_runs(decl: ZoneDecl, sdt: etree._Element) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
 
@@ -20,7 +21,7 @@ from astra.ooxml.package import Package
 from astra.ooxml.wordml import story_parts
 from astra.ooxml.zip import FIXED_DATE_TIME
 from astra.samples import HERE as SAMPLES
-from astra.samples.templates import build_sample_template, sample_sidecar
+from astra.samples.templates import build_sample_template, minimal_docx, sample_sidecar
 
 from .helpers import intent_output, zone_controls, zone_paragraphs
 
@@ -252,3 +253,13 @@ def test_inputs_that_do_not_fit_the_template(template, maps):
               {"utterances": [], "tables": [], "zones": [{"id": "notes", "utterances": ["u9"], "tables": []}]})
     with pytest.raises(BuildError, match="cannot be read"):
         build(b"not a zip", maps.zone_map, maps.style_map, intent_output())
+
+
+def test_template_cache_is_bounded(template):
+    small = minimal_docx("<w:p><w:r><w:t>{{ a }}</w:t></w:r></w:p>")
+    other = minimal_docx("<w:p><w:r><w:t>{{ b }}</w:t></w:r></w:p>")
+    cache = engine._TemplateCache(size=1, max_bytes=len(template) - 1)
+    assert cache.get(small) is cache.get(small)  # kept: read once
+    cache.get(other)
+    assert list(cache._items) == [hashlib.sha256(other).hexdigest()]  # one at a time
+    assert cache.get(template) is not cache.get(template)  # over the byte budget: never kept

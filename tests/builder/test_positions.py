@@ -76,3 +76,16 @@ def test_placeholder_carrying_the_section_break():
     assert [run_text(tc) for tc in rows[1].findall(W.tc)] == ["a", "1.5"]
     assert [run_text(tc) for tc in rows[2].findall(W.tc)] == ["b", ""]
     assert out.fills["readings"] == {"kind": "table", "items": 1, "rows": 2}
+
+
+def test_bookmarks_around_replaced_placeholders_stay_well_placed():
+    body = ('<w:p><w:pPr/><w:bookmarkStart w:id="5" w:name="intro"/><w:r><w:t>{{ intro }}</w:t></w:r>'
+            '<w:bookmarkEnd w:id="5"/></w:p>'
+            '<w:p><w:bookmarkStart w:id="6" w:name="data"/><w:r><w:t>{{ readings }}</w:t></w:r>'
+            '<w:bookmarkEnd w:id="6"/></w:p>')
+    out, xml = _build(body, intent_output({"intro": ["Hello"]}, {"readings": [TABLE]}),
+                      {"version": 1, "zones": {"readings": {"kind": "table", "data": "data/*"}}})
+    intro, readings = (sdt.find(W.sdtContent) for sdt in xml.findall(W.sdt))
+    first = intro.find(W.p)
+    assert [child.tag for child in first] == [W.pPr, W.bookmarkStart, W.r, W.bookmarkEnd]
+    assert [child.tag for child in readings] == [W.bookmarkStart, W.tbl, W.bookmarkEnd]
