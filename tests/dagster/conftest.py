@@ -45,7 +45,7 @@ def dagster_instance(tmp_path):
 
 
 @pytest.fixture
-def defs(run_settings, core_target):
+def defs(run_settings):
     # Built after the stack env (with this test's uploads bucket) is in place: optional
     # settings are read from the environment when the definitions are built.
     from astra_assets.definitions import build_definitions
@@ -83,8 +83,9 @@ def core_server(settings, s3, pg_url, redis_url, redis_prefix, stack_env, sample
     server.stop(0)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def core_target(core_server, monkeypatch) -> str:
-    """ASTRA_CORE_TARGET of this test: the session sensor's runs classify through the test's IntentService."""
+    """ASTRA_CORE_TARGET of every test here: a code location built by a test (the `defs` fixture or its own
+    build_definitions()) classifies through the test IntentService, never whatever listens on the default port."""
     monkeypatch.setenv(ENV["core_target"], core_server.target)
     return core_server.target
