@@ -7,160 +7,122 @@ a file path or a list of paths for an image zone (relative to the JSON file). Zo
 empty. Bad input (not a .docx, a template the audit or the zone grammar refuses, an unknown zone,
 a value of the wrong shape, a missing or refused image) exits 2 with one line and writes nothing.
 
-``--session DIR`` (a session folder through CORE, then BUILDER) is not offered yet: it needs
-CORE's session pipeline as a library call.
+``--session DIR`` takes a session folder (what ``astra session upload`` takes, or that with its
+``manifest.json``) through CORE and BUILDER offline: its transcript, else speech recognition of its
+audio; the utterances classified by the local intent model (``--model``, by default the base model
+``astra core train`` saves) and bound with its ``data/`` tables; its ``media/`` images embedded
+(``astra.builder.local``). A folder, manifest, transcript or audio the platform would refuse, or no
+model, exits 2 with one line and writes nothing; what the platform would report (a bad data file or
+image, utterances out of scope) is a warning of the summary.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
-from astra.builder.engine import BuildError, build
-from astra.cli.common import emit_json, errors, fail, out
-from astra.core.data import read_tables
-from astra.ingest.audit import audit
-from astra.ingest.zones import TemplateRefused, extract_maps
-
-
-class BadInput(ValueError):
-    """The command's input is wrong: exit 2, one line."""
+from astra.cli.common import console, emit_json, errors, fail, out
 
 
 def build_command(
     template: Path = typer.Option(..., "--template", help="the template .docx"),
     sidecar: Path = typer.Option(None, "--sidecar", help="the template's <name>.zones.json"),
-    data: Path = typer.Option(..., "--data", help="JSON object: zone id -> content"),
+    data: Path = typer.Option(None, "--data", help="JSON object: zone id -> content (or --session)"),
+    session: Path = typer.Option(None, "--session", help="a session folder: transcript or audio, data/, media/ "
+                                 "(or --data)"),
     out_path: Path = typer.Option(..., "--out", help="where to write the .docx"),
-    locale: str = typer.Option(None, "--locale", help="locale for dates and numbers in tables, e.g. en-GB"),
+    model: Path = typer.Option(None, "--model", help="--session: the intent model directory (default: the base "
+                               "model under the state dir)"),
+    locale: str = typer.Option(None, "--locale", help="locale for dates and numbers in tables, e.g. en-GB "
+                               "(--session: the session's locale, instead of its manifest's)"),
     json_out: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
-    """Build a document from a template and a JSON object of zone contents."""
+    """Build a document from a template and either a JSON object of zone contents or a session folder."""
+    # Imported here: the engines (pandas, ONNX Runtime, pocketsphinx) load only when a document is built.
+    from astra.builder import local
+    from astra.builder.engine import BuildError
+    from astra.core.audio import AudioError
+    from astra.core.binding import BindingError
+    from astra.core.intent.store import ModelIntegrityError
+    from astra.core.transcript import TranscriptError
+    from astra.orchestrator.manifest import ManifestRejected
+    from astra.orchestrator.upload import UnsupportedSession
+
+    bad_input = (local.BadInput, BuildError, UnsupportedSession, ManifestRejected, TranscriptError, AudioError,
+                 BindingError, ModelIntegrityError)
     with errors():
         try:
-            result = _build(template, sidecar, data, locale)
-            _write_atomically(out_path, result.docx)
-        except (BadInput, BuildError) as exc:
-            raise fail(str(exc), 2) from None
-        summary = {"out": str(out_path), "sha256": result.sha256, "size": result.size, "fills": result.fills,
-                   "problems": [p.to_json() for p in result.problems]}
+            if (data is None) == (session is None):
+                raise local.BadInput("give exactly one of --data CONTEXT.json and --session DIR")
+            if model is not None and session is None:
+                raise local.BadInput("--model is for --session: --data fills zones without classifying")
+            template_maps = local.load_template(template, sidecar)
+            if data is not None:
+                result = local.build_from_context(template_maps, data, locale)
+                summary = _summary(out_path, result, result.problems)
+            else:
+                folder = local.read_session(session)
+                with _progress() as progress:
+                    built = local.build_from_session(template_maps, folder, model=model, locale=locale,
+                                                     progress=progress)
+                result = built.result
+                summary = _session_summary(out_path, built)
+            local.write_atomically(out_path, result.docx)
+        except bad_input as exc:
+            raise fail(escape(str(exc)), 2) from None
         if json_out:
             emit_json(summary)
-            return
-        out.print(f"wrote {out_path} ({result.size} bytes, sha256 {result.sha256[:16]}…)")
-        for zone, fill in result.fills.items():
-            out.print(f"  {zone}: {fill['items']} {fill['kind']} item(s)" +
-                      (f", {fill['rows']} rows" if "rows" in fill else ""))
-        for problem in result.problems:
-            out.print(f"  warning: {problem.zone}: {problem.detail}")
-
-
-def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise BadInput(f"{what} not found: {path}") from None
-    except OSError as exc:
-        raise BadInput(f"{what} cannot be read: {path}: {exc.strerror}") from None
-
-
-def _json(path: Path, what: str) -> object:
-    try:
-        return json.loads(_read(path, what))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{what} {path} is not valid JSON: {exc}") from None
-
-
-def _build(template_path: Path, sidecar_path: Path | None, data_path: Path, locale: str | None):
-    template = _read(template_path, "template")
-    report = audit(template, template_path.name)
-    if not report.passed:
-        first = report.refusals[0]
-        raise BadInput(f"template refused: {first.code} at {first.location}: {first.message}")
-    sidecar = _json(sidecar_path, "sidecar") if sidecar_path else None
-    try:
-        maps = extract_maps(template, sidecar)
-    except TemplateRefused as exc:
-        raise BadInput(f"template refused: {exc}") from None
-    context = _json(data_path, "data file")
-    intent_output, media = _intent_output(maps.zone_map, context, data_path.parent, locale)
-    result = build(template, maps.zone_map, maps.style_map, intent_output, media, locale=locale)
-    refused = [p for p in result.problems if p.code == "image_refused"]
-    if refused:
-        raise BadInput(f"zone {refused[0].zone!r}: image refused: {refused[0].detail}")
-    return result
-
-
-def _intent_output(zone_map: dict, context: object, base: Path, locale: str | None) -> tuple[dict, dict]:
-    """The JSON object as an intent output document (what CORE hands BUILDER) and its media."""
-    if not isinstance(context, dict):
-        raise BadInput("the data file must hold a JSON object keyed by zone id")
-    kinds = {z["id"]: z["kind"] for z in zone_map["zones"]}
-    unknown = [key for key in context if key not in kinds]
-    if unknown:
-        raise BadInput(f"the data names zone {unknown[0]!r}, which the template does not declare "
-                       f"(zones: {', '.join(kinds)})")
-    utterances: list[dict] = []
-    tables: list[dict] = []
-    media: dict[str, bytes] = {}
-    zones = []
-    for zone_id, kind in kinds.items():
-        entry: dict = {"id": zone_id, "kind": kind, "utterances": [], "tables": []}
-        value = context.get(zone_id)
-        if value is None:
-            zones.append(entry)
-            continue
-        if kind == "text":
-            texts = [_expect(isinstance(value, str), value, zone_id, "a string")]
-        elif kind == "list":
-            texts = _expect(isinstance(value, list) and all(isinstance(v, str) for v in value), value, zone_id,
-                            "a list of strings")
         else:
-            texts = []
-        for text in texts:
-            utterances.append({"id": f"{zone_id}-{len(utterances) + 1}", "text": text, "speaker": None})
-            entry["utterances"].append(utterances[-1]["id"])
-        if kind == "table":
-            _expect(isinstance(value, list) and value and all(isinstance(v, dict) for v in value), value, zone_id,
-                    "a non-empty list of objects")
-            dataset = read_tables([(f"data/{zone_id}.json", json.dumps(value).encode("utf-8"))])
-            if dataset.problems:
-                raise BadInput(f"zone {zone_id!r}: {dataset.problems[0].detail}")
-            tables.append(dataset.tables[0].to_json())
-            entry["tables"].append(tables[-1]["id"])
-        if kind == "image":
-            paths = [value] if isinstance(value, str) else value
-            _expect(isinstance(paths, list) and paths and all(isinstance(p, str) for p in paths), value, zone_id,
-                    "a file path or a list of file paths")
-            entry["media"] = []
-            for raw in paths:
-                path = Path(raw) if Path(raw).is_absolute() else base / raw
-                media[raw] = _read(path, f"image for zone {zone_id!r}")
-                entry["media"].append(raw)
-        zones.append(entry)
-    return {"locale": locale, "utterances": utterances, "tables": tables, "zones": zones}, media
+            _print(summary)
 
 
-def _expect(ok: bool, value: object, zone_id: str, shape: str):
-    if not ok:
-        raise BadInput(f"zone {zone_id!r} needs {shape}, not {type(value).__name__}")
-    return value
+@contextmanager
+def _progress() -> Iterator[Callable[[str], None]]:
+    """The step under way, on stderr while it runs (speech recognition takes seconds); nothing when piped."""
+    with console.status("reading the session") as status:
+        yield lambda step: status.update(escape(step))
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder: a failed write leaves nothing behind."""
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise BadInput(f"output folder does not exist: {folder}")
-    fd, tmp = tempfile.mkstemp(prefix=".astra-build-", suffix=".docx", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _summary(out_path: Path, result, problems) -> dict:
+    return {"out": str(out_path), "sha256": result.sha256, "size": result.size, "fills": result.fills,
+            "problems": [p.to_json() for p in problems]}
+
+
+def _session_summary(out_path: Path, built) -> dict:
+    document, transcript = built.intent_output, built.transcript
+    return {**_summary(out_path, built.result, built.problems),
+            "transcript": {"source": transcript["source"], "origin": transcript["origin"],
+                           "utterances": transcript["utterance_count"],
+                           "duration_seconds": transcript["duration_seconds"]},
+            "model_version": document["model_version"], "locale": document["locale"],
+            "counts": document["counts"], "data_problems": document["data_problems"],
+            "unbound_tables": document["unbound_tables"], "fallback_zone": document["fallback_zone"]}
+
+
+def _print(summary: dict) -> None:
+    def say(line: str) -> None:
+        out.print(line, markup=False)  # paths and zone ids are not markup
+
+    say(f"wrote {summary['out']} ({summary['size']} bytes, sha256 {summary['sha256'][:16]}…)")
+    if "transcript" in summary:
+        t, counts = summary["transcript"], summary["counts"]
+        said = {"manifest": f"from {t['origin']}", "asr": f"recognized from {t['origin']}",
+                "none": "none (no transcript or audio)"}[t["source"]]
+        say(f"  transcript: {t['utterances']} utterance(s) {said}; intent model {summary['model_version'] or '-'}")
+        flagged = [f"{counts[flag]} {flag.replace('_', ' ')}" for flag in
+                   ("out_of_scope", "unmatched", "low_confidence", "locale_unsupported") if counts[flag]]
+        if flagged:
+            say(f"  utterances: {', '.join(flagged)} (out of scope and unmatched go to "
+                f"{summary['fallback_zone']!r})")
+    for zone, fill in summary["fills"].items():
+        say(f"  {zone}: {fill['items']} {fill['kind']} item(s)" + (f", {fill['rows']} rows" if "rows" in fill else ""))
+    for problem in summary["problems"]:
+        say(f"  warning: {problem['zone'] or 'session'}: {problem['detail']}")
+    for problem in summary.get("data_problems", []):
+        say(f"  warning: {problem['source']}: {problem['reason']}: {problem['detail']}")
+    for table in summary.get("unbound_tables", []):
+        say(f"  warning: {table}: no table zone takes it")

@@ -1,0 +1,350 @@
+"""A document from local files, with no platform: what ``astra build`` runs (ISSUE 9 §3).
+
+Two ways to fill a template's zones, both ending in :func:`astra.builder.engine.build`:
+
+* :func:`build_from_context`: a JSON object keyed by zone id (structured data, no speech).
+* :func:`build_from_session`: a session folder through CORE, then BUILDER, as the platform's assets do it, with
+  local stand-ins for what the platform serves: the local intent model instead of IntentService, the folder's
+  files instead of the handover's durable copies.
+
+A session folder is either what ``astra session upload`` takes (judged by the upload's own rules: exactly one
+file per role at most, supported types, nothing else, no symlink out of the folder) or such a folder with its
+``manifest.json``, as it sits in the uploads bucket (judged as the session sensor judges an upload: the published
+schema, and every file it names present; files it does not name are left out, as the handover leaves them).
+The manifest gives the session's locale.
+
+The transcript is the session's transcript file, else speech recognition of its audio with the in-domain LM (the
+one the transcript asset builds, from the same cache), else empty (a data-only session). The utterances are
+classified by the local model (``astra core train`` makes it) and bound with the session's ``data/`` tables to the
+template's zones by :func:`astra.core.binding.bind`; ``media/`` images fill the image zones.
+
+Bad input is a :class:`BadInput` (or the refusing engine's own error) with one line; nothing is written then.
+What the platform reports rather than refuses (a malformed data file, a bad image, an utterance out of scope)
+stays a problem of the result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from astra.builder.engine import BuildCaps, BuildProblem, BuildResult, build
+from astra.core.asr import Recognizer
+from astra.core.audio import DEFAULT_MAX_SECONDS, load_pcm
+from astra.core.binding import bind
+from astra.core.core_client import Classified, IntentAnswer
+from astra.core.data import DataProblem, DataSet, Limits, read_tables
+from astra.core.intent.model import IntentModel
+from astra.core.intent.store import BASE_TENANT, resolve_model, tenant_dir
+from astra.core.intent_output import Classify, classify_utterances
+from astra.core.transcribe import LanguageModelSource, choose_source, empty_document
+from astra.core.transcript import from_recognition, parse_transcript, transcript_document
+from astra.ingest.audit import audit
+from astra.ingest.zones import TemplateRefused, extract_maps
+from astra.orchestrator.manifest import MAX_MANIFEST_BYTES, ManifestRejected, check_schema
+from astra.orchestrator.upload import read_session_folder, session_roles
+from astra.settings import Settings
+from astra.stack.stack import state_dir
+
+MANIFEST = "manifest.json"
+# The transcript asset's LM cache under the state dir (astra_assets/core.py LM_CACHE): a local build reuses the
+# in-domain LM the stack built, and the stack reuses this one.
+LM_CACHE = "lm-cache"
+
+Progress = Callable[[str], None]
+
+
+class BadInput(ValueError):
+    """The command's input is wrong: one line, nothing written."""
+
+
+@dataclass(frozen=True)
+class Template:
+    docx: bytes
+    zone_map: dict
+    style_map: dict
+
+
+@dataclass(frozen=True)
+class LocalSession:
+    """A session folder: its files by path in the session (``data/readings.csv``) and role, and its locale."""
+
+    root: Path
+    files: tuple[dict, ...]  # {"role", "path"}, as a handover record lists them (choose_source reads these)
+    locale: str | None
+    manifest: dict | None  # the folder's manifest.json, when it has one
+
+    def paths(self, role: str) -> list[str]:
+        return sorted(f["path"] for f in self.files if f["role"] == role)
+
+    def file(self, path: str) -> Path:
+        return self.root / path
+
+
+@dataclass(frozen=True)
+class SessionBuild:
+    result: BuildResult
+    transcript: dict
+    intent_output: dict
+    problems: list[BuildProblem]  # the build's, plus media left out before the build (too large to read)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def read_bytes(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise BadInput(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise BadInput(f"{what} is a folder, not a file: {path}") from None
+    except OSError as exc:
+        raise BadInput(f"{what} cannot be read: {path}: {exc.strerror}") from None
+
+
+def read_json(path: Path, what: str) -> object:
+    try:
+        return json.loads(read_bytes(path, what))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{what} {path} is not valid JSON: {exc}") from None
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write through a temporary file in the same folder: a failed write leaves nothing behind."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise BadInput(f"output folder does not exist: {folder}")
+    fd, tmp = tempfile.mkstemp(prefix=".astra-build-", suffix=".docx", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_template(path: Path, sidecar_path: Path | None) -> Template:
+    """The template, refused as INGEST refuses an upload (the audit, then the zone grammar), and its maps."""
+    docx = read_bytes(path, "template")
+    report = audit(docx, path.name)
+    if not report.passed:
+        first = report.refusals[0]
+        raise BadInput(f"template refused: {first.code} at {first.location}: {first.message}")
+    sidecar = read_json(sidecar_path, "sidecar") if sidecar_path else None
+    try:
+        maps = extract_maps(docx, sidecar)
+    except TemplateRefused as exc:
+        raise BadInput(f"template refused: {exc}") from None
+    return Template(docx, maps.zone_map, maps.style_map)
+
+
+# --------------------------------------------------------------------------- --data: a JSON object by zone id
+
+
+def build_from_context(template: Template, context_path: Path, locale: str | None) -> BuildResult:
+    """The document of a JSON object keyed by zone id (``astra build --data``). An image it names that the
+    builder refuses is bad input here: the user named that very file."""
+    context = read_json(context_path, "data file")
+    intent_output, media = context_intent_output(template.zone_map, context, context_path.parent, locale)
+    result = build(template.docx, template.zone_map, template.style_map, intent_output, media, locale=locale)
+    refused = [p for p in result.problems if p.code == "image_refused"]
+    if refused:
+        raise BadInput(f"zone {refused[0].zone!r}: image refused: {refused[0].detail}")
+    return result
+
+
+def context_intent_output(zone_map: dict, context: object, base: Path, locale: str | None) -> tuple[dict, dict]:
+    """The JSON object as an intent output document (what CORE hands BUILDER) and its media."""
+    if not isinstance(context, dict):
+        raise BadInput("the data file must hold a JSON object keyed by zone id")
+    kinds = {z["id"]: z["kind"] for z in zone_map["zones"]}
+    unknown = [key for key in context if key not in kinds]
+    if unknown:
+        raise BadInput(f"the data names zone {unknown[0]!r}, which the template does not declare "
+                       f"(zones: {', '.join(kinds)})")
+    utterances: list[dict] = []
+    tables: list[dict] = []
+    media: dict[str, bytes] = {}
+    zones = []
+    for zone_id, kind in kinds.items():
+        entry: dict = {"id": zone_id, "kind": kind, "utterances": [], "tables": []}
+        value = context.get(zone_id)
+        if value is None:
+            zones.append(entry)
+            continue
+        if kind == "text":
+            texts = [_expect(isinstance(value, str), value, zone_id, "a string")]
+        elif kind == "list":
+            texts = _expect(isinstance(value, list) and all(isinstance(v, str) for v in value), value, zone_id,
+                            "a list of strings")
+        else:
+            texts = []
+        for text in texts:
+            utterances.append({"id": f"{zone_id}-{len(utterances) + 1}", "text": text, "speaker": None})
+            entry["utterances"].append(utterances[-1]["id"])
+        if kind == "table":
+            _expect(isinstance(value, list) and value and all(isinstance(v, dict) for v in value), value, zone_id,
+                    "a non-empty list of objects")
+            dataset = read_tables([(f"data/{zone_id}.json", json.dumps(value).encode("utf-8"))])
+            if dataset.problems:
+                raise BadInput(f"zone {zone_id!r}: {dataset.problems[0].detail}")
+            tables.append(dataset.tables[0].to_json())
+            entry["tables"].append(tables[-1]["id"])
+        if kind == "image":
+            paths = [value] if isinstance(value, str) else value
+            _expect(isinstance(paths, list) and paths and all(isinstance(p, str) for p in paths), value, zone_id,
+                    "a file path or a list of file paths")
+            entry["media"] = []
+            for raw in paths:
+                path = Path(raw) if Path(raw).is_absolute() else base / raw
+                media[raw] = read_bytes(path, f"image for zone {zone_id!r}")
+                entry["media"].append(raw)
+        zones.append(entry)
+    return {"locale": locale, "utterances": utterances, "tables": tables, "zones": zones}, media
+
+
+def _expect(ok: bool, value: object, zone_id: str, shape: str):
+    if not ok:
+        raise BadInput(f"zone {zone_id!r} needs {shape}, not {type(value).__name__}")
+    return value
+
+
+# --------------------------------------------------------------------------- --session: a session folder
+
+
+def read_session(folder: Path) -> LocalSession:
+    """The session folder, judged (see the module docstring). Raises UnsupportedSession, ManifestRejected or
+    BadInput, each with one line."""
+    if not (folder / MANIFEST).exists() and not (folder / MANIFEST).is_symlink():
+        files = read_session_folder(folder)
+        by_role = session_roles(files)
+        entries = tuple({"role": role, "path": path} for role, paths in sorted(by_role.items()) for path in paths)
+        return LocalSession(folder.resolve(), entries, None, None)
+    root = folder.resolve()
+    manifest_path = folder / MANIFEST
+    where = str(manifest_path)
+    if not manifest_path.is_file() or not manifest_path.resolve().is_relative_to(root):
+        raise ManifestRejected(where, "not a file of the folder")
+    if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise ManifestRejected(where, f"manifest is {manifest_path.stat().st_size} bytes, more than "
+                                      f"{MAX_MANIFEST_BYTES}")
+    try:
+        doc = json.loads(manifest_path.read_bytes())
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON; absurd nesting
+        raise ManifestRejected(where, f"not valid JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
+    check_schema(where, doc)
+    named = [("audio", doc.get("audio")), ("transcript", doc.get("transcript"))]
+    named += [("data", p) for p in doc["data"]] + [("media", p) for p in doc["media"]]
+    entries = tuple({"role": role, "path": path} for role, path in named if path)
+    absent = [f["path"] for f in entries if not _inside(root, folder / f["path"])]
+    if absent:
+        raise ManifestRejected(where, f"names files that are not in the folder: {', '.join(absent)}")
+    return LocalSession(root, entries, doc.get("locale"), doc)
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """A regular file of the folder (a symlink may lead to another file of it, not out of it)."""
+    return path.is_file() and path.resolve().is_relative_to(root)
+
+
+def default_language_model() -> LanguageModelSource:
+    """The in-domain LM the transcript asset uses: built from the intent catalog's training utterances, cached
+    under the state dir."""
+    return LanguageModelSource.beside_catalog(Settings.from_env().intent_catalog, state_dir() / LM_CACHE)
+
+
+def load_intent_model(model: Path | None) -> IntentModel:
+    """The local intent model: ``model`` (a model directory, or a tenant directory whose LATEST names one), by
+    default the base model ``astra core train`` saves under the state dir."""
+    path = model if model is not None else tenant_dir(BASE_TENANT)
+    try:
+        return IntentModel.load(resolve_model(path))
+    except FileNotFoundError as exc:
+        if model is None:
+            raise BadInput(f"no intent model: {path} holds none; run `astra core train` (or pass --model DIR)") \
+                from None
+        raise BadInput(f"--model {model}: no model there; run `astra core train` or name a model directory") \
+            from exc
+
+
+def local_classifier(model: IntentModel) -> Classify:
+    """IntentService's Classify answered by the model in this process."""
+    def classify(texts: Sequence[str]) -> Classified:
+        return Classified(model.version, [IntentAnswer(p.intent, p.domain, p.confidence, p.oos)
+                                          for p in model.classify(texts)])
+    return classify
+
+
+def session_transcript(session: LocalSession, lm_source: LanguageModelSource, progress: Progress,
+                       max_audio_seconds: float = DEFAULT_MAX_SECONDS) -> dict:
+    """The transcript document from the source the transcript asset would choose (transcript, audio, none)."""
+    source, f = choose_source({"files": session.files})
+    if source == "manifest":
+        utterances = parse_transcript(session.file(f["path"]))
+        return transcript_document(utterances, source="manifest", origin=f["path"])
+    if source == "none":
+        return empty_document()
+    progress(f"transcribing {f['path']} (speech recognition, in-domain LM)")
+    pcm = load_pcm(session.file(f["path"]), max_audio_seconds)
+    progress(f"transcribing {f['path']} ({pcm.duration_seconds:.0f} s of speech, in-domain LM)")
+    recognizer = Recognizer(lm_source.build())
+    return transcript_document(from_recognition(recognizer.recognize(pcm.data)), source="asr", origin=f["path"],
+                               duration_seconds=round(pcm.duration_seconds, 3),
+                               asr_model_sha256=recognizer.asr_model_sha256, lm_sha256=recognizer.lm_sha256)
+
+
+def session_data(session: LocalSession, limits: Limits = Limits()) -> DataSet:
+    """Tables and problems of the session's ``data/`` files; a file over the size cap is refused unread."""
+    files, refused = [], []
+    for path in session.paths("data"):
+        size = session.file(path).stat().st_size
+        if size > limits.max_bytes:
+            refused.append(DataProblem(path, "too_large", f"{size} bytes, over the {limits.max_bytes}-byte cap"))
+        else:
+            files.append((path, session.file(path).read_bytes()))
+    data = read_tables(files, limits)
+    data.problems = sorted([*refused, *data.problems], key=lambda p: (p.source, p.sheet or ""))
+    return data
+
+
+def session_media(session: LocalSession, caps: BuildCaps) -> tuple[dict[str, bytes], list[BuildProblem]]:
+    """The session's images by path (``media/site.png``); one over the builder's byte cap is left out unread."""
+    media, problems = {}, []
+    for path in session.paths("media"):
+        size = session.file(path).stat().st_size
+        if size > caps.max_image_bytes:
+            too_large = f"{path}: too_large: {size} bytes, over the {caps.max_image_bytes}-byte limit"
+            problems.append(BuildProblem(None, "image_refused", too_large))
+        else:
+            media[path] = session.file(path).read_bytes()
+    return media, problems
+
+
+def build_from_session(template: Template, session: LocalSession, *, model: Path | None = None,
+                       lm_source: LanguageModelSource | None = None, locale: str | None = None,
+                       caps: BuildCaps = BuildCaps(), progress: Progress = lambda step: None) -> SessionBuild:
+    """The session's document: transcript, classified by the local model, bound with its data to the template's
+    zones, built with its media. ``locale`` (else the manifest's) is the session's locale."""
+    locale = locale or session.locale
+    source, _ = choose_source({"files": session.files})
+    # The model is loaded before speech recognition: a missing model is said now, not after the audio.
+    if source != "none":
+        progress("loading the intent model")
+    intent_model = None if source == "none" else load_intent_model(model)
+    transcript = session_transcript(session, lm_source or default_language_model(), progress)
+    progress(f"classifying {transcript['utterance_count']} utterances")
+    classified, model_version = ([], None) if intent_model is None else \
+        classify_utterances(transcript["utterances"], local_classifier(intent_model))
+    intent_output = bind(template.zone_map, classified, session_data(session), locale=locale,
+                         model_version=model_version)
+    progress("building the document")
+    media, left_out = session_media(session, caps)
+    result = build(template.docx, template.zone_map, template.style_map, intent_output, media, locale=locale,
+                   caps=caps)
+    return SessionBuild(result, transcript, intent_output, [*left_out, *result.problems])
