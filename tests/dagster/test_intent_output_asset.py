@@ -104,7 +104,7 @@ def test_the_sensor_run_binds_the_sample_session_to_the_pinned_zones(defs, dagst
         assert ("low_confidence" in u["flags"]) == (u["confidence"] < DEFAULT_LOW_CONFIDENCE)
     assert meta["per_zone"] == document["counts"]["per_zone"]
     assert sum(meta["per_zone"].values()) == 5 and meta["per_zone"]["summary"] >= 2
-    assert meta["out_of_scope"] == sum(u["oos"] for u in document["utterances"])
+    assert meta["out_of_scope"] == sum(u["oos"] for u in document["utterances"]) >= 1  # the service's oos flag
 
     # The CSV, typed, in the table zone its pattern names.
     assert meta["tables"] == {"data/readings.csv": "measurements"} and meta["data_problems"] == []
