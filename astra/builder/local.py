@@ -114,11 +114,17 @@ def read_json(path: Path, what: str) -> object:
         raise BadInput(f"{what} {path} is not valid JSON: {exc}") from None
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder: a failed write leaves nothing behind."""
+def output_folder(path: Path) -> Path:
+    """The folder ``path`` will be written in; checked before a build, which may take seconds of speech."""
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise BadInput(f"output folder does not exist: {folder}")
+    return folder
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write through a temporary file in the same folder: a failed write leaves nothing behind."""
+    folder = output_folder(path)
     fd, tmp = tempfile.mkstemp(prefix=".astra-build-", suffix=".docx", dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -60,6 +60,7 @@ def build_command(
                 raise local.BadInput("give exactly one of --data CONTEXT.json and --session DIR")
             if model is not None and session is None:
                 raise local.BadInput("--model is for --session: --data fills zones without classifying")
+            local.output_folder(out_path)
             template_maps = local.load_template(template, sidecar)
             if data is not None:
                 result = local.build_from_context(template_maps, data, locale)

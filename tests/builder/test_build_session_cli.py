@@ -196,3 +196,19 @@ def test_data_and_session_are_exclusive(work, model_dir):
     assert model_with_data.returncode == 2 and "--model is for --session" in model_with_data.stderr
     _written_nothing(work)
     assert os.listdir(work / "state") == []
+
+
+def test_a_bad_image_is_a_warning_not_a_failure(work, model_dir):
+    """As the platform reports a bad image and leaves it out, so does the local build."""
+    (work / "session" / "media" / "site.png").write_bytes(b"<svg onload='alert(1)'>not a png</svg>")
+    res = _build(work, "--model", str(model_dir))
+    assert res.returncode == 0, res.stderr
+    assert "site_photo: 0 image item(s)" in res.stdout
+    assert "warning: site_photo: media/site.png: not_an_image" in res.stdout, res.stdout
+
+
+def test_an_output_folder_that_does_not_exist_is_said_before_the_build(work):
+    # No model either: the output folder is judged first, before seconds of model loading and speech.
+    res = run_cli("build", "--template", str(work / "field_inspection.docx"), "--session", str(work / "session"),
+                  "--out", str(work / "missing" / "out.docx"), env={"ASTRA_STATE_DIR": str(work / "state")})
+    assert res.returncode == 2 and "output folder does not exist" in res.stderr, res.stderr
