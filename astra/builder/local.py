@@ -75,8 +75,7 @@ class LocalSession:
 
     root: Path
     files: tuple[dict, ...]  # {"role", "path"}, as a handover record lists them (choose_source reads these)
-    locale: str | None
-    manifest: dict | None  # the folder's manifest.json, when it has one
+    locale: str | None  # the manifest's, when the folder has one
 
     def paths(self, role: str) -> list[str]:
         return sorted(f["path"] for f in self.files if f["role"] == role)
@@ -231,7 +230,7 @@ def read_session(folder: Path) -> LocalSession:
         files = read_session_folder(folder)
         by_role = session_roles(files)
         entries = tuple({"role": role, "path": path} for role, paths in sorted(by_role.items()) for path in paths)
-        return LocalSession(folder.resolve(), entries, None, None)
+        return LocalSession(folder.resolve(), entries, None)
     root = folder.resolve()
     manifest_path = folder / MANIFEST
     where = str(manifest_path)
@@ -251,7 +250,7 @@ def read_session(folder: Path) -> LocalSession:
     absent = [f["path"] for f in entries if not _inside(root, folder / f["path"])]
     if absent:
         raise ManifestRejected(where, f"names files that are not in the folder: {', '.join(absent)}")
-    return LocalSession(root, entries, doc.get("locale"), doc)
+    return LocalSession(root, entries, doc.get("locale"))
 
 
 def _inside(root: Path, path: Path) -> bool:
@@ -271,12 +270,12 @@ def load_intent_model(model: Path | None) -> IntentModel:
     path = model if model is not None else tenant_dir(BASE_TENANT)
     try:
         return IntentModel.load(resolve_model(path))
-    except FileNotFoundError as exc:
+    except FileNotFoundError:
         if model is None:
             raise BadInput(f"no intent model: {path} holds none; run `astra core train` (or pass --model DIR)") \
                 from None
         raise BadInput(f"--model {model}: no model there; run `astra core train` or name a model directory") \
-            from exc
+            from None
 
 
 def local_classifier(model: IntentModel) -> Classify:
