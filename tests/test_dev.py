@@ -17,6 +17,8 @@ import pytest
 
 from astra.stack import processes
 from tests.conftest import ROOT, run_cli
+from tests.core.test_model_store import tiny_encoder  # noqa: F401 — fixtures the IntentService below needs
+from tests.dagster.conftest import core_server, sample_intents_model  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -44,11 +46,15 @@ def runs(port: int) -> list[dict]:
             for r in data["data"]["runsOrError"]["results"]]
 
 
-def test_dev_serves_the_ui_runs_the_sensors_and_stops_every_child(stack_env, s3, tenant, tmp_path):
+def test_dev_serves_the_ui_runs_the_sensors_and_stops_every_child(stack_env, s3, tenant, tmp_path,
+                                                                 core_server):  # noqa: F811
+
     # A bucket of its own: the daemon's sensors scan every tenant in the uploads bucket.
     bucket = f"{stack_env['ASTRA_UPLOADS_BUCKET']}-dev-{uuid.uuid4().hex[:6]}"
     s3.create_bucket(Bucket=bucket)
-    env_vars = {**stack_env, "ASTRA_UPLOADS_BUCKET": bucket, "ASTRA_STATE_DIR": str(tmp_path / "state")}
+    # The session run ends with intent_output, which classifies through IntentService (as `astra stack up` runs it).
+    env_vars = {**stack_env, "ASTRA_UPLOADS_BUCKET": bucket, "ASTRA_STATE_DIR": str(tmp_path / "state"),
+                "ASTRA_CORE_TARGET": core_server.target}
     port = processes.free_port()
     astra = str(Path(os.sys.executable).with_name("astra"))
     proc = subprocess.Popen([astra, "dev", "--port", str(port)], env={**os.environ, **env_vars}, cwd=ROOT,
@@ -63,7 +69,7 @@ def test_dev_serves_the_ui_runs_the_sensors_and_stops_every_child(stack_env, s3,
 
         keys = wait_for("the Dagster UI", asset_keys, timeout=120)
         assert {"template_upload", "template_atoms", "tenant_config", "session_upload", "session_handover",
-                "custody_audio", "feedback_upload"} <= keys
+                "custody_audio", "transcript", "intent_output", "feedback_upload"} <= keys
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 3  # dagster dev, webserver, daemon, code server
 
