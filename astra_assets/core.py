@@ -20,7 +20,7 @@ from astra.core.audio import AudioError
 from astra.core.binding import FLAG_LOCALE_UNSUPPORTED, BindingError
 from astra.core.core_client import transient
 from astra.core.intent_output import TranscriptUnavailable, build_intent_output, load_transcript, store_output
-from astra.core.transcribe import LanguageModelSource, SessionFileError, store_document, transcribe
+from astra.core.transcribe import LM_CACHE, LanguageModelSource, SessionFileError, store_document, transcribe
 from astra.core.transcript import TranscriptError
 from astra.grpc_auth import ServiceAuthError
 from astra.orchestrator.handover import load_record
@@ -29,8 +29,6 @@ from astra.tenancy import SessionKey
 from astra_assets.orchestrator import session_handover
 from astra_assets.partitions import sessions_partitions
 from resources import ConfigStoreResource, IntentCatalogResource, IntentServiceResource, StorageLayout
-
-LM_CACHE = "lm-cache"
 
 
 @asset(

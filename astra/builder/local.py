@@ -33,16 +33,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from astra.builder.engine import BuildCaps, BuildProblem, BuildResult, build
-from astra.core.asr import Recognizer
-from astra.core.audio import DEFAULT_MAX_SECONDS, load_pcm
+from astra.core.audio import DEFAULT_MAX_SECONDS
 from astra.core.binding import bind
 from astra.core.core_client import Classified, IntentAnswer
 from astra.core.data import DataProblem, DataSet, Limits, read_tables
 from astra.core.intent.model import IntentModel
 from astra.core.intent.store import BASE_TENANT, resolve_model, tenant_dir
 from astra.core.intent_output import Classify, classify_utterances
-from astra.core.transcribe import LanguageModelSource, choose_source, empty_document
-from astra.core.transcript import from_recognition, parse_transcript, transcript_document
+from astra.core.transcribe import LM_CACHE, LanguageModelSource, choose_source, empty_document, recognize_file
+from astra.core.transcript import parse_transcript, transcript_document
 from astra.ingest.audit import audit
 from astra.ingest.zones import TemplateRefused, extract_maps
 from astra.orchestrator.manifest import MAX_MANIFEST_BYTES, ManifestRejected, check_schema
@@ -51,9 +50,6 @@ from astra.settings import Settings
 from astra.stack.stack import state_dir
 
 MANIFEST = "manifest.json"
-# The transcript asset's LM cache under the state dir (astra_assets/core.py LM_CACHE): a local build reuses the
-# in-domain LM the stack built, and the stack reuses this one.
-LM_CACHE = "lm-cache"
 
 Progress = Callable[[str], None]
 
@@ -296,12 +292,7 @@ def session_transcript(session: LocalSession, lm_source: LanguageModelSource, pr
     if source == "none":
         return empty_document()
     progress(f"transcribing {f['path']} (speech recognition, in-domain LM)")
-    pcm = load_pcm(session.file(f["path"]), max_audio_seconds)
-    progress(f"transcribing {f['path']} ({pcm.duration_seconds:.0f} s of speech, in-domain LM)")
-    recognizer = Recognizer(lm_source.build())
-    return transcript_document(from_recognition(recognizer.recognize(pcm.data)), source="asr", origin=f["path"],
-                               duration_seconds=round(pcm.duration_seconds, 3),
-                               asr_model_sha256=recognizer.asr_model_sha256, lm_sha256=recognizer.lm_sha256)
+    return recognize_file(session.file(f["path"]), f["path"], lm_source, max_audio_seconds)
 
 
 def session_data(session: LocalSession, limits: Limits = Limits()) -> DataSet:

@@ -26,6 +26,7 @@ from astra.s3 import is_missing
 # The training utterances sit beside the intent catalog (domains.json) in the CLINC150 dataset folder.
 TRAINING_FILE = "clinc150_full_train_val.json"
 TRAINING_SPLIT = "train"
+LM_CACHE = "lm-cache"  # the in-domain LMs built, under the state dir (shared by the asset and `astra build`)
 _STREAM_CHUNK = 1 << 20
 
 
@@ -93,12 +94,18 @@ def from_audio(s3, f: dict, lm_source: LanguageModelSource, max_audio_seconds: f
         # Named as in the session: the converter's errors name the file, and its suffix says the format.
         local = Path(tmp) / Path(f["path"]).name
         download_blob(s3, f, local)
-        pcm = load_pcm(local, max_audio_seconds)
-    recognizer = Recognizer(lm_source.build())
-    document = transcript_document(from_recognition(recognizer.recognize(pcm.data)), source="asr", origin=f["path"],
-                                   duration_seconds=round(pcm.duration_seconds, 3),
-                                   asr_model_sha256=recognizer.asr_model_sha256, lm_sha256=recognizer.lm_sha256)
+        document = recognize_file(local, f["path"], lm_source, max_audio_seconds)
     return {**document, "origin_sha256": f["sha256"]}
+
+
+def recognize_file(path: Path, origin: str, lm_source: LanguageModelSource,
+                   max_audio_seconds: float = DEFAULT_MAX_SECONDS) -> dict:
+    """The transcript document of a local audio file: converted, cut at silences, decoded with the in-domain LM."""
+    pcm = load_pcm(path, max_audio_seconds)
+    recognizer = Recognizer(lm_source.build())
+    return transcript_document(from_recognition(recognizer.recognize(pcm.data)), source="asr", origin=origin,
+                               duration_seconds=round(pcm.duration_seconds, 3),
+                               asr_model_sha256=recognizer.asr_model_sha256, lm_sha256=recognizer.lm_sha256)
 
 
 def empty_document() -> dict:
