@@ -36,6 +36,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from astra.core.intent.model import IntentModel
 from astra.core.intent.store import BASE_TENANT
 from astra.core.model_store import ModelRecord, ModelStore, channel, drain_outbox
+from astra.core.transcript import MAX_TEXT_CHARS as TRANSCRIPT_MAX_TEXT_CHARS
 from astra.grpc_auth import TlsFiles, check_exposure, join_target, server_credentials, server_interceptors, split_target
 from astra.ingest.registry_server import RegistryServer
 from astra.protos import core_intent_pb2 as pb
@@ -49,7 +50,7 @@ DEFAULT_WORKERS = 4
 DEFAULT_MAX_TENANTS = 64
 DEFAULT_RECONCILE_S = 30.0
 MAX_UTTERANCES = 2000
-MAX_TEXT_CHARS = 2000
+MAX_TEXT_CHARS = TRANSCRIPT_MAX_TEXT_CHARS  # one cap: every utterance a transcript may hold can be classified
 _DB_ERRORS = (psycopg.OperationalError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError)
 
 

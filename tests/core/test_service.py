@@ -124,6 +124,17 @@ def test_a_tenant_without_a_model_gets_the_base_and_a_bad_tenant_is_refused(star
     assert server.cache.stats()["own_models"] == 0 and server.cache.stats()["bytes"] > 0
 
 
+def test_every_utterance_a_transcript_may_hold_is_classified_and_a_longer_one_refused(start, tenant):
+    from astra.core.transcript import MAX_TEXT_CHARS
+
+    client = IntentClient(start().target, TOKEN)
+    longest = ("what is the weather " * MAX_TEXT_CHARS)[:MAX_TEXT_CHARS]
+    assert len(client.classify(tenant, [longest]).intents) == 1
+    with pytest.raises(grpc.RpcError) as refused:
+        client.classify(tenant, [longest + "x"])
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and str(MAX_TEXT_CHARS) in refused.value.details()
+
+
 def test_hot_reload_while_another_process_classifies(start, store, tiny_models, tenant, pg_url, redis_url,  # noqa: F811
                                                      redis_prefix):
     (dir_a, model_a), (dir_b, model_b) = tiny_models[0], tiny_models[1]
