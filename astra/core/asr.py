@@ -2,7 +2,8 @@
 tenant's in-domain language model (astra.core.lm) or, without one, pocketsphinx's default model.
 
 Long audio is cut at silences by pocketsphinx's voice-activity Segmenter; each speech segment is one utterance with
-start/end times, its text, a confidence (the decoder's posterior probability of the hypothesis, from the lattice),
+start/end times, its text, a confidence (the mean lattice posterior of its words: the posterior of the whole
+hypothesis is ~0 for any sentence of more than a few words, so it says nothing),
 and the sha256 of the acoustic model and of the language model that produced it.
 """
 
@@ -89,16 +90,21 @@ class Recognizer:
         self.lm_sha256 = self.language_model.sha256 if self.language_model else file_sha256(self._decoder.config["lm"])
 
     def decode(self, pcm: bytes) -> tuple[str, float]:
-        """Text and posterior probability of one speech segment (16 kHz mono s16le)."""
+        """Text and confidence (mean word posterior) of one speech segment (16 kHz mono s16le)."""
         self._decoder.start_utt()
         self._decoder.process_raw(pcm, full_utt=True)
         self._decoder.end_utt()
         hypothesis = self._decoder.hyp()
         if hypothesis is None:
             return "", 0.0
-        words = [re.sub(r"\(\d+\)$", "", s.word) for s in self._decoder.seg()]
-        text = " ".join(w for w in words if not _FILLER.match(w))
-        return text, min(max(float(hypothesis.prob), 0.0), 1.0) if self.options.bestpath else 1.0
+        words = [(re.sub(r"\(\d+\)$", "", s.word), s.prob) for s in self._decoder.seg()]
+        spoken = [(w, p) for w, p in words if not _FILLER.match(w)]
+        if not spoken:
+            return "", 0.0
+        if not self.options.bestpath:  # no lattice, no posteriors
+            return " ".join(w for w, _ in spoken), 1.0
+        confidence = sum(min(max(float(p), 0.0), 1.0) for _, p in spoken) / len(spoken)
+        return " ".join(w for w, _ in spoken), confidence
 
     def recognize(self, pcm: bytes) -> list[RecognizedUtterance]:
         """Every speech segment of the audio that decodes to at least one word, in time order."""

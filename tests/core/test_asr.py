@@ -194,6 +194,8 @@ def test_in_domain_lm_recognises_speech_split_at_silence(tmp_path, in_domain_lm)
     assert wer("transfer one hundred dollars to my savings account", u1.text) <= 0.25, u1.text
     assert wer("what is the weather like today", u2.text) <= 0.34, u2.text
     assert all(0.0 <= u.confidence <= 1.0 for u in utterances)
+    # The mean word posterior: a sentence heard well is confident (the whole-hypothesis posterior was ~0 for any).
+    assert u1.confidence > 0.5, u1.confidence
     assert u1.lm_sha256 == in_domain_lm.sha256 and len(u1.asr_model_sha256) == 64
 
 

@@ -86,11 +86,12 @@ def test_audio_only_goes_through_speech_recognition_with_the_in_domain_lm(defs, 
     session = handed_over(s3, run_settings.uploads_bucket, configured, files, defs, dagster_instance)
     assert materialize_transcript(defs, dagster_instance, session).success
     meta = latest(dagster_instance, "transcript", session.partition_key)
-    assert meta["source"] == "asr" and meta["origin"] == "audio.wav" and meta["utterances"] >= 1
+    assert meta["source"] == "asr" and meta["origin"] == "audio.wav"
+    assert meta["utterances"] == 5  # the sample's five sentences, cut at the speaker's pauses
     built = {p.parent.name for p in (lm_state_dir / "lm-cache").glob("*/lm.arpa")}
     assert built == {meta["lm_sha256"]}  # the in-domain LM, not pocketsphinx's default
-    assert len(meta["asr_model_sha256"]) == 64 and 18 < meta["duration_s"] < 19
-    assert 0 <= meta["confidence"]["min"] <= meta["confidence"]["mean"] <= 1
+    assert len(meta["asr_model_sha256"]) == 64 and 22 < meta["duration_s"] < 24
+    assert 0 <= meta["confidence"]["min"] <= meta["confidence"]["mean"] <= 1 and meta["confidence"]["mean"] > 0.4
     document, _ = stored(s3, meta["uri"])
     words = " ".join(u["text"] for u in document["utterances"])
     assert "two hundred dollars" in words and all(u["end"] > u["start"] for u in document["utterances"])
