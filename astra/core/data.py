@@ -38,9 +38,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-import openpyxl
-import pandas as pd
-
 from astra.ooxml.errors import PackageError
 from astra.ooxml.zip import OLE_MAGIC, MemberTooLarge, inflate, read_zip
 
@@ -183,6 +180,10 @@ def _sniff_delimiter(text: str) -> str:
 
 
 def _csv_table(source: str, data: bytes, limits: Limits) -> Table:
+    # pandas and openpyxl are imported when a file is read, not with this module: the Dagster code server imports the
+    # assets (and so this module) but never reads a table, and they are ~70 MB of its memory (bench/footprint.py).
+    import pandas as pd
+
     text = _decode_text(data)
     delimiter = "\t" if source.lower().endswith(".tsv") else _sniff_delimiter(text)
     try:
@@ -264,6 +265,8 @@ def _check_scalar(value: object, row: int, column: str) -> None:
 # --- XLSX ------------------------------------------------------------------------------------------------------------
 
 def _xlsx_tables(source: str, data: bytes, limits: Limits) -> tuple[list[Table], list[DataProblem]]:
+    import openpyxl  # when a workbook is read (see _csv_table)
+
     _check_workbook_zip(data, limits)
     try:
         book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True, keep_links=False)
