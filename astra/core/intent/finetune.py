@@ -10,6 +10,7 @@ built once; tenants retrain only the head on top of it, which is what keeps retr
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -130,6 +131,10 @@ def _length_bucketed(rows: list[tuple[str, int]], batch_size: int, rng: random.R
     return batches
 
 
+def _no_preprocessing_hint(record: logging.LogRecord) -> bool:
+    return "pre-processing before quantization" not in record.getMessage()
+
+
 def export(encoder: TorchEncoder, path: Path, *, quantize: bool = True) -> Encoder:
     """Write ``encoder`` to ``path`` (absent) as a served encoder directory and load it. Written in a staging
     directory first, then renamed: a half-written encoder is never taken for a finished one."""
@@ -159,8 +164,13 @@ def export(encoder: TorchEncoder, path: Path, *, quantize: bool = True) -> Encod
             # Per-channel weight scales: on CLINC150 val 96.8 % in-scope (per-tensor 96.5 %, fp32 96.7 %) at the
             # same speed. DefaultTensorType: the fused operators (ONNX Runtime's contrib domain) have no shape
             # inference.
-            quantize_dynamic(staging / "fused.onnx", staging / GRAPH, weight_type=QuantType.QInt8, per_channel=True,
-                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+            root = logging.getLogger()
+            root.addFilter(_no_preprocessing_hint)  # the transformer optimizer above is this graph's pre-processing
+            try:
+                quantize_dynamic(staging / "fused.onnx", staging / GRAPH, weight_type=QuantType.QInt8,
+                                 per_channel=True, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+            finally:
+                root.removeFilter(_no_preprocessing_hint)
             (staging / "fused.onnx").unlink()
         else:
             fused.save_model_to_file(str(staging / GRAPH))
