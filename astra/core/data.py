@@ -45,6 +45,7 @@ CSV_SUFFIXES = (".csv", ".tsv")
 MACRO_SUFFIXES = (".xlsm", ".xltm", ".xlsb", ".xlam")
 TYPES = ("boolean", "integer", "decimal", "date", "datetime", "text")
 _DELIMITERS = ",;\t|"
+_SNIFF_CHARS = 4_096
 _TRUE, _FALSE = {"true", "yes"}, {"false", "no"}
 _INTEGER = re.compile(r"[+-]?(0|[1-9][0-9]*)")  # a leading zero (an id, a postcode) stays text
 _DECIMAL = re.compile(r"[+-]?((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
@@ -55,6 +56,11 @@ _DATE_FORMATS = ("%Y/%m/%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%d-%m-%Y", "%d
 _DATETIME_FORMATS = tuple(f"{d} {t}" for d in _DATE_FORMATS[:5] for t in ("%H:%M", "%H:%M:%S"))
 _MAX_DATE_CHARS = 40
 _MACRO_CONTENT_TYPE = b"macroenabled"
+_DTD_MARKUP = re.compile(rb"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
+_WIDE_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")  # UTF-16 LE/BE (and UTF-32 LE), UTF-32 BE
+_EBCDIC_XML = b"\x4c\x6f\xa7\x94"  # '<?xm' in EBCDIC, which libxml2 detects
+_XML_ENCODING = re.compile(rb"(?:\xef\xbb\xbf)?<\?xml\s[^>]*?\bencoding\s*=\s*[\"']([^\"']*)[\"']")
+_UTF8_NAMES = {b"utf-8", b"utf8", b"us-ascii", b"ascii"}
 
 
 @dataclass(frozen=True)
@@ -172,7 +178,12 @@ def _decode_text(data: bytes) -> str:
 
 
 def _sniff_delimiter(text: str) -> str:
-    sample = "\n".join(text.splitlines()[:20])
+    # The Sniffer's doublequote regex is quadratic in a run of punctuation (16 K characters of ',"' take 2 s, a 5 MB
+    # line hours), so it sees whole lines of the first 4 K characters only (or the start of one long line).
+    head = text[:_SNIFF_CHARS]
+    if len(text) > _SNIFF_CHARS and "\n" in head:
+        head = head[:head.rindex("\n")]  # whole lines only, when there are several
+    sample = "\n".join(head.splitlines()[:20])
     try:
         return csv.Sniffer().sniff(sample, delimiters=_DELIMITERS).delimiter
     except csv.Error:
@@ -186,6 +197,7 @@ def _csv_table(source: str, data: bytes, limits: Limits) -> Table:
 
     text = _decode_text(data)
     delimiter = "\t" if source.lower().endswith(".tsv") else _sniff_delimiter(text)
+    _check_csv_shape(text, delimiter, limits)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -203,6 +215,28 @@ def _csv_table(source: str, data: bytes, limits: Limits) -> Table:
         if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in row):
             raise _Refused("ragged_row", f"row {n + 1} has fewer fields than the first row ({len(row)})")
     return _build_table(source, None, rows, limits)
+
+
+def _check_csv_shape(text: str, delimiter: str, limits: Limits) -> None:
+    """Refuse a record wider than the column cap, or more rows than the row cap, before pandas parses anything.
+
+    pandas' python engine materialises every field of every row before a cap can be applied: a 5 MB one-row file of
+    2.4 M fields took minutes and gigabytes. csv.reader (the reader under that engine, with the same dialect) yields
+    one record at a time in C, so the first record over a cap stops the pass.
+    """
+    records = 0
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter, quotechar='"')
+    try:
+        for record in reader:
+            if len(record) > limits.max_columns:
+                raise _Refused("too_many_columns", f"line {reader.line_num}: {len(record)} fields, over the cap of "
+                               f"{limits.max_columns} columns")
+            if len(record) > 1 or (record and record[0].strip()):  # pandas skips blank lines too
+                records += 1
+                if records > limits.max_rows + 1:  # the header is not a data row
+                    raise _Refused("too_many_rows", f"more than {limits.max_rows} data rows")
+    except csv.Error as exc:
+        raise _Refused("malformed", f"not a readable CSV: {_one_line(exc)}") from None
 
 
 # --- JSON ------------------------------------------------------------------------------------------------------------
@@ -257,9 +291,10 @@ def _columns_rows(doc: dict) -> tuple[list, list]:
 
 def _check_scalar(value: object, row: int, column: str) -> None:
     if isinstance(value, (dict, list)):
-        raise _Refused("nested_value", f"row {row}, column {column!r}: a cell must be a scalar, not an object/array")
+        raise _Refused("nested_value", f"row {row}, column {_shown(column)}: a cell must be a scalar, not an "
+                       "object/array")
     if isinstance(value, float) and not math.isfinite(value):
-        raise _Refused("malformed", f"row {row}, column {column!r}: {value} is not a finite number")
+        raise _Refused("malformed", f"row {row}, column {_shown(column)}: {value} is not a finite number")
 
 
 # --- XLSX ------------------------------------------------------------------------------------------------------------
@@ -300,14 +335,19 @@ def _check_workbook_zip(data: bytes, limits: Limits) -> None:
     if len(entries) > limits.max_zip_members or declared > limits.max_inflated_bytes:
         raise _Refused("zip_bomb", f"{len(entries)} members declaring {declared} bytes, over the caps")
     for entry in entries:
-        name = entry.name.lower()
-        if name.endswith("vbaproject.bin"):
+        if entry.name.lower().endswith("vbaproject.bin"):
             raise _Refused("macro_enabled", "the workbook carries a VBA project")
-        if name.endswith((".xml", ".rels")):
-            _check_xml_member(data, entry)
+        _check_member(data, entry)
 
 
-def _check_xml_member(data: bytes, entry) -> None:
+def _check_member(data: bytes, entry) -> None:
+    """Refuse a member that inflates past its declared size, or that an XML parser could read as a DTD.
+
+    Every member is checked, whatever its name: openpyxl follows relationship targets, so a worksheet may be called
+    ``sheet1.bin``. The parsers under openpyxl (expat, libxml2) also read UTF-16/32 and take an encoding from the XML
+    declaration, where ``<!DOCTYPE`` is not those bytes; Excel writes every part in UTF-8, so any other encoding is
+    refused outright.
+    """
     # zipfile (under openpyxl) stops at the declared size, but a member that inflates beyond it is hostile anyway.
     try:
         body = inflate(data, entry, cap=entry.file_size)
@@ -315,7 +355,19 @@ def _check_xml_member(data: bytes, entry) -> None:
         raise _Refused("zip_bomb", f"{entry.name} inflates beyond its declared {entry.file_size} bytes") from None
     except PackageError as exc:
         raise _Refused("malformed", str(exc)) from None
-    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+    if body.startswith(_WIDE_BOMS) or b"\x00" in body[:4]:
+        # UTF-16/32 (a parser knows them by a BOM or by NULs around the first '<'): without the NULs, an XML
+        # document's ASCII markup reads as ASCII. A printer-settings blob is wide text too, but no XML.
+        if body.replace(b"\x00", b"").lstrip(b"\xff\xfe \t\r\n").startswith(b"<"):
+            raise _Refused("unsafe_xml", f"{entry.name} is UTF-16/32 XML; workbook parts are UTF-8")
+    elif body.startswith(_EBCDIC_XML):
+        raise _Refused("unsafe_xml", f"{entry.name} is EBCDIC XML; workbook parts are UTF-8")
+    else:
+        declared = _XML_ENCODING.match(body)
+        if declared and declared.group(1).lower() not in _UTF8_NAMES:
+            raise _Refused("unsafe_xml", f"{entry.name} declares the encoding "
+                           f"{declared.group(1).decode('ascii', 'replace')!r}; workbook parts are UTF-8")
+    if _DTD_MARKUP.search(body):
         raise _Refused("unsafe_xml", f"{entry.name} declares a DTD")
     if entry.name == "[Content_Types].xml" and _MACRO_CONTENT_TYPE in body.lower():
         raise _Refused("macro_enabled", "the workbook's content type is macro-enabled")
@@ -374,7 +426,7 @@ def _column_names(header: list, width: int, sheet: str | None) -> list[str]:
     seen: set[str] = set()
     for name in names:
         if name in seen:
-            raise _Refused("duplicate_column", f"column {name!r} appears twice in the header", sheet)
+            raise _Refused("duplicate_column", f"column {_shown(name)} appears twice in the header", sheet)
         seen.add(name)
     return names
 
@@ -386,7 +438,7 @@ def _check_cells(body: list[list], names: list[str], limits: Limits, sheet: str 
     for n, row in enumerate(body):
         for name, value in zip(names, row, strict=True):
             if isinstance(value, str) and len(value) > limits.max_cell_chars:
-                raise _Refused("cell_too_long", f"row {n + 1}, column {name!r}: {len(value)} characters, over "
+                raise _Refused("cell_too_long", f"row {n + 1}, column {_shown(name)}: {len(value)} characters, over "
                                f"the cap of {limits.max_cell_chars}", sheet)
 
 
@@ -469,6 +521,11 @@ def _as_text(v: object) -> str:
     if isinstance(v, (dt.date, dt.datetime)):
         return v.isoformat()
     return str(v)
+
+
+def _shown(name: str) -> str:
+    """A column name for a one-line detail: a hostile header name can be megabytes long."""
+    return repr(name if len(name) <= 60 else name[:57] + "...")
 
 
 def _one_line(exc: BaseException) -> str:

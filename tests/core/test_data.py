@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import io
 import json
@@ -171,6 +172,45 @@ def test_a_huge_csv_is_refused_before_parsing():
     assert problem.reason == "too_large" and "1200004 bytes" in problem.detail
 
 
+def test_a_csv_over_the_column_or_row_cap_is_refused_before_pandas_parses_it(monkeypatch):
+    # pandas' python engine built all 2.4 M fields of such a 4.8 MB row (200 s, 5.5 GB) before the cap applied.
+    import pandas
+
+    def parse(*args, **kwargs):
+        raise AssertionError("pandas parsed a file the caps refuse")
+
+    monkeypatch.setattr(pandas, "read_csv", parse)
+    wide = one_problem("data/wide.csv", b"a," * 2_400_000)
+    assert (wide.reason, wide.detail) == ("too_many_columns", "line 1: 2400001 fields, over the cap of 200 columns")
+    late = one_problem("data/t.csv", b"a,b\n1,2\n" + b",".join([b"x"] * 201) + b"\n")
+    assert (late.reason, late.detail) == ("too_many_columns", "line 3: 201 fields, over the cap of 200 columns")
+    limits = Limits(max_rows=3)
+    assert one_problem("data/t.csv", b"a\n1\n\n2\n3\n4\n", limits).reason == "too_many_rows"
+
+
+def test_blank_lines_and_quoted_line_breaks_do_not_count_against_the_row_cap():
+    limits = Limits(max_rows=2)
+    table = one_table("data/t.csv", b'a,b\n\n"x\ny\nz",1\n  \n"w",2\n\n', limits)
+    assert table.rows == (("x\ny\nz", 1), ("w", 2))
+
+
+def test_the_delimiter_sniffer_sees_the_first_lines_only(monkeypatch):
+    # csv.Sniffer's doublequote regex is quadratic in a run of punctuation: 16 K characters of ',"' take 2 s, so a
+    # 5 MB line would take hours. It must see a bounded sample.
+    seen = []
+    sniff = csv.Sniffer.sniff
+    monkeypatch.setattr(csv.Sniffer, "sniff", lambda self, sample, delimiters=None: (
+        seen.append(len(sample)), sniff(self, sample, delimiters))[1])
+    assert one_problem("data/t.csv", b',"' * 2_000_000).reason == "too_many_columns"
+    assert one_table("data/t.csv", b"a;b\n" + b"1;2\n" * 5000).rows[-1] == (1, 2)
+    assert seen == [4096, 79]  # the start of one long line; the first 20 lines of a file of short ones
+
+
+def test_a_long_header_name_is_shortened_in_the_problem():
+    problem = one_problem("data/t.csv", b"x" * 5000 + b"," + b"x" * 5000 + b"\n1,2\n")
+    assert problem.reason == "duplicate_column" and len(problem.detail) < 120
+
+
 # --- JSON ------------------------------------------------------------------------------------------------------------
 
 def test_json_list_of_objects_unions_keys_in_order():
@@ -299,6 +339,61 @@ def test_a_dtd_in_an_xlsx_part_is_refused():
     data = rezip(xlsx(("S", [["a"], [1]])), lambda name, body: [(name, dtd + body if name == "xl/workbook.xml"
                                                                   else body)])
     assert one_problem("data/b.xlsx", data).reason == "unsafe_xml"
+
+
+def sheet_part(body: bytes, part: str = "xl/worksheets/sheet1.xml") -> bytes:
+    """A one-sheet workbook whose sheet holds ``body``, stored as ``part`` (the relationships point to it)."""
+    def change(name, old):
+        if name == "xl/worksheets/sheet1.xml":
+            return [(part, body)]
+        return [(name, old.replace(b"worksheets/sheet1.xml", part.removeprefix("xl/").encode()))]
+    return rezip(xlsx(("S", [["a"], [1]])), change)
+
+
+SHEET = ('<?xml version="1.0" encoding="{encoding}" standalone="yes"?>{dtd}<worksheet xmlns='
+         '"http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData><row r="1"><c r="A1" t="inlineStr">'
+         '<is><t>{text}</t></is></c></row><row r="2"><c r="A2"><v>1</v></c></row></sheetData></worksheet>')
+BOMB_DTD = '<!DOCTYPE worksheet [<!ENTITY e "' + "X" * 1000 + '">]>'
+
+
+def test_a_sheet_part_named_anything_is_read_and_checked():
+    clean = SHEET.format(encoding="UTF-8", dtd="", text="name").encode()
+    assert one_table("data/b.xlsx", sheet_part(clean, "xl/worksheets/sheet1.bin")).rows == ((1,),)
+    bomb = SHEET.format(encoding="UTF-8", dtd=BOMB_DTD, text="&e;").encode()
+    problem = one_problem("data/b.xlsx", sheet_part(bomb, "xl/worksheets/sheet1.bin"))
+    assert (problem.reason, problem.detail) == ("unsafe_xml", "xl/worksheets/sheet1.bin declares a DTD")
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le"])
+@pytest.mark.parametrize("dtd", [BOMB_DTD, ""])
+def test_a_wide_encoded_sheet_is_refused_with_or_without_a_dtd(codec, dtd):
+    # expat reads UTF-16 (by its BOM, or by the NULs around the first '<'), where '<!DOCTYPE' is not those bytes.
+    body = SHEET.format(encoding=codec.upper()[:6], dtd=dtd, text="&e;" if dtd else "name").encode(codec)
+    problem = one_problem("data/b.xlsx", sheet_part(body))
+    assert (problem.reason, problem.detail) == ("unsafe_xml", "xl/worksheets/sheet1.xml is UTF-16/32 XML; "
+                                                               "workbook parts are UTF-8")
+
+
+@pytest.mark.parametrize("encoding, reason", [("utf-8", None), ("US-ASCII", None), ("UTF-7", "unsafe_xml"),
+                                              ("ISO-8859-1", "unsafe_xml"), ("UTF-16", "unsafe_xml")])
+def test_an_xml_part_declaring_another_encoding_than_utf8_is_refused(encoding, reason):
+    data = sheet_part(SHEET.format(encoding=encoding, dtd="", text="name").encode())
+    if reason is None:
+        assert one_table("data/b.xlsx", data).rows == ((1,),)
+    else:
+        problem = one_problem("data/b.xlsx", data)
+        assert (problem.reason, problem.detail) == (reason, f"xl/worksheets/sheet1.xml declares the encoding "
+                                                            f"'{encoding}'; workbook parts are UTF-8")
+
+
+def test_binary_members_in_utf16_or_not_xml_are_kept():
+    # Excel stores printer settings as a DEVMODE blob that starts with the printer's name in UTF-16.
+    devmode = "HP LaserJet 4000".ljust(32, "\0").encode("utf-16-le") + bytes(range(256))
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+    data = rezip(xlsx(("S", [["a"], [1]])), lambda name, body: [(name, body)] + (
+        [("xl/printerSettings/printerSettings1.bin", devmode), ("xl/media/image1.png", png)]
+        if name == "xl/workbook.xml" else []))
+    assert one_table("data/b.xlsx", data).rows == ((1,),)
 
 
 @pytest.mark.parametrize("data, reason", [
