@@ -153,7 +153,8 @@ def download_blob(s3, f: dict, dest: Path) -> None:
 
 
 def canonical_json(document: dict) -> bytes:
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """The document's one byte form; NaN or Infinity raise ValueError (they are not JSON, and no reader takes them)."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def store_document(s3, bucket: str, tenant: str, document: dict) -> StoredTranscript:

@@ -150,12 +150,25 @@ def _schema_problem(document: object) -> str | None:
     return f"schema: {where}: {message}"
 
 
+def _refuse_constant(name: str) -> float:
+    # json accepts NaN and Infinity, which are not JSON: NaN passes every numeric bound of the schema.
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def parse_json(path: Path, data: bytes | None = None) -> list[Utterance]:
+    text = _read_text(path, data)
     try:
-        document = json.loads(_read_text(path, data))
+        document = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise TranscriptError(path, f"not JSON (line {exc.lineno} column {exc.colno}: {exc.msg})") from None
-    problem = _schema_problem(document)
+    except ValueError as exc:  # NaN/Infinity, or an integer of more digits than Python converts
+        raise TranscriptError(path, f"not JSON ({str(exc).split(';')[0]})") from None
+    except RecursionError:
+        raise TranscriptError(path, "not JSON (nested too deep)") from None
+    try:
+        problem = _schema_problem(document)
+    except RecursionError:  # a value nested just under the parser's limit, in a schema error's message
+        raise TranscriptError(path, "nested too deep") from None
     if problem:
         raise TranscriptError(path, problem)
     seen: set[str] = set()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
 from astra.core.asr import RecognizedUtterance
+from astra.core.transcribe import canonical_json
 from astra.core.transcript import (
     MAX_TEXT_CHARS,
     TranscriptError,
@@ -104,6 +106,38 @@ def test_json_refusals(tmp_path, changes, problem):
     with pytest.raises(TranscriptError, match="^transcript.json: ") as caught:
         parse_transcript(write(tmp_path, "transcript.json", json.dumps(good_json(**changes))))
     assert problem in str(caught.value)
+
+
+@pytest.mark.parametrize("number, problem", [
+    ("NaN", "not JSON (NaN is not a JSON number)"),  # NaN passes the schema's minimum and maximum
+    ("Infinity", "not JSON (Infinity is not a JSON number)"),
+    ("-Infinity", "not JSON (-Infinity is not a JSON number)"),
+    ("1e400", "schema: .utterances[0].end: inf is greater than the maximum of 86400"),
+    ("1" * 5000, "not JSON (Exceeds the limit (4300 digits) for integer string conversion"),
+])
+def test_json_numbers_that_are_not_finite_are_refused(number, problem):
+    text = '{"utterances": [{"id": "u1", "start": 0, "end": ' + number + ', "text": "hi"}]}'
+    with pytest.raises(TranscriptError) as caught:
+        parse_transcript("transcript.json", text.encode())
+    assert str(caught.value).startswith(f"transcript.json: {problem}")
+
+
+def test_deeply_nested_json_is_refused_not_a_recursion_error():
+    with pytest.raises(TranscriptError, match=r"^transcript.json: not JSON \(nested too deep\)$"):
+        parse_transcript("transcript.json", b"[" * 100_000 + b"]" * 100_000)
+    # Just under the parser's limit the document parses, and the schema's error message would recurse instead.
+    limit = sys.getrecursionlimit()
+    for depth in range(limit - 150, limit + 10, 2):
+        text = '{"utterances": [{"id": "u1", "start": 0, "end": 1, "text": ' + "[" * depth + "]" * depth + "}]}"
+        with pytest.raises(TranscriptError, match=r"^transcript.json: (schema: .utterances\[0\].text: fails type "
+                                                  r"string|.*nested too deep\)?)$"):
+            parse_transcript("transcript.json", text.encode())
+
+
+def test_the_stored_document_refuses_nan():
+    assert canonical_json({"b": 1.5, "a": "é"}) == '{"a":"é","b":1.5}'.encode()
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        canonical_json({"duration_seconds": float("nan")})
 
 
 def test_json_caps_the_number_of_utterances(tmp_path):
