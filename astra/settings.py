@@ -54,6 +54,8 @@ ENV: dict[str, str] = {
     "stack_root": "ASTRA_STACK_ROOT",
     "stack_machine_redis": "ASTRA_STACK_MACHINE_REDIS",
     "ingest_delay_ms": "ASTRA_INGEST_DELAY_MS",
+    # Intra-op threads of the intent encoder (ONNX Runtime); 1 by default: a service runs several workers.
+    "intent_threads": "ASTRA_INTENT_THREADS",
 }
 
 

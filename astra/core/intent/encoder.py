@@ -23,6 +23,7 @@ import onnxruntime
 from tokenizers import Tokenizer
 
 from astra.core.intent.store import ModelIntegrityError, file_sha256
+from astra.settings import ENV
 
 GRAPH = "model.onnx"
 TOKENIZER = "tokenizer.json"
@@ -31,7 +32,7 @@ MAX_TOKENS = 32  # CLINC150 utterances: 11 tokens on average, 21 at p99, 33 at m
 PROGRESS_EVERY = 256
 # Intra-op threads of a serving encoder: one by default, because this 2-core machine runs several workers and
 # a one-utterance request gains little from a second thread; a dedicated host may raise it.
-THREADS_ENV = "ASTRA_INTENT_THREADS"
+THREADS_ENV = ENV["intent_threads"]
 Progress = Callable[[str, int, int], None]
 _ORT_ERRORS = tuple(getattr(onnxruntime.capi.onnxruntime_pybind11_state, name) for name in (
     "Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile", "RuntimeException"))
