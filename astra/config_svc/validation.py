@@ -9,6 +9,8 @@ from pathlib import Path
 from jsonschema import Draft202012Validator
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
+# The fallback zone receives every utterance no other zone accepts: prose, which a table or an image cannot hold.
+FALLBACK_ZONE_KINDS = ("text", "list")
 
 
 @cache
@@ -19,11 +21,23 @@ def validator(name: str) -> Draft202012Validator:
 
 
 def errors(name: str, document: object) -> list[str]:
-    """Every violation as '<field path>: <message>', most specific first."""
+    """Every violation as '<field path>: <message>', most specific first; a schema-valid zone map is then held to
+    the rule its schema cannot state (the fallback zone's kind)."""
     found = sorted(validator(name).iter_errors(document), key=lambda e: (len(e.absolute_path), e.message))
     out = []
     for err in found:
         path = name + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
         message = err.message if len(err.message) <= 160 else err.message[:157] + "..."
         out.append(f"{path}: {message}")
+    if name == "zone_map" and not out:
+        out.extend(_fallback_kind_errors(document))
     return out
+
+
+def _fallback_kind_errors(zone_map: dict) -> list[str]:
+    fallback = zone_map["fallback_zone"]
+    kind = next((z["kind"] for z in zone_map["zones"] if z["id"] == fallback), None)
+    if kind is None or kind in FALLBACK_ZONE_KINDS:  # an unknown fallback zone is the caller's check
+        return []
+    return [f"zone_map.fallback_zone: {fallback!r} is a {kind} zone; the fallback zone receives utterances and must "
+            f"be a text or list zone"]

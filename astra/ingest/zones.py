@@ -56,6 +56,7 @@ REFUSAL_CODES = (
     "unknown_sidecar_zone",
     "multiple_fallback_zones",
     "bad_fallback_zone",
+    "no_fallback_zone",
 )
 
 ZONE_ID_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -646,7 +647,13 @@ def _choose_fallback(decls: list[ZoneDecl], zones: list[dict], side_fallback: st
     text_main = [z for z in zones if z["kind"] == "text" and z["location"]["part"] == main_part]
     text_any = [z for z in zones if z["kind"] == "text"]
     lists = [z for z in zones if z["kind"] == "list"]
-    for group in (text_main, text_any, lists, zones):
+    for group in (text_main, text_any, lists):
         if group:
             return group[-1]["id"]
-    raise AssertionError("unreachable: zones is never empty here")  # pragma: no cover
+    # Unmatched utterances are prose: a table or image zone cannot take them, so such a template has no fallback.
+    raise TemplateRefused(
+        "no_fallback_zone",
+        "no text or list zone to receive the utterances no other zone accepts; zones: "
+        + ", ".join(f"{z['id']} ({z['kind']})" for z in zones),
+        None,
+    )

@@ -71,6 +71,19 @@ def test_invalid_config_names_the_field_and_writes_nothing(svc, tenant, pg_url):
         svc.snapshot(tenant)
 
 
+@pytest.mark.parametrize("kind", ["table", "image"])
+def test_a_fallback_zone_that_cannot_take_utterances_is_refused_and_nothing_written(svc, tenant, pg_url, kind):
+    zm, sm = maps()
+    zm["zones"][1]["kind"] = kind
+    with pytest.raises(InvalidConfig) as err:
+        svc.publish(tenant, zm, sm, SHA, "run")
+    assert err.value.problems == [f"zone_map.fallback_zone: 'notes' is a {kind} zone; the fallback zone receives "
+                                  "utterances and must be a text or list zone"]
+    assert count_versions(pg_url, tenant) == 0
+    zm["zones"][1]["kind"] = "list"
+    assert svc.publish(tenant, zm, sm, SHA, "run") == 1
+
+
 def test_concurrent_publishers_get_gap_free_versions(svc, tenant, pg_url):
     results: list[int] = []
     errors: list[BaseException] = []

@@ -87,6 +87,10 @@ def para(text: str, ppr: str = "") -> str:
     return f"<w:p>{ppr}<w:r><w:t xml:space=\"preserve\">{text}</w:t></w:r></w:p>"
 
 
+# A text zone for templates whose other zones are tables: a template needs a text or list zone as its fallback.
+NOTES = para("{{ notes }}")
+
+
 @pytest.fixture(scope="module")
 def known() -> set[str]:
     return load_known_intents(CLINC_DOMAINS)
@@ -305,7 +309,7 @@ def _table(cells: list[list[str]], tblpr: str = "") -> str:
 
 def test_table_zone_inferred_when_control_wraps_a_table():
     table = _table([[para("A"), para("B")], [para(""), para("")]], '<w:tblStyle w:val="Grid"/>')
-    maps = extract(para("x") + sdt("astra:readings;data=data/*.csv", inner=table))
+    maps = extract(para("x") + sdt("astra:readings;data=data/*.csv", inner=table) + NOTES)
     zone = zones_by_id(maps)["readings"]
     assert zone["kind"] == "table"
     assert zone["accepts"]["data"] == "data/*.csv"
@@ -314,7 +318,7 @@ def test_table_zone_inferred_when_control_wraps_a_table():
 
 def test_table_zone_inferred_for_placeholder_in_a_cell():
     table = _table([[para("Point"), para("Value")], [para("{{ rows }}"), para("")]])
-    maps = extract(para("x") + table)
+    maps = extract(para("x") + table + NOTES)
     zone = zones_by_id(maps)["rows"]
     assert zone["kind"] == "table"
     assert zone["location"] == {"part": "/word/document.xml", "block": 1, "path": "w:tbl[0]/w:tr[1]/w:tc[0]/w:p[0]"}
@@ -323,13 +327,13 @@ def test_table_zone_inferred_for_placeholder_in_a_cell():
 def test_table_zone_inferred_for_control_in_a_cell_and_row_level_control():
     cell = sdt("astra:cell_zone", inner="<w:r><w:t>v</w:t></w:r>")
     table = _table([[f"<w:p>{cell}</w:p>"]])
-    maps = extract(table)
+    maps = extract(table + NOTES)
     zone = zones_by_id(maps)["cell_zone"]
     assert zone["kind"] == "table"
     assert zone["location"]["path"] == "w:tbl[0]/w:tr[0]/w:tc[0]/w:p[0]/w:sdt[0]"
 
     row_sdt = sdt("astra:row_zone", inner="<w:tr><w:tc><w:p/></w:tc></w:tr>")
-    maps = extract(f"<w:tbl><w:tblPr/>{row_sdt}</w:tbl>")
+    maps = extract(f"<w:tbl><w:tblPr/>{row_sdt}</w:tbl>" + NOTES)
     assert zones_by_id(maps)["row_zone"]["kind"] == "table"
 
 
@@ -426,8 +430,13 @@ def test_default_fallback_is_last_text_zone_of_main_document():
 
 def test_default_fallback_without_text_zones():
     assert extract(sdt("astra:items;kind=list") + sdt("astra:pic;kind=image")).zone_map["fallback_zone"] == "items"
-    assert extract(sdt("astra:pic;kind=image") + sdt("astra:grid;kind=table")).zone_map["fallback_zone"] == "grid"
     assert extract(para("x"), headers=[para("{{ only_header }}")]).zone_map["fallback_zone"] == "only_header"
+
+
+def test_a_template_without_a_text_or_list_zone_has_no_fallback():
+    # Unmatched utterances would land in a table or image zone, which holds no prose.
+    err = refused(sdt("astra:pic;kind=image") + sdt("astra:grid;kind=table"), "no_fallback_zone")
+    assert "pic (image), grid (table)" in err.message and err.location is None
 
 
 def test_fallback_refusals():
