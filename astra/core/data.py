@@ -8,15 +8,18 @@ per file (or sheet) it refused. A file is never a crash and never silently dropp
 Formats:
 
 * **CSV** (``.csv``, ``.tsv``): encoding utf-8 (with or without BOM), utf-16 with a BOM, else latin-1; delimiter
-  sniffed among ``, ; tab |``; parsed by pandas (python engine: a short row comes back as missing fields, a long one
-  as an error, so a ragged file is refused rather than padded). Blank lines are skipped.
+  sniffed among ``, ; tab |`` in the first lines; parsed by pandas (python engine: a short row comes back as missing
+  fields, a long one as an error, so a ragged file is refused rather than padded). Blank lines are skipped. A record
+  over the column cap, or rows over the row cap, are refused by a csv-module pass before pandas builds any field.
 * **JSON** (``.json``): a list of objects (columns in order of first appearance; a missing key is null) or
   ``{"columns": [...], "rows": [[...], ...]}``. Cells must be scalars; NaN/Infinity are refused.
 * **XLSX** (``.xlsx``): every non-empty worksheet becomes its own table (``sheet`` names it), so no sheet is dropped.
   Macro-enabled content (``.xlsm``, a VBA project, a macro-enabled content type) and legacy/encrypted OLE files are
-  refused. Before openpyxl sees the bytes, the zip's declared sizes are checked against a cap, every XML member is
-  inflated with its declared size as the cap (a member that inflates beyond what it declares is a bomb) and a DTD is
-  refused; openpyxl then reads values only (``data_only``: cached results, no formula evaluated) in read-only mode.
+  refused. Before openpyxl sees the bytes, the zip's declared sizes are checked against a cap, every member (whatever
+  its name: relationship targets decide what openpyxl parses) is inflated with its declared size as the cap (a member
+  that inflates beyond what it declares is a bomb), a DTD is refused and so is an XML part in any encoding but UTF-8
+  (UTF-16/32, EBCDIC or declared; Excel writes none); openpyxl then reads values only (``data_only``: cached
+  results, no formula evaluated) in read-only mode.
 
 The first non-empty row is the header. Column types are inferred over the whole column: ``boolean``, ``integer``,
 ``decimal``, ``date``, ``datetime`` or ``text`` (the first that every non-empty cell fits, in that order). Dates are
