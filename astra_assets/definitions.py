@@ -2,7 +2,7 @@
 
 from dagster import Definitions
 
-from astra_assets import config, core, guard, ingest, learn, orchestrator
+from astra_assets import builder, config, core, guard, ingest, learn, orchestrator
 from resources import (
     ConfigStoreResource,
     HandoverResource,
@@ -44,7 +44,8 @@ def build_definitions() -> Definitions:
     """The code location. Optional settings take their defaults from the environment *now*
     (resources/env.py), so a process whose environment changes builds it again."""
     return Definitions(
-        assets=[*ingest.assets, *config.assets, *orchestrator.assets, *guard.assets, *core.assets, *learn.assets],
+        assets=[*ingest.assets, *config.assets, *orchestrator.assets, *guard.assets, *core.assets, *builder.assets,
+                *learn.assets],
         sensors=[template_upload_sensor, session_upload_sensor],
         schedules=[custody_audit, temp_cleanup, dedup_reconcile],
         jobs=[custody_audit_job, temp_cleanup_job, dedup_reconcile_job],

@@ -1,5 +1,8 @@
 """`session_upload_sensor`: a complete session (its manifest arrived) → a run that hands it over, then reads
-what was said (`transcript`) and binds it to the template's zones (`intent_output`): no manual step.
+what was said (`transcript`), binds it to the template's zones (`intent_output`) and builds the document
+(`document_binary`): no manual step. A V2 clone's run (`clone_of` in its manifest) hands it over and builds its
+document from its parent version's inputs (`v2_clone_binary`) instead: the run selects per manifest, so each
+run shows exactly the assets its session gets.
 
 Scans `<tenant>/sessions/` with `astra.uploads.scan` (bounded work per tick, tenants in turn),
 reacting to manifest.json, which clients write last. run_key = `<partition key>-<manifest
@@ -31,6 +34,7 @@ from astra.config_svc import TenantNotFound
 from astra.orchestrator.manifest import ManifestRejected, load_manifest
 from astra.tenancy import InvalidKey, validate_slug
 from astra.uploads import MeteredS3, UploadObject, scan
+from astra_assets.builder import document_binary, v2_clone_binary
 from astra_assets.core import intent_output, transcript
 from astra_assets.guard import custody_audio
 from astra_assets.orchestrator import SessionManifestConfig, session_handover, session_upload
@@ -42,6 +46,9 @@ from sensors.quarantine import RefusedBefore, quarantine_event
 from sensors.reoffer import reoffers
 
 NO_CONFIG = "no config yet: ingest the tenant's template first"
+SESSION_ASSETS = [session_handover, custody_audio, transcript, intent_output, document_binary]
+# A clone's words, data and media are its parent's: it gets no transcript or intent output of its own.
+CLONE_ASSETS = [session_handover, custody_audio, v2_clone_binary]
 
 
 class ConfigGate:
@@ -96,9 +103,11 @@ class SessionJudge:
         self.partitions.append(pk)
         self.events.append(AssetObservation(asset_key=session_upload.key, partition=pk, metadata={
             "manifest_key": obj.key, "manifest_sha256": manifest.sha256, "files": len(manifest.files)}))
+        selected = CLONE_ASSETS if manifest.document.get("clone_of") else SESSION_ASSETS
         self.run_requests.append(RunRequest(
             run_key=f"{pk}-{manifest.sha256}",
             partition_key=pk,
+            asset_selection=[a.key for a in selected],
             run_config=RunConfig(ops={"session_handover": SessionManifestConfig(
                 manifest_key=obj.key, manifest_sha256=manifest.sha256)}),
             tags={"astra/tenant": manifest.session.tenant, "astra/session": pk},
@@ -125,12 +134,13 @@ def skip_reason(result) -> SkipReason:
 
 @sensor(
     name="session_upload_sensor",
-    asset_selection=[session_handover, custody_audio, transcript, intent_output],
+    asset_selection=list(dict.fromkeys(SESSION_ASSETS + CLONE_ASSETS)),
     minimum_interval_seconds=10,
     default_status=DefaultSensorStatus.RUNNING,
     description="Polls <tenant>/sessions/ in the uploads bucket (bounded, fair across tenants) and hands over "
-    "complete sessions of tenants that have a config; the same run reads what was said (transcript) and binds it "
-    "to the template's zones (intent_output).",
+    "complete sessions of tenants that have a config; the same run reads what was said (transcript), binds it "
+    "to the template's zones (intent_output) and builds the document (document_binary). A V2 clone's run builds "
+    "v2_clone_binary from its parent version's inputs instead.",
 )
 def session_upload_sensor(context: SensorEvaluationContext, s3: S3Resource, storage: StorageLayout,
                           config_store: ConfigStoreResource):

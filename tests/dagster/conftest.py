@@ -18,11 +18,16 @@ import pytest
 import redis
 from dagster import instance_for_test
 
+from astra import s3 as s3_lib
 from astra.core.intent.store import BASE_TENANT
 from astra.core.model_store import ModelStore, drain_outbox
 from astra.core.service import serve
 from astra.db.engine import make_engine
-from astra.settings import ENV
+from astra.ingest.template_ingest import ingest_template
+from astra.ingest.zones import extract_maps
+from astra.runtime import config_service
+from astra.samples.templates import SAMPLE_TEMPLATE_NAME, build_sample_template, sample_sidecar
+from astra.settings import ENV, Settings
 from tests.core.test_model_store import tiny_encoder  # noqa: F401 — a fixture
 
 # What the sample session says (astra/samples/session_transcript.txt) that the sample template's zones accept.
@@ -89,3 +94,20 @@ def core_target(core_server, monkeypatch) -> str:
     build_definitions()) classifies through the test IntentService, never whatever listens on the default port."""
     monkeypatch.setenv(ENV["core_target"], core_server.target)
     return core_server.target
+
+
+def publish_sample_config(tenant: str) -> int:
+    """Config v1 of `tenant` from the sample template, with the template's atoms stored as the template path stores
+    them: a session handed over with it builds its document (document_binary reads the template from the atoms).
+    The upload is removed again, so no template sensor sees it."""
+    settings = Settings.from_env()  # the test's stack env, with its own uploads bucket (run_settings)
+    s3 = s3_lib.client(settings)
+    template, key = build_sample_template(), f"{tenant}/templates/{SAMPLE_TEMPLATE_NAME}.docx"
+    s3.put_object(Bucket=settings.uploads_bucket, Key=key, Body=template)
+    try:
+        ingested = ingest_template(s3, settings.uploads_bucket, settings.assets_bucket, key)
+    finally:
+        s3.delete_object(Bucket=settings.uploads_bucket, Key=key)
+    maps = extract_maps(template, sample_sidecar())
+    return config_service(settings).publish(tenant, maps.zone_map, maps.style_map,
+                                                       ingested.template_sha256, "test", SAMPLE_TEMPLATE_NAME)

@@ -24,7 +24,7 @@ from astra.stack.processes import free_port
 from astra.tenancy import SessionKey
 from astra_assets.local_runner import CURSOR_KEY, tick
 from sensors import reoffer
-from tests.config_svc.maps import SHA, maps
+from tests.dagster.conftest import publish_sample_config
 from tests.dagster.test_template_path import runs_for, upload, with_macro
 
 pytestmark = pytest.mark.integration
@@ -42,7 +42,7 @@ def cursor_of(instance, sensor: str) -> str:
 
 
 def publish(tenant: str) -> None:
-    config_service(Settings.from_env()).publish(tenant, *maps(), SHA, "test")
+    publish_sample_config(tenant)  # the sample template's atoms stored: its sessions' documents build
 
 
 def test_a_junk_tenant_cannot_stall_another_tenants_session(defs, dagster_instance, s3, run_settings, monkeypatch):

@@ -9,20 +9,20 @@ import pytest
 from dagster import AssetKey, AssetRecordsFilter
 
 from astra.orchestrator.upload import upload_session
-from astra.runtime import config_service
 from astra.samples import session_files
-from astra.settings import Settings
 from astra.tenancy import SessionKey
 from astra_assets.local_runner import tick
-from tests.config_svc.maps import SHA, maps
+from tests.dagster.conftest import publish_sample_config
 
 pytestmark = pytest.mark.integration
 SENSOR = "session_upload_sensor"
+# The run ends with the session's document built (document_binary) and its blocking checks.
+DOCUMENT_CHECKS_PASSED = {"document_opens": True, "every_zone_present": True, "no_forbidden_construct": True}
 
 
 @pytest.fixture
 def configured(tenant, defs):
-    config_service(Settings.from_env()).publish(tenant, *maps(), SHA, "test")
+    publish_sample_config(tenant)  # the sample template's atoms stored: its sessions' documents build
     return tenant
 
 
@@ -52,7 +52,7 @@ def test_a_session_is_handed_over_and_its_audio_held(defs, dagster_instance, s3,
     custody = latest(dagster_instance, "custody_audio", session.partition_key)
     assert custody["retention"].startswith("COMPLIANCE until")
     checks = {e.check_name: e.passed for e in outcome.results[0].get_asset_check_evaluations()}
-    assert checks == {"custody_verified": True}
+    assert checks == {"custody_verified": True, **DOCUMENT_CHECKS_PASSED}
     assert keys_under(s3, run_settings.uploads_bucket, f"{configured}/sessions/") == []
     # The same run reads what was said, with no manual step (the sensor's selection includes it).
     spoken = latest(dagster_instance, "transcript", session.partition_key)
@@ -165,7 +165,7 @@ def test_a_data_only_session_is_handed_over_and_custody_says_none(defs, dagster_
     custody = latest(dagster_instance, "custody_audio", session.partition_key)
     assert custody["audio"] == "none" and custody["custody"].startswith("none")
     checks = {e.check_name: e.passed for e in outcome.results[0].get_asset_check_evaluations()}
-    assert checks == {"custody_verified": True}
+    assert checks == {"custody_verified": True, **DOCUMENT_CHECKS_PASSED}
     assert load_record(s3, run_settings.assets_bucket, session)["custody"] is None
     with make_engine(run_settings.database_url).connect() as conn:
         assert conn.execute(select(func.count()).select_from(custody_ledger)
