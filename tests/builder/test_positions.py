@@ -66,7 +66,8 @@ def test_run_level_content_control():
 
 def test_placeholder_carrying_the_section_break():
     body = (f'<w:p><w:pPr><w:pStyle w:val="Normal"/>{SECT}</w:sectPr></w:pPr><w:r><w:t>{{{{ readings }}}}</w:t></w:r>'
-            f"</w:p><w:p><w:r><w:t>next section</w:t></w:r></w:p>{SECT}</w:sectPr>")
+            f"</w:p><w:p><w:r><w:t>next section</w:t></w:r></w:p>"
+            f"<w:p><w:r><w:t>{{{{ notes }}}}</w:t></w:r></w:p>{SECT}</w:sectPr>")  # notes: the fallback zone
     out, xml = _build(body, intent_output(tables={"readings": [TABLE]}),
                       {"version": 1, "zones": {"readings": {"kind": "table", "data": "data/*"}}})
     content = xml.find(f"{W.sdt}/{W.sdtContent}")

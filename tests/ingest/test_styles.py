@@ -193,7 +193,7 @@ def test_table_style_of_enclosing_table():
         + p(ppr='<w:pStyle w:val="Base"/>')
         + "</w:tc></w:tr></w:tbl>"
     )
-    entry = style_of(table)
+    entry = style_of(table + p("{{ notes }}"))  # a text zone: the fallback a template must have
     assert entry["table_style"] == "Grid"
     assert entry["paragraph_style"] == "Base"
     resolved = entry["resolved"]
@@ -204,7 +204,7 @@ def test_table_style_of_enclosing_table():
 
 def test_default_table_style_when_table_has_none():
     table = "<w:tbl><w:tblPr/><w:tr><w:tc>" + p() + "</w:tc></w:tr></w:tbl>"
-    assert style_of(table)["table_style"] == "TableNormal"
+    assert style_of(table + p("{{ notes }}"))["table_style"] == "TableNormal"
 
 
 def test_unknown_paragraph_style_reported_as_written_resolved_as_default():
