@@ -15,7 +15,7 @@ from astra.core.intent.data import DEFAULT_DATASET, OOS, DataError, Example, eva
 from astra.core.intent.encoder import Encoder, packaged_minilm
 from astra.core.intent.finetune import TorchEncoder, export, fine_tune
 from astra.core.intent.metrics import choose_threshold, score
-from astra.core.intent.model import IntentModel, Prediction
+from astra.core.intent.model import ARTIFACT_FILES, IntentModel, PackedTexts, Prediction, _version
 from astra.core.intent.store import ModelIntegrityError
 from tests.conftest import run_cli
 
@@ -113,6 +113,66 @@ def test_load_refuses_a_tampered_artifact(model, tmp_path, damage):
         IntentModel.load(root)
 
 
+def _relisted(root, manifest: dict) -> None:
+    """Write ``manifest`` with the version recomputed from the files it lists: consistent, so only the file-set
+    check can refuse it."""
+    payload = {n: d for n, d in manifest["files"].items() if not n.startswith("encoder/")}
+    manifest["version"] = _version(payload, manifest["encoder_sha256"])
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_load_reads_no_file_its_manifest_does_not_list(model, tmp_path):
+    """head.json unlisted and edited (another threshold): the version still matches the listed files, but load
+    would read an unverified file; it is refused, as is a manifest listing a file load never reads."""
+    root = tmp_path / "m"
+    model.save(root)
+    original = json.loads((root / "manifest.json").read_text())
+    head_bytes = (root / "head.json").read_bytes()
+    (root / "head.json").write_text(json.dumps({**json.loads(head_bytes), "threshold": 0.99}))
+    manifest = json.loads(json.dumps(original))
+    del manifest["files"]["head.json"]
+    _relisted(root, manifest)
+    with pytest.raises(ModelIntegrityError, match="not listed: 'head.json'"):
+        IntentModel.load(root)
+    (root / "head.json").write_bytes(head_bytes)
+    (root / "extra.json").write_text("{}")
+    manifest = json.loads(json.dumps(original))
+    manifest["files"]["extra.json"] = hashlib.sha256(b"{}").hexdigest()
+    _relisted(root, manifest)
+    with pytest.raises(ModelIntegrityError, match="unknown: 'extra.json'"):
+        IntentModel.load(root)
+    (root / "manifest.json").write_text(json.dumps(original))
+    assert IntentModel.load(root).threshold == model.threshold  # a stray file nobody lists is not read
+    assert set(original["files"]) == ARTIFACT_FILES
+
+
+def test_a_loaded_model_maps_its_training_set_and_still_updates(model, tmp_path):
+    """Serving does not hold the training set (it only serves update): its arrays are memory-mapped, its texts
+    decoded when asked; an update of the loaded model is the update of the model it was saved from."""
+    model.save(tmp_path / "m")
+    loaded = IntentModel.load(tmp_path / "m")
+    assert all(isinstance(a, np.memmap) for a in (loaded.training.embeddings, loaded.training.weights))
+    assert isinstance(loaded.training.texts, PackedTexts) and isinstance(loaded.training.texts.utf8, np.memmap)
+    assert list(loaded.training.texts) == list(model.training.texts)
+    assert list(loaded.training.labels) == list(model.training.labels)
+    corrections = [Example("ring me at six tomorrow", "alarm"), Example(model.training.texts[3], "weather")]
+    assert loaded.update(corrections).version == model.update(corrections).version
+    target = tmp_path / "m" / "arrays" / "embeddings.npy"
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 1
+    target.write_bytes(bytes(data))
+    with pytest.raises(ModelIntegrityError, match="embeddings.npy changed"):
+        loaded.update(corrections)
+
+
+def test_packed_texts_keep_any_unicode_text():
+    texts = ["é à ü", "emoji 🎉 ok", "x", "日本語のテキスト"]
+    packed = PackedTexts.pack(texts)
+    assert list(packed) == texts and len(packed) == 4 and packed[-1] == texts[-1]
+    with pytest.raises(IndexError):
+        packed[4]
+
+
 def test_update_learns_a_new_intent_and_keeps_every_old_one(model):
     new = [Example(t, "track_parcel", "logistics") for t in (
         "where is my parcel right now", "track my package from the courier", "has my parcel shipped yet",
@@ -158,6 +218,12 @@ def test_bad_rows_are_data_errors(tmp_path):
     (tmp_path / "none.json").write_text(json.dumps({"train": []}))
     with pytest.raises(DataError, match="no val/oos_val or test/oos_test"):
         evaluation_examples(tmp_path / "none.json")
+    (tmp_path / "empty.json").write_text(json.dumps({"val": [], "oos_val": [["what is love", "oos"]]}))
+    with pytest.raises(DataError, match="split 'val' is empty"):
+        evaluation_examples(tmp_path / "empty.json")
+    (tmp_path / "surrogate.json").write_text('{"val": [["half an emoji \\ud83c", "x"]]}')
+    with pytest.raises(DataError, match=r"val\[0\] holds a lone surrogate"):
+        evaluation_examples(tmp_path / "surrogate.json")
 
 
 # ---- the CLI ----------------------------------------------------------------------------------------------------
@@ -182,7 +248,8 @@ def test_cli_train_then_eval_prints_one_json_object(small_data, encoder_dir, tmp
     assert 0 <= figures["in_scope_accuracy"] <= 1 and 0 < figures["p50_ms"] <= figures["p99_ms"]
 
 
-@pytest.mark.parametrize("content", ["{not json", json.dumps({"train": []}), json.dumps({"val": [["a"]]})])
+@pytest.mark.parametrize("content", ["{not json", json.dumps({"train": []}), json.dumps({"val": [["a"]]}),
+                                     json.dumps({"val": []}), "[" * 100_000, "1" * 5_000])
 def test_cli_eval_bad_file_is_exit_2_and_one_line(tmp_path, content, model):
     model.save(tmp_path / "m")
     (tmp_path / "bad.json").write_text(content)
@@ -259,13 +326,21 @@ def test_training_on_a_base_model_reuses_its_embeddings(model, monkeypatch):
     assert tenant.threshold == model.threshold and tenant.tenant == "acme"
 
 
-def test_cli_train_bad_data_is_exit_2_and_one_line(tmp_path):
-    (tmp_path / "bad.json").write_text(json.dumps({"train": [["text only"]], "oos_train": []}))
-    res = run_cli("core", "train", "--data", str(tmp_path / "bad.json"), env={"ASTRA_STATE_DIR": str(tmp_path)})
+@pytest.mark.parametrize(("content", "message"), [
+    (json.dumps({"train": [["text only"]], "oos_train": []}), "train[0] is not [text, intent]"),
+    (json.dumps({"train": [], "oos_train": [["hi", "oos"]]}), "split 'train' is empty"),
+    (json.dumps({"train": [["hi", "greet"]], "val": []}), "split 'val' is empty"),
+    ("[" * 100_000, "nested too deeply"),
+])
+def test_cli_train_bad_data_is_exit_2_and_one_line_before_any_model_work(tmp_path, content, message):
+    """Refused before the base encoder is looked at: none exists here, so going further would start fine-tuning."""
+    (tmp_path / "bad.json").write_text(content)
+    res = run_cli("core", "train", "--data", str(tmp_path / "bad.json"), "--base", str(tmp_path / "no-encoder"),
+                  env={"ASTRA_STATE_DIR": str(tmp_path)})
     assert res.returncode == 2 and res.stdout == ""
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and "train[0] is not [text, intent]" in lines[0]
-    assert not (tmp_path / "models").exists()
+    assert len(lines) == 1 and message in lines[0]
+    assert not (tmp_path / "models").exists() and not (tmp_path / "no-encoder").exists()
 
 
 @pytest.mark.parametrize("tenant", ["../../etc", "Acme", "acme/x"])

@@ -35,7 +35,11 @@ def read_dataset(path: str | Path) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except RecursionError:  # json nests one Python call per bracket
+        raise DataError(f"{path}: not JSON (nested too deeply)") from None
+    except ValueError as exc:  # not UTF-8, not JSON, or an integer past Python's digit limit
         raise DataError(f"{path}: not JSON ({exc})") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object with CLINC150 splits")
@@ -52,16 +56,31 @@ def examples(data: dict, split: str) -> list[Example]:
     for n, row in enumerate(rows):
         if not (isinstance(row, list) and len(row) == 2 and all(isinstance(v, str) and v.strip() for v in row)):
             raise DataError(f"{data.get('__path__')}: {split}[{n}] is not [text, intent]")
+        if not all(_is_unicode_text(v) for v in row):
+            raise DataError(f"{data.get('__path__')}: {split}[{n}] holds a lone surrogate (\\ud800-\\udfff), not text")
         out.append(Example(row[0], row[1]))
     return out
 
 
+def _is_unicode_text(value: str) -> bool:
+    """JSON may spell lone UTF-16 surrogates (``"\\ud800"``); a model stores its texts as UTF-8, which has none."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def split_pair(data: dict, choices: tuple[tuple[str, str], ...]) -> list[Example]:
-    """In-scope and out-of-scope rows of the first split pair the file has (e.g. val + oos_val)."""
+    """In-scope and out-of-scope rows of the first split pair the file has (e.g. val + oos_val). The in-scope split
+    must have rows: there is nothing to train or measure without them (the out-of-scope one may be empty)."""
     for in_scope, out_of_scope in choices:
         if in_scope in data:
+            rows = examples(data, in_scope)
+            if not rows:
+                raise DataError(f"{data.get('__path__')}: split {in_scope!r} is empty")
             oos = examples(data, out_of_scope) if out_of_scope in data else []
-            return examples(data, in_scope) + [Example(e.text, OOS) for e in oos]
+            return rows + [Example(e.text, OOS) for e in oos]
     wanted = " or ".join(f"{a}/{b}" for a, b in choices)
     raise DataError(f"{data.get('__path__')}: no {wanted} split")
 
@@ -78,8 +97,8 @@ def read_domains(path: str | Path = DEFAULT_INTENT_CATALOG) -> dict[str, str]:
     """intent -> domain from a ``{domain: [intent, ...]}`` file."""
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: cannot read the domain map ({exc})") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise DataError(f"{path}: cannot read the domain map ({exc or type(exc).__name__})") from None
     if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
         raise DataError(f"{path}: expected an object mapping domain -> list of intents")
     return {intent: domain for domain, intents in raw.items() for intent in intents}

@@ -28,6 +28,7 @@ from astra.settings import ENV
 GRAPH = "model.onnx"
 TOKENIZER = "tokenizer.json"
 META = "encoder.json"
+FILES = (GRAPH, TOKENIZER, META)  # all an encoder is, and all Encoder.load reads
 MAX_TOKENS = 32  # CLINC150 utterances: 11 tokens on average, 21 at p99, 33 at most
 PROGRESS_EVERY = 256
 # Intra-op threads of a serving encoder: one by default, because this 2-core machine runs several workers and
@@ -58,15 +59,13 @@ def files_digest(digests: dict[str, str]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def directory_sha256(path: Path) -> str:
-    return files_digest({
-        file.relative_to(path).as_posix(): file_sha256(file)
-        for file in path.rglob("*") if file.is_file()
-    })
+def encoder_sha256(path: Path) -> str:
+    """The identity of the encoder in ``path``: its three files (anything else there is not part of it)."""
+    return files_digest({name: file_sha256(path / name) for name in FILES})
 
 
 def is_encoder(path: Path) -> bool:
-    return all((path / name).is_file() for name in (GRAPH, TOKENIZER, META))
+    return all((path / name).is_file() for name in FILES)
 
 
 class Encoder:
@@ -91,7 +90,7 @@ class Encoder:
             raise ModelIntegrityError(f"{path}: not an encoder ({exc.filename} is missing)") from None
         except (ValueError, KeyError, RuntimeError, *_ORT_ERRORS) as exc:
             raise ModelIntegrityError(f"{path}: the encoder cannot be loaded ({exc})") from None
-        self.sha256 = directory_sha256(path)
+        self.sha256 = encoder_sha256(path)
 
     @classmethod
     def load(cls, path: str | Path, threads: int | None = None) -> Encoder:

@@ -9,8 +9,10 @@ columns, old columns are never dropped.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -56,25 +58,35 @@ class NGrams:
     @staticmethod
     def analyze(text: str) -> list[str]:
         words = text.lower().split()
-        grams = [f"w:{w}" for w in words] + [f"w:{a} {b}" for a, b in zip(words, words[1:], strict=False)]
+        grams = _word_grams(words)
         for word in words:
-            padded = f" {word} "
-            grams += [f"c:{padded[i:i + n]}" for n in range(2, 6) for i in range(len(padded) - n + 1)]
+            grams += _character_grams(word)
         return grams
 
-    def vector(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """(column indices, values) of one text's row."""
-        counts = Counter(g for g in self.analyze(text) if g in self.vocabulary)
-        columns = np.fromiter((self.vocabulary[g] for g in counts), dtype=np.int64, count=len(counts))
+    def vector(self, text: str, word_columns: dict[str, list[int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(column indices, values) of one text's row, columns in the order ``analyze`` meets their grams.
+        ``word_columns`` caches each word's character-gram columns across the texts of one ``transform``."""
+        words = text.lower().split()
+        columns = [self.vocabulary[g] for g in _word_grams(words) if g in self.vocabulary]
+        for word in words:
+            known = word_columns.get(word) if word_columns is not None else None
+            if known is None:
+                known = [self.vocabulary[g] for g in _character_grams(word) if g in self.vocabulary]
+                if word_columns is not None:
+                    word_columns[word] = known
+            columns += known
+        counts = Counter(columns)
+        indices = np.fromiter(counts, dtype=np.int64, count=len(counts))
         values = np.fromiter((1.0 + math.log(c) for c in counts.values()), dtype=np.float64, count=len(counts))
-        values *= self.idf[columns]
+        values *= self.idf[indices]
         norm = np.sqrt(values @ values)
-        return columns, (values / norm if norm > 0 else values).astype(np.float32)
+        return indices, (values / norm if norm > 0 else values).astype(np.float32)
 
-    def transform(self, texts: list[str]) -> sp.csr_matrix:
+    def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
         import scipy.sparse as sp
 
-        rows = [self.vector(t) for t in texts]
+        word_columns: dict[str, list[int]] = {}  # a training set repeats its words: their grams are looked up once
+        rows = [self.vector(t, word_columns) for t in texts]
         indptr = np.cumsum([0] + [len(columns) for columns, _ in rows])
         columns = np.concatenate([c for c, _ in rows]) if rows else np.zeros(0, np.int64)
         values = np.concatenate([v for _, v in rows]) if rows else np.zeros(0, np.float32)
@@ -86,6 +98,15 @@ class NGrams:
 
     def state(self) -> tuple[dict[str, int], np.ndarray]:
         return self.vocabulary, self.idf
+
+
+def _word_grams(words: list[str]) -> list[str]:
+    return [f"w:{w}" for w in words] + [f"w:{a} {b}" for a, b in zip(words, words[1:], strict=False)]
+
+
+def _character_grams(word: str) -> list[str]:
+    padded = f" {word} "
+    return [f"c:{padded[i:i + n]}" for n in range(2, 6) for i in range(len(padded) - n + 1)]
 
 
 @dataclass
@@ -114,13 +135,24 @@ class Head:
         return p / p.sum(axis=1, keepdims=True)
 
 
-def _sparse_tensor(matrix: sp.csr_matrix) -> torch.Tensor:
+def _sparse_product(matrix: sp.csr_matrix) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``w -> matrix @ w`` as a torch operation with a gradient for ``w``, computed by scipy: its CSR products take a
+    third of the time of torch's sparse ones (COO or CSR) on a CLINC150-size n-gram matrix, forward and backward."""
     import torch
 
-    coo = matrix.tocoo()
-    indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-    values = torch.from_numpy(coo.data.astype(np.float32))
-    return torch.sparse_coo_tensor(indices, values, coo.shape, check_invariants=False).coalesce()
+    matrix = matrix.astype(np.float32)
+    transposed = matrix.T.tocsr()
+
+    class Product(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, w: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(matrix @ w.detach().numpy())
+
+        @staticmethod
+        def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(transposed @ grad.numpy())
+
+    return Product.apply
 
 
 def _optimize(
@@ -131,7 +163,7 @@ def _optimize(
     import scipy.sparse as sp
     import torch  # training only: a serving process never fits
 
-    inputs = _sparse_tensor(x) if sp.issparse(x) else torch.from_numpy(x)
+    product = _sparse_product(x) if sp.issparse(x) else functools.partial(torch.matmul, torch.from_numpy(x))
     w, b = (torch.tensor(a, dtype=torch.float32, requires_grad=True) for a in start)
     target = torch.from_numpy(y)
     sample_weight = torch.from_numpy(weights.astype(np.float32))
@@ -139,7 +171,7 @@ def _optimize(
 
     def closure():
         optimizer.zero_grad()
-        z = (torch.sparse.mm(inputs, w) if inputs.is_sparse else inputs @ w) + b
+        z = product(w) + b
         loss = (torch.nn.functional.cross_entropy(z, target, reduction="none") * sample_weight).sum()
         loss = loss / sample_weight.sum() + l2 * (w * w).sum()
         loss.backward()

@@ -3,8 +3,12 @@
 The artifact is a plain directory: ``encoder/`` (byte copies of the base encoder's served files: its int8 ONNX
 graph and tokenizer, no torch weights), ``.npy`` arrays (deterministic bytes), JSON side files, and
 ``manifest.json`` listing every file's sha256, the version and the metrics. The version is derived from the files'
-digests, so the same bytes give the same version and ``load`` can recompute it: a tampered file, a missing file or
-an edited manifest is refused.
+digests, so the same bytes give the same version and ``load`` can recompute it: a tampered file, a missing file, a
+manifest that does not list exactly the files ``load`` reads, or an edited manifest is refused.
+
+The training set (embeddings, labels, texts packed as UTF-8) is only for ``update``: a loaded model maps it from its
+files instead of reading it (≈ 13 MB of a CLINC150-size model stays on disk while serving), and an update checks those
+files against the manifest again before it uses them.
 
 Loading and classifying need numpy, onnxruntime and tokenizers only; training and updating also fit the head
 (torch's L-BFGS, scikit-learn's n-gram vocabulary), imported when they run.
@@ -27,14 +31,20 @@ import numpy as np
 
 from astra.core.intent import head as head_lib
 from astra.core.intent.data import OOS, Example, read_domains
+from astra.core.intent.encoder import FILES as ENCODER_FILES
 from astra.core.intent.encoder import Encoder, Progress, default_threads, files_digest
 from astra.core.intent.metrics import choose_threshold, score
 from astra.core.intent.store import ModelIntegrityError, file_sha256
 
-FORMAT = 2  # 2: the encoder is an ONNX graph (1 held torch weights)
+FORMAT = 3  # 3: training texts as UTF-8 arrays, memory-mapped (2: a JSON list, read whole); 1 held torch weights
 MANIFEST = "manifest.json"
 CORRECTION_WEIGHT = 2.0  # a correction outweighs the example it overrides being gone: it is a deliberate label
-_ARRAYS = ("mean", "scale", "dense", "sparse", "bias", "embeddings", "targets", "weights")
+_HEAD_ARRAYS = ("mean", "scale", "dense", "sparse", "bias")  # read into memory: every classification uses them
+_TRAINING_ARRAYS = ("embeddings", "targets", "weights", "text_utf8", "text_ends")  # memory-mapped: updates only
+_JSON_FILES = ("ngrams.json", "head.json", "domains.json")
+# Exactly what load() reads; a manifest listing anything else (or less) is refused.
+ARTIFACT_FILES = frozenset({f"arrays/{name}.npy" for name in _HEAD_ARRAYS + _TRAINING_ARRAYS}
+                           | set(_JSON_FILES) | {f"encoder/{name}" for name in ENCODER_FILES})
 _shared_encoders: weakref.WeakValueDictionary[tuple[str, int], Encoder] = weakref.WeakValueDictionary()
 
 
@@ -48,14 +58,58 @@ class Prediction:
     top_intent: str  # the best in-scope intent even when out of scope, for review
 
 
+class PackedTexts(Sequence[str]):
+    """Texts as one UTF-8 byte array and each text's end offset: two arrays a loaded model maps from its files, so
+    its training texts cost no memory until an update reads them."""
+
+    def __init__(self, utf8: np.ndarray, ends: np.ndarray):
+        self.utf8, self.ends = utf8, ends
+
+    @classmethod
+    def pack(cls, texts: Sequence[str]) -> PackedTexts:
+        encoded = [t.encode("utf-8") for t in texts]
+        return cls(np.frombuffer(b"".join(encoded), np.uint8), np.cumsum([len(e) for e in encoded], dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __getitem__(self, k: int) -> str:  # a slice is not needed by anyone: only an index
+        if not -len(self) <= k < len(self):
+            raise IndexError(k)
+        k %= len(self)
+        start = int(self.ends[k - 1]) if k else 0
+        return self.utf8[start:int(self.ends[k])].tobytes().decode("utf-8")
+
+
+class _LabelNames(Sequence[str]):
+    """Each row's label name from its index into the head's labels, without a list of names per row."""
+
+    def __init__(self, targets: np.ndarray, names: list[str]):
+        self.targets, self.names = targets, names
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, k: int) -> str:
+        return self.names[self.targets[k]]
+
+
 @dataclass
 class TrainingSet:
-    """What the head was fitted on; kept so an update refits without re-encoding everything."""
+    """What the head was fitted on; kept so an update refits without re-encoding everything. A loaded model's is
+    memory-mapped from ``files`` (path -> sha256), which ``checked`` verifies again before an update reads them."""
 
-    texts: list[str]
-    labels: list[str]
+    texts: Sequence[str]
+    labels: Sequence[str]
     embeddings: np.ndarray  # float16 [n, dim]
     weights: np.ndarray  # float32 [n]
+    files: dict[Path, str] = field(default_factory=dict)
+
+    def checked(self) -> TrainingSet:
+        for path, expected in self.files.items():
+            if file_sha256(path) != expected:
+                raise ModelIntegrityError(f"{path} changed since the model was loaded (sha256 mismatch)")
+        return self
 
 
 @dataclass
@@ -110,14 +164,16 @@ class IntentModel:
         keeps its column, even one whose examples were all relabelled."""
         if not corrections:
             return self
+        old = self.training.checked()
+        texts, labels = list(old.texts), list(old.labels)  # each read once from a loaded model's files
         fixed = {_norm(c.text) for c in corrections}
-        keep = [i for i, t in enumerate(self.training.texts) if _norm(t) not in fixed]
+        keep = [i for i, t in enumerate(texts) if _norm(t) not in fixed]
         new_embeddings = self.encoder.encode([c.text for c in corrections]).astype(np.float16)
         training = TrainingSet(
-            [self.training.texts[i] for i in keep] + [c.text for c in corrections],
-            [self.training.labels[i] for i in keep] + [c.intent for c in corrections],
-            np.vstack([self.training.embeddings[keep], new_embeddings]),
-            np.concatenate([self.training.weights[keep], np.full(len(corrections), CORRECTION_WEIGHT, np.float32)]),
+            [texts[i] for i in keep] + [c.text for c in corrections],
+            [labels[i] for i in keep] + [c.intent for c in corrections],
+            np.vstack([old.embeddings[keep], new_embeddings]),
+            np.concatenate([old.weights[keep], np.full(len(corrections), CORRECTION_WEIGHT, np.float32)]),
         )
         fitted = head_lib.fit(training.embeddings.astype(np.float32), training.texts, training.labels, self.config,
                               weights=training.weights, previous=self.head)
@@ -160,11 +216,14 @@ class IntentModel:
 
     def _payload(self) -> dict[str, bytes]:
         """Every file but the encoder's and the manifest, as deterministic bytes."""
+        training = self.training.checked()
+        index = {label: k for k, label in enumerate(self.head.labels)}
+        texts = PackedTexts.pack(list(training.texts))
         arrays = {
             "mean": self.head.mean, "scale": self.head.scale, "dense": self.head.dense, "sparse": self.head.sparse,
-            "bias": self.head.bias, "embeddings": self.training.embeddings,
-            "targets": np.array([self.head.labels.index(x) for x in self.training.labels], np.int32),
-            "weights": self.training.weights,
+            "bias": self.head.bias, "embeddings": training.embeddings,
+            "targets": np.array([index[x] for x in training.labels], np.int32),
+            "weights": training.weights, "text_utf8": texts.utf8, "text_ends": texts.ends,
         }
         files = {f"arrays/{name}.npy": _npy(value) for name, value in arrays.items()}
         vocabulary, idf = self.head.ngrams.state() if self.head.ngrams else ({}, np.zeros(0))
@@ -173,7 +232,6 @@ class IntentModel:
                                     "config": asdict(self.config), "tenant": self.tenant,
                                     "dense_share": self.head.dense_share})
         files["domains.json"] = _json(self.domains)
-        files["training_texts.json"] = _json(self.training.texts)
         return files
 
     def content_version(self) -> str:
@@ -189,11 +247,10 @@ class IntentModel:
         digests = {}
         for name, data in self._payload().items():
             digests[name] = _write(directory / name, data)
-        for source in sorted(p for p in self.encoder.path.rglob("*") if p.is_file()):
-            name = "encoder/" + source.relative_to(self.encoder.path).as_posix()
-            (directory / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, directory / name)
-            digests[name] = file_sha256(directory / name)
+        (directory / "encoder").mkdir(parents=True, exist_ok=True)
+        for name in ENCODER_FILES:
+            shutil.copyfile(self.encoder.path / name, directory / "encoder" / name)
+            digests[f"encoder/{name}"] = file_sha256(directory / "encoder" / name)
         manifest = {"format": FORMAT, "version": self.version, "tenant": self.tenant,
                     "encoder_sha256": self.encoder.sha256, "threshold": self.threshold,
                     "labels": len(self.head.labels), "examples": len(self.training.texts),
@@ -209,7 +266,9 @@ class IntentModel:
         directory = Path(directory)
         manifest = _verified_manifest(directory)
         encoder = _shared_encoder(directory / "encoder", manifest["encoder_sha256"], threads or default_threads())
-        arrays = {n: np.load(directory / f"arrays/{n}.npy", allow_pickle=False) for n in _ARRAYS}
+        arrays = {n: np.load(directory / f"arrays/{n}.npy", allow_pickle=False) for n in _HEAD_ARRAYS}
+        mapped = {n: np.load(directory / f"arrays/{n}.npy", mmap_mode="r", allow_pickle=False)
+                  for n in _TRAINING_ARRAYS}
         info = json.loads((directory / "head.json").read_text(encoding="utf-8"))
         grams = json.loads((directory / "ngrams.json").read_text(encoding="utf-8"))
         config = head_lib.HeadConfig(**info["config"])
@@ -217,8 +276,9 @@ class IntentModel:
         labels = info["labels"]
         fitted = head_lib.Head(labels, arrays["mean"], arrays["scale"], arrays["dense"], arrays["sparse"],
                                arrays["bias"], ngrams, info["dense_share"])
-        texts = json.loads((directory / "training_texts.json").read_text(encoding="utf-8"))
-        training = TrainingSet(texts, [labels[k] for k in arrays["targets"]], arrays["embeddings"], arrays["weights"])
+        files = {directory / f"arrays/{n}.npy": manifest["files"][f"arrays/{n}.npy"] for n in _TRAINING_ARRAYS}
+        training = TrainingSet(PackedTexts(mapped["text_utf8"], mapped["text_ends"]),
+                               _LabelNames(mapped["targets"], labels), mapped["embeddings"], mapped["weights"], files)
         domains = json.loads((directory / "domains.json").read_text(encoding="utf-8"))
         return cls(encoder, fitted, info["threshold"], domains, training, config, info["tenant"],
                    manifest.get("metrics", {}), manifest["version"])
@@ -229,15 +289,23 @@ def _verified_manifest(directory: Path) -> dict:
         manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelIntegrityError(f"{directory}: no {MANIFEST}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelIntegrityError(f"{directory}/{MANIFEST}: not JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:
+        raise ModelIntegrityError(f"{directory}/{MANIFEST}: not JSON ({exc or type(exc).__name__})") from None
+    if not isinstance(manifest, dict):
+        raise ModelIntegrityError(f"{directory}/{MANIFEST}: not a JSON object")
     if manifest.get("format") != FORMAT:
         raise ModelIntegrityError(f"{directory}: unknown model format {manifest.get('format')!r}")
-    files = manifest.get("files") or {}
+    files = manifest.get("files")
+    if not isinstance(files, dict) or set(files) != ARTIFACT_FILES:
+        listed = set(files) if isinstance(files, dict) else set()
+        unlisted, unknown = sorted(ARTIFACT_FILES - listed), sorted(listed - ARTIFACT_FILES)
+        raise ModelIntegrityError(f"{directory}: the manifest must list exactly the model's files"
+                                  + (f"; not listed: {_some(unlisted)}" if unlisted else "")
+                                  + (f"; unknown: {_some(unknown)}" if unknown else ""))
     for name, expected in files.items():
         path = (directory / name).resolve()
         if directory.resolve() not in path.parents:
-            raise ModelIntegrityError(f"{directory}: manifest names a file outside the model: {name}")
+            raise ModelIntegrityError(f"{directory}: {name} leads outside the model (a link)")
         if not path.is_file():
             raise ModelIntegrityError(f"{directory}: {name} is missing")
         if file_sha256(path) != expected:
@@ -248,6 +316,11 @@ def _verified_manifest(directory: Path) -> dict:
             _version(payload, manifest.get("encoder_sha256", "")) != manifest.get("version"):
         raise ModelIntegrityError(f"{directory}: the manifest's version does not match its files")
     return manifest
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(repr(n[:80]) for n in names[:shown]) + more
 
 
 def _shared_encoder(path: Path, sha256: str, threads: int) -> Encoder:
