@@ -87,7 +87,12 @@ def core(
         None, "--port", min=0, max=65535,
         help="port to bind, 0 for a free one (default: the port of ASTRA_CORE_TARGET, else 50052)"),
     workers: int = typer.Option(4, "--workers", min=1, help="gRPC threads: calls taken at once"),
-    max_tenants: int = typer.Option(64, "--max-tenants", min=1, help="tenants whose models are kept loaded (LRU)"),
+    max_tenants: int = typer.Option(
+        64, "--max-tenants", min=1, help="tenants whose own models are kept loaded (LRU; tenants the base model "
+                                         "serves are not counted)"),
+    max_model_bytes: int = typer.Option(
+        1 << 30, "--max-model-bytes", min=1,
+        help="bytes the tenants' own models may hold beyond the shared encoder (LRU; the base model not counted)"),
     reconcile: float = typer.Option(30.0, "--reconcile", min=0.1, help="seconds between reconciles with the registry"),
     cache_dir: Path = typer.Option(
         None, "--cache-dir", help="verified model downloads (default: <state dir>/model-cache)"),
@@ -117,7 +122,8 @@ def core(
                            settings.assets_bucket, cache_dir or default_cache_dir(state_dir()))
         redis_client = redis.Redis.from_url(settings.require("redis_url"), socket_connect_timeout=2)
         server = serve(target, store, redis_client, settings.redis_prefix, token=settings.service_token, tls=tls,
-                       workers=workers, max_tenants=max_tenants, reconcile_s=reconcile)
+                       workers=workers, max_tenants=max_tenants, max_model_bytes=max_model_bytes,
+                       reconcile_s=reconcile)
         try:
             _serve_in_foreground(server, "astra core intent service", settings, tls, grace)
         finally:

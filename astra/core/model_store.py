@@ -14,10 +14,13 @@ outage delays the event and loses nothing.
 The base model is published under the reserved tenant slug ``base`` (``BASE_TENANT``): S3 ``models/base/…``, a
 ``tenants`` row ``base``, registry rows like any tenant's. A tenant with no active row of its own is served the base.
 
-``fetch`` downloads into a local cache, ``<cache>/<tenant>/<model_version>/``: the manifest must hash to the
-registry's sha256 and every file to its manifest sha256, else ``ModelIntegrityError`` and nothing is kept. Files
-are also kept by sha256 in ``<cache>/blobs/`` and hard-linked, so the encoder (most of an artifact's bytes, the
-same in every model on one base encoder) is downloaded once per machine.
+``fetch`` downloads into a local cache, ``<cache>/<tenant>/<model_version>/``: the row's uri must be exactly
+``s3://<assets bucket>/models/<its tenant>/<its model_version>/``, the manifest must hash to the registry's sha256
+and every file to its manifest sha256, else ``ModelIntegrityError`` and nothing is kept. Files are also kept by
+sha256 in ``<cache>/blobs/`` and hard-linked, so the encoder (most of an artifact's bytes, the same in every model on
+one base encoder) is downloaded once per machine. ``load`` fetches and opens a model; when a local copy fails its
+integrity check (a damaged disk, a file edited by hand) that copy and the damaged blobs it linked are deleted and
+the model is downloaded once more before the artifact is refused.
 """
 
 from __future__ import annotations
@@ -28,11 +31,14 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 from sqlalchemy import Engine, func, select, update
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from astra import s3 as s3_lib
@@ -47,7 +53,8 @@ TOPIC = "model.updated"
 EVENT = "MODEL_UPDATED"
 ACTIVE = "active"
 CHANNEL = "model-updated"
-_VERSION_CHARS = frozenset("0123456789abcdef")
+_HEX = frozenset("0123456789abcdef")
+T = TypeVar("T")
 
 
 def channel(prefix: str) -> str:
@@ -76,17 +83,33 @@ def model_prefix(tenant: str, model_version: str) -> str:
 
 
 def _check_version(model_version: str) -> str:
-    if not (isinstance(model_version, str) and 8 <= len(model_version) <= 64 and set(model_version) <= _VERSION_CHARS):
+    if not (isinstance(model_version, str) and 8 <= len(model_version) <= 64 and set(model_version) <= _HEX):
         raise ModelIntegrityError(f"invalid model version {model_version!r}: expected lowercase hex")
     return model_version
 
 
-def _parse_uri(uri: str, bucket: str) -> str:
-    """The key prefix of a registry uri; a uri outside the assets bucket's models/ is refused."""
-    head = f"s3://{bucket}/"
-    if not uri.startswith(head) or not uri[len(head):].startswith("models/") or not uri.endswith("/"):
-        raise ModelIntegrityError(f"model uri {uri!r} is not under s3://{bucket}/models/")
-    return uri[len(head):]
+def _check_sha256(sha: object, name: str) -> str:
+    # The digest names a file under blobs/: anything but 64 lowercase hex could name another path.
+    if not (isinstance(sha, str) and len(sha) == 64 and set(sha) <= _HEX):
+        raise ModelIntegrityError(f"manifest gives {name!r} an invalid sha256 {sha!r}: expected 64 lowercase hex")
+    return sha
+
+
+def _record_prefix(record: ModelRecord, bucket: str) -> str:
+    """The key prefix of a registry row: its uri must be exactly its own tenant's and version's prefix, so a row of
+    one tenant cannot point at another tenant's model (or anything else in the bucket)."""
+    prefix = model_prefix(record.tenant, _check_version(record.model_version))
+    if record.uri != f"s3://{bucket}/{prefix}":
+        raise ModelIntegrityError(f"uri {record.uri!r} is not s3://{bucket}/{prefix}")
+    return prefix
+
+
+def _holds(directory: Path, record: ModelRecord) -> bool:
+    """Whether `directory` is a copy of the record's model (its manifest hashes to the registry's sha256)."""
+    try:
+        return file_sha256(directory / MANIFEST) == record.sha256
+    except OSError:
+        return False
 
 
 def read_manifest(directory: Path) -> tuple[dict, str]:
@@ -148,18 +171,23 @@ class ModelStore:
 
     def latest(self, tenant: str) -> ModelRecord | None:
         """The tenant's newest active model, or None (the caller then uses the base model's)."""
+        return next(iter(self.active(tenant, limit=1)), None)
+
+    def active(self, tenant: str, limit: int) -> list[ModelRecord]:
+        """The tenant's active models, newest first, at most `limit` (the service falls back along them when the
+        newest is refused)."""
         validate_model_owner(tenant)
         with self.engine.connect() as conn:
-            row = conn.execute(
+            rows = conn.execute(
                 select(model_registry).where(model_registry.c.tenant_id == tenant, model_registry.c.status == ACTIVE)
-                .order_by(model_registry.c.version.desc()).limit(1)).mappings().first()
-        return None if row is None else self._record(row)
+                .order_by(model_registry.c.version.desc()).limit(limit)).mappings().all()
+        return [self._record(row) for row in rows]
 
     def latest_all(self) -> dict[str, ModelRecord]:
         """Every tenant's newest active model (one query: the service's reconcile)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(model_registry).distinct(model_registry.c.tenant_id)
+                select(model_registry).ext(distinct_on(model_registry.c.tenant_id))
                 .where(model_registry.c.status == ACTIVE)
                 .order_by(model_registry.c.tenant_id, model_registry.c.version.desc())).mappings().all()
         return {row["tenant_id"]: self._record(row) for row in rows}
@@ -173,48 +201,102 @@ class ModelStore:
     # ---- fetch --------------------------------------------------------------------------------------------------
 
     def fetch(self, record: ModelRecord) -> Path:
-        """The model's verified directory in the local cache, downloaded when absent. ModelIntegrityError when the
-        manifest does not hash to the registry's sha256 or a file not to its manifest's."""
+        """The model's directory in the local cache, downloaded when absent. ModelIntegrityError when the row's uri
+        is not its own prefix, the manifest does not hash to the registry's sha256 or a file not to its manifest's.
+        A copy already cached is trusted when its manifest hashes right: its files are verified by whoever opens
+        it (`load`)."""
+        return self._fetch(record)[0]
+
+    def load(self, record: ModelRecord, opener: Callable[[Path], T]) -> T:
+        """`opener` applied to the fetched model directory (it verifies the files against the manifest). When a copy
+        that used local bytes fails with ModelIntegrityError, that copy and the damaged blobs it linked are deleted
+        and the model is downloaded once more: only bytes fresh from S3 get an artifact refused."""
+        path, reused = self._fetch(record)
+        try:
+            return opener(path)
+        except ModelIntegrityError as exc:
+            if not reused:
+                raise
+            log.warning("local copy of model %s v%d (%s) is damaged (%s): deleted, downloading it again",
+                        record.tenant, record.registry_version, record.model_version, exc)
+            self._discard(path)
+        return opener(self._fetch(record)[0])
+
+    def _fetch(self, record: ModelRecord) -> tuple[Path, bool]:
+        """(the model directory, whether it holds bytes that were on this disk before this call)."""
         validate_model_owner(record.tenant)
-        target = self.cache_dir / record.tenant / _check_version(record.model_version)
-        if (target / MANIFEST).is_file() and file_sha256(target / MANIFEST) == record.sha256:
-            return target  # IntentModel.load re-verifies every file against this manifest
-        prefix = _parse_uri(record.uri, self.bucket)
+        prefix = _record_prefix(record, self.bucket)
+        target = self.cache_dir / record.tenant / record.model_version
+        if _holds(target, record):
+            return target, True
         staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=self._ensure_dir(self.cache_dir)))
         try:
-            manifest = self._download_manifest(prefix, staging, record)
-            for name, sha in sorted(manifest.get("files", {}).items()):
-                self._download_file(prefix, name, sha, staging)
+            files = self._download_manifest(prefix, staging, record)
+            reused = False
+            for name, sha in sorted(files.items()):
+                reused |= self._download_file(prefix, name, sha, staging)
             target.parent.mkdir(parents=True, exist_ok=True)
-            if target.exists():
-                shutil.rmtree(target)  # a stale or damaged copy under the same version
-            os.replace(staging, target)
+            # Another fetch sharing this cache (a reloader still stopping, a second process) may have put the same
+            # model in place meanwhile: keep that copy, someone may be opening it.
+            if not _holds(target, record):
+                if target.exists():
+                    shutil.rmtree(target)  # a stale or damaged copy under the same version
+                try:
+                    os.replace(staging, target)
+                except OSError:
+                    if not _holds(target, record):
+                        raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        return target
+        return target, reused
+
+    def _discard(self, directory: Path) -> None:
+        """Delete a local model copy and every blob it lists whose bytes no longer match their sha256 (an intact
+        blob, such as the shared encoder, stays)."""
+        try:
+            files = json.loads((directory / MANIFEST).read_bytes()).get("files") or {}
+        except (OSError, ValueError, AttributeError):
+            files = {}  # the copy's manifest is unreadable: the copy goes, blobs are checked when next linked
+        for name, sha in files.items():
+            try:
+                blob = self.cache_dir / "blobs" / _check_sha256(sha, name)
+            except ModelIntegrityError:
+                continue
+            if blob.is_file() and file_sha256(blob) != sha:
+                blob.unlink()
+        shutil.rmtree(directory, ignore_errors=True)
 
     def _download_manifest(self, prefix: str, staging: Path, record: ModelRecord) -> dict:
         data = self.s3.get_object(Bucket=self.bucket, Key=prefix + MANIFEST)["Body"].read()
         if hashlib.sha256(data).hexdigest() != record.sha256:
             raise ModelIntegrityError(f"{record.uri}{MANIFEST} does not match the registry's sha256 "
                                       f"(model {record.tenant} v{record.registry_version})")
-        manifest = json.loads(data)
+        try:
+            manifest = json.loads(data)
+        except ValueError as exc:
+            raise ModelIntegrityError(f"{record.uri}{MANIFEST} is not JSON: {exc}") from None
+        files = manifest.get("files") if isinstance(manifest, dict) else None
+        if not isinstance(files, dict):
+            raise ModelIntegrityError(f"{record.uri}{MANIFEST} lists no files")
         if manifest.get("version") != record.model_version:
             raise ModelIntegrityError(f"{record.uri}: manifest version {manifest.get('version')!r} is not "
                                       f"{record.model_version!r}")
         (staging / MANIFEST).write_bytes(data)
-        return manifest
+        return files
 
-    def _download_file(self, prefix: str, name: str, sha: str, staging: Path) -> None:
+    def _download_file(self, prefix: str, name: str, sha: str, staging: Path) -> bool:
+        """Link the file into `staging`, downloading its blob when absent. True when the blob was already here."""
         parts = PurePosixPath(name).parts
         if PurePosixPath(name).is_absolute() or ".." in parts or not parts:
             raise ModelIntegrityError(f"manifest names a file outside the model: {name!r}")
-        blob = self._ensure_dir(self.cache_dir / "blobs") / sha
-        if not blob.is_file():
+        blob = self._ensure_dir(self.cache_dir / "blobs") / _check_sha256(sha, name)
+        reused = blob.is_file()
+        if not reused:
             self._download_blob(prefix + name, sha, blob)
         path = staging / name
         path.parent.mkdir(parents=True, exist_ok=True)
         os.link(blob, path)
+        return reused
 
     def _download_blob(self, key: str, sha: str, blob: Path) -> None:
         handle, tmp = tempfile.mkstemp(prefix=".blob-", dir=blob.parent)
