@@ -7,10 +7,16 @@ a step does not produce what it should.
 
 The base intent model is trained on the first run only (a few minutes: the encoder is
 fine-tuned once) and kept under .astra/models/base (LATEST); later runs publish that one.
+
+The documents it builds are downloaded to .astra/demo/<session partition>.docx, with the PDF
+LibreOffice makes of each and its first page as a PNG next to it.
 """
 
+import hashlib
 import json
 import os
+import re
+import subprocess
 import sys
 import tempfile
 import threading
@@ -19,12 +25,13 @@ import uuid
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from astra import s3 as s3_lib
 from astra.runtime import config_service
 from astra.settings import Settings
-from astra.stack.stack import Stack, running_stack
+from astra.stack.stack import Stack, running_stack, state_dir
 from astra.tenancy import SessionKey
 
 console = Console(soft_wrap=True, width=max(Console().width, 130))
@@ -153,7 +160,8 @@ def show_handover(dagster, settings: Settings, session) -> dict:
 def step_base_model(settings: Settings, tenant: str) -> str:
     """CORE: the base intent model is in the registry, and the stack's intent service serves it."""
     from astra.core.core_client import IntentClient
-    from astra.core.intent.store import BASE_TENANT, resolve_model, tenant_dir
+    from astra.core.intent.model import IntentModel
+    from astra.core.intent.store import BASE_TENANT, ModelIntegrityError, resolve_model, tenant_dir
     from astra.core.model_store import ModelStore, drain_outbox
     from astra.db import make_engine
 
@@ -166,8 +174,12 @@ def step_base_model(settings: Settings, tenant: str) -> str:
     else:
         try:
             model_dir = resolve_model(tenant_dir(BASE_TENANT))
+            IntentModel.load(model_dir)  # as the service will: a model an older ASTRA saved is trained again
             console.print(f"  reusing the base model trained on an earlier run: {model_dir}")
         except FileNotFoundError:
+            model_dir = train_base_model()
+        except ModelIntegrityError as exc:
+            console.print(f"  [yellow]the base model of an earlier run does not load ({exc})[/]")
             model_dir = train_base_model()
         record = store.publish(BASE_TENANT, model_dir)
         drain_outbox(engine, redis_client(settings), settings.redis_prefix)
@@ -224,7 +236,7 @@ def wait_for_version(client, tenant: str, version: str, seconds: float) -> bool:
     return False
 
 
-def step_session(dagster, settings: Settings, tenant: str, base_version: str) -> None:
+def step_session(dagster, settings: Settings, tenant: str, base_version: str):
     """ORCHESTRATOR + GUARD + CORE: a session upload handed over, its audio under verified custody,
     transcribed, and its utterances and data bound to the template's zones."""
     from astra.db import make_engine
@@ -254,6 +266,7 @@ def step_session(dagster, settings: Settings, tenant: str, base_version: str) ->
     expect(left == 0, "the temporary upload is gone (deleted only after custody was verified)")
     show_transcript(dagster, settings, session)
     show_intent_output(dagster, settings, session, record, base_version)
+    return session, runs[0], record
 
 
 def latest_metadata(dagster, asset: str, session) -> dict:
@@ -330,6 +343,130 @@ def cell_text(value) -> str:
     return "" if value is None else str(value)
 
 
+def step_document(dagster, settings: Settings, session, run, record: dict, base_version: str) -> dict:
+    """BUILDER: the session's run ended with its document, stored in S3 and checked; the demo downloads it, opens
+    it and renders its first page."""
+    console.rule("[bold]4. BUILDER → document_binary: the session's .docx in S3, checked, on disk")
+    meta = latest_metadata(dagster, "document_binary", session)
+    show_document_metadata(meta, f"document_binary of {session.partition_key}")
+    expect_checks(run, "document_binary")
+    expect(meta["config_version"] == record["config_version"] and meta["model_version"] == base_version,
+           f"built from config v{record['config_version']} (pinned at the handover) and the intents of model "
+           f"{base_version}")
+    path = download_document(settings, meta, session)
+    texts = opened_zones(path)
+    zones = config_service(settings).snapshot(session.tenant, record["config_version"]).zone_map["zones"]
+    show_fills(meta, texts, zones, f"zones of {path.name} as python-docx reads them")
+    expect(set(texts) == {z["id"] for z in zones},
+           f"python-docx opens {path.name}: each of the {len(zones)} zones is an astra: content control")
+    expect(meta["fills"]["measurements"] == 1 and meta["fills"]["site_photo"] == 1,
+           "data/readings.csv is a Word table in 'measurements' and media/site.png is embedded in 'site_photo'")
+    png = render_first_page(path)
+    console.print(f"  [bold]the document:[/] {path}\n  [bold]its page 1:[/]   {png}")
+    return meta
+
+
+def show_document_metadata(meta: dict, title: str, parent: bool = False) -> None:
+    table = Table("metadata", "value", title=title)
+    rows = [("uri", meta["uri"]), ("S3 version id", meta["version_id"]), ("blob", meta["blob_uri"]),
+            ("sha256", meta["sha256"]), ("size", f"{meta['size']} bytes"),
+            ("config version", f"v{meta['config_version']}"), ("model version", meta["model_version"]),
+            ("template sha256", meta["template_sha256"][:16] + "…"), ("zones filled", str(meta["zones_filled"])),
+            ("problems", json.dumps(meta["problems"]) if meta["problems"] else "none")]
+    if parent:
+        rows += [("parent", meta["parent_partition"]), ("parent S3 version id", meta["parent_version_id"]),
+                 ("parent sha256", meta["parent_sha256"]),
+                 ("parent config / model", f"v{meta['parent_config_version']} / {meta['parent_model_version']}"),
+                 ("parent unchanged", str(meta["parent_unchanged"]))]
+    for name, value in rows:
+        table.add_row(name, escape(str(value)))
+    console.print(table)
+
+
+def show_fills(meta: dict, texts: dict[str, str], zones: list[dict], title: str) -> None:
+    table = Table("zone", "kind", "items filled", "text in the document", title=title)
+    for z in zones:
+        text = escape(texts[z["id"]]) if z["id"] in texts else "[red]missing[/]"
+        table.add_row(z["id"], z["kind"], str(meta["fills"].get(z["id"], 0)), text or "-")
+    console.print(table)
+
+
+def expect_checks(run, asset: str) -> None:
+    from astra_assets.builder import NO_FORBIDDEN, OPENS, ZONES_PRESENT
+
+    claims = {OPENS: "python-docx opens it and LibreOffice headless converts it to PDF",
+              NO_FORBIDDEN: "no macro, OLE/ActiveX, altChunk, external relationship, or field beyond "
+                            "PAGE/NUMPAGES/DATE",
+              ZONES_PRESENT: "every zone of the pinned config version is an astra: content control"}
+    verdicts = {e.check_name: e.passed for e in run.get_asset_check_evaluations()
+                if e.asset_key.to_user_string() == asset}
+    for name, claim in claims.items():
+        expect(verdicts.get(name) is True, f"blocking check {asset}:{name} passed ({claim})")
+
+
+def download_document(settings: Settings, meta: dict, session) -> Path:
+    """The S3 version the materialization recorded, to .astra/demo/<partition>.docx."""
+    bucket, _, key = meta["uri"].removeprefix("s3://").partition("/")
+    body = s3_lib.client(settings).get_object(Bucket=bucket, Key=key, VersionId=meta["version_id"])["Body"].read()
+    expect(hashlib.sha256(body).hexdigest() == meta["sha256"] and len(body) == meta["size"],
+           f"downloaded S3 version {meta['version_id']} of {meta['uri']}: the recorded sha256 and size")
+    path = state_dir() / "demo" / f"{session.partition_key}.docx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(body)
+    return path
+
+
+STORY_PART = re.compile(r"/word/(document|header\d*|footer\d*)\.xml")
+
+
+def opened_zones(path: Path) -> dict[str, str]:
+    """The text of each astra: content control (the zones) of the document, read with python-docx: its
+    paragraphs joined by ' | ', '(image)' for a picture."""
+    import docx
+    from docx.oxml.ns import qn
+
+    document = docx.Document(str(path))
+    texts = {}
+    for part in document.part.package.iter_parts():
+        if not STORY_PART.fullmatch(str(part.partname)):
+            continue
+        for sdt in part.element.iter(qn("w:sdt")):
+            tag = sdt.find(f"{qn('w:sdtPr')}/{qn('w:tag')}")
+            value = tag.get(qn("w:val"), "") if tag is not None else ""
+            if not value.startswith("astra:"):
+                continue
+            paragraphs = ["".join(t.text or "" for t in p.iter(qn("w:t"))) for p in sdt.iter(qn("w:p"))]
+            pictures = ["(image)"] * len(list(sdt.iter(qn("w:drawing"))))
+            texts[value.removeprefix("astra:").split(";")[0]] = " | ".join([*filter(None, paragraphs), *pictures])
+    return texts
+
+
+def render_first_page(path: Path) -> Path:
+    """LibreOffice → <name>.pdf → pdftoppm → <name>.png (page 1, 60 dpi), next to the document."""
+    from astra.builder.check import ConversionError, convert_to_pdf
+
+    try:
+        pdf = convert_to_pdf(path.read_bytes())
+    except ConversionError as exc:
+        raise DemoFailed(f"cannot render {path}: {exc}") from exc
+    pdf_path = path.with_suffix(".pdf")
+    pdf_path.write_bytes(pdf)
+    command = ["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", "-singlefile", str(pdf_path),
+               str(path.with_suffix(""))]
+    try:
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+    except FileNotFoundError:
+        raise DemoFailed("pdftoppm is not installed: apt-get install poppler-utils (make runs "
+                         "scripts/system-deps.sh)") from None
+    except subprocess.CalledProcessError as exc:
+        raise DemoFailed(f"pdftoppm could not render {pdf_path}: "
+                         f"{exc.stderr.decode('utf-8', 'replace').strip()}") from None
+    png = path.with_suffix(".png")
+    expect(png.exists() and png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n"),
+           f"page 1 rendered: LibreOffice → {pdf_path.name} ({len(pdf)} bytes) → pdftoppm → {png.name}")
+    return png
+
+
 def step_hot_reload(settings: Settings, tenant: str, base_version: str) -> None:
     """CORE: a new model for the tenant, published while the intent service runs, answers within a second."""
     from astra.core.core_client import IntentClient
@@ -339,7 +476,7 @@ def step_hot_reload(settings: Settings, tenant: str, base_version: str) -> None:
     from astra.core.model_store import ModelStore, drain_outbox
     from astra.db import make_engine
 
-    console.rule("[bold]4. LEARN → a new model version, hot-reloaded by the running astra serve core")
+    console.rule("[bold]5. LEARN → a new model version, hot-reloaded by the running astra serve core")
     stack = Stack()
     core = stack.load().get("core")
     client = IntentClient.from_settings(settings, deadline_s=5)
@@ -417,6 +554,99 @@ def watch_versions(client, tenant: str, text: str, answers: list, stop: threadin
         time.sleep(0.01)
 
 
+def step_clone(dagster, settings: Settings, parent, parent_meta: dict) -> None:
+    """BUILDER: after a config change, a V2 clone of the first session is built from v1's transcript, data and
+    media with the current config and model; v1's document stays as it was."""
+    from astra.core.core_client import IntentClient
+    from astra.orchestrator.upload import upload_session
+    from astra.samples.templates import sample_sidecar
+
+    console.rule("[bold]6. Config change → V2 clone of the first session → v2_clone_binary (current config and "
+                 "model)")
+    tenant = parent.tenant
+    client = s3_lib.client(settings)
+    parent_before = document_state(client, parent_meta["uri"])
+    svc = config_service(settings)
+    previous = svc.snapshot(tenant).version
+    rerouted = sample_sidecar()
+    rerouted["zones"]["notes"]["label"] = "Inspector notes (revised)"
+    rerouted["zones"]["summary"] = {"intents": [], "domains": ["travel"]}
+    rerouted["zones"]["action_items"] = {"domains": ["home", "work", "banking"]}
+    upload_template(settings, tenant, rerouted)
+    console.print("  uploaded a sidecar that routes banking to the action items (the summary keeps travel)")
+    runs = run_sensor(dagster, "template_upload_sensor", tenant)
+    version = svc.snapshot(tenant).version
+    expect(len(runs) == 1 and runs[0].success and version == previous + 1,
+           f"the template path published config v{version} (was v{previous})")
+
+    clone = SessionKey(tenant, parent.session_id, parent.version + 1)
+    note = "Rebuild after the zone map change."
+    upload_session(client, settings.uploads_bucket, clone, "field_inspection", {"transcript.txt": note.encode()},
+                   clone_of=parent.version)
+    console.print(f"  uploaded {clone.partition_key} with clone_of v{parent.version} (an upload carries a file: its "
+                  "transcript.txt is a note, not an input; a clone's words are its parent's)")
+    runs = run_sensor(dagster, "session_upload_sensor", tenant)
+    expect(len(runs) == 1 and runs[0].success, "session_upload_sensor started one run for the clone and it succeeded")
+    selected = sorted(key.to_user_string() for key in runs[0].dagster_run.asset_selection)
+    expect(selected == ["custody_audio", "session_handover", "v2_clone_binary"],
+           f"the clone's run selected {', '.join(selected)} (no transcript or intents of its own)")
+    meta = latest_metadata(dagster, "v2_clone_binary", clone)
+    show_document_metadata(meta, f"v2_clone_binary of {clone.partition_key}", parent=True)
+    expect_checks(runs[0], "v2_clone_binary")
+    intents = IntentClient.from_settings(settings, deadline_s=10)
+    served = intents.classify(tenant, ["what's the weather like today"]).model_version
+    intents.close()
+    expect(meta["config_version"] == version and meta["parent_config_version"] == parent_meta["config_version"],
+           f"built with the new config v{version} (v1 was built with v{parent_meta['config_version']})")
+    expect(meta["model_version"] == served and meta["parent_model_version"] == parent_meta["model_version"],
+           f"classified again by the model served now, {served} (v1: {parent_meta['model_version']})")
+    expect((meta["parent_partition"], meta["parent_sha256"], meta["parent_version_id"])
+           == (parent.partition_key, parent_meta["sha256"], parent_meta["version_id"]),
+           f"its metadata names the parent {parent.partition_key}: its sha256 and S3 version")
+    expect(meta["source_partition"] == parent.partition_key and meta["transcript_sha256"]
+           == parent_meta["transcript_sha256"], "built from the parent's transcript, data and media")
+    parent_after = document_state(client, parent_meta["uri"])
+    expect(parent_before == parent_after == ([parent_meta["version_id"]], parent_meta["sha256"])
+           and meta["parent_unchanged"],
+           f"v1's document unchanged: one S3 version {parent_meta['version_id']}, sha256 "
+           f"{parent_meta['sha256'][:12]}… before and after")
+
+    show_rebinding(settings, tenant, parent_meta, meta)
+    path = download_document(settings, meta, clone)
+    texts = opened_zones(path)
+    zones = svc.snapshot(tenant, version).zone_map["zones"]
+    show_fills(meta, texts, zones, f"zones of {path.name} as python-docx reads them")
+    banking = [u for u in read_document(settings, tenant, meta["intent_output_sha256"])["utterances"]
+               if u["domain"] == "banking"]
+    expect(bool(banking) and all(u["zone"] == "action_items" and u["text"] in texts["action_items"]
+                                 for u in banking),
+           f"config v{version} at work: {len(banking)} banking utterance(s) in the action items of {path.name}")
+    expect(note not in "".join(texts.values()), "the clone's own note is in no zone")
+    png = render_first_page(path)
+    console.print(f"  [bold]the V2 document:[/] {path}\n  [bold]its page 1:[/]      {png}")
+
+
+def document_state(client, uri: str) -> tuple[list[str], str | None]:
+    """The S3 version ids of a documents key and the SHA-256 of its newest version."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    listed = client.list_object_versions(Bucket=bucket, Prefix=key).get("Versions", [])
+    found = s3_lib.head(client, bucket, key)
+    return [v["VersionId"] for v in listed if v["Key"] == key], s3_lib.full_object_sha256(found) if found else None
+
+
+def show_rebinding(settings: Settings, tenant: str, parent_meta: dict, meta: dict) -> None:
+    """Each utterance of the parent's transcript as v1 and v2 classified and bound it."""
+    before = read_document(settings, tenant, parent_meta["intent_output_sha256"])
+    after = {u["id"]: u for u in read_document(settings, tenant, meta["intent_output_sha256"])["utterances"]}
+    table = Table("utterance", f"v1: model {parent_meta['model_version']}, config v{parent_meta['config_version']}",
+                  f"v2: model {meta['model_version']}, config v{meta['config_version']}",
+                  title="the parent's utterances, classified and bound again")
+    for u in before["utterances"]:
+        again = after[u["id"]]
+        table.add_row(u["text"], f"{u['intent']} → {u['zone']}", f"{again['intent']} → {again['zone']}")
+    console.print(table)
+
+
 def step_fail_open(dagster, settings: Settings, tenant: str) -> None:
     """The registry stops: a session still completes with dedup skipped, and is reconciled later."""
     from astra.db import make_engine
@@ -424,7 +654,7 @@ def step_fail_open(dagster, settings: Settings, tenant: str) -> None:
     from astra.stack import processes
     from astra_assets.definitions import build_definitions
 
-    console.rule("[bold]5. The dedup registry goes down: fail open, reconcile later")
+    console.rule("[bold]7. The dedup registry goes down: fail open, reconcile later")
     stack = Stack(say=lambda m: console.print(f"  [dim]stack:[/] {m}"))
     ingest = stack.load().get("ingest")
     if ingest is None or not ingest.started_here:
@@ -456,8 +686,10 @@ def main() -> int:
             dagster = instance()
             step_template(dagster, settings, tenant)
             base_version = step_base_model(settings, tenant)
-            step_session(dagster, settings, tenant, base_version)
+            session, run, record = step_session(dagster, settings, tenant, base_version)
+            document = step_document(dagster, settings, session, run, record, base_version)
             step_hot_reload(settings, tenant, base_version)
+            step_clone(dagster, settings, session, document)
             step_fail_open(dagster, settings, tenant)
     except DemoFailed as exc:
         console.print(f"[bold red]demo failed:[/] {exc}")
