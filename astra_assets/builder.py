@@ -72,6 +72,7 @@ from resources import ConfigStoreResource, IntentServiceResource, StorageLayout
 
 OPENS, NO_FORBIDDEN, ZONES_PRESENT = "document_opens", "no_forbidden_construct", "every_zone_present"
 CHECKS = (OPENS, NO_FORBIDDEN, ZONES_PRESENT)
+NO_VERSION = "none (bucket not versioned)"
 FORBIDDEN_CODES = ("forbidden_construct", "field_not_allowed", "external_relationship")
 # S3 hiccups are retried; refusals (inputs missing or not fitting, failed checks) are not (allow_retries=False).
 BUILD_RETRY = RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL)
@@ -241,7 +242,8 @@ def parent_unchanged(client, parent_meta: dict) -> bool:
     """The parent's documents key still holds, in the S3 version its materialization recorded, the bytes it
     recorded: what LEARN compares the parent's feedback with."""
     bucket, _, key = parent_meta["uri"].removeprefix("s3://").partition("/")
-    found = head(client, bucket, key, parent_meta["version_id"] or None)
+    version_id = parent_meta["version_id"]
+    found = head(client, bucket, key, None if version_id == NO_VERSION else version_id)
     return found is not None and full_object_sha256(found) == parent_meta["sha256"]
 
 
@@ -249,7 +251,7 @@ def document_metadata(built: SessionDocument) -> dict:
     stored, fills = built.stored, built.build.fills
     return {
         "uri": MetadataValue.url(stored.uri),
-        "version_id": stored.version_id or "none (bucket not versioned)",
+        "version_id": stored.version_id or NO_VERSION,
         "blob_uri": MetadataValue.url(stored.blob_uri),
         "sha256": stored.sha256,
         "size": stored.size,

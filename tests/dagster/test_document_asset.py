@@ -16,8 +16,10 @@ import docx
 import pytest
 from dagster import AssetKey, AssetRecordsFilter
 
-from astra.builder.session import document_key
+from astra.builder.engine import BuildCaps
+from astra.builder.session import document_key, session_media
 from astra.core.core_client import IntentClient
+from astra.ingest.store import BlobStore, blob_uri
 from astra.orchestrator.upload import upload_session
 from astra.runtime import config_service
 from astra.samples import session_files
@@ -230,6 +232,27 @@ def test_libreoffice_missing_fails_the_blocking_check_once_and_records_why(defs,
     assert "LibreOffice (soffice) is not installed" in said(failure.event_specific_data.error)
     assert checks_of(result) == {f"document_binary:{OPENS}": False, f"document_binary:{NO_FORBIDDEN}": True,
                                  f"document_binary:{ZONES_PRESENT}": True}
+
+
+def test_media_copies_too_large_or_damaged_are_left_out_with_a_reason(s3, settings, tenant):
+    """Before the engine sees them: a copy over the image cap is not even read, a damaged one is not used."""
+    png = session_files()["media/site.png"]
+    sha = hashlib.sha256(png).hexdigest()
+    BlobStore(s3, settings.assets_bucket, tenant).put_once(sha, png)
+
+    def media_file(path: str, size: int = len(png), sha256: str = sha) -> dict:
+        return {"role": "media", "path": path, "size": size, "sha256": sha256,
+                "blob_uri": blob_uri(settings.assets_bucket, tenant, sha256)}
+
+    too_large = BuildCaps().max_image_bytes + 1
+    record = {"files": [media_file("media/good.png"), media_file("media/huge.png", size=too_large),
+                        media_file("media/lost.png", sha256="0" * 64),
+                        media_file("data/readings.csv") | {"role": "data"}]}  # not media: not read
+    media, problems = session_media(s3, record)
+    assert media == {"media/good.png": png}
+    assert [(p["code"], p["detail"].split(":")[0]) for p in problems] == [
+        ("image_refused", "media/huge.png"), ("media_unreadable", "media/lost.png")]
+    assert "too_large" in problems[0]["detail"] and "is missing" in problems[1]["detail"]
 
 
 # --------------------------------------------------------------------------- each check fails on what breaks it
