@@ -268,6 +268,9 @@ class ModelCache:
                 current = self._base if tenant == BASE_TENANT else self._own.get(tenant)
                 known = tenant == BASE_TENANT or tenant in self._own or tenant in self._base_served
             if not known or (current.record.sha256 if current else None) == (newest.sha256 if newest else None):
+                if tenant == BASE_TENANT and newest is None:
+                    with self._lock:
+                        self._base_problem = None  # no base published (any more): nothing failed
                 return False
             if tenant != BASE_TENANT and current is None:
                 with self._lock:  # a model of its own now: loaded on its next use, not for a tenant maybe gone
