@@ -345,6 +345,8 @@ class Reloader(threading.Thread):
             due = time.monotonic() + self.reconcile_s
             while not self._stop.is_set():
                 message = pubsub.get_message(timeout=0.5)
+                if self._stop.is_set():
+                    break  # a stopped server's reloader must not fetch into the cache its successor uses
                 if message is not None and message.get("type") == "message":
                     self._on_event(message["data"])
                 if time.monotonic() >= due:
