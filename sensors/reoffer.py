@@ -50,8 +50,13 @@ def _request(record, n: int) -> RunRequest:
     first = run.tags.get(FIRST_RUN_KEY_TAG) or run.tags["dagster/run_key"]
     tags = {k: v for k, v in run.tags.items() if k.startswith("astra/")}
     run_config = {k: v for k, v in (run.run_config or {}).items() if k != "loggers"}
+    # The same assets (and checks) as the failed run: a sensor may select per request (a clone's run builds
+    # v2_clone_binary, not the transcript); None means the sensor's own selection, as in the first run.
+    assets = sorted(run.asset_selection, key=lambda k: k.to_user_string()) if run.asset_selection else None
+    checks = sorted(run.asset_check_selection, key=str) if run.asset_check_selection is not None else None
     return RunRequest(run_key=f"{first}-retry{n}", partition_key=run.tags.get("dagster/partition"),
-                      run_config=run_config, tags={**tags, REOFFER_TAG: str(n), FIRST_RUN_KEY_TAG: first})
+                      run_config=run_config, tags={**tags, REOFFER_TAG: str(n), FIRST_RUN_KEY_TAG: first},
+                      asset_selection=assets, asset_check_keys=checks)
 
 
 def reoffers(context: SensorEvaluationContext, state: dict) -> tuple[list[RunRequest], dict]:

@@ -152,3 +152,6 @@ def test_a_session_run_failed_by_an_outage_is_offered_again_and_handed_over(
     assert retried.success
     assert retried.dagster_run.tags["dagster/run_key"] == f"{failed.dagster_run.tags['dagster/run_key']}-retry1"
     assert retried.dagster_run.tags["astra/session"] == session.partition_key
+    # The same assets as the failed run (a session's, not a clone's): the sensor selects per manifest.
+    assert failed.dagster_run.asset_selection and \
+        retried.dagster_run.asset_selection == failed.dagster_run.asset_selection
