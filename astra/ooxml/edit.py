@@ -7,25 +7,25 @@
   (the blocks are found by :func:`astra.ooxml.blocks.split_children`, so an unchanged block is the
   same atom before and after). UTF-16 parts stay UTF-16.
 * :func:`add_relationships` and :func:`add_content_type_defaults` append entries to a
-  relationships part and to ``[Content_Types].xml`` before their closing tag, leaving the
-  existing entries byte for byte.
+  relationships part and to ``[Content_Types].xml``: the part is parsed with the hardened parser
+  (so a UTF-16 part, comments or processing instructions after the root, a prefixed root, or a
+  comment that looks like an entry change nothing) and written back in its own encoding, every
+  existing entry, comment and processing instruction kept.
 """
 
 from __future__ import annotations
 
 import re
 from copy import deepcopy
-from xml.sax.saxutils import quoteattr
 
 from lxml import etree
 
 from .blocks import split_children
 from .errors import PackageError
 from .rels import Relationship, relationships_xml
-from .xml import utf16_encoding
+from .xml import parse_xml, utf16_encoding
 
 _CONTAINER_PATHS = {"document": ("body",), "glossaryDocument": ("docParts",)}
-_CLOSING_TAG = re.compile(rb"</\s*(?:([A-Za-z_][\w.-]*):)?(Relationships|Types)\s*>\s*$")
 _RELATIONSHIP_ID = re.compile(r"rId(\d+)")
 
 
@@ -68,36 +68,53 @@ def splice_blocks(part: bytes, replacements: dict[int, bytes]) -> bytes:
     return b"".join(out)
 
 
-def _insert_before_close(part: bytes, entries: str, root_local: str) -> bytes:
-    match = _CLOSING_TAG.search(part)
-    if match is None or match.group(2) != root_local.encode():
-        raise PackageError(f"no closing </{root_local}> tag to add entries before")
-    prefix = match.group(1).decode() if match.group(1) else None
-    if prefix:  # the part spells its elements with a prefix: so must the new entries
-        entries = re.sub(r"<(Relationship|Default|Override)\b", rf"<{prefix}:\1", entries)
-    return part[:match.start()] + entries.encode("utf-8") + part[match.start():]
+def _parse_entries_part(part: bytes, root_local: str, name: str) -> etree._Element:
+    root = parse_xml(part, name, normalise_strict=False)
+    if etree.QName(root).localname != root_local:
+        raise PackageError(f"{name}: the root element is <{etree.QName(root).localname}>, not <{root_local}>")
+    return root
+
+
+def _append_entries(root: etree._Element, local: str, entries: list[dict[str, str]]) -> None:
+    """New ``local`` elements at the end of ``root``, in its namespace (spelled with its prefix, if any)."""
+    namespace = etree.QName(root).namespace
+    tag = f"{{{namespace}}}{local}" if namespace else local
+    for attributes in entries:
+        etree.SubElement(root, tag, attributes)
+
+
+def _serialize_like(root: etree._Element, part: bytes) -> bytes:
+    """The whole document of ``root`` (comments and processing instructions around it included), in the
+    encoding ``part`` was written in: UTF-16 stays UTF-16 (with a byte order mark), anything else is UTF-8."""
+    tree = root.getroottree()
+    encoding = "UTF-16" if utf16_encoding(part) else "UTF-8"
+    return etree.tostring(tree, encoding=encoding, xml_declaration=True, standalone=tree.docinfo.standalone)
 
 
 def add_relationships(rels_part: bytes | None, rels: list[Relationship]) -> bytes:
-    """A relationships part with ``rels`` appended (a new part when ``rels_part`` is None)."""
+    """A relationships part with ``rels`` appended (a new part when ``rels_part`` is None).
+    Raises PackageError when the part is not a readable relationships part."""
     if rels_part is None:
         return relationships_xml(rels)
-    entries = "".join(
-        f"<Relationship Id={quoteattr(r.id)} Type={quoteattr(r.type)} Target={quoteattr(r.target)}"
-        + (' TargetMode="External"' if r.external else "") + "/>"
+    root = _parse_entries_part(rels_part, "Relationships", "relationships part")
+    _append_entries(root, "Relationship", [
+        {"Id": r.id, "Type": r.type, "Target": r.target, **({"TargetMode": "External"} if r.external else {})}
         for r in rels
-    )
-    return _insert_before_close(rels_part, entries, "Relationships")
+    ])
+    return _serialize_like(root, rels_part)
 
 
 def add_content_type_defaults(content_types: bytes, defaults: dict[str, str]) -> bytes:
-    """``[Content_Types].xml`` with ``Default`` entries for the extensions it does not map yet."""
-    known = {m.group(1).lower() for m in re.finditer(rb'Extension\s*=\s*["\']([^"\']*)["\']', content_types)}
-    missing = {ext: ct for ext, ct in defaults.items() if ext.lower().encode() not in known}
+    """``[Content_Types].xml`` with ``Default`` entries for the extensions it does not map yet (compared
+    case-insensitively, as OPC does). Raises PackageError when the part is not a readable ``Types`` part."""
+    root = _parse_entries_part(content_types, "Types", "[Content_Types].xml")
+    known = {(el.get("Extension") or "").lower() for el in root
+             if isinstance(el.tag, str) and etree.QName(el).localname == "Default"}
+    missing = {ext: ct for ext, ct in defaults.items() if ext.lower() not in known}
     if not missing:
         return content_types
-    entries = "".join(f"<Default Extension={quoteattr(e)} ContentType={quoteattr(ct)}/>" for e, ct in missing.items())
-    return _insert_before_close(content_types, entries, "Types")
+    _append_entries(root, "Default", [{"Extension": e, "ContentType": ct} for e, ct in missing.items()])
+    return _serialize_like(root, content_types)
 
 
 def next_relationship_ids(existing: list[Relationship], count: int) -> list[str]:

@@ -59,27 +59,62 @@ def _rel(rid: str, target: str) -> Relationship:
                         target, False)
 
 
-def test_add_relationships_appends_and_keeps_existing_bytes():
+def test_add_relationships_appends_and_keeps_existing_entries():
     existing = (f'<?xml version="1.0"?><Relationships xmlns="{PKG_REL_NS}"><Relationship Id="rId1" '
                 f'Type="{RT_TRANSITIONAL}styles" Target="styles.xml"/></Relationships>\n').encode()
     out = add_relationships(existing, [_rel("rId2", "media/a.png")])
-    assert out.startswith(existing[:existing.index(b"</Relationships>")])
+    assert existing[existing.index(b"<Relationship "):existing.index(b"</Relationships>")] in out
     rels = parse_relationships("word/_rels/document.xml.rels", parse_xml(out))
     assert [(r.id, r.target) for r in rels] == [("rId1", "styles.xml"), ("rId2", "media/a.png")]
     prefixed = f'<r:Relationships xmlns:r="{PKG_REL_NS}"></r:Relationships>'.encode()
-    rels = parse_relationships("x", parse_xml(add_relationships(prefixed, [_rel("rId1", "a.png")])))
-    assert [r.target for r in rels] == ["a.png"]
+    out = add_relationships(prefixed, [_rel("rId1", "a.png")])
+    assert b"<r:Relationship " in out
+    assert [r.target for r in parse_relationships("x", parse_xml(out))] == ["a.png"]
     fresh = parse_relationships("x", parse_xml(add_relationships(None, [_rel("rId1", "b.png")])))
     assert [r.target for r in fresh] == ["b.png"]
 
 
+RELS_UTF16 = f'<?xml version="1.0" encoding="UTF-16"?><Relationships xmlns="{PKG_REL_NS}"/>'.encode("utf-16")
+RELS_TRAILING = f'<Relationships xmlns="{PKG_REL_NS}"/><!-- end --><?producer x?>\n'.encode()
+
+
+@pytest.mark.parametrize("part", [RELS_UTF16, RELS_TRAILING], ids=["utf16", "trailing-comment-and-pi"])
+def test_add_relationships_to_any_wellformed_part(part):
+    out = add_relationships(part, [_rel("rId1", "media/a.png")])
+    assert [r.target for r in parse_relationships("x", parse_xml(out))] == ["media/a.png"]
+    if part is RELS_UTF16:
+        assert out.startswith(b"\xff\xfe") and "media/a.png" in out.decode("utf-16")
+    else:
+        assert out.rstrip().endswith(b"<!-- end --><?producer x?>")
+
+
+def test_add_entries_refuses_what_is_not_the_part():
+    with pytest.raises(PackageError, match="not <Relationships>"):
+        add_relationships(b"<Types/>", [_rel("rId1", "a.png")])
+    with pytest.raises(PackageError, match="malformed"):
+        add_content_type_defaults(b"<Types>", {"png": "image/png"})
+
+
+CT_NS = "http://schemas.openxmlformats.org/package/2006/content-types"
+
+
 def test_add_content_type_defaults_only_missing_ones():
-    types = (b'<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-             b'<Default Extension="PNG" ContentType="image/png"/></Types>')
+    types = (f'<Types xmlns="{CT_NS}">'
+             '<Default Extension="PNG" ContentType="image/png"/></Types>').encode()
     out = add_content_type_defaults(types, {"png": "image/png", "jpeg": "image/jpeg"})
     parsed = parse_content_types(parse_xml(out))
     assert parsed.defaults == {"png": "image/png", "jpeg": "image/jpeg"}
     assert add_content_type_defaults(out, {"jpeg": "image/jpeg"}) == out
+
+
+@pytest.mark.parametrize("types", [
+    f'<Types xmlns="{CT_NS}"><!-- <Default Extension="png" ContentType="image/png"/> --></Types>'.encode(),
+    f'<?xml version="1.0" encoding="UTF-16"?><Types xmlns="{CT_NS}"/><!-- Extension="png" -->'.encode("utf-16"),
+    f'<ct:Types xmlns:ct="{CT_NS}"/><?pi Extension="png"?>'.encode(),
+], ids=["commented-out-entry", "utf16-trailing-comment", "prefixed-trailing-pi"])
+def test_a_comment_or_pi_is_not_a_content_type(types):
+    out = add_content_type_defaults(types, {"png": "image/png"})
+    assert parse_content_types(parse_xml(out)).defaults == {"png": "image/png"}
 
 
 def test_next_relationship_ids():
