@@ -84,6 +84,9 @@ _IMAGE_REL = RT_TRANSITIONAL + "image"
 _MARKERS = ("bookmarkStart", "commentRangeStart", "permStart", "moveFromRangeStart", "moveToRangeStart")
 _END_MARKERS = ("bookmarkEnd", "commentRangeEnd", "permEnd", "moveFromRangeEnd", "moveToRangeEnd")
 _XML_SPACE = "{http://www.w3.org/XML/1998/namespace}space"
+# What a paragraph replaced whole may hold besides its properties and runs, and what those runs may hold.
+_PARAGRAPH_MARKS = frozenset(W(name) for name in (*_MARKERS, *_END_MARKERS, "proofErr"))
+_PLAIN_RUN_CHILDREN = frozenset({W.rPr, W.t, W.lastRenderedPageBreak})
 _DEFAULT_TEXT_WIDTH_TWIPS = 9360  # 6.5 in: Letter with 1 in margins, when a part says nothing
 _WIDTH_SAMPLE_ROWS = 200
 # A generated paragraph's start: BUILDER's pPr never nests another (pPrChange is dropped).
@@ -141,9 +144,12 @@ def build(
     session folder (``media/site.png``) to bytes; an image zone takes the names its intent-output
     entry lists under ``media``, else those matching its ``accepts.media`` pattern. ``locale``
     defaults to the intent output's."""
-    return _Builder(template, zone_map, style_map, intent_output, dict(media or {}),
-                    locale if locale is not None else intent_output.get("locale"), caps,
-                    frozenset(speaker_zones)).run()
+    try:
+        return _Builder(template, zone_map, style_map, intent_output, dict(media or {}),
+                        locale if locale is not None else intent_output.get("locale"), caps,
+                        frozenset(speaker_zones)).run()
+    except PackageError as exc:  # a part read or written mid-build (relationships, content types, a story)
+        raise BuildError(f"the template cannot be built: {exc}") from None
 
 
 # --------------------------------------------------------------------------- the template, read once
@@ -167,14 +173,17 @@ class _Template:
             pkg = Package.read(data)
             styles, theme = styles_part(pkg), theme_part(pkg)
             sheet = StyleSheet(pkg.xml(styles) if styles else None, pkg.xml(theme) if theme else None)
+            strict = W_STRICT_NS in pkg.xml(pkg.main_document()).nsmap.values()
+            # Every WordprocessingML part, not only those holding zones: a header's picture or a footnote's
+            # bookmark keeps its id, and a new id must not repeat it.
+            max_id = _max_numeric_id(pkg.xml(name) for name in pkg.members if _holds_ids(name))
         except (TemplateRefused, PackageError) as exc:
             raise BuildError(f"the template cannot be read: {exc}") from None
-        if W_STRICT_NS in pkg.xml(pkg.main_document()).nsmap.values():
+        if strict:
             # Generated content is transitional WordprocessingML; mixed into a Strict part it would
             # make a document Word repairs and python-docx cannot open (it cannot open Strict at all).
             raise BuildError("the template is ISO/IEC 29500 Strict Open XML, which BUILDER does not write: "
                              "save it as a Word Document (.docx)")
-        max_id = _max_numeric_id(d.element.getroottree().getroot() for d in decls)
         return cls(pkg, {d.id: d for d in decls}, sheet, max_id)
 
 
@@ -677,6 +686,13 @@ def _truncation_note(limit: int) -> str:
     return f"[ASTRA: this section was cut at {limit:,} characters; the rest is in the session record.]"
 
 
+def _holds_ids(member: str) -> bool:
+    """A WordprocessingML part (stories, notes, comments, settings...): where ids of content controls,
+    bookmarks, revisions, comments and drawings live."""
+    name = member.lower()
+    return name.startswith("word/") and name.endswith(".xml") and "/_rels/" not in name
+
+
 def _max_numeric_id(roots: Iterable[etree._Element]) -> int:
     """The highest numeric id in the parts (content-control ``w:id/@w:val``, bookmark, revision and
     comment ``w:id``, drawing ``docPr/@id``): new ids start above it."""
@@ -743,11 +759,20 @@ def _paragraph_text(p: etree._Element) -> str:
 
 
 def _alone_in_paragraph(decl: ZoneDecl) -> bool:
-    """A placeholder is the whole paragraph when nothing but blanks and it are there (no other
-    text, tab, break or picture)."""
+    """A placeholder is the whole paragraph when the paragraph holds only its properties, range
+    markers (kept by :func:`_with_markers`), proofing marks and plain runs — run properties, text,
+    a rendering hint — whose text is the placeholder and blanks. Anything else (a symbol, a note
+    reference, a tab, a field, a picture, a hyperlink, a tracked change...) is content the
+    paragraph would lose: the placeholder is then replaced inline and the rest is kept."""
     p = decl.element
-    if any(True for _ in p.iter(W.drawing, W.pict, W.object, W.tab, W.br, W.fldSimple, W.instrText)):
-        return False
+    for child in p:
+        if not isinstance(child.tag, str):
+            continue  # a comment or processing instruction
+        if child.tag == W.r:
+            if any(isinstance(c.tag, str) and c.tag not in _PLAIN_RUN_CHILDREN for c in child):
+                return False
+        elif child.tag != W.pPr and child.tag not in _PARAGRAPH_MARKS:
+            return False
     return _placeholder_pattern(decl.id).fullmatch(_paragraph_text(p).strip()) is not None
 
 

@@ -16,8 +16,8 @@ from astra.core.binding import ClassifiedUtterance, bind
 from astra.core.data import read_tables
 from astra.ingest.atoms import atomize
 from astra.ingest.zones import extract_maps, scan_zones
-from astra.ooxml.ns import W
-from astra.ooxml.package import Package
+from astra.ooxml.ns import WP_NS, W
+from astra.ooxml.package import Package, write_package
 from astra.ooxml.wordml import story_parts
 from astra.ooxml.zip import FIXED_DATE_TIME
 from astra.samples import HERE as SAMPLES
@@ -263,3 +263,64 @@ def test_template_cache_is_bounded(template):
     cache.get(other)
     assert list(cache._items) == [hashlib.sha256(other).hexdigest()]  # one at a time
     assert cache.get(template) is not cache.get(template)  # over the byte budget: never kept
+
+
+def _repacked(data: bytes, changes: dict[str, bytes]) -> bytes:
+    pkg = Package.read(data)
+    return write_package([(name, changes.get(name, pkg.read_part(name))) for name in pkg.members])
+
+
+IMAGE_ZONE = ('<w:sdt><w:sdtPr><w:tag w:val="astra:photo;kind=image"/><w:id w:val="5"/></w:sdtPr><w:sdtContent><w:p/>'
+              '</w:sdtContent></w:sdt><w:p><w:r><w:t>{{ notes }}</w:t></w:r></w:p>')
+RELS_PART, TYPES_PART = "word/_rels/document.xml.rels", "[Content_Types].xml"
+
+
+def _utf16(part: bytes) -> bytes:
+    return part.decode("utf-8").replace('encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-16")
+
+
+@pytest.mark.parametrize("change", [
+    lambda rels, types: {RELS_PART: _utf16(rels)},
+    lambda rels, types: {RELS_PART: rels + b"<!-- end --><?producer x?>"},
+    lambda rels, types: {TYPES_PART: _utf16(types)},
+    lambda rels, types: {TYPES_PART: types + b"<!-- end -->"},
+    lambda rels, types: {TYPES_PART: types.replace(b"<Default", b'<!-- Extension="png" --><Default', 1)},
+], ids=["utf16-rels", "rels-trailing-comment-pi", "utf16-content-types", "content-types-trailing-comment",
+        "content-types-comment-naming-png"])
+def test_unusual_but_wellformed_package_parts_take_an_image(change, media):
+    """Templates that pass the audit build: the relationships and content types parts are edited as XML."""
+    plain = minimal_docx(IMAGE_ZONE)
+    pkg = Package.read(plain)
+    template = _repacked(plain, change(pkg.read_part(RELS_PART), pkg.read_part(TYPES_PART)))
+    maps = extract_maps(template)
+    out = build(template, maps.zone_map, maps.style_map,
+                intent_output({"notes": ["n"]}, media={"photo": ["media/site.png"]}), media)
+    assert out.fills["photo"]["items"] == 1
+    assert check_document(out.docx, maps.zone_map, template=template).passed
+    assert len(docx.Document(io.BytesIO(out.docx)).inline_shapes) == 1
+    assert Package.read(out.docx).content_types().defaults.get("png") == "image/png"
+
+
+def test_a_part_unusable_mid_build_is_a_build_error(media):
+    template = minimal_docx(IMAGE_ZONE)
+    template = _repacked(template, {TYPES_PART: Package.read(template).read_part(TYPES_PART).replace(
+        b"<Types ", b"<Typez ").replace(b"</Types>", b"</Typez>")})
+    maps = extract_maps(template)
+    with pytest.raises(BuildError, match="cannot be built.*not <Types>"):
+        build(template, maps.zone_map, maps.style_map,
+              intent_output({"notes": ["n"]}, media={"photo": ["media/site.png"]}), media)
+
+
+def test_new_ids_are_above_every_part_s_ids(media):
+    """A header without zones keeps its picture's docPr id: new drawings and controls count up from above it."""
+    header = ('<w:p><w:r><w:drawing><wp:inline><wp:extent cx="9525" cy="9525"/><wp:docPr id="70" name="logo"/>'
+              '</wp:inline></w:drawing></w:r></w:p>')
+    template = minimal_docx(IMAGE_ZONE, headers=[header])
+    maps = extract_maps(template)
+    out = build(template, maps.zone_map, maps.style_map,
+                intent_output({"notes": ["n"]}, media={"photo": ["media/site.png"]}), media)
+    document = Package.read(out.docx).xml("word/document.xml")
+    drawing_ids = [int(el.get("id")) for el in document.iter(f"{{{WP_NS}}}docPr")]
+    control_ids = [int(el.get(W.val)) for el in document.iter(W.id)]
+    assert drawing_ids and min(drawing_ids) > 70
+    assert control_ids and max(control_ids) > 70

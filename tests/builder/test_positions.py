@@ -7,11 +7,13 @@ from __future__ import annotations
 import io
 
 import docx
+import pytest
+from lxml import etree
 
 from astra.builder.check import check_document
 from astra.builder.engine import build
 from astra.ingest.zones import extract_maps, scan_zones
-from astra.ooxml.ns import W
+from astra.ooxml.ns import W_NS, W
 from astra.ooxml.package import Package
 from astra.samples.templates import minimal_docx
 
@@ -90,3 +92,36 @@ def test_bookmarks_around_replaced_placeholders_stay_well_placed():
     first = intro.find(W.p)
     assert [child.tag for child in first] == [W.pPr, W.bookmarkStart, W.r, W.bookmarkEnd]
     assert [child.tag for child in readings] == [W.bookmarkStart, W.tbl, W.bookmarkEnd]
+
+
+@pytest.mark.parametrize("beside", [
+    '<w:r><w:sym w:font="Wingdings" w:char="F04A"/></w:r>',
+    '<w:r><w:footnoteReference w:id="1"/></w:r>',
+    '<w:r><w:ptab w:relativeTo="margin" w:alignment="right" w:leader="none"/></w:r>',
+    '<w:r><w:t xml:space="preserve"> </w:t><w:softHyphen/></w:r>',
+    '<w:ins w:id="3" w:author="a"><w:r><w:t xml:space="preserve"> </w:t></w:r></w:ins>',
+], ids=["sym", "footnote-reference", "ptab", "soft-hyphen", "tracked-insertion"])
+def test_a_placeholder_beside_other_content_is_replaced_inline(beside):
+    """Only blanks, properties, range markers and plain text runs let a placeholder take its whole paragraph:
+    anything else in the paragraph stays, beside an inline zone."""
+    out, body = _build(f"<w:p><w:r><w:t>{{{{ notes }}}}</w:t></w:r>{beside}</w:p>{SECT}</w:sectPr>",
+                       intent_output({"notes": ["x"]}))
+    paragraph = body.find(W.p)
+    kept = etree.fromstring(f'<w:wrap xmlns:w="{W_NS}">{beside}</w:wrap>')[0]
+    assert paragraph is not None and paragraph.find(W.sdt) is not None  # an inline control in the paragraph
+    assert any(_shape(child) == _shape(kept) for child in paragraph)
+    assert zone_paragraphs(out.docx, "notes") == ["x"]
+
+
+def _shape(el) -> list:
+    return [(e.tag, dict(e.attrib), (e.text or "").strip()) for e in el.iter()]
+
+
+def test_a_placeholder_among_blanks_and_markers_takes_the_paragraph():
+    body_xml = ('<w:p><w:pPr><w:jc w:val="center"/></w:pPr><w:proofErr w:type="spellStart"/>'
+                '<w:bookmarkStart w:id="7" w:name="n"/><w:r><w:rPr><w:b/></w:rPr><w:lastRenderedPageBreak/>'
+                '<w:t xml:space="preserve">  {{ notes }} </w:t></w:r><w:bookmarkEnd w:id="7"/>'
+                f'<w:proofErr w:type="spellEnd"/></w:p>{SECT}</w:sectPr>')
+    out, body = _build(body_xml, intent_output({"notes": ["a", "b"]}))
+    assert body[0].tag == W.sdt  # a block-level control holding one paragraph per utterance
+    assert zone_paragraphs(out.docx, "notes") == ["a", "b"]
