@@ -14,6 +14,19 @@ writes either, so one more than the template has is a fault.
 :func:`convert_to_pdf` — LibreOffice headless converts the document to PDF (Debian's
 ``libreoffice-writer-nogui``; ``scripts/system-deps.sh`` installs it). A separate function
 because it takes seconds and a binary the engine does not otherwise need.
+
+DECISION: LibreOffice's layout time grows about quadratically with a table's rows (one table of
+2,500 rows takes ~70 s, 5,000 rows over 170 s), so a large session's document would fail the
+blocking "opens" check by timeout, once and for good. The PDF check therefore converts
+:func:`pdf_check_copy`: the document with each ``astra:`` zone cut to its first
+:data:`PDF_MAX_ZONE_ROWS` table rows (over all its tables, each table keeping at least its header
+row) and its first :data:`PDF_MAX_ZONE_BLOCKS` blocks (plus its last, which may carry a section
+break). Everything outside the zones is the audited template, whole. What is left out is made by
+the same code from the same kind of cleaned text as what is kept, and the whole document is still
+opened by python-docx and judged by every structural check above; the copy's cuts are reported
+(:class:`PdfCopy`), so the check's metadata says how much LibreOffice saw. Scaling the timeout
+instead would let one session hold a worker for many minutes and still fail beyond some size. A
+conversion that overruns its timeout raises :class:`ConversionTimeout`, which says so.
 """
 
 from __future__ import annotations
@@ -28,16 +41,20 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lxml import etree
+
 from astra.ingest.audit import audit
 from astra.ingest.zones import TAG_PREFIX, TemplateRefused, parse_tag
 from astra.ooxml.errors import PackageError
 from astra.ooxml.fields import field_instructions
 from astra.ooxml.ns import W
-from astra.ooxml.package import Package
+from astra.ooxml.package import Package, write_package
 from astra.ooxml.partname import rels_source
 from astra.ooxml.wordml import story_parts, wval
 
 ALLOWED_FIELDS = frozenset({"PAGE", "NUMPAGES", "DATE"})
+PDF_MAX_ZONE_ROWS = 300  # table rows per zone in the copy LibreOffice converts (a few seconds of layout)
+PDF_MAX_ZONE_BLOCKS = 1_000  # paragraphs and tables per zone in that copy
 
 
 @dataclass(frozen=True)
@@ -158,6 +175,74 @@ class ConversionError(RuntimeError):
     """LibreOffice is missing, or could not convert the document."""
 
 
+class ConversionTimeout(ConversionError):
+    """LibreOffice did not finish converting within the timeout (the same document would time out again)."""
+
+
+@dataclass(frozen=True)
+class PdfCopy:
+    docx: bytes  # what LibreOffice is given
+    rows_left_out: int  # table rows of the zones beyond PDF_MAX_ZONE_ROWS
+    blocks_left_out: int  # zone paragraphs and tables beyond PDF_MAX_ZONE_BLOCKS
+
+
+def pdf_check_copy(data: bytes, *, max_rows: int = PDF_MAX_ZONE_ROWS,
+                   max_blocks: int = PDF_MAX_ZONE_BLOCKS) -> PdfCopy:
+    """The document with each ``astra:`` zone cut for the LibreOffice check (see the module docstring); the
+    document itself when nothing is over the caps. Raises ConversionError when the package cannot be read."""
+    try:
+        pkg = Package.read(data)
+        changed: dict[str, bytes] = {}
+        rows_out = blocks_out = 0
+        for part in story_parts(pkg):
+            root = pkg.xml(part)
+            part_rows = part_blocks = 0
+            for content in _zone_contents(root):
+                rows, blocks = _cut_zone(content, max_rows, max_blocks)
+                part_rows, part_blocks = part_rows + rows, part_blocks + blocks
+            if part_rows or part_blocks:
+                changed[part] = etree.tostring(root, encoding="UTF-8", xml_declaration=True, standalone=True)
+                rows_out, blocks_out = rows_out + part_rows, blocks_out + part_blocks
+        if not changed:
+            return PdfCopy(data, 0, 0)
+        members = [(name, changed[name] if name in changed else pkg.precompressed(name)) for name in pkg.members]
+        return PdfCopy(write_package(members), rows_out, blocks_out)
+    except PackageError as exc:
+        raise ConversionError(f"the copy for LibreOffice cannot be made: {exc}") from None
+
+
+def _zone_contents(root: etree._Element) -> list[etree._Element]:
+    """The ``w:sdtContent`` of every outermost ``astra:`` content control under ``root``."""
+    found: list[etree._Element] = []
+    for sdt in root.iter(W.sdt):
+        tag = wval(sdt.find(f"{W.sdtPr}/{W.tag}"))
+        if tag is None or not tag.strip().lower().startswith(TAG_PREFIX):
+            continue
+        content = sdt.find(W.sdtContent)
+        if content is not None and not any(ancestor in found for ancestor in sdt.iterancestors(W.sdtContent)):
+            found.append(content)
+    return found
+
+
+def _cut_zone(content: etree._Element, max_rows: int, max_blocks: int) -> tuple[int, int]:
+    """Cut one zone's content in place: rows over ``max_rows`` (a table keeps its first row), then blocks over
+    ``max_blocks`` (the last one stays). Returns (rows, blocks) removed."""
+    rows_removed = 0
+    budget = max_rows
+    for table in list(content.iter(W.tbl)):
+        rows = table.findall(W.tr)
+        keep = max(budget, 1)
+        for row in rows[keep:]:
+            table.remove(row)
+        rows_removed += max(len(rows) - keep, 0)
+        budget = max(budget - min(len(rows), keep), 0)
+    blocks = [child for child in content if isinstance(child.tag, str)]
+    doomed = blocks[max_blocks - 1:-1] if len(blocks) > max_blocks else []
+    for block in doomed:
+        content.remove(block)
+    return rows_removed, len(doomed)
+
+
 def soffice_path() -> str | None:
     return shutil.which("soffice") or shutil.which("libreoffice")
 
@@ -182,7 +267,8 @@ def convert_to_pdf(data: bytes, *, timeout: float = 180.0) -> bytes:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
-            raise ConversionError(f"LibreOffice did not finish within {timeout:g} s") from None
+            raise ConversionTimeout(f"LibreOffice did not finish the conversion within {timeout:g} s (stopped): the "
+                                    "document is not shown to convert, and would time out again") from None
         pdf = work / "document.pdf"
         if process.returncode != 0 or not pdf.exists() or not pdf.read_bytes().startswith(b"%PDF"):
             detail = (stderr or stdout).decode("utf-8", "replace").strip().splitlines()

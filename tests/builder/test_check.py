@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from astra.builder.check import ConversionError, check_document, convert_to_pdf, soffice_path
+from astra.builder.check import (
+    PDF_MAX_ZONE_BLOCKS,
+    PDF_MAX_ZONE_ROWS,
+    ConversionError,
+    ConversionTimeout,
+    check_document,
+    convert_to_pdf,
+    pdf_check_copy,
+    soffice_path,
+)
 from astra.builder.engine import build
 from astra.ingest.zones import extract_maps
-from astra.ooxml.ns import RT_TRANSITIONAL
+from astra.ooxml.ns import RT_TRANSITIONAL, W
 from astra.ooxml.package import Package, write_package
 from astra.samples.templates import build_sample_template, sample_sidecar
 
@@ -96,8 +105,57 @@ def test_missing_zone_and_unreadable_document(sample):
 def test_libreoffice_converts_it(sample):
     _, _, built = sample
     assert convert_to_pdf(built).startswith(b"%PDF")
-    with pytest.raises(ConversionError, match="did not finish"):
+    with pytest.raises(ConversionTimeout, match="did not finish the conversion within 0.01 s"):
         convert_to_pdf(built, timeout=0.01)
+
+
+LARGE_ROWS, LARGE_UTTERANCES = 5_000, 1_500
+
+
+@pytest.fixture(scope="module")
+def large():
+    """A session document LibreOffice would take minutes on: a 5,000-row table and 1,500 utterances."""
+    template = build_sample_template()
+    maps = extract_maps(template, sample_sidecar())
+    columns = [{"name": f"c{i}", "type": "decimal" if i % 2 else "text", "format": None} for i in range(8)]
+    rows = [[n * 1.5 if i % 2 else f"row {n} & <x>" for i in range(8)] for n in range(LARGE_ROWS)]
+    table = {"id": "data/x.csv", "source": "data/x.csv", "sheet": None, "header": [c["name"] for c in columns],
+             "columns": columns, "rows": rows, "row_count": LARGE_ROWS}
+    session = intent_output({"notes": [f"utterance {n}" for n in range(LARGE_UTTERANCES)]}, {"measurements": [table]})
+    return template, maps.zone_map, build(template, maps.zone_map, maps.style_map, session).docx
+
+
+def _zone_content(docx_bytes: bytes, zone: str):
+    for sdt in Package.read(docx_bytes).xml(DOCUMENT).iter(W.sdt):
+        if (sdt.find(f"{W.sdtPr}/{W.tag}").get(W.val) or "").startswith(f"astra:{zone};"):
+            return sdt.find(W.sdtContent)
+    raise AssertionError(zone)
+
+
+def test_the_pdf_copy_of_a_large_document_is_cut_per_zone(large):
+    template, zone_map, built = large
+    copy = pdf_check_copy(built)
+    assert copy.rows_left_out == LARGE_ROWS + 1 - PDF_MAX_ZONE_ROWS  # the header row counts
+    assert copy.blocks_left_out == LARGE_UTTERANCES - PDF_MAX_ZONE_BLOCKS
+    table = _zone_content(copy.docx, "measurements").find(W.tbl)
+    assert len(table.findall(W.tr)) == PDF_MAX_ZONE_ROWS
+    notes = [p for p in _zone_content(copy.docx, "notes") if p.tag == W.p]
+    assert len(notes) == PDF_MAX_ZONE_BLOCKS
+    assert "".join(t.text for t in notes[-1].iter(W.t)) == f"utterance {LARGE_UTTERANCES - 1}"  # the last stays
+    assert check_document(copy.docx, zone_map, template=template).passed  # still a whole, valid document
+    assert len(_zone_content(built, "measurements").find(W.tbl).findall(W.tr)) == LARGE_ROWS + 1  # built: whole
+
+
+def test_a_document_under_the_caps_is_converted_as_it_is(sample):
+    copy = pdf_check_copy(sample[2])
+    assert (copy.docx, copy.rows_left_out, copy.blocks_left_out) == (sample[2], 0, 0)
+    with pytest.raises(ConversionError, match="cannot be made"):
+        pdf_check_copy(b"PK not a package")
+
+
+@pytest.mark.skipif(soffice_path() is None, reason="LibreOffice is not installed (scripts/system-deps.sh)")
+def test_libreoffice_converts_the_copy_of_a_large_document_in_seconds(large):
+    assert convert_to_pdf(pdf_check_copy(large[2]).docx, timeout=60).startswith(b"%PDF")
 
 
 def test_conversion_without_libreoffice(sample, monkeypatch):
