@@ -27,7 +27,9 @@ their sha256, what went into each zone, and the problems met: refused images, tr
   (:func:`astra.ooxml.edit.splice_blocks`): a top-level block holding no zone keeps every byte,
   so it is the same atom in the template and in the output.
 * **Media** go into the package (``word/media/astra-<sha256>.<ext>``, one part per distinct
-  image, an internal relationship, a Default content type), never linked.
+  image, an internal relationship, a Default content type), never linked. Each is stored no
+  finer than ``BuildCaps.image_dpi`` at the size it is shown, and the stored pictures of one
+  document stay under ``max_document_image_bytes`` (one past it is left out and reported).
 * **Sanitized** (:mod:`astra.builder.sanitize`): text is only ever text.
 * **Deterministic:** fixed zip timestamps and member order (the template's, then new parts by
   name), ids counted up from the template's highest, content-addressed media names.
@@ -67,7 +69,7 @@ from astra.ooxml.xml import hardened_parser
 
 from . import wml
 from .cells import NUMERIC_TYPES, CellFormat
-from .media import ImageRefused, PreparedImage, prepare_image
+from .media import ImageRefused, PreparedImage, pixel_box, prepare_image
 from .sanitize import clean_text, text_runs, truncate
 
 MiB = 1024 * 1024
@@ -105,6 +107,8 @@ class BuildCaps:
     max_image_bytes: int = 20 * MiB
     max_image_pixels: int = 40_000_000  # checked on the declared size, before decoding
     max_images_per_zone: int = 50
+    image_dpi: int = 200  # a larger picture is stored scaled down to this resolution at its shown size
+    max_document_image_bytes: int = 50 * MiB  # all stored pictures; one past it is left out and reported
 
 
 @dataclass(frozen=True)
@@ -273,7 +277,10 @@ class _Builder:
         self.problems: list[BuildProblem] = []
         self.fills: dict[str, dict] = {}
         self.media_parts: dict[str, PreparedImage] = {}  # part name -> image
-        self.prepared: dict[str, PreparedImage | None] = {}  # media name -> image (None: refused)
+        self.part_names: dict[str, str] = {}  # image sha256 -> part name
+        self.image_bytes = 0  # of media_parts
+        # (media name, pixel box) -> image (None: refused)
+        self.prepared: dict[tuple[str, tuple[int, int]], PreparedImage | None] = {}
         self.run_props: dict[str, dict] = {}
 
     # ------------------------------------------------------------------ setup
@@ -498,32 +505,42 @@ class _Builder:
         if names is None:
             pattern = (self._zone_accepts(zone.id).get("media")) or ""
             names = sorted(n for n in self.media if pattern and fnmatch.fnmatchcase(n, pattern))
+        frame = _first_descendant(zone.decl.element, _WP + "extent") if zone.decl.declared_by == \
+            "content_control" else None
+        max_cx = int(frame.get("cx")) if frame is not None and (frame.get("cx") or "").isdigit() else \
+            self._zone_width_twips(zone) * wml.EMU_PER_TWIP
+        max_cy = self._text_height_twips() * wml.EMU_PER_TWIP
+        box = pixel_box(max_cx, max_cy, self.caps.image_dpi)
         images: list[PreparedImage] = []
         for name in names:
             if name not in self.media:
                 raise BuildError(f"zone {zone.id!r} lists media {name!r}, which the session does not hold")
-            image = self._prepare(zone, name)
+            image = self._prepare(zone, name, box)
             if image is None:
                 continue
             if len(images) >= (1 if picture_control else self.caps.max_images_per_zone):
                 self._problem(zone, "image_dropped", f"{name}: " + ("a picture content control holds one picture"
                               if picture_control else f"over {self.caps.max_images_per_zone} images in one zone"))
                 continue
+            part = self._media_part(image)
+            if part not in self.media_parts:
+                if self.image_bytes + len(image.data) > self.caps.max_document_image_bytes:
+                    self._problem(zone, "image_dropped", f"{name}: {len(image.data)} bytes would take the "
+                                  f"document's pictures over their {self.caps.max_document_image_bytes}-byte "
+                                  "limit")
+                    continue
+                self.media_parts[part] = image
+                self.image_bytes += len(image.data)
             images.append(image)
         fill["items"] = len(images)
         if not images:
             return ""
-        frame = _first_descendant(zone.decl.element, _WP + "extent") if zone.decl.declared_by == \
-            "content_control" else None
-        max_cx = int(frame.get("cx")) if frame is not None and (frame.get("cx") or "").isdigit() else \
-            self._zone_width_twips(zone) * wml.EMU_PER_TWIP
-        max_cy = self._text_height_twips() * wml.EMU_PER_TWIP
         runs = []
         for image in images:
             rel_id = self._embed(zone.edit, image)
             cx, cy = _fit(image.width_px, image.height_px, max_cx, max_cy)
             drawing_id = self._new_id()
-            runs.append(wml.drawing_run(rel_id, drawing_id, f"astra-{image.sha256[:20]}.{image.extension}", cx, cy))
+            runs.append(wml.drawing_run(rel_id, drawing_id, posixpath.basename(self._media_part(image)), cx, cy))
         if inline:
             return "".join(runs)
         ppr = self._prototype_ppr(zone, last=False)
@@ -535,19 +552,36 @@ class _Builder:
                 return zone.get("accepts") or {}
         return {}
 
-    def _prepare(self, zone: _Zone, name: str) -> PreparedImage | None:
-        if name not in self.prepared:
+    def _prepare(self, zone: _Zone, name: str, box: tuple[int, int]) -> PreparedImage | None:
+        if (name, box) not in self.prepared:
             try:
-                self.prepared[name] = prepare_image(self.media[name], max_bytes=self.caps.max_image_bytes,
-                                                    max_pixels=self.caps.max_image_pixels)
+                self.prepared[name, box] = prepare_image(self.media[name], max_bytes=self.caps.max_image_bytes,
+                                                         max_pixels=self.caps.max_image_pixels, fit_within=box)
             except ImageRefused as exc:
-                self.prepared[name] = None
+                self.prepared[name, box] = None
                 self._problem(zone, "image_refused", f"{name}: {exc.reason}: {exc.detail}")
-        return self.prepared[name]
+        return self.prepared[name, box]
+
+    def _media_part(self, image: PreparedImage) -> str:
+        """``word/media/astra-<sha256>.<ext>``; if the template already holds a part of that name
+        (in any case) with other bytes, the first free ``astra-<sha256>-<n>.<ext>`` beside it."""
+        if image.sha256 not in self.part_names:
+            stem, n = f"word/media/astra-{image.sha256[:20]}", 1
+            part = f"{stem}.{image.extension}"
+            while self.pkg.has(part) and not self._template_holds(part, image.data):
+                n += 1
+                part = f"{stem}-{n}.{image.extension}"
+            self.part_names[image.sha256] = part
+        return self.part_names[image.sha256]
+
+    def _template_holds(self, part: str, data: bytes) -> bool:
+        try:
+            return self.pkg.name_of(part) == part and self.pkg.read_part(part) == data
+        except PackageError:  # a part too large to read is not this picture
+            return False
 
     def _embed(self, edit: _PartEdit, image: PreparedImage) -> str:
-        part = f"word/media/astra-{image.sha256[:20]}.{image.extension}"
-        self.media_parts[part] = image
+        part = self._media_part(image)
         if part not in edit.image_rels:
             existing = self.pkg.relationships(edit.name) + edit.new_rels
             rel_id = next_relationship_ids(existing, 1)[0]

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import io
+import random
 import struct
 import time
+import warnings
+import zipfile
 import zlib
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from astra.builder.check import check_document
 from astra.builder.engine import BuildCaps, build
-from astra.builder.media import ImageRefused, prepare_image
+from astra.builder.media import ImageRefused, pixel_box, prepare_image
 from astra.ingest.zones import extract_maps
 from astra.ooxml.ns import WP_NS
 from astra.ooxml.package import Package
@@ -178,3 +181,166 @@ def test_image_caps_per_zone():
     assert out.fills["photos"]["items"] == 2
     assert [p.code for p in out.problems] == ["image_dropped", "image_dropped"]
     assert len(_extents(out.docx)) == 2
+
+
+# -- malformed EXIF (Pillow's exif_transpose raised on these: TypeError, struct.error)
+
+def _jpeg_with_broken_exif(patches: dict[int, int]) -> bytes:
+    """A JPEG whose EXIF block has bytes changed at offsets from the TIFF header (what a fuzzer found)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "Cam"
+    exif[0x8825] = {1: "N", 2: (1.0, 2.0, 3.0)}
+    raw = bytearray(_image("JPEG", (40, 30), exif=exif.tobytes()))
+    tiff = raw.index(b"Exif\x00\x00") + 6
+    for offset, value in patches.items():
+        raw[tiff + offset] = value
+    return bytes(raw)
+
+
+@pytest.mark.parametrize("patches", [
+    {11: 0x56, 56: 0xC1},  # struct.error: "required argument is not an integer"
+    {51: 0xB0, 58: 0x89, 70: 0x76, 73: 0xB4, 84: 0x02},  # TypeError: "fill character must be a unicode character"
+    {8: 0x00, 9: 0x40},  # an IFD entry count past the end of the block: only warnings
+])
+def test_malformed_exif_neither_crashes_nor_warns(patches):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        image = prepare_image(_jpeg_with_broken_exif(patches), **CAPS)
+    assert caught == []  # Pillow's complaints about the skipped tags do not reach stderr
+    assert image.extension == "jpeg" and {image.width_px, image.height_px} == {30, 40}
+    assert b"Exif" not in image.data
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_turned_upright(orientation):
+    """A 2x1 block of colour (left red, right blue) stored as each orientation's camera would store it."""
+    upright = Image.new("RGB", (80, 40), (255, 0, 0))
+    upright.paste((0, 0, 255), (40, 0, 80, 40))
+    stored_as = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
+                 8: Image.Transpose.ROTATE_270}
+    stored = upright.transpose(stored_as[orientation]) if orientation in stored_as else upright
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    out = io.BytesIO()
+    stored.save(out, "JPEG", exif=exif.tobytes(), quality=95)
+    image = prepare_image(out.getvalue(), **CAPS)
+    with Image.open(io.BytesIO(image.data)) as shown:
+        assert shown.size == (80, 40)
+        red, blue = shown.getpixel((10, 20)), shown.getpixel((70, 20))
+    assert red[0] > 200 > red[2] and blue[2] > 200 > blue[0]
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_anything_pillow_raises_while_decoding_is_corrupt(monkeypatch, fmt):
+    """Pillow's decoders raise more than OSError on broken data (struct.error, TypeError, IndexError...)."""
+    data = _image(fmt)
+
+    def broken_decoder(self):
+        raise struct.error("unpack requires a buffer of 4 bytes")
+    monkeypatch.setattr(ImageFile.ImageFile, "load", broken_decoder)
+    with pytest.raises(ImageRefused) as refused:
+        prepare_image(data, **CAPS)
+    assert refused.value.reason == "corrupt"
+
+
+# -- size: stored at most as fine as the display needs, and a per-document budget
+
+def _noise(size: tuple[int, int], seed: int, fmt: str = "PNG", **save) -> bytes:
+    pixels = random.Random(seed).randbytes(size[0] * size[1] * 3)
+    out = io.BytesIO()
+    Image.frombytes("RGB", size, pixels).save(out, fmt, **save)
+    return out.getvalue()
+
+
+def test_downscaled_to_the_box_never_upscaled():
+    big = prepare_image(_image("PNG", (2000, 500)), **CAPS, fit_within=(400, 400))
+    assert (big.width_px, big.height_px) == (400, 100)
+    tall = prepare_image(_image("JPEG", (300, 3000)), **CAPS, fit_within=(400, 400))
+    assert (tall.width_px, tall.height_px) == (40, 400)
+    small = prepare_image(_image("PNG", (40, 30)), **CAPS, fit_within=(400, 400))
+    assert (small.width_px, small.height_px) == (40, 30)
+    assert small.data == prepare_image(_image("PNG", (40, 30)), **CAPS).data
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 2000x1000, shown 1000x2000: the box applies to the upright picture
+    turned = prepare_image(_image("JPEG", (2000, 1000), exif=exif.tobytes()), **CAPS, fit_within=(500, 4000))
+    assert (turned.width_px, turned.height_px) == (500, 1000)
+
+
+def test_display_box_at_the_image_resolution():
+    assert pixel_box(914_400 * 6, 914_400 * 9, 200) == (1200, 1800)
+    assert pixel_box(914_400 * 6 + 1, 914_400 * 9, 200) == (1201, 1800)  # never below the display size
+
+
+def test_big_photos_stored_at_the_zone_resolution_deterministically():
+    template, maps = _photo_template()
+    photos = {f"media/{i}.jpg": _noise((3000, 2000), i, "JPEG", quality=95) for i in range(2)}
+    first = build(template, maps.zone_map, maps.style_map, intent_output(), photos)
+    again = build(template, maps.zone_map, maps.style_map, intent_output(), photos)
+    assert first.docx == again.docx
+    pkg = Package.read(first.docx)
+    stored = [m for m in pkg.members if m.startswith("word/media/")]
+    text_width_px = (12240 - 2 * 1440) * 200 // 1440  # 6.5 inches at 200 dpi
+    for member in stored:
+        with Image.open(io.BytesIO(pkg.read_part(member))) as shown:
+            assert shown.size == (text_width_px, round(text_width_px * 2 / 3))
+    assert sum(len(pkg.read_part(m)) for m in stored) < sum(len(p) for p in photos.values()) / 3
+    text_width_emu = (12240 - 2 * 1440) * 635
+    for cx, cy in _extents(first.docx):  # shown as large as before: the zone's width, within a pixel's rounding
+        assert cx == text_width_emu and abs(cy - text_width_emu * 2 / 3) < text_width_emu / text_width_px
+
+
+def test_image_over_the_document_budget_left_out():
+    template, maps = _photo_template()
+    media = {"media/a.png": _noise((100, 100), 1), "media/b.png": _noise((100, 100), 2),
+             "media/c.png": _noise((100, 100), 3)}
+    media["media/a2.png"] = media["media/a.png"]  # the same picture again: one part, charged once
+    sizes = {name: len(prepare_image(data, **CAPS).data) for name, data in media.items()}
+    budget = sizes["media/a.png"] + sizes["media/b.png"]
+    out = build(template, maps.zone_map, maps.style_map, intent_output(), media,
+                caps=BuildCaps(max_document_image_bytes=budget))
+    assert [(p.zone, p.code) for p in out.problems] == [("photos", "image_dropped")]
+    assert out.problems[0].detail.startswith("media/c.png: ") and f"{budget}-byte" in out.problems[0].detail
+    assert out.fills["photos"]["items"] == 3
+    stored = [m for m in Package.read(out.docx).members if m.startswith("word/media/")]
+    assert len(stored) == 2
+    assert check_document(out.docx, maps.zone_map, template=template).passed
+
+
+# -- template media names
+
+def _with_member(docx: bytes, name: str, data: bytes) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(docx)) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for item in source.namelist():
+            target.writestr(item, source.read(item))
+        target.writestr(name, data)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("spelling", ["word/media/astra-{sha}.png", "word/media/ASTRA-{sha}.PNG"])
+def test_template_part_of_the_same_name_holding_other_bytes(spelling):
+    template, maps = _photo_template()
+    photo = _image("PNG", (40, 30))
+    sha = prepare_image(photo, **CAPS).sha256[:20]
+    template = _with_member(template, spelling.format(sha=sha), _image("PNG", (40, 30), optimize=True) + b"other")
+    out = build(template, maps.zone_map, maps.style_map, intent_output(), {"media/p.png": photo})
+    pkg = Package.read(out.docx)
+    blip = next(zone_controls(out.docx)["photos"].iter("{http://schemas.openxmlformats.org/drawingml/2006/main}blip"))
+    rel_id = blip.get("{http://schemas.openxmlformats.org/officeDocument/2006/relationships}embed")
+    target = next(r.target_part for r in pkg.relationships("word/document.xml") if r.id == rel_id)
+    assert pkg.read_part(target) == prepare_image(photo, **CAPS).data  # the user's picture is the one shown
+    assert check_document(out.docx, maps.zone_map, template=template).passed
+
+
+def test_template_part_of_the_same_name_and_bytes_reused():
+    template, maps = _photo_template()
+    photo = _image("PNG", (40, 30))
+    prepared = prepare_image(photo, **CAPS)
+    part = f"word/media/astra-{prepared.sha256[:20]}.png"
+    template = _with_member(template, part, prepared.data)
+    out = build(template, maps.zone_map, maps.style_map, intent_output(), {"media/p.png": photo})
+    pkg = Package.read(out.docx)
+    assert [m for m in pkg.members if m.startswith("word/media/")] == [part]
+    assert next(r for r in pkg.relationships("word/document.xml") if r.type.endswith("/image")).target_part == part
