@@ -16,7 +16,9 @@ parent's document is in `v2_clone_binary`'s metadata (the parent's partition, UR
 the asset graph.
 
 Blocking checks, run on the bytes just stored: `document_opens` (python-docx opens it and LibreOffice headless
-converts it to PDF), `no_forbidden_construct` (macros, OLE/ActiveX, altChunk, external relationships, fields other
+converts it to PDF — a copy with each zone cut to its first rows and paragraphs, since LibreOffice's time grows about
+quadratically with a table's rows; the check's metadata says how much was left out, see astra/builder/check.py),
+`no_forbidden_construct` (macros, OLE/ActiveX, altChunk, external relationships, fields other
 than PAGE/NUMPAGES/DATE beyond what the audited template carries) and `every_zone_present` (an `astra:` content
 control for every zone of the zone map). A failed check is a verdict on deterministic bytes, not an outage: the
 materialization and the check results are recorded, then the step fails with `Failure(allow_retries=False)`, so
@@ -44,13 +46,22 @@ from dagster import (
 )
 from dagster_aws.s3 import S3Resource
 
-from astra.builder.check import ConversionError, check_document, convert_to_pdf
+from astra.builder.check import (
+    PDF_MAX_ZONE_BLOCKS,
+    PDF_MAX_ZONE_ROWS,
+    ConversionError,
+    ConversionTimeout,
+    check_document,
+    convert_to_pdf,
+    pdf_check_copy,
+)
 from astra.builder.engine import BuildError
 from astra.builder.session import (
     SessionBuildError,
     SessionDocument,
     build_session_document,
     clone_intent_output,
+    clone_source,
     load_json_blob,
     load_template,
     parent_session,
@@ -74,7 +85,8 @@ OPENS, NO_FORBIDDEN, ZONES_PRESENT = "document_opens", "no_forbidden_construct",
 CHECKS = (OPENS, NO_FORBIDDEN, ZONES_PRESENT)
 NO_VERSION = "none (bucket not versioned)"
 FORBIDDEN_CODES = ("forbidden_construct", "field_not_allowed", "external_relationship")
-# S3 hiccups are retried; refusals (inputs missing or not fitting, failed checks) are not (allow_retries=False).
+# S3 hiccups are retried; refusals (inputs missing or not fitting, the engine refusing or failing on them — it reads
+# no service, so that repeats —, failed checks) are not (allow_retries=False).
 BUILD_RETRY = RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL)
 # A clone also waits for its parent's document (the parent's run may still be building it) and for IntentService.
 CLONE_RETRY = RetryPolicy(max_retries=3, delay=10, backoff=Backoff.EXPONENTIAL)
@@ -84,7 +96,8 @@ def check_specs(asset_name: str) -> list[AssetCheckSpec]:
     return [
         AssetCheckSpec(OPENS, asset=asset_name, blocking=True,
                        description="python-docx opens the stored document and LibreOffice headless converts it to "
-                       "PDF."),
+                       f"PDF (each zone cut to its first {PDF_MAX_ZONE_ROWS:,} table rows and {PDF_MAX_ZONE_BLOCKS:,} "
+                       "paragraphs or tables for LibreOffice)."),
         AssetCheckSpec(NO_FORBIDDEN, asset=asset_name, blocking=True,
                        description="No macros, OLE/ActiveX, altChunk, DTD, external relationship, or field other "
                        "than PAGE, NUMPAGES and DATE (the audited template's own fields and links allowed)."),
@@ -169,9 +182,9 @@ def v2_clone_binary(context: AssetExecutionContext, s3: S3Resource, storage: Sto
         # sensor to offer again.
         raise Failure(f"{session.partition_key} is rebuilt from {parent.partition_key}, whose document "
                       f"({parent_asset.to_user_string()}) is not built yet")
-    source = SessionKey.parse(parent_meta["source_partition"])
-    source_record = record if source == session else handed_over(client, bucket, source)
     try:
+        source = clone_source(session, parent_meta["source_partition"])
+        source_record = record if source == session else handed_over(client, bucket, source)
         snapshot = pinned_snapshot(config_store, session, record)
         template = load_template(client, bucket, session.tenant, snapshot.template_sha256)
         intents = intent_service.client()
@@ -297,17 +310,22 @@ def document_checks(docx: bytes, zone_map: dict, template: bytes,
     unreadable = [f for f in findings if f["code"] == "does_not_open"]
     opens = list(unreadable)
     started = time.monotonic()
-    pdf_size = 0
+    pdf_size = rows_left_out = blocks_left_out = 0
     if not unreadable and OPENS in selected:
         try:
-            pdf_size = len(convert_to_pdf(docx))
+            copy = pdf_check_copy(docx)  # large zones cut: see astra/builder/check.py
+            rows_left_out, blocks_left_out = copy.rows_left_out, copy.blocks_left_out
+            pdf_size = len(convert_to_pdf(copy.docx))
+        except ConversionTimeout as exc:
+            opens.append({"code": "pdf_conversion_timeout", "detail": str(exc)})
         except ConversionError as exc:
             opens.append({"code": "pdf_conversion_failed", "detail": str(exc)})
     conversion_s = round(time.monotonic() - started, 2)
     # A package that cannot be read cannot be judged on its content: those checks fail too, saying why.
     unjudged = [{"code": "not_judged", "detail": "the document does not open"}] if unreadable else []
     verdicts = [
-        (OPENS, opens, {"pdf_bytes": pdf_size, "conversion_s": conversion_s}),
+        (OPENS, opens, {"pdf_bytes": pdf_size, "conversion_s": conversion_s, "pdf_rows_left_out": rows_left_out,
+                        "pdf_blocks_left_out": blocks_left_out}),
         (NO_FORBIDDEN, unjudged or [f for f in findings if f["code"] in FORBIDDEN_CODES], {}),
         (ZONES_PRESENT, unjudged or [f for f in findings if f["code"] == "zone_missing"],
          {"zones_found": MetadataValue.json(report.zones_found), "zones_expected": len(zone_map.get("zones") or [])}),

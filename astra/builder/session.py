@@ -21,6 +21,10 @@ Storage: content-addressed in the tenant's blobs (written once) and at ``<tenant
 in the assets bucket (versioning on). The documents key is written only when it does not already hold these bytes
 (S3's full-object SHA-256 says so), so rebuilding the same inputs adds no S3 version; different bytes (new inputs
 for the same version: a re-run after an intent output changed) become a new S3 version, the old one kept.
+
+Errors: :class:`SessionBuildError` (inputs missing or not fitting, a clone's source outside its own session) and
+:class:`~astra.builder.engine.BuildError` (the engine refuses the inputs, or fails on them: the engine reads no
+service, so any fault of it repeats) are verdicts on the inputs; only S3's errors are worth another attempt.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
-from astra.builder.engine import BuildCaps, BuildResult, build
+from astra.builder.engine import BuildCaps, BuildError, BuildResult, build
 from astra.config_svc import ConfigSnapshot
 from astra.core.intent_output import Classify, StoredOutput, build_intent_output, load_transcript, store_output
 from astra.core.transcribe import SessionFileError, read_blob
@@ -112,7 +116,20 @@ def load_json_blob(s3, bucket: str, tenant: str, sha256: str, what: str) -> dict
         raise SessionBuildError(f"the {what} {blob_uri(bucket, tenant, sha256)} is missing") from None
     if hashlib.sha256(body).hexdigest() != sha256:
         raise SessionBuildError(f"the {what} {blob_uri(bucket, tenant, sha256)} does not hold the bytes stored")
-    return json.loads(body)
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise SessionBuildError(f"the {what} {blob_uri(bucket, tenant, sha256)} is not JSON: {exc}") from None
+
+
+def clone_source(clone: SessionKey, source_partition: str) -> SessionKey:
+    """The session version a clone's inputs come from (its parent's ``source_partition``), which must be a version
+    of the clone's own session: a clone never reads another session's, let alone another tenant's, inputs."""
+    source = SessionKey.parse(source_partition)
+    if (source.tenant, source.session_id) != (clone.tenant, clone.session_id):
+        raise SessionBuildError(f"{clone.partition_key}: its parent's inputs are recorded as {source_partition}, "
+                                "another session's: refusing to build from them")
+    return source
 
 
 def session_media(s3, record: dict, caps: BuildCaps = BuildCaps()) -> tuple[dict[str, bytes], list[dict]]:
@@ -156,11 +173,19 @@ def build_session_document(s3, bucket: str, record: dict, snapshot: ConfigSnapsh
     source), else from the record itself."""
     session = record_session(record)
     source_record = source_record or record
+    clone_source(session, record_session(source_record).partition_key)
     if intent_output.get("config_version") != snapshot.version:
         raise SessionBuildError(f"{session.partition_key}: the intent output was bound to config version "
                                 f"{intent_output.get('config_version')}, not to v{snapshot.version}: bind it again")
     media, problems = session_media(s3, source_record, caps)
-    result = build(template, snapshot.zone_map, snapshot.style_map, intent_output, media, caps=caps)
+    try:
+        result = build(template, snapshot.zone_map, snapshot.style_map, intent_output, media, caps=caps)
+    except (BuildError, MemoryError):  # a refusal already; or the worker's state, which another attempt may not hit
+        raise
+    except Exception as exc:
+        # The engine reads no service: a fault on these inputs is met again on every attempt, so it is a refusal
+        # of the inputs (failed once), not an outage for the retry policy.
+        raise BuildError(f"the engine failed on these inputs: {type(exc).__name__}: {exc}") from exc
     stored = store_document(s3, bucket, session, result)
     return SessionDocument(
         session=session, source=record_session(source_record), build=result, stored=stored,

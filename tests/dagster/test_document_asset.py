@@ -6,6 +6,7 @@ its parent's document stays as it was; and each blocking check fails on a docume
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -16,8 +17,15 @@ import docx
 import pytest
 from dagster import AssetKey, AssetRecordsFilter
 
+from astra.builder.check import PDF_MAX_ZONE_ROWS, convert_to_pdf
 from astra.builder.engine import BuildCaps
-from astra.builder.session import document_key, session_media
+from astra.builder.session import (
+    SessionBuildError,
+    build_session_document,
+    clone_source,
+    document_key,
+    session_media,
+)
 from astra.core.core_client import IntentClient
 from astra.ingest.store import BlobStore, blob_uri
 from astra.orchestrator.upload import upload_session
@@ -234,6 +242,35 @@ def test_libreoffice_missing_fails_the_blocking_check_once_and_records_why(defs,
                                  f"document_binary:{ZONES_PRESENT}": True}
 
 
+def test_an_engine_fault_on_the_inputs_fails_once(defs, dagster_instance, s3, run_settings, template_tenant,
+                                                 monkeypatch):
+    """The engine reads no service: whatever it raises on these inputs, it raises again, so the step is not retried."""
+    session = SessionKey(template_tenant, f"s-{uuid.uuid4().hex[:6]}", 1)
+    upload_and_run(s3, run_settings.uploads_bucket, session, {"transcript.txt": TRANSFER.encode()}, defs,
+                   dagster_instance)
+
+    def faulty_engine(*args, **kwargs):
+        raise KeyError("w:tblGrid")  # an engine bug on some template, as a test can provoke it
+
+    monkeypatch.setattr("astra.builder.session.build", faulty_engine)
+    result = materialize(defs, dagster_instance, "document_binary", session)
+    assert not result.success and events(result, "STEP_UP_FOR_RETRY") == []
+    (failure,) = events(result, "STEP_FAILURE")
+    assert "the engine failed on these inputs: KeyError: 'w:tblGrid'" in said(failure.event_specific_data.error)
+
+
+def test_a_clone_is_built_only_from_its_own_session_s_inputs(s3, settings):
+    clone = SessionKey("acme", "s-1", 2)
+    assert clone_source(clone, "acme--s-1--v1") == SessionKey("acme", "s-1", 1)
+    for elsewhere in ("other--s-1--v1", "acme--s-2--v1"):
+        with pytest.raises(SessionBuildError, match="another session's"):
+            clone_source(clone, elsewhere)
+    record = {"session": {"tenant": "acme", "session_id": "s-1", "version": 2}, "files": []}
+    foreign = {"session": {"tenant": "other", "session_id": "s-1", "version": 1}, "files": []}
+    with pytest.raises(SessionBuildError, match="another session's"):
+        build_session_document(s3, settings.assets_bucket, record, None, b"", {}, "0" * 64, foreign)
+
+
 def test_media_copies_too_large_or_damaged_are_left_out_with_a_reason(s3, settings, tenant):
     """Before the engine sees them: a copy over the image cap is not even read, a damaged one is not used."""
     png = session_files()["media/site.png"]
@@ -322,3 +359,31 @@ def test_a_document_that_does_not_open_fails_every_check(built_sample):
     _, zone_map, template = built_sample
     assert verdicts(b"PK\x03\x04 not a zip at all", zone_map, template) == {
         OPENS: ["does_not_open"], NO_FORBIDDEN: ["not_judged"], ZONES_PRESENT: ["not_judged"]}
+
+
+def test_a_large_document_opens_through_the_cut_copy(built_sample):
+    """A 5,000-row table (minutes of LibreOffice layout whole) passes `document_opens` in seconds; the metadata says
+    what LibreOffice did not see."""
+    from astra.builder.engine import build
+    from astra.ingest.zones import extract_maps
+
+    _, zone_map, template = built_sample
+    maps = extract_maps(template, sample_sidecar())
+    rows = [[f"P-{n}", n * 0.5] for n in range(5_000)]
+    table = {"id": "data/big.csv", "source": "data/big.csv", "sheet": None, "header": ["sensor", "kpa"],
+             "columns": [{"name": "sensor", "type": "text"}, {"name": "kpa", "type": "decimal"}], "rows": rows,
+             "row_count": len(rows)}
+    output = {"utterances": [], "tables": [{**table, "zone": "measurements"}],
+              "zones": [{"id": "measurements", "utterances": [], "tables": ["data/big.csv"]}]}
+    data = build(template, maps.zone_map, maps.style_map, output).docx
+    (opens,) = document_checks(data, zone_map, template, {OPENS})
+    assert opens[1] == []
+    assert opens[2]["pdf_rows_left_out"] == 5_001 - PDF_MAX_ZONE_ROWS and opens[2]["pdf_bytes"] > 0
+    assert opens[2]["conversion_s"] < 60
+
+
+def test_a_libreoffice_timeout_is_a_failure_that_says_so(built_sample, monkeypatch):
+    monkeypatch.setattr("astra_assets.builder.convert_to_pdf", functools.partial(convert_to_pdf, timeout=0.01))
+    (opens,) = document_checks(*built_sample, {OPENS})
+    assert [f["code"] for f in opens[1]] == ["pdf_conversion_timeout"]
+    assert "did not finish the conversion within 0.01 s" in opens[1][0]["detail"]
