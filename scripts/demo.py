@@ -503,8 +503,8 @@ def step_hot_reload(settings: Settings, tenant: str, base_version: str) -> None:
         watcher.start()
         time.sleep(0.3)  # answers from before the publish
         record = store.publish(tenant, Path(directory) / model.version)
+        announced = time.time()  # the swap can come before drain_outbox returns
         drain_outbox(engine, redis_client(settings), settings.redis_prefix)
-        announced = time.time()
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and not any(v == model.version for _, v in answers):
             time.sleep(0.02)
