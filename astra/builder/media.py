@@ -153,7 +153,7 @@ def _downscaled(image: Image.Image, box: tuple[int, int] | None) -> Image.Image:
     size = _fitted(image.size, box)
     if size == image.size:
         return image
-    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return image.resize(size, Image.Resampling.LANCZOS)
 
 
 def _without_metadata(image: Image.Image) -> Image.Image:

@@ -268,6 +268,18 @@ def test_downscaled_to_the_box_never_upscaled():
     assert (turned.width_px, turned.height_px) == (500, 1000)
 
 
+@pytest.mark.parametrize(("mode", "fmt", "color", "stored_mode"), [
+    ("I;16", "PNG", 300, "I;16"), ("LA", "PNG", (5, 200), "LA"), ("P", "GIF", 3, "RGBA"), ("1", "PNG", 1, "RGB"),
+    ("CMYK", "JPEG", (0, 255, 0, 0), "RGB"), ("L", "JPEG", 100, "L"), ("RGBA", "WEBP", (1, 2, 3, 200), "RGBA"),
+])
+def test_every_accepted_mode_downscaled(mode, fmt, color, stored_mode):
+    out = io.BytesIO()
+    Image.new(mode, (2000, 1000), color).save(out, fmt, **({"transparency": 3} if fmt == "GIF" else {}))
+    image = prepare_image(out.getvalue(), **CAPS, fit_within=(300, 300))
+    with Image.open(io.BytesIO(image.data)) as shown:
+        assert (shown.size, shown.mode) == ((300, 150), stored_mode)
+
+
 def test_display_box_at_the_image_resolution():
     assert pixel_box(914_400 * 6, 914_400 * 9, 200) == (1200, 1800)
     assert pixel_box(914_400 * 6 + 1, 914_400 * 9, 200) == (1201, 1800)  # never below the display size
