@@ -163,6 +163,9 @@ def test_a_loaded_model_maps_its_training_set_and_still_updates(model, tmp_path)
     target.write_bytes(bytes(data))
     with pytest.raises(ModelIntegrityError, match="embeddings.npy changed"):
         loaded.update(corrections)
+    target.unlink()
+    with pytest.raises(ModelIntegrityError, match="embeddings.npy cannot be read"):
+        loaded.update(corrections)
 
 
 def test_packed_texts_keep_any_unicode_text():

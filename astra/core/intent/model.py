@@ -107,7 +107,11 @@ class TrainingSet:
 
     def checked(self) -> TrainingSet:
         for path, expected in self.files.items():
-            if file_sha256(path) != expected:
+            try:
+                same = file_sha256(path) == expected
+            except OSError as exc:
+                raise ModelIntegrityError(f"{path} cannot be read since the model was loaded: {exc.strerror}") from None
+            if not same:
                 raise ModelIntegrityError(f"{path} changed since the model was loaded (sha256 mismatch)")
         return self
 
