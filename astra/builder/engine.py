@@ -74,13 +74,17 @@ from .sanitize import clean_text, text_runs, truncate
 
 MiB = 1024 * 1024
 _WP = f"{{{WP_NS}}}"
+_W15_NS = "http://schemas.microsoft.com/office/word/2012/wordml"
 _BLOCK_PARENTS = {W.body, W.hdr, W.ftr, W.tc, W.sdtContent, W.txbxContent, W.footnote, W.endnote, W.comment,
                   W.docPartBody}
 # Content-control properties dropped when BUILDER fills a control: they would hide, replace or
-# restrict what was put in (a placeholder flag, a custom-XML binding, single-value control types).
+# restrict what was put in (a placeholder flag, a custom-XML binding, single-value control types,
+# a repeating section, which Word declares invalid around content it did not repeat).
 _SDT_PR_DROPPED = {W.showingPlcHdr, W.dataBinding, W.text, W.date, W.dropDownList, W.comboBox, W.docPartList,
                    W.docPartObj, W.citation, W.bibliography, W.equation, W.group,
-                   f"{{{W14_NS}}}checkbox"}
+                   f"{{{W14_NS}}}checkbox", f"{{{_W15_NS}}}repeatingSection", f"{{{_W15_NS}}}repeatingSectionItem"}
+# A filled control's lock keeps only its part against deleting the control: its content is the user's to edit.
+_LOCK_KEPT = {"contentLocked": None, "sdtContentLocked": "sdtLocked", "sdtLocked": "sdtLocked"}
 _NEEDED_NS = {"w": W_NS, "r": R_NS, "wp": WP_NS}
 _IMAGE_REL = RT_TRANSITIONAL + "image"
 _MARKERS = ("bookmarkStart", "commentRangeStart", "permStart", "moveFromRangeStart", "moveToRangeStart")
@@ -647,7 +651,9 @@ class _Builder:
             sdt_pr = deepcopy(decl.element.find(W.sdtPr)) if decl.element.find(W.sdtPr) is not None else None
             if sdt_pr is not None:
                 for child in list(sdt_pr):
-                    if child.tag in _SDT_PR_DROPPED:
+                    if child.tag == W.lock and _LOCK_KEPT.get(child.get(W.val)):
+                        child.set(W.val, _LOCK_KEPT[child.get(W.val)])
+                    elif child.tag in _SDT_PR_DROPPED or child.tag == W.lock:
                         sdt_pr.remove(child)
             sdt_pr_xml = fragment_xml(sdt_pr, edit.root.nsmap).decode("utf-8") if sdt_pr is not None else ""
             end_pr = decl.element.find(W.sdtEndPr)

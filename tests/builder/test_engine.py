@@ -324,3 +324,21 @@ def test_new_ids_are_above_every_part_s_ids(media):
     control_ids = [int(el.get(W.val)) for el in document.iter(W.id)]
     assert drawing_ids and min(drawing_ids) > 70
     assert control_ids and max(control_ids) > 70
+
+
+@pytest.mark.parametrize(("lock", "kept_lock"), [("contentLocked", None), ("sdtContentLocked", "sdtLocked"),
+                                                 ("sdtLocked", "sdtLocked")])
+def test_a_filled_control_is_not_content_locked_nor_a_repeating_section(lock, kept_lock):
+    """A content lock would stop the user editing the filled zone; a repeating section (or its item) around
+    paragraphs BUILDER wrote is a control Word declares invalid. The lock against deleting the control stays."""
+    w15 = "http://schemas.microsoft.com/office/word/2012/wordml"
+    template = minimal_docx(
+        f'<w:sdt><w:sdtPr><w:tag w:val="astra:notes"/><w:lock w:val="{lock}"/><w15:repeatingSection '
+        f'xmlns:w15="{w15}"/><w15:repeatingSectionItem xmlns:w15="{w15}"/><w:id w:val="4"/></w:sdtPr><w:sdtContent>'
+        '<w:p><w:r><w:t>keep</w:t></w:r></w:p></w:sdtContent></w:sdt>')
+    maps = extract_maps(template)
+    out = build(template, maps.zone_map, maps.style_map, intent_output({"notes": ["x"]}))
+    sdt_pr = zone_controls(out.docx)["notes"].find(W.sdtPr)
+    assert [el.get(W.val) for el in sdt_pr.iter(W.lock)] == ([kept_lock] if kept_lock else [])
+    assert not [el for el in sdt_pr if el.tag.startswith(f"{{{w15}}}")]
+    assert sdt_pr.find(W.id).get(W.val) == "4" and zone_paragraphs(out.docx, "notes") == ["x"]
