@@ -95,8 +95,6 @@ _PARAGRAPH_MARKS = frozenset(W(name) for name in (*_MARKERS, *_END_MARKERS, "pro
 _PLAIN_RUN_CHILDREN = frozenset({W.rPr, W.t, W.lastRenderedPageBreak})
 _DEFAULT_TEXT_WIDTH_TWIPS = 9360  # 6.5 in: Letter with 1 in margins, when a part says nothing
 _WIDTH_SAMPLE_ROWS = 200
-# A generated paragraph's start: BUILDER's pPr never nests another (pPrChange is dropped).
-_LEADING_PARAGRAPH = re.compile(r"<w:p>(?:<w:pPr/>|<w:pPr>.*?</w:pPr>)?", re.S)
 
 
 class BuildError(ValueError):
@@ -756,10 +754,15 @@ def _ns_decls(scope: dict) -> str:
 
 
 def _parse_fragment(xml: str, scope: dict) -> etree._Element:
+    return _parse_fragments(xml, scope)[0]
+
+
+def _parse_fragments(xml: str, scope: dict) -> list[etree._Element]:
+    """Every element of a run of generated XML, parsed where ``scope``'s namespaces are declared."""
     declared = "".join(f' xmlns:{p}="{uri}"' for p, uri in scope.items() if p and p not in _NEEDED_NS)
     declared += "".join(f' xmlns:{p}="{uri}"' for p, uri in _NEEDED_NS.items())
     wrapper = etree.fromstring(f"<wrapper{declared}>{xml}</wrapper>".encode(), hardened_parser())
-    return wrapper[0]
+    return list(wrapper)
 
 
 def _first_descendant(el: etree._Element, tag: str) -> etree._Element | None:
@@ -823,19 +826,26 @@ def _placeholder_pattern(zone_id: str) -> re.Pattern:
 def _with_markers(p: etree._Element, content: str) -> str:
     """Bookmarks and comment ranges of a replaced paragraph kept around the new content (a
     cross-reference to the title's bookmark still finds the title): inside the first and last
-    paragraphs when the content starts and ends with one, else beside it (they may stand between
-    blocks too)."""
+    paragraphs when the content starts and ends with one (after its properties, which the schema
+    puts first), else beside it (they may stand between blocks too)."""
     starts = [el for el in p if local_name(el.tag) in _MARKERS]
     ends = [el for el in p if local_name(el.tag) in _END_MARKERS]
     if not starts and not ends:
         return content
-    start_xml = "".join(fragment_xml(el, p.nsmap).decode("utf-8") for el in starts)
-    end_xml = "".join(fragment_xml(el, p.nsmap).decode("utf-8") for el in ends)
-    lead = _LEADING_PARAGRAPH.match(content)
-    content = content[:lead.end()] + start_xml + content[lead.end():] if lead else start_xml + content
-    if content.endswith("</w:p>"):
-        return content[:-len("</w:p>")] + end_xml + "</w:p>"
-    return content + end_xml
+    blocks = _parse_fragments(content, p.nsmap)
+    first = blocks[0] if blocks and blocks[0].tag == W.p else None
+    for marker in reversed(starts):
+        if first is None:
+            blocks.insert(0, deepcopy(marker))
+        else:
+            first.insert(1 if first.find(W.pPr) is not None else 0, deepcopy(marker))
+    last = blocks[-1] if blocks and blocks[-1].tag == W.p else None
+    for marker in ends:
+        if last is None:
+            blocks.append(deepcopy(marker))
+        else:
+            last.append(deepcopy(marker))
+    return "".join(fragment_xml(el, p.nsmap).decode("utf-8") for el in blocks)
 
 
 def _replace_placeholder_runs(decl: ZoneDecl, sdt: etree._Element) -> None:
