@@ -3,8 +3,9 @@
 Loads a saved model (default .astra/models/base, from `astra core train`), then:
   - classifies val + oos_val one utterance at a time on ONE intra-op thread: in-scope accuracy, OOS recall, p50/p99
     (wall and thread CPU);
-  - reports the artifact's size on disk and the process RSS before loading, after loading and after serving — all
-    measured before anything imports torch (serving does not; the bench checks it);
+  - reports the artifact's size on disk and the process RSS before loading, after loading and after serving, and what
+    one more model on the same encoder adds (the same artifact loaded again: a tenant's model over the shared encoder)
+    — all measured before anything imports torch (serving does not; the bench checks it);
   - retrains the head from scratch on train + oos_train (embeddings cached by the base model: the "full retrain" of
     a tenant whose base encoder exists) and times it (torch's L-BFGS is imported here: training only);
   - updates it with N corrections (val rows, so unseen texts: they must be encoded) and times it.
@@ -57,6 +58,10 @@ def main() -> None:
         elapsed.append((time.perf_counter() - wall) * 1000)
         cpu.append((time.thread_time() - thread) * 1000)
     rss_serving = rss()
+    second = IntentModel.load(path, threads=1)
+    second.classify([held_out[0].text])
+    assert second.encoder is model.encoder
+    rss_second_model = rss() - rss_serving
     torch_for_serving = "torch" in sys.modules
     figures = score(predicted, [e.intent for e in held_out])
 
@@ -79,7 +84,8 @@ def main() -> None:
         "head_retrain_seconds": round(retrain_seconds, 2), "update_seconds": round(update_seconds, 2),
         "corrections": args.corrections, "load_seconds": round(load_seconds, 2),
         "disk_mb": round(size / 1e6, 1), "rss_model_mb": round((rss_loaded - rss_before) / 1e6, 1),
-        "rss_serving_mb": round(rss_serving / 1e6, 1), "torch_imported_for_serving": torch_for_serving,
+        "rss_serving_mb": round(rss_serving / 1e6, 1), "rss_another_model_mb": round(rss_second_model / 1e6, 1),
+        "torch_imported_for_serving": torch_for_serving,
         "rss_after_training_mb": round(rss() / 1e6, 1),
         "load_avg_1m": round(psutil.getloadavg()[0], 2),
     }, indent=1))
