@@ -874,6 +874,33 @@ def _replace_placeholder_runs(decl: ZoneDecl, sdt: etree._Element) -> None:
             run.getparent().remove(run)
     if not any(c.tag != W.rPr and not (c.tag == W.t and not c.text) for c in left):
         left.getparent().remove(left)  # nothing was before the placeholder in that run
+    _out_of_links_and_fields(sdt, decl.element)
+
+
+def _out_of_links_and_fields(sdt: etree._Element, p: etree._Element) -> None:
+    """Move an inline zone out of the hyperlink or field its placeholder sat in, to right after it:
+    user content is never a link's text (nothing from the user becomes a hyperlink) nor a field's
+    result (which Word replaces when it updates the field). A field ending in a later paragraph
+    cannot be stepped out of and keeps the zone."""
+    depth, inside, end_run = 0, 0, None
+    for el in p.iter(W.fldChar, W.sdt):
+        if el is sdt:
+            inside = depth
+        elif el.tag == W.fldChar and el.get(W.fldCharType) in ("begin", "end"):
+            depth += 1 if el.get(W.fldCharType) == "begin" else -1
+            if inside and depth == 0:
+                end_run = el.getparent()
+                break
+    if end_run is not None and end_run.tag == W.r:
+        end_run.addnext(sdt)
+    holder = None
+    for ancestor in sdt.iterancestors():
+        if ancestor is p:
+            break
+        if ancestor.tag in (W.hyperlink, W.fldSimple):
+            holder = ancestor
+    if holder is not None:
+        holder.addnext(sdt)
 
 
 def _split_run(t: etree._Element, offset: int) -> etree._Element:
