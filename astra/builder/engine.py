@@ -60,7 +60,7 @@ from astra.ooxml.edit import (
     splice_blocks,
 )
 from astra.ooxml.errors import PackageError
-from astra.ooxml.ns import R_NS, RT_TRANSITIONAL, W14_NS, W_NS, W_STRICT_NS, WP_NS, W, local_name
+from astra.ooxml.ns import MC, R_NS, RT_TRANSITIONAL, W14_NS, W_NS, W_STRICT_NS, WP_NS, W, local_name
 from astra.ooxml.package import CONTENT_TYPES_PART, Package, write_package
 from astra.ooxml.partname import rels_part_for
 from astra.ooxml.rels import Relationship
@@ -243,6 +243,7 @@ class _PartEdit:
     reserialize: set[int] = field(default_factory=set)
     new_rels: list[Relationship] = field(default_factory=list)
     image_rels: dict[str, str] = field(default_factory=dict)  # media part -> relationship id
+    filled_choices: list[etree._Element] = field(default_factory=list)  # mc:Choice branches holding filled zones
     _copy: etree._Element | None = None
     _counterparts: dict[etree._Element, etree._Element] = field(default_factory=dict)
 
@@ -254,6 +255,13 @@ class _PartEdit:
             self._counterparts = dict(zip(self.root.iter(), self._copy.iter(), strict=True))
         return dataclasses.replace(decl, element=self._counterparts[decl.element],
                                    runs=tuple(self._counterparts[r] for r in decl.runs))
+
+    def placed(self, el: etree._Element) -> None:
+        """``el`` (in the working copy) now holds a zone's content: remember the alternate-content
+        branches it sits in, whose fallbacks must show it too."""
+        for choice in el.iterancestors(MC.Choice):
+            if all(choice is not known for known in self.filled_choices):
+                self.filled_choices.append(choice)
 
     @property
     def working_container(self) -> etree._Element:
@@ -322,7 +330,35 @@ class _Builder:
         zones.sort(key=lambda z: -(z.decl.span[0] if z.decl.span else 0))
         for zone in zones:
             self._fill(zone, entries.get(zone.id) or {})
+        for edit in edits.values():
+            # Innermost first: a text box in a text box is copied filled into its outer box's fallback.
+            for choice in sorted(edit.filled_choices, key=lambda c: -len(list(c.iterancestors()))):
+                self._mirror_into_fallback(choice)
         return self._package(edits)
+
+    def _mirror_into_fallback(self, choice: etree._Element) -> None:
+        """The ``mc:Fallback`` beside a filled ``mc:Choice`` made to show the same: each of its text
+        boxes takes a copy of the content of the Choice's text box in the same place (its controls
+        and drawings numbered anew), so no reader sees the template's placeholder. Word and LibreOffice
+        read the Choice; a reader without DrawingML shapes reads the Fallback. A Fallback whose
+        text boxes do not pair with the Choice's is dropped: the Choice is then the only rendering."""
+        fallback = choice.getparent().find(MC.Fallback)
+        if fallback is None:
+            return
+        boxes, copies = _outer_text_boxes(choice), _outer_text_boxes(fallback)
+        if not boxes or len(boxes) != len(copies):
+            fallback.getparent().remove(fallback)
+            return
+        for box, copy in zip(boxes, copies, strict=True):
+            for child in list(copy):
+                copy.remove(child)
+            for child in box:
+                copy.append(deepcopy(child))
+            for sdt_id in copy.iter(W.id):
+                if sdt_id.getparent().tag == W.sdtPr:
+                    sdt_id.set(W.val, str(self._new_id()))
+            for doc_pr in copy.iter(_WP + "docPr"):
+                doc_pr.set("id", str(self._new_id()))
 
     def _new_id(self) -> int:
         self.next_id += 1
@@ -663,7 +699,9 @@ class _Builder:
         else:
             sdt_xml = wml.sdt(wml.new_sdt_pr(zone.id, zone.kind, zone.label, self._new_id()), "", content,
                               _ns_decls(decl.element.nsmap))
-            _replace_placeholder_runs(edit.working(decl), _parse_fragment(sdt_xml, decl.element.nsmap))
+            placed = _parse_fragment(sdt_xml, decl.element.nsmap)
+            _replace_placeholder_runs(edit.working(decl), placed)
+            edit.placed(placed)
             edit.reserialize.add(top_block(decl.element, edit.container)[0])
 
     def _replace(self, edit: _PartEdit, decl: ZoneDecl, sdt_pr: str, end_pr: str, content: str) -> None:
@@ -674,7 +712,9 @@ class _Builder:
             edit.replacements[index] = xml.encode("utf-8")
             return
         element = edit.working(decl).element
-        element.getparent().replace(element, _parse_fragment(xml, parent.nsmap))
+        placed = _parse_fragment(xml, parent.nsmap)
+        element.getparent().replace(element, placed)
+        edit.placed(placed)
         edit.reserialize.add(index)
 
     # ------------------------------------------------------------------ the package
@@ -755,6 +795,19 @@ def _ns_decls(scope: dict) -> str:
 
 def _parse_fragment(xml: str, scope: dict) -> etree._Element:
     return _parse_fragments(xml, scope)[0]
+
+
+def _outer_text_boxes(el: etree._Element) -> list[etree._Element]:
+    """The ``w:txbxContent`` elements under ``el`` that are not inside another one under it, in order."""
+    def nested(box: etree._Element) -> bool:
+        for ancestor in box.iterancestors():
+            if ancestor is el:
+                return False
+            if ancestor.tag == W.txbxContent:
+                return True
+        return False
+
+    return [box for box in el.iter(W.txbxContent) if not nested(box)]
 
 
 def _parse_fragments(xml: str, scope: dict) -> list[etree._Element]:

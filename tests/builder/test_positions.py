@@ -13,8 +13,8 @@ from lxml import etree
 from astra.builder.check import check_document
 from astra.builder.engine import build
 from astra.ingest.zones import extract_maps, scan_zones
-from astra.ooxml.ns import W_NS, W
-from astra.ooxml.package import Package
+from astra.ooxml.ns import MC_NS, W_NS, W
+from astra.ooxml.package import Package, write_package
 from astra.samples.templates import minimal_docx
 
 from .helpers import intent_output, run_text, zone_paragraphs
@@ -125,3 +125,90 @@ def test_a_placeholder_among_blanks_and_markers_takes_the_paragraph():
     out, body = _build(body_xml, intent_output({"notes": ["a", "b"]}))
     assert body[0].tag == W.sdt  # a block-level control holding one paragraph per utterance
     assert zone_paragraphs(out.docx, "notes") == ["a", "b"]
+
+
+@pytest.mark.parametrize("ppr", ['<w:pPr xmlns:x="urn:x"><w:jc w:val="center"/></w:pPr>',
+                                 f'<w:pPr xmlns:w="{W_NS}"><w:jc w:val="center"/></w:pPr>',
+                                 f'<pPr xmlns="{W_NS}"><jc val="center"/></pPr>'],
+                         ids=["foreign-declaration", "w-redeclared", "default-namespace"])
+def test_a_bookmark_goes_after_the_paragraph_properties_however_they_are_spelled(ppr):
+    """The schema puts w:pPr first in a paragraph; a bookmark before it makes Word repair the document."""
+    body_xml = (f'<w:p>{ppr}<w:bookmarkStart w:id="7" w:name="t"/><w:r><w:t>{{{{ notes }}}}</w:t></w:r>'
+                '<w:bookmarkEnd w:id="7"/></w:p>')
+    out, body = _build(body_xml, intent_output({"notes": ["a", "b"]}))
+    first, last = body.find(W.sdt).find(W.sdtContent).findall(W.p)
+    assert [child.tag for child in first] == [W.pPr, W.bookmarkStart, W.r]
+    assert [child.tag for child in last] == [W.pPr, W.r, W.bookmarkEnd]
+    assert first.find(f"{W.pPr}/{W.jc}") is not None
+    assert zone_paragraphs(out.docx, "notes") == ["a", "b"]
+
+
+_TEXT_BOX = (
+    '<w:p><w:r><mc:AlternateContent><mc:Choice Requires="wps"><w:drawing><wp:anchor distT="0" distB="0" distL="0" '
+    'distR="0" simplePos="0" relativeHeight="1" behindDoc="0" locked="0" layoutInCell="1" allowOverlap="1">'
+    '<wp:simplePos x="0" y="0"/><wp:positionH relativeFrom="column"><wp:posOffset>0</wp:posOffset></wp:positionH>'
+    '<wp:positionV relativeFrom="paragraph"><wp:posOffset>0</wp:posOffset></wp:positionV>'
+    '<wp:extent cx="914400" cy="914400"/><wp:wrapNone/><wp:docPr id="1" name="Text Box 1"/><a:graphic>'
+    '<a:graphicData uri="http://schemas.microsoft.com/office/word/2010/wordprocessingShape"><wps:wsp>'
+    '<wps:cNvSpPr txBox="1"/><wps:spPr/><wps:txbx><w:txbxContent>{choice}</w:txbxContent></wps:txbx><wps:bodyPr/>'
+    '</wps:wsp></a:graphicData></a:graphic></wp:anchor></w:drawing></mc:Choice><mc:Fallback><w:pict>'
+    '<v:shape style="width:72pt;height:72pt"><v:textbox><w:txbxContent>{fallback}</w:txbxContent></v:textbox>'
+    '</v:shape></w:pict></mc:Fallback></mc:AlternateContent></w:r></w:p>')
+
+
+@pytest.mark.parametrize("zone", [
+    "<w:p><w:r><w:t>{{ notes }}</w:t></w:r></w:p>",
+    "<w:p><w:r><w:t>Notes: {{ notes }}</w:t></w:r></w:p>",
+    '<w:sdt><w:sdtPr><w:tag w:val="astra:notes"/><w:id w:val="3"/></w:sdtPr><w:sdtContent><w:p><w:r>'
+    '<w:t>Type here</w:t></w:r></w:p></w:sdtContent></w:sdt>',
+], ids=["placeholder-paragraph", "placeholder-inline", "content-control"])
+def test_a_zone_in_a_text_box_is_filled_in_both_of_its_renderings(zone):
+    """Word and LibreOffice show the mc:Choice text box; a reader without DrawingML shapes shows the VML
+    mc:Fallback copy. Both hold the zone's content, never the template's placeholder."""
+    out, body = _build(_TEXT_BOX.format(choice=zone, fallback=zone), intent_output({"notes": ["N1", "N2"]}))
+    choice, fallback = (body.find(f".//{{{MC_NS}}}{branch}//{W.txbxContent}") for branch in ("Choice", "Fallback"))
+    assert run_text(choice).replace("\n", "") == run_text(fallback).replace("\n", "")
+    assert "N1" in run_text(fallback) and "{{" not in run_text(body) and "Type here" not in run_text(body)
+    ids = [el.get(W.val) for el in body.iter(W.id)]
+    assert len(ids) == len(set(ids)) == 2  # the copy's controls have ids of their own
+
+
+@pytest.mark.parametrize("holder", [
+    '<w:hyperlink r:id="rIdLink">{runs}</w:hyperlink>',
+    '<w:fldSimple w:instr=" PAGE "><w:r><w:t>7</w:t></w:r>{runs}</w:fldSimple>',
+    '<w:r><w:fldChar w:fldCharType="begin"/></w:r><w:r><w:instrText xml:space="preserve"> PAGE </w:instrText></w:r>'
+    '<w:r><w:fldChar w:fldCharType="separate"/></w:r><w:r><w:t>7</w:t></w:r>{runs}'
+    '<w:r><w:fldChar w:fldCharType="end"/></w:r>',
+    '<w:hyperlink r:id="rIdLink"><w:r><w:fldChar w:fldCharType="begin"/></w:r><w:r><w:instrText>PAGE</w:instrText>'
+    '</w:r><w:r><w:fldChar w:fldCharType="separate"/></w:r>{runs}<w:r><w:fldChar w:fldCharType="end"/></w:r>'
+    '</w:hyperlink>',
+], ids=["hyperlink", "simple-field", "complex-field", "field-in-link"])
+def test_a_placeholder_inside_a_link_or_field_is_filled_after_it(holder):
+    """User content never becomes a link's text (no hyperlinks from user content) nor a field's result (lost
+    when the field updates): the zone goes right after the link or field, which keeps the rest of its text."""
+    runs = "<w:r><w:t>see {{ notes }}</w:t></w:r>"
+    template = minimal_docx(f"<w:p>{holder.format(runs=runs)}</w:p>")
+    pkg = Package.read(template)
+    rels = pkg.read_part("word/_rels/document.xml.rels").replace(
+        b"</Relationships>", b'<Relationship Id="rIdLink" Type="http://schemas.openxmlformats.org/officeDocument/'
+        b'2006/relationships/hyperlink" Target="https://example.com/" TargetMode="External"/></Relationships>')
+    template = write_package([(n, rels if n == "word/_rels/document.xml.rels" else pkg.read_part(n))
+                              for n in pkg.members])
+    maps = extract_maps(template)
+    out = build(template, maps.zone_map, maps.style_map, intent_output({"notes": ["user text"]}))
+    assert check_document(out.docx, maps.zone_map, template=template).passed
+    paragraph = Package.read(out.docx).xml("word/document.xml").find(f"{W.body}/{W.p}")
+    sdt = paragraph[-1]  # after the link's or the field's last run
+    assert sdt.tag == W.sdt and [el.tag for el in paragraph.iter(W.sdt)] == [W.sdt]
+    assert run_text(sdt) == "user text" and run_text(paragraph) in ("see user text", "7see user text")
+
+
+def test_a_fallback_that_does_not_pair_with_its_filled_text_box_is_dropped():
+    """A fallback drawing without the text box cannot show the zone: the filled mc:Choice is left as the only
+    rendering (the markup-compatibility rules make mc:Fallback optional)."""
+    shape_only = _TEXT_BOX.replace("<v:textbox><w:txbxContent>{fallback}</w:txbxContent></v:textbox>", "")
+    out, body = _build(shape_only.format(choice="<w:p><w:r><w:t>{{ notes }}</w:t></w:r></w:p>"),
+                       intent_output({"notes": ["N1"]}))
+    alternate = body.find(f".//{{{MC_NS}}}AlternateContent")
+    assert [child.tag for child in alternate] == [f"{{{MC_NS}}}Choice"]
+    assert zone_paragraphs(out.docx, "notes") == ["N1"]
