@@ -27,14 +27,17 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
+import stat
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from astra.builder.cells import _LOCALES as CELL_LOCALES
 from astra.builder.engine import BuildCaps, BuildProblem, BuildResult, build
 from astra.core.audio import DEFAULT_MAX_SECONDS
-from astra.core.binding import bind
+from astra.core.binding import bind, normalise_locale
 from astra.core.core_client import Classified, IntentAnswer
 from astra.core.data import DataProblem, DataSet, Limits, read_tables
 from astra.core.intent.model import IntentModel
@@ -42,7 +45,7 @@ from astra.core.intent.store import BASE_TENANT, resolve_model, tenant_dir
 from astra.core.intent_output import Classify, classify_utterances
 from astra.core.transcribe import LM_CACHE, LanguageModelSource, choose_source, empty_document, recognize_file
 from astra.core.transcript import parse_transcript, transcript_document
-from astra.ingest.audit import audit
+from astra.ingest.audit import AuditLimits, audit
 from astra.ingest.zones import TemplateRefused, extract_maps
 from astra.orchestrator.manifest import MAX_MANIFEST_BYTES, ManifestRejected, check_schema
 from astra.orchestrator.upload import read_session_folder, session_roles
@@ -90,49 +93,104 @@ class SessionBuild:
 
 # --------------------------------------------------------------------------- files
 
+# A data file or sidecar is text typed or exported by hand: far under this, which refuses a wrong path (a disk image,
+# a log) at once instead of parsing it.
+MAX_JSON_BYTES = 16 * 1024 * 1024
 
-def read_bytes(path: Path, what: str) -> bytes:
+
+def read_bytes(path: Path, what: str, max_bytes: int) -> bytes:
+    """A regular file's bytes, refused unread when it is something else (a folder, a device such as /dev/zero, a
+    FIFO) or larger than ``max_bytes``."""
     try:
-        return path.read_bytes()
+        if not stat.S_ISREG(path.stat().st_mode):  # judged before opening: opening a device or FIFO can block
+            kind = "a folder" if path.is_dir() else "not a regular file"
+            raise BadInput(f"{what} is {kind}: {path}")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: a FIFO swapped in since does not block
     except FileNotFoundError:
         raise BadInput(f"{what} not found: {path}") from None
-    except IsADirectoryError:
-        raise BadInput(f"{what} is a folder, not a file: {path}") from None
     except OSError as exc:
         raise BadInput(f"{what} cannot be read: {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
+            raise BadInput(f"{what} is not a regular file: {path}")
+        size = opened.st_size
+        if size <= max_bytes:
+            data = fh.read(max_bytes + 1)  # no more, whatever the size said: the file may be growing
+            size = len(data)
+    if size > max_bytes:
+        raise BadInput(f"{what} {path} is larger than the {max_bytes}-byte limit")
+    return data
 
 
 def read_json(path: Path, what: str) -> object:
+    raw = read_bytes(path, what, MAX_JSON_BYTES)
     try:
-        return json.loads(read_bytes(path, what))
+        return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadInput(f"{what} {path} is not valid JSON: {exc}") from None
+    except ValueError:  # the one other ValueError of json.loads: an integer past Python's int-string limit
+        raise BadInput(f"{what} {path} holds an integer of more than {sys.get_int_max_str_digits()} digits") \
+            from None
+    except RecursionError:
+        raise BadInput(f"{what} {path} nests arrays or objects too deep to read") from None
 
 
-def output_folder(path: Path) -> Path:
-    """The folder ``path`` will be written in; checked before a build, which may take seconds of speech."""
-    folder = path.parent if str(path.parent) else Path(".")
+def check_output(path: Path, template: Path) -> None:
+    """Judge ``--out`` before a build, which may take seconds of speech: a file (new, or a regular file to replace)
+    in a folder that exists and can be written."""
+    if path.is_symlink():  # os.replace would replace the link itself, not the file it names
+        raise BadInput(f"--out {path} is a symbolic link: name the file itself")
+    if path.exists():
+        if path.is_dir():
+            raise BadInput(f"--out {path} is a folder: name the .docx file to write in it")
+        if not path.is_file():  # a device, a FIFO: replacing it would remove it
+            raise BadInput(f"--out {path} is not a regular file")
+        if template.exists() and path.samefile(template):
+            raise BadInput(f"--out {path} is the template itself: write the document elsewhere")
+    folder = path.parent
     if not folder.is_dir():
         raise BadInput(f"output folder does not exist: {folder}")
-    return folder
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BadInput(f"output folder is not writable: {folder}")
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder: a failed write leaves nothing behind."""
-    folder = output_folder(path)
-    fd, tmp = tempfile.mkstemp(prefix=".astra-build-", suffix=".docx", dir=folder)
+    """Write through a temporary file in the same folder, then rename it over ``path``: a failed write leaves
+    nothing behind, and an existing file is replaced whole or not at all. The file gets the mode of any new file
+    (0666 less the umask), not the owner-only mode of a temporary file."""
+    tmp = path.parent / f".astra-build-{secrets.token_hex(8)}.docx"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def check_locale(locale: str) -> None:
+    """A ``--locale`` the builder has no date and number format for is refused: a typo would otherwise give ISO
+    dates without a word."""
+    if not locale_format_known(locale):
+        known = ", ".join(sorted(CELL_LOCALES))
+        raise BadInput(f"--locale {locale!r}: no date and number format for it (known: {known}; "
+                       "without --locale, dates are ISO)")
+
+
+def locale_format_known(locale: str) -> bool:
+    """Whether table cells are written in ``locale``'s format (matched as :class:`CellFormat` matches it: the tag,
+    then the language) rather than ISO."""
+    tag = normalise_locale(locale)
+    return tag in CELL_LOCALES or tag.split("-")[0] in CELL_LOCALES
 
 
 def load_template(path: Path, sidecar_path: Path | None) -> Template:
     """The template, refused as INGEST refuses an upload (the audit, then the zone grammar), and its maps."""
-    docx = read_bytes(path, "template")
+    docx = read_bytes(path, "template", AuditLimits().max_upload_bytes)
     report = audit(docx, path.name)
     if not report.passed:
         first = report.refusals[0]
@@ -204,7 +262,7 @@ def context_intent_output(zone_map: dict, context: object, base: Path, locale: s
             entry["media"] = []
             for raw in paths:
                 path = Path(raw) if Path(raw).is_absolute() else base / raw
-                media[raw] = read_bytes(path, f"image for zone {zone_id!r}")
+                media[raw] = read_bytes(path, f"image for zone {zone_id!r}", BuildCaps().max_image_bytes)
                 entry["media"].append(raw)
         zones.append(entry)
     return {"locale": locale, "utterances": utterances, "tables": tables, "zones": zones}, media

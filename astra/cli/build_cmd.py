@@ -18,6 +18,7 @@ image, utterances out of scope) is a warning of the summary.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,10 @@ from rich.markup import escape
 
 from astra.cli.common import console, emit_json, errors, fail, out
 
+# The build problems that leave an image out of the document: the builder refused it (unreadable, too large) or the
+# document had no room for it (a picture control holds one; the document's image budget).
+LEFT_OUT = ("image_refused", "image_dropped")
+
 
 def build_command(
     template: Path = typer.Option(..., "--template", help="the template .docx"),
@@ -34,11 +39,13 @@ def build_command(
     data: Path = typer.Option(None, "--data", help="JSON object: zone id -> content (or --session)"),
     session: Path = typer.Option(None, "--session", help="a session folder: transcript or audio, data/, media/ "
                                  "(or --data)"),
-    out_path: Path = typer.Option(..., "--out", help="where to write the .docx"),
+    out_path: Path = typer.Option(..., "--out", help="where to write the .docx; an existing file there is replaced "
+                                  "atomically (whole or not at all)"),
     model: Path = typer.Option(None, "--model", help="--session: the intent model directory (default: the base "
                                "model under the state dir)"),
-    locale: str = typer.Option(None, "--locale", help="locale for dates and numbers in tables, e.g. en-GB "
-                               "(--session: the session's locale, instead of its manifest's)"),
+    locale: str = typer.Option(None, "--locale", help="locale for dates and numbers in tables, e.g. en-GB; one "
+                               "with no known format is refused (--session: the session's locale, instead of its "
+                               "manifest's)"),
     json_out: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Build a document from a template and either a JSON object of zone contents or a session folder."""
@@ -60,7 +67,10 @@ def build_command(
                 raise local.BadInput("give exactly one of --data CONTEXT.json and --session DIR")
             if model is not None and session is None:
                 raise local.BadInput("--model is for --session: --data fills zones without classifying")
-            local.output_folder(out_path)
+            # Judged before any work: a wrong --out or --locale is said at once, not after seconds of speech.
+            local.check_output(out_path, template)
+            if locale is not None:
+                local.check_locale(locale)
             template_maps = local.load_template(template, sidecar)
             if data is not None:
                 result = local.build_from_context(template_maps, data, locale)
@@ -74,7 +84,7 @@ def build_command(
                 summary = _session_summary(out_path, built)
             local.write_atomically(out_path, result.docx)
         except bad_input as exc:
-            raise fail(escape(str(exc)), 2) from None
+            raise fail(str(exc), 2) from None
         if json_out:
             emit_json(summary)
         else:
@@ -90,12 +100,16 @@ def _progress() -> Iterator[Callable[[str], None]]:
 
 def _summary(out_path: Path, result, problems) -> dict:
     return {"out": str(out_path), "sha256": result.sha256, "size": result.size, "fills": result.fills,
-            "problems": [p.to_json() for p in problems]}
+            "problems": [p.to_json() for p in problems],
+            "images_left_out": [{"zone": p.zone, "detail": p.detail} for p in problems if p.code in LEFT_OUT]}
 
 
 def _session_summary(out_path: Path, built) -> dict:
+    from astra.builder.local import locale_format_known
+
     document, transcript = built.intent_output, built.transcript
     return {**_summary(out_path, built.result, built.problems),
+            "locale_format_known": document["locale"] is None or locale_format_known(document["locale"]),
             "transcript": {"source": transcript["source"], "origin": transcript["origin"],
                            "utterances": transcript["utterance_count"],
                            "duration_seconds": transcript["duration_seconds"]},
@@ -119,10 +133,18 @@ def _print(summary: dict) -> None:
         if flagged:
             say(f"  utterances: {', '.join(flagged)} (out of scope and unmatched go to "
                 f"{summary['fallback_zone']!r})")
+    left_out = Counter(image["zone"] for image in summary["images_left_out"])
     for zone, fill in summary["fills"].items():
-        say(f"  {zone}: {fill['items']} {fill['kind']} item(s)" + (f", {fill['rows']} rows" if "rows" in fill else ""))
+        say(f"  {zone}: {fill['items']} {fill['kind']} item(s)" + (f", {fill['rows']} rows" if "rows" in fill else "")
+            + (f", {left_out[zone]} left out" if left_out[zone] else ""))
+    for image in summary["images_left_out"]:
+        say(f"  warning: {image['zone'] or 'session'}: image left out: {image['detail']}")
     for problem in summary["problems"]:
-        say(f"  warning: {problem['zone'] or 'session'}: {problem['detail']}")
+        if problem["code"] not in LEFT_OUT:
+            say(f"  warning: {problem['zone'] or 'session'}: {problem['detail']}")
+    if not summary.get("locale_format_known", True):
+        say(f"  warning: locale {summary['locale']!r} (the manifest's): no date and number format known for it, "
+            "table cells written with ISO dates and a decimal point")
     for problem in summary.get("data_problems", []):
         say(f"  warning: {problem['source']}: {problem['reason']}: {problem['detail']}")
     for table in summary.get("unbound_tables", []):

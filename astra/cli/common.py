@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 console = Console(stderr=True, soft_wrap=True)  # humans read stderr; stdout stays clean for --json and pipes
 out = Console(highlight=False, soft_wrap=True)
@@ -30,7 +31,9 @@ def set_verbose(verbose: bool) -> None:
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    """Print ``error: <message>`` and return the Exit to raise. The message is plain text, never markup: it holds
+    file names and the user's own words (a path with ``[/x]`` in it would be a markup error, ``[bold]`` a style)."""
+    console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
     return typer.Exit(code)
 
 

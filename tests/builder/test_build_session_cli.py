@@ -203,8 +203,8 @@ def test_a_bad_image_is_a_warning_not_a_failure(work, model_dir):
     (work / "session" / "media" / "site.png").write_bytes(b"<svg onload='alert(1)'>not a png</svg>")
     res = _build(work, "--model", str(model_dir))
     assert res.returncode == 0, res.stderr
-    assert "site_photo: 0 image item(s)" in res.stdout
-    assert "warning: site_photo: media/site.png: not_an_image" in res.stdout, res.stdout
+    assert "site_photo: 0 image item(s), 1 left out" in res.stdout
+    assert "warning: site_photo: image left out: media/site.png: not_an_image" in res.stdout, res.stdout
 
 
 def test_an_output_folder_that_does_not_exist_is_said_before_the_build(work):
