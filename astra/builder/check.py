@@ -4,7 +4,9 @@
 (the INGEST audit's refusals: macros, OLE/ActiveX, altChunk, hostile fields, external
 relationships other than hyperlinks, DTDs; and beyond it: fields other than PAGE, NUMPAGES and
 DATE, and any external relationship, hyperlinks included); every zone of the zone map is
-present as an ``astra:`` content control.
+present as an ``astra:`` content control; no ``{{ zone_id }}`` placeholder text is left outside
+the ``astra:`` controls, in any story, note or comment part, ``mc:Fallback`` branches included
+(a placeholder is a zone BUILDER did not fill; inside a control it is the user's own text).
 
 DECISION: with the ``template`` given, the fields and external hyperlinks the template itself
 carries are allowed (each as many times as the template has it): they sit outside the zones,
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -44,7 +47,7 @@ from pathlib import Path
 from lxml import etree
 
 from astra.ingest.audit import audit
-from astra.ingest.zones import TAG_PREFIX, TemplateRefused, parse_tag
+from astra.ingest.zones import TAG_PREFIX, ZONE_ID_RE, TemplateRefused, parse_tag
 from astra.ooxml.errors import PackageError
 from astra.ooxml.fields import field_instructions
 from astra.ooxml.ns import W
@@ -59,7 +62,8 @@ PDF_MAX_ZONE_BLOCKS = 1_000  # paragraphs and tables per zone in that copy
 
 @dataclass(frozen=True)
 class CheckFinding:
-    code: str  # does_not_open, forbidden_construct, field_not_allowed, external_relationship, zone_missing
+    code: str  # does_not_open, forbidden_construct, field_not_allowed, external_relationship, zone_missing,
+    # placeholder_left
     detail: str
 
     def to_json(self) -> dict:
@@ -98,6 +102,7 @@ def check_document(data: bytes, zone_map: dict, *, template: bytes | None = None
         _check_fields(pkg, allowed_fields, report)
         _check_external(pkg, allowed_links, report)
         report.zones_found = _zone_controls(pkg)
+        _check_placeholders(pkg, report)
     except PackageError as exc:
         report.findings.append(CheckFinding("does_not_open", str(exc)))
         return report
@@ -168,6 +173,52 @@ def _zone_controls(pkg: Package) -> list[str]:
     return found
 
 
+_PLACEHOLDER = re.compile(r"\{\{\s*(" + ZONE_ID_RE.pattern + r")\s*\}\}")
+# Parts holding text besides the stories: Word shows them, and a placeholder there is as stray.
+_NOTE_PARTS = ("footnotes", "endnotes", "comments")
+
+
+def _check_placeholders(pkg: Package, report: CheckReport) -> None:
+    main = pkg.main_document()
+    parts = story_parts(pkg) + [name for kind in _NOTE_PARTS for name in pkg.related(main, kind)]
+    for part in dict.fromkeys(parts):
+        for zone_id, count in sorted(Counter(_stray_placeholders(pkg.xml(part))).items()):
+            report.findings.append(CheckFinding("placeholder_left", f"{{{{ {zone_id} }}}} ({count}x) is left as "
+                                                f"text outside the zones in {part}"))
+
+
+def _stray_placeholders(root: etree._Element) -> list[str]:
+    """Zone ids of the ``{{ zone_id }}`` texts in the paragraphs under ``root`` (across their runs, each
+    paragraph's own text), the content of ``astra:`` controls left out."""
+    found: list[str] = []
+
+    def walk(el: etree._Element, texts: list[str] | None) -> None:
+        for child in el:
+            tag = child.tag
+            if not isinstance(tag, str):
+                continue
+            if tag == W.t:
+                if texts is not None:
+                    texts.append(child.text or "")
+            elif tag == W.p:
+                own: list[str] = []
+                walk(child, own)
+                found.extend(_PLACEHOLDER.findall("".join(own)))
+            elif tag == W.sdt and _is_zone(child):
+                if texts is not None:
+                    texts.append("\n")  # text before and after a zone is not one placeholder
+            else:
+                walk(child, texts)
+
+    walk(root, None)
+    return found
+
+
+def _is_zone(sdt: etree._Element) -> bool:
+    tag = wval(sdt.find(f"{W.sdtPr}/{W.tag}"))
+    return tag is not None and tag.strip().lower().startswith(TAG_PREFIX)
+
+
 # --------------------------------------------------------------------------- LibreOffice
 
 
@@ -215,8 +266,7 @@ def _zone_contents(root: etree._Element) -> list[etree._Element]:
     """The ``w:sdtContent`` of every outermost ``astra:`` content control under ``root``."""
     found: list[etree._Element] = []
     for sdt in root.iter(W.sdt):
-        tag = wval(sdt.find(f"{W.sdtPr}/{W.tag}"))
-        if tag is None or not tag.strip().lower().startswith(TAG_PREFIX):
+        if not _is_zone(sdt):
             continue
         content = sdt.find(W.sdtContent)
         if content is not None and not any(ancestor in found for ancestor in sdt.iterancestors(W.sdtContent)):

@@ -162,3 +162,21 @@ def test_conversion_without_libreoffice(sample, monkeypatch):
     monkeypatch.setattr("astra.builder.check.shutil.which", lambda name: None)
     with pytest.raises(ConversionError, match="not installed"):
         convert_to_pdf(sample[2])
+
+
+def test_a_placeholder_left_anywhere_outside_the_zones_fails(sample):
+    """A zone BUILDER did not fill shows its ``{{ zone_id }}``: in a paragraph (even split over runs), in a text
+    box's mc:Fallback copy. Inside a zone the same text is the user's own and passes."""
+    template, zone_map, built = sample
+    in_zone = _patched(built, DOCUMENT, b'<w:t xml:space="preserve">checked</w:t>',
+                       b'<w:t xml:space="preserve">write {{ notes }} here</w:t>')
+    assert check_document(in_zone, zone_map, template=template).passed
+    split = b'<w:p><w:r><w:t>{{ sum</w:t></w:r><w:r><w:t>mary }}</w:t></w:r></w:p>'
+    fallback = (b'<w:p><w:r><mc:AlternateContent><mc:Choice Requires="wps"><w:t>box</w:t></mc:Choice><mc:Fallback>'
+                b'<w:pict><v:shape><v:textbox><w:txbxContent><w:p><w:r><w:t>{{notes}}</w:t></w:r></w:p>'
+                b'</w:txbxContent></v:textbox></v:shape></w:pict></mc:Fallback></mc:AlternateContent></w:r></w:p>')
+    for stray, where in ((split, "summary"), (fallback, "notes")):
+        doc = _patched(built, DOCUMENT, b"</w:body>", stray + b"</w:body>")
+        report = check_document(doc, zone_map, template=template)
+        assert _codes(report) == {"placeholder_left"}, report.findings
+        assert where in report.findings[0].detail
