@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from astra.cli.common import console, emit_json, errors, fail, out
@@ -51,7 +50,7 @@ def train(
             examples = split_pair(rows, TRAIN_SPLITS)
             held_out = split_pair(rows, EVAL_SPLITS) if any(s in rows for s, _ in EVAL_SPLITS) else []
         except (DataError, InvalidKey) as exc:
-            raise fail(escape(str(exc)), 2) from None  # file names and messages are not markup
+            raise fail(str(exc), 2) from None
         stack = _Stack.connect() if publish else None  # before minutes of training: an unreachable stack fails now
         from astra.core.intent import training  # only now: bad data is refused without loading torch
 
@@ -146,14 +145,14 @@ def evaluate(
             examples = split_pair(read_dataset(path), EVAL_SPLITS)
             model_path = store.resolve_model(model_dir or store.tenant_dir(store.BASE_TENANT))
         except _BAD_INPUT as exc:
-            raise fail(escape(str(exc)), 2) from None  # file names and messages are not markup
+            raise fail(str(exc), 2) from None
         from astra.core.intent.metrics import score
         from astra.core.intent.model import IntentModel
 
         try:
             model = IntentModel.load(model_path, threads=1)  # the benchmark is per utterance on ONE thread
         except _BAD_INPUT as exc:
-            raise fail(escape(str(exc)), 2) from None  # file names and messages are not markup
+            raise fail(str(exc), 2) from None
         model.classify([examples[0].text])  # first call pays lazy initialisation; not a measurement
         predicted, elapsed = [], []
         with _bar(json_out) as bar:

@@ -311,7 +311,13 @@ def test_ngram_vectors_are_scikit_learns_tfidf(model):
     reference = TfidfVectorizer(analyzer=ngrams.analyze, sublinear_tf=True, min_df=2).fit(model.training.texts)
     texts = ["How do I say thank you in French", "set an alarm alarm alarm for 7 am", "zzzz", ""]
     assert reference.vocabulary_ == ngrams.vocabulary
-    assert np.allclose(ngrams.transform(texts).toarray(), reference.transform(texts).toarray(), atol=1e-6)
+    matrix = ngrams.transform(texts).toarray()
+    assert np.allclose(matrix, reference.transform(texts).toarray(), atol=1e-6)
+    for text, row in zip(texts, matrix, strict=True):  # serving's per-utterance vector is training's row
+        columns, values = ngrams.vector(text)
+        served = np.zeros(ngrams.size, np.float32)
+        served[columns] = values
+        assert np.allclose(served, row, atol=1e-6)
 
 
 def test_training_on_a_base_model_reuses_its_embeddings(model, monkeypatch):
