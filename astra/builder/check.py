@@ -50,7 +50,7 @@ from astra.ingest.audit import audit
 from astra.ingest.zones import TAG_PREFIX, ZONE_ID_RE, TemplateRefused, parse_tag
 from astra.ooxml.errors import PackageError
 from astra.ooxml.fields import field_instructions
-from astra.ooxml.ns import W
+from astra.ooxml.ns import MC, W
 from astra.ooxml.package import Package, write_package
 from astra.ooxml.partname import rels_source
 from astra.ooxml.wordml import story_parts, wval
@@ -159,13 +159,14 @@ def _check_external(pkg: Package, allowed: Counter, report: CheckReport) -> None
 
 
 def _zone_controls(pkg: Package) -> list[str]:
-    """Zone ids of the ``astra:`` content controls in the story parts, in document order."""
+    """Zone ids of the ``astra:`` content controls in the story parts, in document order; a text box's
+    ``mc:Fallback`` copy of a zone is not counted again (the zone grammar skips it too)."""
     found = []
     for part in story_parts(pkg):
         for sdt in pkg.xml(part).iter(W.sdt):
-            tag = wval(sdt.find(f"{W.sdtPr}/{W.tag}"))
-            if tag is None or not tag.strip().lower().startswith(TAG_PREFIX):
+            if not _is_zone(sdt) or any(a.tag == MC.Fallback for a in sdt.iterancestors()):
                 continue
+            tag = wval(sdt.find(f"{W.sdtPr}/{W.tag}"))
             try:
                 found.append(parse_tag(tag)[0])
             except TemplateRefused:

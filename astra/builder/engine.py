@@ -18,7 +18,12 @@ their sha256, what went into each zone, and the problems met: refused images, tr
   the output the same way it found them in the template, a control survives users editing its
   content (a bookmark is lost when its text is retyped or cut), and Word shows the zone's title.
   A placeholder alone in its paragraph becomes a block-level control holding paragraphs; one
-  inside other text becomes an inline control, the runs around it split and kept.
+  inside other text becomes an inline control, the runs around it split and kept — placed right
+  after the hyperlink or field it sat in, if any (user content is never a link's text, nor a
+  field's result that Word replaces on update). A filled control keeps only a lock against its
+  deletion (a content lock or a repeating section would make the content uneditable or the
+  control invalid). A zone in a text box is filled in the box's ``mc:Fallback`` copy too, so
+  no reader sees the template's placeholder.
 * **Formatting** comes from the style map: paragraphs take the zone paragraph's own properties
   (its style, numbering, spacing) or, without one, the mapped paragraph style; runs take the
   mapped character style plus, as direct formatting, exactly the resolved properties the styles

@@ -171,6 +171,7 @@ def test_a_zone_in_a_text_box_is_filled_in_both_of_its_renderings(zone):
     assert "N1" in run_text(fallback) and "{{" not in run_text(body) and "Type here" not in run_text(body)
     ids = [el.get(W.val) for el in body.iter(W.id)]
     assert len(ids) == len(set(ids)) == 2  # the copy's controls have ids of their own
+    assert check_document(out.docx, {"zones": []}).zones_found == ["notes"]  # the copy is no second zone
 
 
 @pytest.mark.parametrize("holder", [
