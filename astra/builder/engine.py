@@ -18,12 +18,12 @@ their sha256, what went into each zone, and the problems met: refused images, tr
   the output the same way it found them in the template, a control survives users editing its
   content (a bookmark is lost when its text is retyped or cut), and Word shows the zone's title.
   A placeholder alone in its paragraph becomes a block-level control holding paragraphs; one
-  inside other text becomes an inline control, the runs around it split and kept — placed right
-  after the hyperlink or field it sat in, if any (user content is never a link's text, nor a
-  field's result that Word replaces on update). A filled control keeps only a lock against its
-  deletion (a content lock or a repeating section would make the content uneditable or the
-  control invalid). A zone in a text box is filled in the box's ``mc:Fallback`` copy too, so
-  no reader sees the template's placeholder.
+  inside other text becomes an inline control, the runs around it split and kept. An inline zone
+  (either way declared) is placed right after the hyperlink or field it sat in, if any (user
+  content is never a link's text, nor a field's result that Word replaces on update). A filled
+  control keeps only a lock against its deletion (a content lock or a repeating section would
+  make the content uneditable or the control invalid). A zone in a text box is filled in the
+  box's ``mc:Fallback`` copy too, so no reader sees the template's placeholder.
 * **Formatting** comes from the style map: paragraphs take the zone paragraph's own properties
   (its style, numbering, spacing) or, without one, the mapped paragraph style; runs take the
   mapped character style plus, as direct formatting, exactly the resolved properties the styles
@@ -719,6 +719,9 @@ class _Builder:
         element = edit.working(decl).element
         placed = _parse_fragment(xml, parent.nsmap)
         element.getparent().replace(element, placed)
+        paragraph = next(placed.iterancestors(W.p), None)
+        if parent.tag not in _BLOCK_PARENTS and paragraph is not None:  # run-level: perhaps in a link or field
+            _out_of_links_and_fields(placed, paragraph)
         edit.placed(placed)
         edit.reserialize.add(index)
 
@@ -936,7 +939,7 @@ def _replace_placeholder_runs(decl: ZoneDecl, sdt: etree._Element) -> None:
 
 
 def _out_of_links_and_fields(sdt: etree._Element, p: etree._Element) -> None:
-    """Move an inline zone out of the hyperlink or field its placeholder sat in, to right after it:
+    """Move an inline zone out of the hyperlink or field it sat in, to right after it:
     user content is never a link's text (nothing from the user becomes a hyperlink) nor a field's
     result (which Word replaces when it updates the field). A field ending in a later paragraph
     cannot be stepped out of and keeps the zone."""

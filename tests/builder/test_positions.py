@@ -184,10 +184,14 @@ def test_a_zone_in_a_text_box_is_filled_in_both_of_its_renderings(zone):
     '</w:r><w:r><w:fldChar w:fldCharType="separate"/></w:r>{runs}<w:r><w:fldChar w:fldCharType="end"/></w:r>'
     '</w:hyperlink>',
 ], ids=["hyperlink", "simple-field", "complex-field", "field-in-link"])
-def test_a_placeholder_inside_a_link_or_field_is_filled_after_it(holder):
+@pytest.mark.parametrize("runs", [
+    "<w:r><w:t>see {{ notes }}</w:t></w:r>",
+    '<w:r><w:t xml:space="preserve">see </w:t></w:r><w:sdt><w:sdtPr><w:tag w:val="astra:notes"/></w:sdtPr>'
+    "<w:sdtContent><w:r><w:t>old</w:t></w:r></w:sdtContent></w:sdt>",
+], ids=["placeholder", "content-control"])
+def test_a_zone_inside_a_link_or_field_is_filled_after_it(holder, runs):
     """User content never becomes a link's text (no hyperlinks from user content) nor a field's result (lost
     when the field updates): the zone goes right after the link or field, which keeps the rest of its text."""
-    runs = "<w:r><w:t>see {{ notes }}</w:t></w:r>"
     template = minimal_docx(f"<w:p>{holder.format(runs=runs)}</w:p>")
     pkg = Package.read(template)
     rels = pkg.read_part("word/_rels/document.xml.rels").replace(
