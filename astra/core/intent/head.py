@@ -95,7 +95,6 @@ class NGrams:
         """The rows of ``vector`` for many texts (training): the same formula on the whole matrix at once, 2–4x
         faster than row by row on a CLINC150-size training set."""
         import scipy.sparse as sp
-        from sklearn.preprocessing import normalize
 
         word_columns: dict[str, list[int]] = {}  # a training set repeats its words: their grams are looked up once
         rows = [self.columns(t, word_columns) for t in texts]
@@ -104,7 +103,9 @@ class NGrams:
         matrix = sp.csr_matrix((np.ones(len(found)), found, indptr), shape=(len(texts), self.size))
         matrix.sum_duplicates()  # the counts
         matrix.data = (1.0 + np.log(matrix.data)) * self.idf[matrix.indices]
-        return normalize(matrix, copy=False).astype(np.float32)
+        norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
+        matrix.data /= np.repeat(np.where(norms > 0, norms, 1.0), np.diff(matrix.indptr))
+        return matrix.astype(np.float32)
 
     @property
     def size(self) -> int:
