@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import typer
 
+from astra.cli.common import errors, fail
 from tests.config_svc.maps import SHA, STYLE_MAP, ZONE_MAP
 from tests.conftest import run_cli
 
@@ -46,6 +48,18 @@ def test_errors_are_one_line_with_details_on_verbose(use_stack_env, tenant, tmp_
 def test_missing_settings_say_what_to_do(tmp_path, monkeypatch):
     res = run_cli("config", "show", "-t", "acme", env={"ASTRA_DATABASE_URL": ""})
     assert res.returncode == 1 and "ASTRA_DATABASE_URL" in res.stderr and "stack up" in res.stderr
+
+
+@pytest.mark.parametrize("text", ["cannot write /tmp/w[/x]/out.docx", "zone [bold]title[/bold] is [red]"])
+def test_error_lines_are_plain_text_not_markup(capsys, text):
+    """Every command's error line (errors() and fail()) holds file names and the user's words as they are: a path
+    with ``[/x]`` in it once crashed the error line with a MarkupError traceback, ``[bold]`` would vanish."""
+    with pytest.raises(typer.Exit) as raised, errors():
+        raise OSError(text)
+    assert raised.value.exit_code == 1
+    assert capsys.readouterr().err == f"error: {text}  (details: astra --verbose …)\n"
+    fail(text, 2)
+    assert capsys.readouterr().err == f"error: {text}\n"
 
 
 def test_usage_errors_exit_2():

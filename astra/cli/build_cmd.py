@@ -6,6 +6,14 @@ list of objects for a table zone (columns in order of first appearance, typed as
 a file path or a list of paths for an image zone (relative to the JSON file). Zones left out stay
 empty. Bad input (not a .docx, a template the audit or the zone grammar refuses, an unknown zone,
 a value of the wrong shape, a missing or refused image) exits 2 with one line and writes nothing.
+An image the document has no room for (a picture control holds one; the document's image budget) is left
+out with a warning of the summary (``images_left_out``).
+
+Before any work: ``--out`` must name a new file or a regular file to replace (not a folder, a symlink, a
+device, the template), in a folder that exists and can be written; ``--locale`` one whose date and number
+format the builder knows. Inputs are read as regular files only, each under its cap (the template: INGEST's
+upload cap; an image: the builder's image cap). The document is written to a temporary file beside ``--out``
+and renamed over it, with the mode of any new file (0666 less the umask).
 
 ``--session DIR`` takes a session folder (what ``astra session upload`` takes, or that with its
 ``manifest.json``) through CORE and BUILDER offline: its transcript, else speech recognition of its
@@ -13,7 +21,7 @@ audio; the utterances classified by the local intent model (``--model``, by defa
 ``astra core train`` saves) and bound with its ``data/`` tables; its ``media/`` images embedded
 (``astra.builder.local``). A folder, manifest, transcript or audio the platform would refuse, or no
 model, exits 2 with one line and writes nothing; what the platform would report (a bad data file or
-image, utterances out of scope) is a warning of the summary.
+image, utterances out of scope, a manifest locale with no known format) is a warning of the summary.
 """
 
 from __future__ import annotations

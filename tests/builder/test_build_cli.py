@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import stat
 
 import pytest
+from PIL import Image
 
 from astra.builder.check import check_document
+from astra.builder.engine import BuildCaps
+from astra.builder.local import MAX_JSON_BYTES
+from astra.ingest.audit import AuditLimits
 from astra.ingest.zones import extract_maps
 from astra.samples import HERE as SAMPLES
 from astra.samples.templates import build_sample_template, minimal_docx, sample_sidecar
@@ -62,6 +69,12 @@ def _bad(files, name: str, content) -> str:
     return name
 
 
+def _sparse(files, name: str, size: int) -> str:
+    with open(files / name, "wb") as fh:
+        fh.truncate(size)
+    return name
+
+
 @pytest.mark.parametrize(("setup", "message"), [
     (lambda f: ("context.json", _bad(f, "t.docx", "not a zip")), "template refused: not_a_zip"),
     (lambda f: ("context.json", "missing.docx"), "template not found"),
@@ -73,6 +86,22 @@ def _bad(files, name: str, content) -> str:
     (lambda f: (_bad(f, "d.json", {"site_photo": "d.json"}), "field_inspection.docx"), "image refused"),
     (lambda f: (_bad(f, "d.json", ["not", "an object"]), "field_inspection.docx"), "JSON object"),
     (lambda f: (_bad(f, "d.json", "{broken"), "field_inspection.docx"), "not valid JSON"),
+    # Python's int-string limit, and nesting past the recursion limit: JSON that parses nowhere in Python.
+    (lambda f: (_bad(f, "d.json", '{"measurements": [{"n": ' + "9" * 5000 + "}]}"), "field_inspection.docx"),
+     "holds an integer of more than 4300 digits"),
+    (lambda f: (_bad(f, "d.json", "[" * 100_000 + "]" * 100_000), "field_inspection.docx"), "nests arrays"),
+    # Regular files only: a device or a FIFO is refused unread (reading /dev/zero never ends; a FIFO blocks).
+    (lambda f: ("/dev/zero", "field_inspection.docx"), "data file is not a regular file: /dev/zero"),
+    (lambda f: ("context.json", "/dev/zero"), "template is not a regular file: /dev/zero"),
+    (lambda f: (_bad(f, "d.json", {"site_photo": "/dev/zero"}), "field_inspection.docx"),
+     "image for zone 'site_photo' is not a regular file: /dev/zero"),
+    (lambda f: (os.mkfifo(f / "fifo.json") or "fifo.json", "field_inspection.docx"), "not a regular file"),
+    # Over the caps, refused unread (sparse files: the size is declared, not written).
+    (lambda f: ("context.json", _sparse(f, "huge.docx", AuditLimits().max_upload_bytes + 1)),
+     f"larger than the {AuditLimits().max_upload_bytes}-byte limit"),
+    (lambda f: (_bad(f, "d.json", {"site_photo": _sparse(f, "huge.png", BuildCaps().max_image_bytes + 1)}),
+                "field_inspection.docx"), f"larger than the {BuildCaps().max_image_bytes}-byte limit"),
+    (lambda f: (_sparse(f, "huge.json", MAX_JSON_BYTES + 1), "field_inspection.docx"), "larger than"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(files, setup, message):
     data, template = setup(files)
@@ -92,3 +121,93 @@ def test_refused_templates(files):
                       "--out", str(files / "out.docx"))
         assert res.returncode == 2 and f"template refused: {code}" in res.stderr, res.stderr
         assert not (files / "out.docx").exists()
+
+
+@pytest.mark.parametrize(("setup", "message"), [
+    (lambda f: (f / "out.docx").mkdir(), "--out {out} is a folder"),
+    (lambda f: (f / "out.docx").symlink_to(f / "elsewhere.docx"), "--out {out} is a symbolic link"),
+    (lambda f: os.mkfifo(f / "out.docx"), "--out {out} is not a regular file"),
+    (lambda f: (f / "out.docx").hardlink_to(f / "field_inspection.docx"), "--out {out} is the template itself"),
+])
+def test_a_wrong_out_path_exits_2_before_any_work(files, setup, message):
+    setup(files)
+    before = _identity(files / "out.docx")
+    res = _build(files)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert message.format(out=files / "out.docx") in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert _identity(files / "out.docx") == before and not (files / "elsewhere.docx").exists()
+    assert not list(files.glob(".astra-build-*"))
+
+
+def _identity(path) -> tuple:
+    st = path.lstat()
+    return st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns
+
+
+def test_an_out_path_in_a_missing_folder_exits_2(files):
+    res = run_cli("build", "--template", str(files / "field_inspection.docx"), "--data", str(files / "context.json"),
+                  "--out", str(files / "missing" / "out.docx"))
+    assert res.returncode == 2 and f"output folder does not exist: {files / 'missing'}" in res.stderr, res.stderr
+    assert not (files / "missing").exists()
+
+
+def test_an_existing_file_is_replaced_with_the_usual_mode(files):
+    """Replaced whole (a new file renamed over it), with the mode any new file gets: 0666 less the umask, not the
+    owner-only mode of a temporary file."""
+    (files / "out.docx").write_bytes(b"an older document")
+    os.chmod(files / "out.docx", 0o600)
+    previous = os.umask(0o027)
+    try:
+        res = _build(files)
+    finally:
+        os.umask(previous)
+    assert res.returncode == 0, res.stderr
+    assert (files / "out.docx").read_bytes()[:2] == b"PK"
+    assert stat.S_IMODE((files / "out.docx").stat().st_mode) == 0o640
+    assert not list(files.glob(".astra-build-*"))
+    res = _build(files)  # the test runner's own umask
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((files / "out.docx").stat().st_mode) == 0o666 & ~umask
+    assert "replaced atomically" in run_cli("build", "--help").stdout
+
+
+def test_an_unknown_locale_is_refused_before_any_work(files):
+    res = _build(files, "context.json", "field_inspection.docx", "--locale", "zz")
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert "--locale 'zz': no date and number format" in res.stderr and "en-us" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not (files / "out.docx").exists()
+    for known in ("de-AT", "en_US", "fr-CA"):  # matched on the tag, then the language; case and _ do not matter
+        assert _build(files, "context.json", "field_inspection.docx", "--locale", known).returncode == 0
+
+
+def test_an_image_left_out_is_a_warning_and_a_json_field(files):
+    """The sample's photo zone is a picture content control: it holds one picture, the second is left out."""
+    picture = io.BytesIO()
+    Image.new("RGB", (40, 30), (0, 90, 200)).save(picture, format="PNG")
+    (files / "photo2.png").write_bytes(picture.getvalue())
+    _bad(files, "d.json", {"site_photo": ["site.png", "photo2.png"]})
+    res = _build(files, "d.json", "field_inspection.docx", "--json")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["fills"]["site_photo"]["items"] == 1
+    assert summary["images_left_out"] == [{"zone": "site_photo",
+                                           "detail": "photo2.png: a picture content control holds one picture"}]
+    res = _build(files, "d.json", "field_inspection.docx")
+    assert "site_photo: 1 image item(s), 1 left out" in res.stdout
+    assert "warning: site_photo: image left out: photo2.png: a picture content control holds one picture" \
+        in res.stdout, res.stdout
+
+
+def test_file_names_with_markup_are_printed_as_they_are(files):
+    """A path is never read as rich markup: ``[/x]`` once crashed the error line, ``[bold]`` would vanish."""
+    folder = files / "w[/x]" / "[bold]q"
+    folder.mkdir(parents=True)
+    res = run_cli("build", "--template", str(folder / "t[/x].docx"), "--data", str(files / "context.json"),
+                  "--out", str(folder / "out.docx"))
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip() == f"error: template not found: {folder / 't[/x].docx'}"
+    res = run_cli("build", "--template", str(files / "field_inspection.docx"), "--data", str(files / "context.json"),
+                  "--out", str(folder / "[bold]out[red].docx"))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith(f"wrote {folder / '[bold]out[red].docx'} (")

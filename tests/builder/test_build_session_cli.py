@@ -212,3 +212,31 @@ def test_an_output_folder_that_does_not_exist_is_said_before_the_build(work):
     res = run_cli("build", "--template", str(work / "field_inspection.docx"), "--session", str(work / "session"),
                   "--out", str(work / "missing" / "out.docx"), env={"ASTRA_STATE_DIR": str(work / "state")})
     assert res.returncode == 2 and "output folder does not exist" in res.stderr, res.stderr
+
+
+def test_a_wrong_out_or_locale_is_said_before_the_build(work):
+    # No model either: --out and --locale are judged first, before seconds of model loading and speech.
+    (work / "out.docx").mkdir()
+    res = _build(work)
+    assert res.returncode == 2 and f"--out {work / 'out.docx'} is a folder" in res.stderr, res.stderr
+    (work / "out.docx").rmdir()
+    res = _build(work, "--locale", "zz")
+    assert res.returncode == 2 and "--locale 'zz': no date and number format" in res.stderr, res.stderr
+    _written_nothing(work)
+
+
+def test_a_manifest_locale_with_no_known_format_is_a_warning(work, model_dir):
+    """The platform builds a session in any locale its manifest gives; the local build does too, and says when the
+    table cells fall back to ISO dates."""
+    files = ["transcript.txt", "data/readings.csv", "media/site.png"]
+    manifest = build_manifest(SessionKey("acme", "site-visit", 1), "field_inspection", files, locale="zz")
+    (work / "session" / "manifest.json").write_text(json.dumps(manifest))
+    res = _build(work, "--model", str(model_dir), "--json")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["locale"] == "zz" and summary["locale_format_known"] is False
+    assert _table_text((work / "out.docx").read_bytes(), "measurements")[1][-1].startswith("2026-11-20")
+    res = _build(work, "--model", str(model_dir))
+    assert "warning: locale 'zz' (the manifest's): no date and number format known for it" in res.stdout, res.stdout
+    res = _build(work, "--model", str(model_dir), "--locale", "en-GB", "--json")  # --locale overrides the manifest
+    assert json.loads(res.stdout)["locale_format_known"] is True
