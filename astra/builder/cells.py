@@ -17,7 +17,7 @@ import datetime as dt
 from astra.core.binding import normalise_locale
 
 # (date pattern, decimal separator) by locale tag or language.
-_LOCALES = {
+LOCALES = {
     "en-us": ("%m/%d/%Y", "."),
     "en": ("%d/%m/%Y", "."),  # en-GB, en-AU, en-IE, en-NZ, en-IN...
     "en-ca": ("%Y-%m-%d", "."),
@@ -45,7 +45,7 @@ class CellFormat:
 
     def __init__(self, locale: str | None) -> None:
         tag = normalise_locale(locale) if locale else ""
-        self.date_pattern, self.decimal = _LOCALES.get(tag) or _LOCALES.get(tag.split("-")[0]) or _ISO
+        self.date_pattern, self.decimal = LOCALES.get(tag) or LOCALES.get(tag.split("-")[0]) or _ISO
 
     def text(self, column_type: str, value: object) -> str:
         """The cell's text; "" for an empty cell."""

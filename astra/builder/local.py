@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from astra.builder.cells import _LOCALES as CELL_LOCALES
+from astra.builder.cells import LOCALES as CELL_LOCALES
 from astra.builder.engine import BuildCaps, BuildProblem, BuildResult, build
 from astra.core.audio import DEFAULT_MAX_SECONDS
 from astra.core.binding import bind, normalise_locale

@@ -46,7 +46,7 @@ def publish(
         if json_out:
             emit_json({"tenant": tenant, "version": version})
         else:
-            out.print(f"{tenant}: published version {version}")
+            out.print(f"{tenant}: published version {version}", markup=False)
 
 
 @app.command()

@@ -71,7 +71,7 @@ def train(
     if json_out:
         emit_json(result)
     else:
-        out.print(f"model {result['version']} for {tenant}: {result['path']}")
+        out.print(f"model {result['version']} for {tenant}: {result['path']}", markup=False)
         built = f" (base encoder built in {result['fine_tune_seconds']:.0f} s)" if result["fine_tune_seconds"] else ""
         out.print(f"  trained in {result['train_seconds']:.1f} s on {result['examples']} examples{built}")
         for key, value in result["metrics"].items():

@@ -92,7 +92,7 @@ def _check_locally(path: Path, data: bytes, sidecar: dict | None, sidecar_path: 
     catalog = Settings.from_env().intent_catalog
     known = load_known_intents(catalog) if Path(catalog).exists() else None
     if known is None:
-        console.print(f"[yellow]intent catalog {catalog} not found: intent bindings not checked[/]")
+        console.print(f"intent catalog {catalog} not found: intent bindings not checked", style="yellow", markup=False)
     try:
         return extract_maps(data, sidecar, known)
     except TemplateRefused as exc:
@@ -156,4 +156,4 @@ def template(
             emit_json(info)
         else:
             for k in uploaded:
-                console.print(f"uploaded s3://{settings.uploads_bucket}/{k}")
+                console.print(f"uploaded s3://{settings.uploads_bucket}/{k}", markup=False)

@@ -31,7 +31,6 @@ def upload(
     data/ and media/ files of the supported types, nothing else; and the version must be new (no
     upload and no handover of it yet). Anything else is refused (exit 2) before a byte is uploaded.
     If S3 fails part way, what this run uploaded is deleted again (exit 1)."""
-    from rich.markup import escape
 
     from astra import s3 as s3_lib
     from astra.orchestrator.manifest import ManifestRejected
@@ -56,13 +55,13 @@ def upload(
             with upload_progress(total_size(files)) as progress:
                 key = upload_session(s3, settings.uploads_bucket, session, template, files, clone_of, progress=progress)
         except (InvalidKey, UnsupportedSession, ManifestRejected) as exc:
-            raise fail(escape(f"nothing uploaded: {exc}"), code=2) from exc  # file names are not markup
+            raise fail(f"nothing uploaded: {exc}", code=2) from exc
         except UploadFailed as exc:
-            raise fail(escape(str(exc))) from exc
+            raise fail(str(exc)) from exc
         if json_out:
             emit_json({"partition_key": session.partition_key, "manifest": key, "files": sorted(files)})
         else:
-            console.print(f"uploaded {len(files)} files, then s3://{settings.uploads_bucket}/{key}")
+            console.print(f"uploaded {len(files)} files, then s3://{settings.uploads_bucket}/{key}", markup=False)
 
 
 @contextmanager
