@@ -46,6 +46,9 @@ bench: install
 	@test -f $${ASTRA_STATE_DIR:-.astra}/models/base/LATEST || $(VENV)/bin/astra core train  # served by footprint, classify
 	$(PY) bench/footprint.py
 	$(PY) bench/classify.py
+	$(PY) bench/intent.py
+	$(PY) bench/asr.py
+	$(PY) bench/build.py
 
 clean:
 	-$(VENV)/bin/astra stack down
