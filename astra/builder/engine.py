@@ -65,7 +65,7 @@ from astra.ooxml.edit import (
     splice_blocks,
 )
 from astra.ooxml.errors import PackageError
-from astra.ooxml.ns import MC, R_NS, RT_TRANSITIONAL, W14_NS, W_NS, W_STRICT_NS, WP_NS, W, local_name
+from astra.ooxml.ns import MC, R_NS, RT_TRANSITIONAL, W14_NS, W15_NS, W_NS, W_STRICT_NS, WP_NS, W, local_name
 from astra.ooxml.package import CONTENT_TYPES_PART, Package, write_package
 from astra.ooxml.partname import rels_part_for
 from astra.ooxml.rels import Relationship
@@ -79,7 +79,6 @@ from .sanitize import clean_text, text_runs, truncate
 
 MiB = 1024 * 1024
 _WP = f"{{{WP_NS}}}"
-_W15_NS = "http://schemas.microsoft.com/office/word/2012/wordml"
 _BLOCK_PARENTS = {W.body, W.hdr, W.ftr, W.tc, W.sdtContent, W.txbxContent, W.footnote, W.endnote, W.comment,
                   W.docPartBody}
 # Content-control properties dropped when BUILDER fills a control: they would hide, replace or
@@ -87,7 +86,7 @@ _BLOCK_PARENTS = {W.body, W.hdr, W.ftr, W.tc, W.sdtContent, W.txbxContent, W.foo
 # a repeating section, which Word declares invalid around content it did not repeat).
 _SDT_PR_DROPPED = {W.showingPlcHdr, W.dataBinding, W.text, W.date, W.dropDownList, W.comboBox, W.docPartList,
                    W.docPartObj, W.citation, W.bibliography, W.equation, W.group,
-                   f"{{{W14_NS}}}checkbox", f"{{{_W15_NS}}}repeatingSection", f"{{{_W15_NS}}}repeatingSectionItem"}
+                   f"{{{W14_NS}}}checkbox", f"{{{W15_NS}}}repeatingSection", f"{{{W15_NS}}}repeatingSectionItem"}
 # A filled control's lock keeps only its part against deleting the control: its content is the user's to edit.
 _LOCK_KEPT = {"contentLocked": None, "sdtContentLocked": "sdtLocked", "sdtLocked": "sdtLocked"}
 _NEEDED_NS = {"w": W_NS, "r": R_NS, "wp": WP_NS}

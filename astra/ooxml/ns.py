@@ -16,6 +16,7 @@ WP_NS = "http://schemas.openxmlformats.org/drawingml/2006/wordprocessingDrawing"
 PIC_NS = "http://schemas.openxmlformats.org/drawingml/2006/picture"
 WPS_NS = "http://schemas.microsoft.com/office/word/2010/wordprocessingShape"
 W14_NS = "http://schemas.microsoft.com/office/word/2010/wordml"
+W15_NS = "http://schemas.microsoft.com/office/word/2012/wordml"
 V_NS = "urn:schemas-microsoft-com:vml"
 M_NS = "http://schemas.openxmlformats.org/officeDocument/2006/math"
 PKG_REL_NS = "http://schemas.openxmlformats.org/package/2006/relationships"
@@ -38,6 +39,7 @@ PREFIXES = {
     PIC_NS: "pic",
     WPS_NS: "wps",
     W14_NS: "w14",
+    W15_NS: "w15",
     V_NS: "v",
     M_NS: "m",
 }
