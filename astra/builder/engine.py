@@ -78,6 +78,8 @@ from .media import ImageRefused, PreparedImage, pixel_box, prepare_image
 from .sanitize import clean_text, text_runs, truncate
 
 MiB = 1024 * 1024
+_PLAIN_INT = re.compile(r"[0-9]{1,18}")
+_MIN_FRAME_TWIPS = 360  # a quarter inch
 _WP = f"{{{WP_NS}}}"
 _BLOCK_PARENTS = {W.body, W.hdr, W.ftr, W.tc, W.sdtContent, W.txbxContent, W.footnote, W.endnote, W.comment,
                   W.docPartBody}
@@ -549,7 +551,9 @@ class _Builder:
             names = sorted(n for n in self.media if pattern and fnmatch.fnmatchcase(n, pattern))
         frame = _first_descendant(zone.decl.element, _WP + "extent") if zone.decl.declared_by == \
             "content_control" else None
-        max_cx = int(frame.get("cx")) if frame is not None and (frame.get("cx") or "").isdigit() else \
+        frame_cx = _plain_int(frame.get("cx")) if frame is not None else None
+        # A frame under a quarter inch is a template's slip, not a size to shrink a photo to.
+        max_cx = frame_cx if frame_cx is not None and frame_cx >= _MIN_FRAME_TWIPS * wml.EMU_PER_TWIP else \
             self._zone_width_twips(zone) * wml.EMU_PER_TWIP
         max_cy = self._text_height_twips() * wml.EMU_PER_TWIP
         box = pixel_box(max_cx, max_cy, self.caps.image_dpi)
@@ -659,8 +663,9 @@ class _Builder:
             cell = cell.getparent()
         if cell is not None:
             width = cell.find(f"{W.tcPr}/{W.tcW}")
-            if width is not None and width.get(W.type) == "dxa" and (width.get(W.w) or "").isdigit():
-                return int(width.get(W.w))
+            twips = _plain_int(width.get(W.w)) if width is not None and width.get(W.type) == "dxa" else None
+            if twips is not None and twips >= _MIN_FRAME_TWIPS:
+                return twips
         return self._page_measure("w", ("left", "right"), _DEFAULT_TEXT_WIDTH_TWIPS)
 
     # ------------------------------------------------------------------ placing content
@@ -790,9 +795,16 @@ def _max_numeric_id(roots: Iterable[etree._Element]) -> int:
                 value = el.get("id")
             else:
                 value = el.get(W.id)
-            if value and value.isdigit():
-                highest = max(highest, int(value))
+            number = _plain_int(value)
+            if number is not None and number < 2**31:  # ids past int32 are not valid ids: nothing to count above
+                highest = max(highest, number)
     return highest
+
+
+def _plain_int(value: str | None) -> int | None:
+    """A non-negative number written in ASCII digits (at most 18 of them), else None: a template attribute such as
+    `w:id="²"` or one of thousands of digits is not a number to build with (str.isdigit accepts both)."""
+    return int(value) if value is not None and _PLAIN_INT.fullmatch(value) else None
 
 
 def _ns_decls(scope: dict) -> str:

@@ -326,6 +326,36 @@ def test_new_ids_are_above_every_part_s_ids(media):
     assert control_ids and max(control_ids) > 70
 
 
+@pytest.mark.parametrize("number", ["²", "١٢", "9" * 5000, "2147483649"])
+def test_ids_and_sizes_that_are_not_plain_numbers_are_not_built_with(media, number):
+    """str.isdigit() accepts '²' and Arabic-Indic digits that int() refuses, and int() refuses 5,000 digits: a template
+    the audit passes must still build (a template's odd id or frame size is ignored, never a crash)."""
+    frame = (f'<w:sdt><w:sdtPr><w:tag w:val="astra:photo;kind=image"/><w:id w:val="5"/></w:sdtPr><w:sdtContent><w:p>'
+             f'<w:r><w:drawing><wp:inline><wp:extent cx="{number}" cy="9525"/><wp:docPr id="{number}" name="p"/>'
+             '</wp:inline></w:drawing></w:r></w:p></w:sdtContent></w:sdt>')
+    body = (f'<w:p><w:bookmarkStart w:id="{number}" w:name="b"/><w:r><w:t>{{{{ notes }}}}</w:t></w:r>'
+            f'<w:bookmarkEnd w:id="{number}"/></w:p>' + frame +
+            f'<w:tbl><w:tr><w:tc><w:tcPr><w:tcW w:w="{number}" w:type="dxa"/></w:tcPr><w:p/></w:tc></w:tr></w:tbl>')
+    template = minimal_docx(body)
+    maps = extract_maps(template)
+    out = build(template, maps.zone_map, maps.style_map,
+                intent_output({"notes": ["n"]}, media={"photo": ["media/site.png"]}), media)
+    assert "photo" in out.fills and Package.read(out.docx).xml("word/document.xml") is not None
+
+
+def test_a_frame_too_small_to_show_a_picture_falls_back_to_the_text_width(media):
+    frame = ('<w:sdt><w:sdtPr><w:tag w:val="astra:photo;kind=image"/><w:id w:val="5"/></w:sdtPr><w:sdtContent><w:p>'
+             '<w:r><w:drawing><wp:inline><wp:extent cx="1" cy="1"/><wp:docPr id="3" name="p"/>'
+             '</wp:inline></w:drawing></w:r></w:p></w:sdtContent></w:sdt><w:p><w:r><w:t>{{ notes }}</w:t></w:r></w:p>')
+    template = minimal_docx(frame)
+    maps = extract_maps(template)
+    out = build(template, maps.zone_map, maps.style_map,
+                intent_output({"notes": ["n"]}, media={"photo": ["media/site.png"]}), media)
+    document = Package.read(out.docx).xml("word/document.xml")
+    shown = [int(e.get("cx")) for e in document.iter(f"{{{WP_NS}}}extent")]
+    assert shown and max(shown) > 914400  # over an inch wide, not 1 EMU
+
+
 @pytest.mark.parametrize(("lock", "kept_lock"), [("contentLocked", None), ("sdtContentLocked", "sdtLocked"),
                                                  ("sdtLocked", "sdtLocked")])
 def test_a_filled_control_is_not_content_locked_nor_a_repeating_section(lock, kept_lock):
