@@ -136,9 +136,11 @@ def read_json(path: Path, what: str) -> object:
         raise BadInput(f"{what} {path} nests arrays or objects too deep to read") from None
 
 
-def check_output(path: Path, template: Path) -> None:
-    """Judge ``--out`` before a build, which may take seconds of speech: a file (new, or a regular file to replace)
-    in a folder that exists and can be written."""
+def check_output(path: Path, template: Path, inputs: tuple[Path | None, ...] = ()) -> None:
+    """Judge ``--out`` before a build, which may take seconds of speech: a ``.docx`` file (new, or a regular file to
+    replace) in a folder that exists and can be written, and none of the command's inputs (nothing given is lost)."""
+    if path.suffix.lower() != ".docx":
+        raise BadInput(f"--out {path} does not end in .docx: name the document to write")
     if path.is_symlink():  # os.replace would replace the link itself, not the file it names
         raise BadInput(f"--out {path} is a symbolic link: name the file itself")
     if path.exists():
@@ -148,6 +150,9 @@ def check_output(path: Path, template: Path) -> None:
             raise BadInput(f"--out {path} is not a regular file")
         if template.exists() and path.samefile(template):
             raise BadInput(f"--out {path} is the template itself: write the document elsewhere")
+        for given in inputs:
+            if given is not None and given.exists() and path.samefile(given):
+                raise BadInput(f"--out {path} is one of the inputs ({given}): write the document elsewhere")
     folder = path.parent
     if not folder.is_dir():
         raise BadInput(f"output folder does not exist: {folder}")

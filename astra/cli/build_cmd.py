@@ -76,7 +76,7 @@ def build_command(
             if model is not None and session is None:
                 raise local.BadInput("--model is for --session: --data fills zones without classifying")
             # Judged before any work: a wrong --out or --locale is said at once, not after seconds of speech.
-            local.check_output(out_path, template)
+            local.check_output(out_path, template, (sidecar, data))
             if locale is not None:
                 local.check_locale(locale)
             template_maps = local.load_template(template, sidecar)

@@ -151,6 +151,20 @@ def test_an_out_path_in_a_missing_folder_exits_2(files):
     assert not (files / "missing").exists()
 
 
+@pytest.mark.parametrize("out", ["context.json", "field_inspection.zones.json", "out.pdf"])
+def test_out_must_be_a_docx_and_never_an_input(files, out):
+    """--out naming the data file (or any non-.docx) would overwrite what the user gave: refused, nothing written."""
+    sidecar = files / "field_inspection.zones.json"
+    if not sidecar.exists():
+        sidecar.write_text("{}")
+    target = files / out
+    before = target.read_bytes() if target.exists() else None
+    res = run_cli("build", "--template", str(files / "field_inspection.docx"), "--data", str(files / "context.json"),
+                  "--out", str(target))
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert (target.read_bytes() if target.exists() else None) == before
+
+
 def test_an_existing_file_is_replaced_with_the_usual_mode(files):
     """Replaced whole (a new file renamed over it), with the mode any new file gets: 0666 less the umask, not the
     owner-only mode of a temporary file."""
