@@ -41,7 +41,8 @@ __all__ = [
 
 KINDS = ("text", "list", "table", "image")
 TAG_PREFIX = "astra:"
-TAG_KEYS = ("kind", "intents", "domains", "data", "media", "fallback")
+TAG_KEYS = ("kind", "intents", "domains", "data", "media", "fallback", "speaker")
+_FLAG_KEYS = ("fallback", "speaker")  # booleans: bare key = true
 SIDECAR_SCHEMA_PATH = Path(__file__).with_name("sidecar.schema.json")
 REFUSAL_CODES = (
     "invalid_package",
@@ -57,6 +58,7 @@ REFUSAL_CODES = (
     "multiple_fallback_zones",
     "bad_fallback_zone",
     "no_fallback_zone",
+    "bad_speaker_zone",
 )
 
 ZONE_ID_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -125,7 +127,7 @@ def parse_tag(value: str, location: dict | None = None) -> tuple[str, dict]:
     """Parse an ``astra:`` content-control tag into ``(zone_id, params)``.
 
     ``params`` holds only the keys given: ``kind`` (str), ``intents``/``domains`` (lists),
-    ``data``/``media`` (str), ``fallback`` (bool).
+    ``data``/``media`` (str), ``fallback`` and ``speaker`` (bool).
     """
     text = value.strip()
     if not text[: len(TAG_PREFIX)].lower() == TAG_PREFIX:
@@ -149,15 +151,13 @@ def parse_tag(value: str, location: dict | None = None) -> tuple[str, dict]:
             )
         if key in params:
             raise TemplateRefused("invalid_tag", f"parameter {key!r} given twice in tag {value!r}", location)
-        if key == "fallback":
-            if not eq:
-                params[key] = True
-            elif val.lower() in _TRUE:
+        if key in _FLAG_KEYS:
+            if not eq or val.lower() in _TRUE:
                 params[key] = True
             elif val.lower() in _FALSE:
                 params[key] = False
             else:
-                raise TemplateRefused("invalid_tag", f"fallback={val!r} is not a boolean in tag {value!r}", location)
+                raise TemplateRefused("invalid_tag", f"{key}={val!r} is not a boolean in tag {value!r}", location)
             continue
         if not eq or not val:
             raise TemplateRefused("invalid_tag", f"parameter {key!r} needs a value in tag {value!r}", location)
@@ -613,14 +613,25 @@ def _accepts(decl: ZoneDecl, over: dict, vocab: _Vocabulary | None) -> dict:
 
 def _zone_entry(decl: ZoneDecl, over: dict, vocab: _Vocabulary | None) -> dict:
     """One zone of the zone map; precedence for every field: sidecar > template > inference."""
-    return {
+    kind = over.get("kind") or decl.params.get("kind") or decl.inferred_kind
+    entry = {
         "id": decl.id,
         "label": _label(over.get("label")) or _label(decl.alias) or _title(decl.id),
-        "kind": over.get("kind") or decl.params.get("kind") or decl.inferred_kind,
+        "kind": kind,
         "declared_by": decl.declared_by,
         "location": decl.location,
         "accepts": _accepts(decl, over, vocab),
     }
+    if over.get("speaker", decl.params.get("speaker", False)):
+        if kind not in ("text", "list"):
+            where = {"part": "sidecar", "path": f"zones.{decl.id}.speaker"} if "speaker" in over else decl.location
+            raise TemplateRefused(
+                "bad_speaker_zone", f"zone {decl.id!r} asks for the speaker but is a {kind} zone: only text and "
+                "list zones lead their utterances with the speaker", where,
+            )
+        # Written only when asked for: zone maps made before the flag existed stay as they were.
+        entry["speaker"] = True
+    return entry
 
 
 def _choose_fallback(decls: list[ZoneDecl], zones: list[dict], side_fallback: str | None, main_part: str) -> str:

@@ -157,6 +157,8 @@ def test_tag_grammar():
     }
     assert parse_tag("astra:n;fallback=false")[1] == {"fallback": False}
     assert parse_tag("astra:n;fallback=yes")[1] == {"fallback": True}
+    assert parse_tag("astra:n;speaker")[1] == {"speaker": True}
+    assert parse_tag("astra:n;Speaker = Off;fallback")[1] == {"speaker": False, "fallback": True}
 
 
 @pytest.mark.parametrize(
@@ -174,6 +176,8 @@ def test_tag_grammar():
         "astra:x;data=data/../secrets.csv",  # traversal
         "astra:x;media=data/*.png",  # media must be under media/
         "astra:x;fallback=maybe",
+        "astra:x;speaker=loud",
+        "astra:x;speaker;speaker=no",  # duplicate key
     ],
 )
 def test_invalid_tag_is_refused(tag):
@@ -408,6 +412,48 @@ def test_sidecar_fallback_beats_tag_flag():
     assert extract(body, sidecar={"fallback_zone": "b"}).zone_map["fallback_zone"] == "b"
 
 
+def test_a_zone_asks_for_the_speaker_by_tag_or_sidecar():
+    """`speaker` is written on the zone (not in accepts) only when true; the sidecar beats the tag, and is the
+    only way a placeholder can ask."""
+    body = sdt("astra:minutes;speaker") + sdt("astra:summary;speaker=no") + para("{{ notes }}") + para("{{ log }}")
+    by = zones_by_id(extract(body))
+    assert by["minutes"]["speaker"] is True and "speaker" not in by["minutes"]["accepts"]
+    assert all("speaker" not in by[z] for z in ("summary", "notes", "log"))
+    sidecar = {"zones": {"minutes": {"speaker": False}, "summary": {"speaker": True}, "notes": {"speaker": True}}}
+    by = zones_by_id(extract(body, sidecar=sidecar))
+    assert [z for z in by if by[z].get("speaker")] == ["summary", "notes"]
+    list_zone = para("{{ steps }}", '<w:pPr><w:numPr><w:ilvl w:val="0"/><w:numId w:val="1"/></w:numPr></w:pPr>')
+    assert zones_by_id(extract(list_zone + NOTES, sidecar={"zones": {"steps": {"speaker": True}}}))["steps"] == {
+        "id": "steps", "label": "Steps", "kind": "list", "declared_by": "placeholder",
+        "location": {"part": "/word/document.xml", "block": 0, "path": "w:p[0]"},
+        "accepts": {"intents": [], "domains": [], "fallback": False}, "speaker": True}
+
+
+def test_speaker_on_a_table_or_image_zone_is_refused():
+    err = refused(sdt("astra:readings;kind=table;speaker") + NOTES, "bad_speaker_zone")
+    assert err.location == {"part": "/word/document.xml", "block": 0, "path": "w:sdt[0]"}
+    assert "table zone" in err.message
+    err = refused(para("{{ photo }}") + NOTES, "bad_speaker_zone",
+                  sidecar={"zones": {"photo": {"kind": "image", "speaker": True}}})
+    assert err.location == {"part": "sidecar", "path": "zones.photo.speaker"}
+    # The final kind decides: a sidecar making a speaking text zone a table refuses it too...
+    as_table = {"zones": {"readings": {"kind": "table"}}}
+    refused(sdt("astra:readings;speaker") + NOTES, "bad_speaker_zone", sidecar=as_table)
+    # ...and one turning the speaker off lets the table be.
+    silent = {"zones": {"readings": {"speaker": False}}}
+    maps = extract(sdt("astra:readings;kind=table;speaker") + NOTES, sidecar=silent)
+    assert "speaker" not in zones_by_id(maps)["readings"]
+
+
+def test_zone_map_schema_allows_speaker_only_on_text_and_list_zones():
+    zone_map = extract(sdt("astra:minutes;speaker") + sdt("astra:readings;kind=table")).zone_map
+    for kind, speaker, valid in (("text", True, True), ("list", True, True), ("table", True, False),
+                                 ("image", True, False), ("table", False, True)):
+        zones = [{**zone_map["zones"][0], "kind": kind, "speaker": speaker}, zone_map["zones"][1]]
+        assert ZONE_MAP.is_valid({**zone_map, "zones": zones}) is valid, (kind, speaker)
+    assert not ZONE_MAP.is_valid({**zone_map, "zones": [{**zone_map["zones"][0], "speaker": "yes"}]})
+
+
 def test_validate_sidecar_accepts_none_and_empty():
     assert validate_sidecar(None) == {}
     assert validate_sidecar({}) == {}
@@ -569,6 +615,7 @@ def test_refuses_sidecar_naming_unknown_zone():
         {"zones": {"a": {"data": "data/../../x"}}},
         {"zones": {"a": {"media": "data/x.png"}}},
         {"zones": {"a": {"media": "media/x.png\n"}}},
+        {"zones": {"a": {"speaker": "yes"}}},
         {"zones": {"A": {}}},
         {"zones": {"a\n": {}}},
         {"zones": []},
