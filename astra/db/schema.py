@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -115,4 +116,31 @@ outbox = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("published_at", DateTime(timezone=True), nullable=True),
     Column("attempts", Integer, nullable=False, server_default="0"),
+)
+
+# LEARN's labelled examples (astra/learn/feedback.py), one per (tenant, utterance of a session version): a later
+# feedback relabels the row. `revision` is the tenant's learning revision at the row's last relabel, allocated
+# under a per-tenant lock, so a tenant's revisions commit in order and a sensor can use max(revision) as a cursor.
+learn_examples = Table(
+    "learn_examples",
+    metadata,
+    _tenant_fk(),
+    Column("example_id", String(32), primary_key=True),
+    Column("session", Text, nullable=False),
+    Column("utterance_key", Text, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("intent", Text, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("from_zone", Text, nullable=True),
+    Column("to_zone", Text, nullable=True),
+    Column("model_version", Text, nullable=False),
+    Column("report_sha256", String(64), nullable=False),
+    Column("holdout", Boolean, nullable=False),
+    Column("stream_id", Text, nullable=False),  # the feedback stream entry the row holds, "<ms>-<seq>"
+    Column("revision", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("kind IN ('moved', 'edited', 'deleted', 'added', 'labelled')", name="learn_examples_kind"),
+    CheckConstraint("revision >= 1", name="learn_examples_revision_positive"),
+    Index("learn_examples_tenant_revision", "tenant_id", "revision"),
 )
