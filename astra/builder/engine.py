@@ -4,7 +4,8 @@
 their sha256, what went into each zone, and the problems met: refused images, truncations).
 
 * **Zones.** ``text``/``list`` zones get their utterances, one paragraph (or list item) each, in
-  the intent output's time order, led by the speaker for the zones in ``speaker_zones``;
+  the intent output's time order, each led by its speaker where the zone map's zone says
+  ``"speaker": true``;
   ``table`` zones get their bound tables as Word tables (a header row repeated on every page,
   numbers right-aligned, dates in the locale's pattern); ``image`` zones get their images
   (:mod:`astra.builder.media`). An empty zone gets nothing; a content control showing its
@@ -150,7 +151,6 @@ def build(
     *,
     locale: str | None = None,
     caps: BuildCaps = BuildCaps(),
-    speaker_zones: Iterable[str] = (),
 ) -> BuildResult:
     """Fill the template's zones (see the module docstring). ``media`` maps names as in the
     session folder (``media/site.png``) to bytes; an image zone takes the names its intent-output
@@ -158,8 +158,7 @@ def build(
     defaults to the intent output's."""
     try:
         return _Builder(template, zone_map, style_map, intent_output, dict(media or {}),
-                        locale if locale is not None else intent_output.get("locale"), caps,
-                        frozenset(speaker_zones)).run()
+                        locale if locale is not None else intent_output.get("locale"), caps).run()
     except PackageError as exc:  # a part read or written mid-build (relationships, content types, a story)
         raise BuildError(f"the template cannot be built: {exc}") from None
 
@@ -282,13 +281,14 @@ class _Zone:
     decl: ZoneDecl
     edit: _PartEdit
     style: dict
+    speaker: bool  # each utterance led by its speaker
 
 
 class _Builder:
     def __init__(self, template: bytes, zone_map: dict, style_map: dict, intent_output: dict,
-                 media: dict[str, bytes], locale: str | None, caps: BuildCaps, speaker_zones: frozenset[str]):
+                 media: dict[str, bytes], locale: str | None, caps: BuildCaps):
         self.template, self.zone_map, self.style_map = template, zone_map, style_map
-        self.output, self.media, self.caps, self.speaker_zones = intent_output, media, caps, speaker_zones
+        self.output, self.media, self.caps = intent_output, media, caps
         self.cells = CellFormat(locale)
         self.problems: list[BuildProblem] = []
         self.fills: dict[str, dict] = {}
@@ -312,6 +312,13 @@ class _Builder:
         if odd:
             raise BuildError(f"zone {odd[0]['id']!r} of the zone map has kind {odd[0].get('kind')!r}, "
                              f"not one of {', '.join(KINDS)}")
+        for zone in map_zones:
+            if not isinstance(zone.get("speaker", False), bool):
+                raise BuildError(f"zone {zone['id']!r} of the zone map has speaker {zone['speaker']!r}, "
+                                 "not true or false")
+            if zone.get("speaker") and zone["kind"] not in ("text", "list"):
+                raise BuildError(f"zone {zone['id']!r} of the zone map asks for the speaker, but its kind is "
+                                 f"{zone['kind']}: only text and list zones hold utterances")
         self.next_id = template.max_id + 1
         self.utterances = {u["id"]: u for u in self.output.get("utterances") or []}
         self.tables = {t["id"]: t for t in self.output.get("tables") or []}
@@ -330,7 +337,8 @@ class _Builder:
                 container = root.find(W.body) if root.tag == W.document else root
                 edits[part] = _PartEdit(self.pkg.name_of(part), root, container)
             style = (self.style_map.get("zones") or {}).get(zone["id"]) or {}
-            zones.append(_Zone(zone["id"], zone["kind"], zone.get("label") or zone["id"], decl, edits[part], style))
+            zones.append(_Zone(zone["id"], zone["kind"], zone.get("label") or zone["id"], decl, edits[part], style,
+                               zone.get("speaker") is True))
         # Placeholders sharing a paragraph are filled from the last one back: splitting runs
         # for a later one leaves the earlier one's text where its declaration found it.
         zones.sort(key=lambda z: -(z.decl.span[0] if z.decl.span else 0))
@@ -441,7 +449,6 @@ class _Builder:
 
     def _texts(self, zone: _Zone, entry: dict, fill: dict) -> list[tuple[str | None, str]]:
         """(speaker, clean text) per utterance, in order, cut at the zone's character cap."""
-        speakers = zone.id in self.speaker_zones
         budget = self.caps.max_zone_chars
         items: list[tuple[str | None, str]] = []
         cut = 0
@@ -456,7 +463,7 @@ class _Builder:
             text, over = truncate(text, budget)
             budget -= len(text)
             cut += over
-            speaker = clean_text(str(utterance.get("speaker") or "")) if speakers else ""
+            speaker = clean_text(str(utterance.get("speaker") or "")) if zone.speaker else ""
             items.append((speaker or None, text))
         fill["items"] = len(items)
         if cut:

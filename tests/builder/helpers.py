@@ -31,6 +31,11 @@ def intent_output(zone_texts: dict[str, list[str]] | None = None, tables: dict[s
     return {"locale": locale, "utterances": utterances, "tables": out_tables, "zones": list(zones.values())}
 
 
+def with_speaker(zone_map: dict, *zone_ids: str) -> dict:
+    """``zone_map`` with ``"speaker": true`` on the named zones, as INGEST writes a zone that asks for it."""
+    return {**zone_map, "zones": [{**z, "speaker": True} if z["id"] in zone_ids else z for z in zone_map["zones"]]}
+
+
 def zone_controls(docx: bytes) -> dict[str, object]:
     """zone id -> the w:sdt element of its astra content control, over every story part."""
     pkg = Package.read(docx)

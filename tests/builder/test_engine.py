@@ -23,7 +23,7 @@ from astra.ooxml.zip import FIXED_DATE_TIME
 from astra.samples import HERE as SAMPLES
 from astra.samples.templates import build_sample_template, minimal_docx, sample_sidecar
 
-from .helpers import intent_output, zone_controls, zone_paragraphs
+from .helpers import intent_output, with_speaker, zone_controls, zone_paragraphs
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +58,13 @@ def media() -> dict:
 
 
 @pytest.fixture(scope="module")
-def built(template, maps, session, media):
-    return build(template, maps.zone_map, maps.style_map, session, media, speaker_zones={"summary"})
+def zone_map(maps) -> dict:
+    return with_speaker(maps.zone_map, "summary")
+
+
+@pytest.fixture(scope="module")
+def built(template, zone_map, maps, session, media):
+    return build(template, zone_map, maps.style_map, session, media)
 
 
 def _story_xml(data: bytes, part: str):
@@ -96,6 +101,48 @@ def test_speaker_leads_where_the_zone_asks(built):
     first_run = zone_controls(built.docx)["summary"].find(f"{W.sdtContent}/{W.p}/{W.r}")
     assert first_run.find(f"{W.rPr}/{W.b}") is not None
     assert zone_paragraphs(built.docx, "notes") == ["Access road was flooded."]  # no speaker asked there
+
+
+def test_speaker_asked_by_the_sidecar_reaches_the_document(template, session, media):
+    sidecar = sample_sidecar()
+    sidecar["zones"]["summary"] = {**sidecar["zones"]["summary"], "speaker": True}
+    maps = extract_maps(template, sidecar)
+    out = build(template, maps.zone_map, maps.style_map, session, media)
+    assert zone_paragraphs(out.docx, "summary") == ["Inspector: Flights booked for the return.",
+                                                    "Inspector: Hotel near the plant."]
+
+
+def test_no_speaker_unless_the_zone_map_asks(template, maps, session, media):
+    assert "speaker" not in next(z for z in maps.zone_map["zones"] if z["id"] == "summary")
+    out = build(template, maps.zone_map, maps.style_map, session, media)
+    assert zone_paragraphs(out.docx, "summary") == ["Flights booked for the return.", "Hotel near the plant."]
+
+
+def test_speaker_leads_list_items_and_inline_zones(template, maps):
+    session = intent_output({"action_items": ["Replace the gasket"], "report_ref": ["R-117"]},
+                            speakers={"action_items": "Lead", "report_ref": "Clerk"})
+    out = build(template, with_speaker(maps.zone_map, "action_items", "report_ref"), maps.style_map, session)
+    assert zone_paragraphs(out.docx, "action_items") == ["Lead: Replace the gasket"]
+    assert zone_paragraphs(out.docx, "report_ref") == ["Clerk: R-117"]
+
+
+def test_a_zone_asking_for_speakers_leads_only_utterances_that_have_one(template, maps):
+    session = intent_output({"summary": ["Nobody said who."]})
+    out = build(template, with_speaker(maps.zone_map, "summary"), maps.style_map, session)
+    assert zone_paragraphs(out.docx, "summary") == ["Nobody said who."]
+
+
+@pytest.mark.parametrize(("zone", "speaker", "message"), [
+    ("summary", "yes", "has speaker 'yes', not true or false"),
+    ("summary", 1, "has speaker 1, not true or false"),
+    ("measurements", True, "asks for the speaker, but its kind is table"),
+    ("site_photo", True, "asks for the speaker, but its kind is image"),
+])
+def test_a_bad_speaker_flag_is_refused(template, maps, session, zone, speaker, message):
+    zone_map = {**maps.zone_map, "zones": [{**z, "speaker": speaker} if z["id"] == zone else z
+                                          for z in maps.zone_map["zones"]]}
+    with pytest.raises(BuildError, match=message):
+        build(template, zone_map, maps.style_map, session)
 
 
 def test_placeholders_become_tagged_locked_content_controls(built):
@@ -188,11 +235,11 @@ def test_everything_outside_the_zones_is_the_same_atoms(template, built, maps):
             assert old["sha256"] == fresh["sha256"], (name, old["kind"], block)
 
 
-def test_byte_identical_on_rebuild(template, maps, session, media, built):
-    again = build(bytes(template), maps.zone_map, maps.style_map, session, dict(media), speaker_zones=["summary"])
+def test_byte_identical_on_rebuild(template, zone_map, maps, session, media, built):
+    again = build(bytes(template), zone_map, maps.style_map, session, dict(media))
     assert again.docx == built.docx and again.sha256 == built.sha256
     engine.clear_template_cache()  # a cold read of the template gives the same bytes too
-    cold = build(template, maps.zone_map, maps.style_map, session, media, speaker_zones={"summary"})
+    cold = build(template, zone_map, maps.style_map, session, media)
     assert cold.docx == built.docx
     infos = zipfile.ZipFile(io.BytesIO(built.docx)).infolist()
     assert {i.date_time for i in infos} == {FIXED_DATE_TIME}

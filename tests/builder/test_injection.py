@@ -24,7 +24,7 @@ from astra.ooxml.ns import W
 from astra.ooxml.package import Package
 from astra.samples.templates import build_sample_template, sample_sidecar
 
-from .helpers import intent_output, zone_controls, zone_paragraphs
+from .helpers import intent_output, with_speaker, zone_controls, zone_paragraphs
 
 PAYLOADS = [
     "Tom & Jerry <tom@example.com> said \"hi\" & 'bye'",
@@ -60,8 +60,9 @@ def _build_everywhere(template, maps, text: str):
     session = intent_output(
         {"title": [text], "report_ref": [text], "summary": [text], "action_items": [text, text], "notes": [text]},
         {"measurements": [_table([text, "plain"])]}, speakers={"summary": text})
-    zone_map = {**maps.zone_map, "zones": [{**z, "label": f"{z['label']} {text}"} for z in maps.zone_map["zones"]]}
-    return build(template, zone_map, maps.style_map, session, speaker_zones={"summary"}), zone_map
+    zone_map = with_speaker(maps.zone_map, "summary")
+    zone_map = {**zone_map, "zones": [{**z, "label": f"{z['label']} {text}"} for z in zone_map["zones"]]}
+    return build(template, zone_map, maps.style_map, session), zone_map
 
 
 def _assert_inert(out, zone_map, template, text: str) -> None:
