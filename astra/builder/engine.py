@@ -38,7 +38,7 @@ their sha256, what went into each zone, and the problems met: refused images, tr
   document stay under ``max_document_image_bytes`` (one past it is left out and reported).
 * **Sanitized** (:mod:`astra.builder.sanitize`): text is only ever text.
 * **Deterministic:** fixed zip timestamps and member order (the template's, then new parts by
-  name), ids counted up from the template's highest, content-addressed media names.
+  name), new ids counted up from the template's highest (:class:`_Ids`), content-addressed media names.
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ from .sanitize import clean_text, text_runs, truncate
 MiB = 1024 * 1024
 _PLAIN_INT = re.compile(r"[0-9]{1,18}")
 _MIN_FRAME_TWIPS = 360  # a quarter inch
+_MAX_ID = 2**31 - 1  # ids are int32 (ST_DecimalNumber); Word refuses a larger one
 _WP = f"{{{WP_NS}}}"
 _BLOCK_PARENTS = {W.body, W.hdr, W.ftr, W.tc, W.sdtContent, W.txbxContent, W.footnote, W.endnote, W.comment,
                   W.docPartBody}
@@ -169,13 +170,13 @@ def build(
 @dataclass(frozen=True)
 class _Template:
     """What a build reads from its template: the package, the zone declarations (elements of its
-    parsed parts), the style sheet and the highest id in use. Never modified by a build: a zone
+    parsed parts), the style sheet and the ids in use. Never modified by a build: a zone
     that needs its part's tree changed works on a copy (:meth:`_PartEdit.working`)."""
 
     pkg: Package
     decls: dict[str, ZoneDecl]
     sheet: StyleSheet
-    max_id: int
+    used_ids: frozenset[int]
 
     @classmethod
     def read(cls, data: bytes) -> _Template:
@@ -187,7 +188,7 @@ class _Template:
             strict = W_STRICT_NS in pkg.xml(pkg.main_document()).nsmap.values()
             # Every WordprocessingML part, not only those holding zones: a header's picture or a footnote's
             # bookmark keeps its id, and a new id must not repeat it.
-            max_id = _max_numeric_id(pkg.xml(name) for name in pkg.members if _holds_ids(name))
+            used_ids = _numeric_ids(pkg.xml(name) for name in pkg.members if _holds_ids(name))
         except (TemplateRefused, PackageError) as exc:
             raise BuildError(f"the template cannot be read: {exc}") from None
         if strict:
@@ -195,7 +196,7 @@ class _Template:
             # make a document Word repairs and python-docx cannot open (it cannot open Strict at all).
             raise BuildError("the template is ISO/IEC 29500 Strict Open XML, which BUILDER does not write: "
                              "save it as a Word Document (.docx)")
-        return cls(pkg, {d.id: d for d in decls}, sheet, max_id)
+        return cls(pkg, {d.id: d for d in decls}, sheet, used_ids)
 
 
 class _TemplateCache:
@@ -319,7 +320,7 @@ class _Builder:
             if zone.get("speaker") and zone["kind"] not in ("text", "list"):
                 raise BuildError(f"zone {zone['id']!r} of the zone map asks for the speaker, but its kind is "
                                  f"{zone['kind']}: only text and list zones hold utterances")
-        self.next_id = template.max_id + 1
+        self.ids = _Ids(template.used_ids)
         self.utterances = {u["id"]: u for u in self.output.get("utterances") or []}
         self.tables = {t["id"]: t for t in self.output.get("tables") or []}
         entries = {z["id"]: z for z in self.output.get("zones") or []}
@@ -375,8 +376,7 @@ class _Builder:
                 doc_pr.set("id", str(self._new_id()))
 
     def _new_id(self) -> int:
-        self.next_id += 1
-        return self.next_id - 1
+        return self.ids.new()
 
     # ------------------------------------------------------------------ formatting from the style map
 
@@ -790,10 +790,10 @@ def _holds_ids(member: str) -> bool:
     return name.startswith("word/") and name.endswith(".xml") and "/_rels/" not in name
 
 
-def _max_numeric_id(roots: Iterable[etree._Element]) -> int:
-    """The highest numeric id in the parts (content-control ``w:id/@w:val``, bookmark, revision and
-    comment ``w:id``, drawing ``docPr/@id``): new ids start above it."""
-    highest = 0
+def _numeric_ids(roots: Iterable[etree._Element]) -> frozenset[int]:
+    """The valid numeric ids in the parts (content-control ``w:id/@w:val``, bookmark, revision and
+    comment ``w:id``, drawing ``docPr/@id``): a new id is none of them."""
+    used = set()
     for root in {id(r): r for r in roots}.values():
         for el in root.iter():
             if el.tag == W.id:
@@ -803,9 +803,32 @@ def _max_numeric_id(roots: Iterable[etree._Element]) -> int:
             else:
                 value = el.get(W.id)
             number = _plain_int(value)
-            if number is not None and number < 2**31:  # ids past int32 are not valid ids: nothing to count above
-                highest = max(highest, number)
-    return highest
+            if number is not None and number <= _MAX_ID:  # ids past int32 are not valid ids: none of ours is one
+                used.add(number)
+    return frozenset(used)
+
+
+class _Ids:
+    """New ids for controls, drawings and bookmarks, deterministic and valid: counted up from the
+    template's highest id while that stays within int32 (Word refuses a document with a larger
+    one), then the template's unused ids from 1 up. One sequence for every kind and part: unique
+    across them, so unique within each kind as Word needs."""
+
+    def __init__(self, used: frozenset[int]) -> None:
+        self.used = used
+        self.next = max(used, default=0) + 1
+        self.lowest_free = 1
+
+    def new(self) -> int:
+        if self.next <= _MAX_ID:
+            self.next += 1
+            return self.next - 1
+        # Counting up has reached the top. A template holds far fewer ids than int32 has, so a free one is found
+        # below its highest, never one counting up gave.
+        while self.lowest_free in self.used:
+            self.lowest_free += 1
+        self.lowest_free += 1
+        return self.lowest_free - 1
 
 
 def _plain_int(value: str | None) -> int | None:

@@ -373,6 +373,42 @@ def test_new_ids_are_above_every_part_s_ids(media):
     assert control_ids and max(control_ids) > 70
 
 
+def _ids(docx: bytes) -> list[int]:
+    """Every content-control, bookmark and drawing id of every WordprocessingML part."""
+    pkg = Package.read(docx)
+    ids = []
+    for name in pkg.members:
+        if name.startswith("word/") and name.endswith(".xml"):
+            root = pkg.xml(name)
+            ids += [int(el.get(W.val)) for el in root.iter(W.id)]
+            ids += [int(el.get(W.id)) for el in root.iter(W.bookmarkStart)]
+            ids += [int(el.get("id")) for el in root.iter(f"{{{WP_NS}}}docPr")]
+    return ids
+
+
+@pytest.mark.parametrize(("top", "new_ids"), [(2147483647, {4, 6, 7, 8, 9}), (2147483646, {2147483647, 4, 6, 7, 8})])
+def test_new_ids_stay_within_int32(media, top, new_ids):
+    """A template may hold the largest valid id: counting up past it would write ids Word refuses, so the
+    build takes the template's free ids from 1 up, deterministically."""
+    header = (f'<w:p><w:bookmarkStart w:id="1" w:name="a"/><w:bookmarkStart w:id="{top}" w:name="top"/>'
+              '<w:r><w:drawing><wp:inline><wp:extent cx="9525" cy="9525"/><wp:docPr id="3" name="logo"/></wp:inline>'
+              f'</w:drawing></w:r><w:bookmarkEnd w:id="{top}"/><w:bookmarkEnd w:id="1"/></w:p>'
+              '<w:p><w:bookmarkStart w:id="2" w:name="b"/><w:bookmarkEnd w:id="2"/></w:p>')
+    body = IMAGE_ZONE + "<w:p><w:r><w:t>{{ first }}</w:t></w:r></w:p><w:p><w:r><w:t>{{ second }}</w:t></w:r></w:p>"
+    template = minimal_docx(body, headers=[header])
+    maps = extract_maps(template)
+    session = intent_output({"notes": ["n"], "first": ["f"], "second": ["s"]},
+                            media={"photo": ["media/site.png", "media/site.png"]})
+    out = build(template, maps.zone_map, maps.style_map, session, media)
+    template_ids = _ids(template)
+    ids = _ids(out.docx)
+    assert max(ids) <= 2**31 - 1
+    assert sorted(ids) == sorted(template_ids + list(new_ids))  # each new id once, none of the template's
+    assert check_document(out.docx, maps.zone_map, template=template).passed
+    engine.clear_template_cache()
+    assert build(template, maps.zone_map, maps.style_map, session, media).docx == out.docx
+
+
 @pytest.mark.parametrize("number", ["²", "١٢", "9" * 5000, "2147483649"])
 def test_ids_and_sizes_that_are_not_plain_numbers_are_not_built_with(media, number):
     """str.isdigit() accepts '²' and Arabic-Indic digits that int() refuses, and int() refuses 5,000 digits: a template
