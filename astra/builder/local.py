@@ -96,6 +96,9 @@ class SessionBuild:
 # A data file or sidecar is text typed or exported by hand: far under this, which refuses a wrong path (a disk image,
 # a log) at once instead of parsing it.
 MAX_JSON_BYTES = 16 * 1024 * 1024
+# All the image files a data file names, each counted once. Pictures are stored scaled down to their shown size, so
+# what is read may well exceed the document's picture cap (BuildCaps.max_document_image_bytes), but not by this much.
+MAX_CONTEXT_IMAGE_BYTES = 4 * BuildCaps().max_document_image_bytes
 
 
 def read_bytes(path: Path, what: str, max_bytes: int) -> bytes:
@@ -211,11 +214,13 @@ def load_template(path: Path, sidecar_path: Path | None) -> Template:
 # --------------------------------------------------------------------------- --data: a JSON object by zone id
 
 
-def build_from_context(template: Template, context_path: Path, locale: str | None) -> BuildResult:
+def build_from_context(template: Template, context_path: Path, locale: str | None, *,
+                       max_image_bytes_total: int = MAX_CONTEXT_IMAGE_BYTES) -> BuildResult:
     """The document of a JSON object keyed by zone id (``astra build --data``). An image it names that the
     builder refuses is bad input here: the user named that very file."""
     context = read_json(context_path, "data file")
-    intent_output, media = context_intent_output(template.zone_map, context, context_path.parent, locale)
+    intent_output, media = context_intent_output(template.zone_map, context, context_path.parent, locale,
+                                                 max_image_bytes_total=max_image_bytes_total)
     result = build(template.docx, template.zone_map, template.style_map, intent_output, media, locale=locale)
     refused = [p for p in result.problems if p.code == "image_refused"]
     if refused:
@@ -223,8 +228,10 @@ def build_from_context(template: Template, context_path: Path, locale: str | Non
     return result
 
 
-def context_intent_output(zone_map: dict, context: object, base: Path, locale: str | None) -> tuple[dict, dict]:
-    """The JSON object as an intent output document (what CORE hands BUILDER) and its media."""
+def context_intent_output(zone_map: dict, context: object, base: Path, locale: str | None, *,
+                          max_image_bytes_total: int = MAX_CONTEXT_IMAGE_BYTES) -> tuple[dict, dict]:
+    """The JSON object as an intent output document (what CORE hands BUILDER) and its media (see
+    :class:`_ContextImages`)."""
     if not isinstance(context, dict):
         raise BadInput("the data file must hold a JSON object keyed by zone id")
     kinds = {z["id"]: z["kind"] for z in zone_map["zones"]}
@@ -234,7 +241,7 @@ def context_intent_output(zone_map: dict, context: object, base: Path, locale: s
                        f"(zones: {', '.join(kinds)})")
     utterances: list[dict] = []
     tables: list[dict] = []
-    media: dict[str, bytes] = {}
+    images = _ContextImages(base, max_image_bytes_total)
     zones = []
     for zone_id, kind in kinds.items():
         entry: dict = {"id": zone_id, "kind": kind, "utterances": [], "tables": []}
@@ -264,13 +271,50 @@ def context_intent_output(zone_map: dict, context: object, base: Path, locale: s
             paths = [value] if isinstance(value, str) else value
             _expect(isinstance(paths, list) and paths and all(isinstance(p, str) for p in paths), value, zone_id,
                     "a file path or a list of file paths")
-            entry["media"] = []
-            for raw in paths:
-                path = Path(raw) if Path(raw).is_absolute() else base / raw
-                media[raw] = read_bytes(path, f"image for zone {zone_id!r}", BuildCaps().max_image_bytes)
-                entry["media"].append(raw)
+            entry["media"] = [images.name(raw, zone_id) for raw in paths]
         zones.append(entry)
-    return {"locale": locale, "utterances": utterances, "tables": tables, "zones": zones}, media
+    return {"locale": locale, "utterances": utterances, "tables": tables, "zones": zones}, images.media
+
+
+class _ContextImages:
+    """The image files a data file names, read once per file however often and however spelled it is named
+    (``site.png``, ``./site.png``, its absolute path, a link to it: one resolved path, one read, one media name),
+    each under the builder's per-image cap and all together under ``max_total_bytes``, judged from each file's size
+    before it is read. A data file naming one 20 MB photo in a thousand zones reads 20 MB, and one naming a
+    thousand photos is refused before reading gigabytes."""
+
+    def __init__(self, base: Path, max_total_bytes: int) -> None:
+        self.base, self.max_total_bytes = base, max_total_bytes
+        self.media: dict[str, bytes] = {}  # media name (the file's first spelling) -> bytes
+        self.names: dict[Path, str] = {}  # resolved path -> media name
+        self.total = 0
+
+    def name(self, raw: str, zone_id: str) -> str:
+        """The media name of the file ``raw`` names, reading the file if it is new."""
+        what = f"image for zone {zone_id!r}"
+        path = Path(raw) if Path(raw).is_absolute() else self.base / raw
+        try:
+            resolved = path.resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symbolic link loop (Python < 3.13)
+            raise BadInput(f"{what} cannot be read: {path}: {exc}") from None
+        if resolved not in self.names:
+            per_image = BuildCaps().max_image_bytes
+            try:
+                size = min(resolved.stat().st_size, per_image)  # one over the per-image cap: read_bytes says so
+            except OSError:
+                size = 0  # read_bytes says what is wrong with it
+            self._count(size, path)  # before reading: a file past the total is not read at all
+            data = read_bytes(path, what, per_image)
+            self._count(len(data) - size, path)  # it may have grown or shrunk since
+            self.names[resolved] = raw
+            self.media[raw] = data
+        return self.names[resolved]
+
+    def _count(self, size: int, path: Path) -> None:
+        self.total += size
+        if self.total > self.max_total_bytes:
+            raise BadInput(f"the images the data file names come to more than {self.max_total_bytes} bytes together "
+                           f"(at {path}): name fewer or smaller images")
 
 
 def _expect(ok: bool, value: object, zone_id: str, shape: str):

@@ -10,9 +10,10 @@ import stat
 import pytest
 from PIL import Image
 
+from astra.builder import local
 from astra.builder.check import check_document
 from astra.builder.engine import BuildCaps
-from astra.builder.local import MAX_JSON_BYTES
+from astra.builder.local import MAX_JSON_BYTES, BadInput, context_intent_output
 from astra.ingest.audit import AuditLimits
 from astra.ingest.zones import extract_maps
 from astra.samples import HERE as SAMPLES
@@ -211,6 +212,68 @@ def test_an_image_left_out_is_a_warning_and_a_json_field(files):
     assert "site_photo: 1 image item(s), 1 left out" in res.stdout
     assert "warning: site_photo: image left out: photo2.png: a picture content control holds one picture" \
         in res.stdout, res.stdout
+
+
+def _reads(monkeypatch) -> list:
+    """The paths local.read_bytes is asked for, recorded as it reads them."""
+    seen = []
+
+    def recording(path, what, max_bytes):
+        seen.append(path)
+        return read_bytes(path, what, max_bytes)
+
+    read_bytes = local.read_bytes
+    monkeypatch.setattr(local, "read_bytes", recording)
+    return seen
+
+
+def test_an_image_named_many_times_is_read_once(files, monkeypatch):
+    """However often and however spelled (relative, ./, absolute, through .., through a link), one file is read
+    once, counted once against the total, and is one media entry."""
+    (files / "sub").mkdir()
+    (files / "link.png").symlink_to(files / "site.png")
+    spellings = ["site.png"] * 1000 + ["./site.png", str(files / "site.png"), "sub/../site.png", "link.png"]
+    zone_map = extract_maps(build_sample_template(), sample_sidecar()).zone_map
+    reads = _reads(monkeypatch)
+    size = (files / "site.png").stat().st_size
+    intent_output, media = context_intent_output(zone_map, {"site_photo": spellings}, files, None,
+                                                 max_image_bytes_total=size)
+    assert len(reads) == 1
+    assert media == {"site.png": (SAMPLES / "site.png").read_bytes()}
+    entry = next(z for z in intent_output["zones"] if z["id"] == "site_photo")
+    assert entry["media"] == ["site.png"] * len(spellings)
+
+
+def test_images_over_the_total_are_refused_before_they_are_read(files, monkeypatch):
+    for name in ("a.png", "b.png", "c.png"):
+        _sparse(files, name, 1000)
+    zone_map = extract_maps(build_sample_template(), sample_sidecar()).zone_map
+    reads = _reads(monkeypatch)
+    with pytest.raises(BadInput, match=r"^the images the data file names come to more than 2500 bytes together "
+                       rf"\(at {files / 'c.png'}\): name fewer or smaller images$"):
+        context_intent_output(zone_map, {"site_photo": ["a.png", "b.png", "a.png", "c.png"]}, files, None,
+                              max_image_bytes_total=2500)
+    assert reads == [files / "a.png", files / "b.png"]
+
+
+def test_build_from_context_reads_a_repeated_image_once_and_refuses_past_the_total(files):
+    (files / "d.json").write_text(json.dumps({**CONTEXT, "site_photo": ["site.png", "site.png"]}))
+    template = local.load_template(files / "field_inspection.docx", files / "field_inspection.zones.json")
+    size = (files / "site.png").stat().st_size
+    assert local.build_from_context(template, files / "d.json", None, max_image_bytes_total=size).fills[
+        "site_photo"]["items"] == 1
+    with pytest.raises(BadInput, match="come to more than"):
+        local.build_from_context(template, files / "d.json", None, max_image_bytes_total=size - 1)
+
+
+def test_a_link_loop_is_bad_input(files):
+    (files / "loop1.png").symlink_to(files / "loop2.png")
+    (files / "loop2.png").symlink_to(files / "loop1.png")
+    _bad(files, "d.json", {"site_photo": "loop1.png"})
+    res = _build(files, "d.json")
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert "image for zone 'site_photo' cannot be read" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (files / "out.docx").exists()
 
 
 def test_file_names_with_markup_are_printed_as_they_are(files):
