@@ -4,9 +4,14 @@
 (the INGEST audit's refusals: macros, OLE/ActiveX, altChunk, hostile fields, external
 relationships other than hyperlinks, DTDs; and beyond it: fields other than PAGE, NUMPAGES and
 DATE, and any external relationship, hyperlinks included); every zone of the zone map is
-present as an ``astra:`` content control; no ``{{ zone_id }}`` placeholder text is left outside
-the ``astra:`` controls, in any story, note or comment part, ``mc:Fallback`` branches included
-(a placeholder is a zone BUILDER did not fill; inside a control it is the user's own text).
+present as an ``astra:`` content control, once (``mc:Fallback`` copies aside), and none inside a
+field (Word replaces a field's result whenever it updates the field); no ``{{ zone_id }}``
+placeholder text is left outside the zones, in any story, note or comment part, ``mc:Fallback``
+branches included (a placeholder is a zone BUILDER did not fill; inside a zone it is the user's own
+text). Only a control tagged with a zone id of the zone map is a zone: any other ``astra:`` control
+is ordinary content, and hides nothing. Placeholder texts are found by
+:func:`astra.ingest.zones.placeholder_texts`, the function INGEST refuses templates with, so a
+template INGEST accepts never fails this check for a placeholder BUILDER does not replace.
 
 DECISION: with the ``template`` given, the fields and external hyperlinks the template itself
 carries are allowed (each as many times as the template has it): they sit outside the zones,
@@ -35,7 +40,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -47,13 +51,13 @@ from pathlib import Path
 from lxml import etree
 
 from astra.ingest.audit import audit
-from astra.ingest.zones import TAG_PREFIX, ZONE_ID_RE, TemplateRefused, parse_tag
+from astra.ingest.zones import field_depths, placeholder_texts, zone_control_id
 from astra.ooxml.errors import PackageError
 from astra.ooxml.fields import field_instructions
 from astra.ooxml.ns import MC, W
 from astra.ooxml.package import Package, write_package
 from astra.ooxml.partname import rels_source
-from astra.ooxml.wordml import story_parts, wval
+from astra.ooxml.wordml import story_parts
 
 ALLOWED_FIELDS = frozenset({"PAGE", "NUMPAGES", "DATE"})
 PDF_MAX_ZONE_ROWS = 300  # table rows per zone in the copy LibreOffice converts (a few seconds of layout)
@@ -63,7 +67,7 @@ PDF_MAX_ZONE_BLOCKS = 1_000  # paragraphs and tables per zone in that copy
 @dataclass(frozen=True)
 class CheckFinding:
     code: str  # does_not_open, forbidden_construct, field_not_allowed, external_relationship, zone_missing,
-    # placeholder_left
+    # duplicate_zone, zone_in_field, placeholder_left
     detail: str
 
     def to_json(self) -> dict:
@@ -73,7 +77,7 @@ class CheckFinding:
 @dataclass
 class CheckReport:
     findings: list[CheckFinding] = field(default_factory=list)
-    zones_found: list[str] = field(default_factory=list)
+    zones_found: list[str] = field(default_factory=list)  # the ids of the astra: controls, in document order
 
     @property
     def passed(self) -> bool:
@@ -101,8 +105,11 @@ def check_document(data: bytes, zone_map: dict, *, template: bytes | None = None
         allowed_fields, allowed_links = _template_allowances(template)
         _check_fields(pkg, allowed_fields, report)
         _check_external(pkg, allowed_links, report)
-        report.zones_found = _zone_controls(pkg)
-        _check_placeholders(pkg, report)
+        zone_ids = {zone["id"] for zone in zone_map.get("zones") or []}
+        controls = _zone_controls(pkg)
+        report.zones_found = [zone_id for zone_id, _, _ in controls]
+        _check_zone_controls(pkg, controls, zone_ids, report)
+        _check_placeholders(pkg, zone_ids, report)
     except PackageError as exc:
         report.findings.append(CheckFinding("does_not_open", str(exc)))
         return report
@@ -158,66 +165,49 @@ def _check_external(pkg: Package, allowed: Counter, report: CheckReport) -> None
                                             f"external {rel_type.rsplit('/', 1)[-1]} relationship to {target!r}"))
 
 
-def _zone_controls(pkg: Package) -> list[str]:
-    """Zone ids of the ``astra:`` content controls in the story parts, in document order; a text box's
-    ``mc:Fallback`` copy of a zone is not counted again (the zone grammar skips it too)."""
+def _zone_controls(pkg: Package) -> list[tuple[str, str, etree._Element]]:
+    """(zone id, part, control) of the ``astra:`` content controls in the story parts, in document order; a
+    text box's ``mc:Fallback`` copy of a zone is not counted again (the zone grammar skips it too)."""
     found = []
     for part in story_parts(pkg):
         for sdt in pkg.xml(part).iter(W.sdt):
-            if not _is_zone(sdt) or any(a.tag == MC.Fallback for a in sdt.iterancestors()):
-                continue
-            tag = wval(sdt.find(f"{W.sdtPr}/{W.tag}"))
-            try:
-                found.append(parse_tag(tag)[0])
-            except TemplateRefused:
-                continue
+            zone_id = zone_control_id(sdt)
+            if zone_id is not None and not any(a.tag == MC.Fallback for a in sdt.iterancestors()):
+                found.append((zone_id, part, sdt))
     return found
 
 
-_PLACEHOLDER = re.compile(r"\{\{\s*(" + ZONE_ID_RE.pattern + r")\s*\}\}")
-# Parts holding text besides the stories: Word shows them, and a placeholder there is as stray.
-_NOTE_PARTS = ("footnotes", "endnotes", "comments")
+def _check_zone_controls(pkg: Package, controls: list, zone_ids: set[str], report: CheckReport) -> None:
+    """A zone of the zone map held by two controls (LEARN could not tell which is the zone), or inside a field
+    (complex, or simple) whose result Word replaces on update, taking the zone's content and control with it."""
+    zones = [(zone_id, part, sdt) for zone_id, part, sdt in controls if zone_id in zone_ids]
+    for zone_id, count in sorted(Counter(zone_id for zone_id, _, _ in zones).items()):
+        if count > 1:
+            report.findings.append(CheckFinding("duplicate_zone", f"zone {zone_id!r} has {count} astra content "
+                                                "controls; one zone is one control"))
+
+    def is_zone(sdt: etree._Element) -> bool:
+        return zone_control_id(sdt) in zone_ids
+
+    for part in dict.fromkeys(part for _, part, _ in zones):
+        here = [(zone_id, sdt) for zone_id, zone_part, sdt in zones if zone_part == part]
+        depths = field_depths(pkg.xml(part), [sdt for _, sdt in here], is_zone)
+        for zone_id, sdt in here:
+            if depths[sdt] or any(a.tag == W.fldSimple for a in sdt.iterancestors()):
+                report.findings.append(CheckFinding("zone_in_field", f"zone {zone_id!r} is inside a field in {part}: "
+                                                    "Word replaces a field's result when it updates the field"))
 
 
-def _check_placeholders(pkg: Package, report: CheckReport) -> None:
-    main = pkg.main_document()
-    parts = story_parts(pkg) + [name for kind in _NOTE_PARTS for name in pkg.related(main, kind)]
-    for part in dict.fromkeys(parts):
-        for zone_id, count in sorted(Counter(_stray_placeholders(pkg.xml(part))).items()):
-            report.findings.append(CheckFinding("placeholder_left", f"{{{{ {zone_id} }}}} ({count}x) is left as "
-                                                f"text outside the zones in {part}"))
+def _check_placeholders(pkg: Package, zone_ids: set[str], report: CheckReport) -> None:
+    found = Counter((text.part, text.zone_id) for text in placeholder_texts(pkg, zone_ids))
+    parts = list(dict.fromkeys(part for part, _ in found))  # in the order the parts were read
+    for (part, zone_id), count in sorted(found.items(), key=lambda item: (parts.index(item[0][0]), item[0][1])):
+        report.findings.append(CheckFinding("placeholder_left", f"{{{{ {zone_id} }}}} ({count}x) is left as "
+                                            f"text outside the zones in {part}"))
 
 
-def _stray_placeholders(root: etree._Element) -> list[str]:
-    """Zone ids of the ``{{ zone_id }}`` texts in the paragraphs under ``root`` (across their runs, each
-    paragraph's own text), the content of ``astra:`` controls left out."""
-    found: list[str] = []
-
-    def walk(el: etree._Element, texts: list[str] | None) -> None:
-        for child in el:
-            tag = child.tag
-            if not isinstance(tag, str):
-                continue
-            if tag == W.t:
-                if texts is not None:
-                    texts.append(child.text or "")
-            elif tag == W.p:
-                own: list[str] = []
-                walk(child, own)
-                found.extend(_PLACEHOLDER.findall("".join(own)))
-            elif tag == W.sdt and _is_zone(child):
-                if texts is not None:
-                    texts.append("\n")  # text before and after a zone is not one placeholder
-            else:
-                walk(child, texts)
-
-    walk(root, None)
-    return found
-
-
-def _is_zone(sdt: etree._Element) -> bool:
-    tag = wval(sdt.find(f"{W.sdtPr}/{W.tag}"))
-    return tag is not None and tag.strip().lower().startswith(TAG_PREFIX)
+def _astra_control(sdt: etree._Element) -> bool:
+    return zone_control_id(sdt) is not None
 
 
 # --------------------------------------------------------------------------- LibreOffice
@@ -267,7 +257,7 @@ def _zone_contents(root: etree._Element) -> list[etree._Element]:
     """The ``w:sdtContent`` of every outermost ``astra:`` content control under ``root``."""
     found: list[etree._Element] = []
     for sdt in root.iter(W.sdt):
-        if not _is_zone(sdt):
+        if not _astra_control(sdt):
             continue
         content = sdt.find(W.sdtContent)
         if content is not None and not any(ancestor in found for ancestor in sdt.iterancestors(W.sdtContent)):

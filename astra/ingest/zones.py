@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -29,14 +30,18 @@ __all__ = [
     "KINDS",
     "SIDECAR_SCHEMA_PATH",
     "REFUSAL_CODES",
+    "PlaceholderText",
     "TemplateMaps",
     "TemplateRefused",
     "ZoneDecl",
     "extract_maps",
+    "field_depths",
     "load_known_intents",
     "parse_tag",
+    "placeholder_texts",
     "scan_zones",
     "validate_sidecar",
+    "zone_control_id",
 ]
 
 KINDS = ("text", "list", "table", "image")
@@ -59,6 +64,7 @@ REFUSAL_CODES = (
     "bad_fallback_zone",
     "no_fallback_zone",
     "bad_speaker_zone",
+    "zone_unsupported_position",
 )
 
 ZONE_ID_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -71,7 +77,10 @@ _SOURCE_RE = {
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
 _PLACEHOLDER_RE = re.compile(r"\{\{([^{}\x00]*)\}\}")
-_SEP = "\x00"  # stands for tabs, breaks, drawings: a placeholder never spans one
+# A placeholder as a reader of any text sees one: what is left of a zone BUILDER did not fill.
+_PLACEHOLDER_TEXT_RE = re.compile(r"\{\{\s*(" + ZONE_ID_RE.pattern + r")\s*\}\}")
+_SEP = "\x00"  # stands for tabs, breaks, drawings, field characters, zone edges: a placeholder never spans one
+_NOTE_PARTS = ("footnotes", "endnotes", "comments")
 _MAX_LABEL = 200
 
 
@@ -197,6 +206,21 @@ def _astra_tag(sdt: etree._Element) -> str | None:
     return None
 
 
+def _is_astra_control(sdt: etree._Element) -> bool:
+    return _astra_tag(sdt) is not None
+
+
+def zone_control_id(sdt: etree._Element) -> str | None:
+    """The zone id an ``astra:`` content control's tag names; None for any other control, or a malformed tag."""
+    tag = _astra_tag(sdt)
+    if tag is None:
+        return None
+    try:
+        return parse_tag(tag)[0]
+    except TemplateRefused:
+        return None
+
+
 # --------------------------------------------------------------------------- sidecar
 
 
@@ -292,12 +316,14 @@ class _Vocabulary:
 # --------------------------------------------------------------------------- scanning
 
 _SKIP_IN_PARAGRAPH = {W.pPr, W.rPr, W.sdtPr, W.sdtEndPr, MC.Fallback, W.moveFrom, W.p, W.txbxContent}
-_SEPARATORS = {W.tab, W.ptab, W.br, W.cr, W.drawing, W.pict, W.object}
+_SEPARATORS = {W.tab, W.ptab, W.br, W.cr, W.drawing, W.pict, W.object, W.fldChar}
 _BLOCK_CONTAINERS = {W.body, W.hdr, W.ftr, W.tc, W.txbxContent, W.tbl, W.tr, W.footnote, W.endnote, W.comment}
 
 
-def _paragraph_text(p: etree._Element) -> tuple[str, list[tuple[int, int, etree._Element | None, bool]]]:
-    """Concatenated text of ``p`` (own runs only) and segments ``(start, end, run, in_zone)``."""
+def _paragraph_text(p: etree._Element, is_zone: Callable[[etree._Element], bool] = _is_astra_control,
+                    ) -> tuple[str, list[tuple[int, int, etree._Element | None, bool]]]:
+    """Concatenated text of ``p`` (own runs only) and segments ``(start, end, run, in_zone)``: the content
+    of the controls ``is_zone`` accepts is ``in_zone``, and a separator on each side of it."""
     chunks: list[str] = []
     segs: list[tuple[int, int, etree._Element | None, bool]] = []
     pos = 0
@@ -321,13 +347,19 @@ def _paragraph_text(p: etree._Element) -> tuple[str, list[tuple[int, int, etree.
                 add(_SEP, run, in_zone)
             elif tag == W.r:
                 walk(child, child, in_zone)
-            elif tag == W.sdt:
-                walk(child, run, in_zone or _astra_tag(child) is not None)
+            elif tag == W.sdt and not in_zone and is_zone(child):
+                add(_SEP, None, False)
+                walk(child, run, True)
+                add(_SEP, None, False)
             else:
                 walk(child, run, in_zone)
 
     walk(p, None, False)
     return "".join(chunks), segs
+
+
+def _spanned(segs: list, start: int, end: int) -> list:
+    return [s for s in segs if s[0] < end and s[1] > start]
 
 
 def _nearest(el: etree._Element, tags: set[str], stop: etree._Element) -> etree._Element | None:
@@ -423,7 +455,7 @@ def _placeholder_decls(p: etree._Element, zone_sdt: etree._Element | None, root:
                 location,
             )
         start, end = match.span()
-        spanned = [s for s in segs if s[0] < end and s[1] > start]
+        spanned = _spanned(segs, start, end)
         if zone_sdt is not None or any(s[3] for s in spanned):
             raise TemplateRefused(
                 "nested_zone", f"placeholder {match.group(0)!r} sits inside an astra content control", location
@@ -475,6 +507,92 @@ def _scan_story(root: etree._Element, part: str, sheet: StyleSheet) -> list[Zone
 
     walk(root, None)
     return decls
+
+
+# --------------------------------------------------------------------------- what BUILDER's check sees
+
+
+class PlaceholderText(NamedTuple):
+    part: str  # member name, e.g. word/footnotes.xml
+    zone_id: str
+    element: etree._Element  # the w:p, or the mc:Fallback, whose own text holds it
+
+
+def _text_parts(pkg: Package) -> list[str]:
+    """Every part whose text Word shows: the story parts, then the main document's footnotes, endnotes and
+    comments."""
+    main = pkg.main_document()
+    return list(dict.fromkeys(story_parts(pkg) + [name for kind in _NOTE_PARTS for name in pkg.related(main, kind)]))
+
+
+def placeholder_texts(pkg: Package, zone_ids: Collection[str]) -> list[PlaceholderText]:
+    """Every ``{{ zone_id }}`` text of the package that is no zone's content, in :func:`_text_parts` order.
+
+    Text is read as the grammar reads it (:func:`_paragraph_text`: each paragraph's own runs, joined across
+    them; tabs, breaks, drawings and field characters separate; deleted and moved-from text left out), and
+    the own text of every ``mc:Fallback`` is read too: the copy a reader without the ``mc:Choice``'s feature
+    shows. In the story parts the content of a control tagged with one of ``zone_ids`` is that zone's (left
+    out); footnotes, endnotes and comments hold no zone. One function for both sides: BUILDER's check finds
+    the placeholders a built document still shows with it, INGEST the template's texts BUILDER will not fill.
+    """
+    ids = frozenset(zone_ids)
+    story = set(story_parts(pkg))
+
+    def declared(sdt: etree._Element) -> bool:
+        return zone_control_id(sdt) in ids
+
+    found: list[PlaceholderText] = []
+    for part in _text_parts(pkg):
+        is_zone = declared if part in story else _no_zone
+        found += [PlaceholderText(part, zone_id, el) for zone_id, el in _placeholder_texts_in(pkg.xml(part), is_zone)]
+    return found
+
+
+def _no_zone(_sdt: etree._Element) -> bool:
+    return False
+
+
+def _placeholder_texts_in(root: etree._Element, is_zone: Callable[[etree._Element], bool]) -> list[tuple]:
+    found: list[tuple[str, etree._Element]] = []
+
+    def walk(el: etree._Element) -> None:
+        for child in el:
+            if not isinstance(child.tag, str) or (child.tag == W.sdt and is_zone(child)):
+                continue
+            if child.tag in (W.p, MC.Fallback):
+                text, segs = _paragraph_text(child, is_zone)
+                for match in _PLACEHOLDER_TEXT_RE.finditer(text):
+                    if not any(s[3] for s in _spanned(segs, *match.span())):
+                        found.append((match.group(1), child))
+            walk(child)
+
+    walk(root)
+    return found
+
+
+def field_depths(root: etree._Element, anchors: Collection[etree._Element],
+                 is_zone: Callable[[etree._Element], bool]) -> dict[etree._Element, int]:
+    """How many complex fields are open at each of ``anchors`` (elements under ``root``): the ``begin`` and
+    ``end`` field characters before it in document order, a stray ``end`` ignored. Field characters in an
+    ``mc:Fallback`` (a copy of its choice) or inside a zone (content BUILDER replaces) do not count."""
+    wanted = set(anchors)
+    depths: dict[etree._Element, int] = {}
+    depth = 0
+    for el in root.iter(W.fldChar, *{a.tag for a in wanted}):
+        if el in wanted:
+            depths[el] = depth
+        elif el.tag == W.fldChar and _counted(el, is_zone):
+            depth = _step(depth, el)
+    return depths
+
+
+def _step(depth: int, fld_char: etree._Element) -> int:
+    kind = (wval(fld_char, "fldCharType") or "").strip().lower()
+    return depth + 1 if kind == "begin" else max(depth - 1, 0) if kind == "end" else depth
+
+
+def _counted(fld_char: etree._Element, is_zone: Callable[[etree._Element], bool]) -> bool:
+    return not any(a.tag == MC.Fallback or (a.tag == W.sdt and is_zone(a)) for a in fld_char.iterancestors())
 
 
 def _open(docx_bytes: bytes) -> tuple[Package, StyleSheet]:
@@ -536,11 +654,13 @@ def extract_maps(
     side = validate_sidecar(sidecar)
     pkg, sheet = _open(docx_bytes)
     decls = _scan(pkg, sheet)
+    _refuse_placeholders_left(pkg, decls)
     if not decls:
         raise TemplateRefused(
             "no_zones", "the template declares no zone (no astra: content control, no {{ placeholder }})"
         )
     by_id = _unique(decls)
+    _refuse_zones_in_fields(decls)
     side_zones: dict = side.get("zones") or {}
     side_fallback = side.get("fallback_zone")
     _check_sidecar_names(side_zones, side_fallback, by_id)
@@ -556,6 +676,105 @@ def extract_maps(
         "zones": {decl.id: zone_style(sheet, decl.anchor) for decl in decls},
     }
     return TemplateMaps(zone_map=zone_map, style_map=style_map)
+
+
+def _refuse_placeholders_left(pkg: Package, decls: list[ZoneDecl]) -> None:
+    """Refuse a ``{{ zone_id }}`` text BUILDER would leave in the documents it builds, failing their check: one
+    in a footnote, endnote or comment, or in an ``mc:Fallback`` BUILDER does not always rewrite. In the
+    story parts outside ``mc:Fallback``, the check and the declaration scan read the same text, so every
+    other placeholder text is a declared zone."""
+    filled = {(d.element, d.id) for d in decls if d.declared_by == "placeholder"}
+    mirrored = {c for d in decls if _placed_in_every_build(d) for c in d.element.iterancestors(MC.Choice)}
+    story = set(story_parts(pkg))
+    try:
+        texts = placeholder_texts(pkg, {d.id for d in decls})
+    except PackageError as exc:
+        raise TemplateRefused("invalid_package", str(exc)) from None
+    for text in texts:
+        if (text.element, text.zone_id) in filled or _mirrored_by_builder(text.element, mirrored):
+            continue
+        root = text.element.getroottree().getroot()
+        body = root.find(W.body) if root.tag == W.document else None
+        location = _location(text.element, body if body is not None else root, "/" + text.part)
+        if text.part in story:
+            where = ("an mc:Fallback (what readers without text-box shapes show) whose mc:Choice holds no zone "
+                     "BUILDER fills in every build, so BUILDER does not rewrite it")
+        else:
+            where = f"/{text.part}: BUILDER fills zones in the body, headers and footers only"
+        raise TemplateRefused("zone_unsupported_position", f"{{{{ {text.zone_id} }}}} is text in {where}; "
+                              "every document built from this template would show it", location)
+
+
+def _placed_in_every_build(decl: ZoneDecl) -> bool:
+    """BUILDER puts content in a placeholder zone on every build, and in a content control unless it is a row or
+    cell of a table (left as it is) or shows its own placeholder text (kept when the zone is empty)."""
+    if decl.declared_by == "placeholder":
+        return True
+    sdt_pr = decl.element.find(W.sdtPr)
+    return decl.element.getparent().tag not in (W.tbl, W.tr) and (
+        sdt_pr is None or sdt_pr.find(W.showingPlcHdr) is None)
+
+
+def _mirrored_by_builder(el: etree._Element, mirrored: set) -> bool:
+    """Whether ``el`` sits in a text box of an ``mc:Fallback`` whose ``mc:Choice`` holds a zone BUILDER fills
+    in every build: BUILDER then gives the fallback's text boxes copies of the choice's (or drops a fallback
+    whose text boxes do not pair with them)."""
+    in_box = False
+    for ancestor in el.iterancestors():
+        if ancestor.tag == W.txbxContent:
+            in_box = True
+        elif ancestor.tag == MC.Fallback and in_box:
+            if any(choice in mirrored for choice in ancestor.itersiblings(MC.Choice, preceding=True)):
+                return True
+    return False
+
+
+def _refuse_zones_in_fields(decls: list[ZoneDecl]) -> None:
+    """Refuse a zone BUILDER cannot keep out of a field's result (which Word replaces whenever the field is
+    updated): a zone in a field is moved after it only when the field begins and ends in the zone's paragraph."""
+    places = [_field_place(decl) for decl in decls]
+    by_root: dict[etree._Element, list[etree._Element]] = {}
+    for place in places:
+        by_root.setdefault(place[0].getroottree().getroot(), []).extend(el for el in place if el is not None)
+    depths: dict[etree._Element, int] = {}
+    for root, anchors in by_root.items():
+        depths.update(field_depths(root, anchors, _is_astra_control))
+    for decl, (anchor, paragraph) in zip(decls, places, strict=True):
+        if paragraph is not None and depths[paragraph]:
+            # Refused even when that field ends before the zone: BUILDER reads a paragraph's fields from its start.
+            where = "in a paragraph that a field from an earlier paragraph runs into"
+        elif depths[anchor] and (paragraph is None or not _field_ends_after(anchor, paragraph, depths[anchor])):
+            where = "in a field that spans paragraphs"
+        else:
+            continue
+        raise TemplateRefused(
+            "zone_unsupported_position",
+            f"zone {decl.id!r} sits {where}: Word replaces a field's result whenever it updates the field, and "
+            "BUILDER moves a zone out of a field only when the field begins and ends in the zone's paragraph",
+            decl.location)
+
+
+def _field_place(decl: ZoneDecl) -> tuple[etree._Element, etree._Element | None]:
+    """Where a zone starts, and the paragraph it is inline in (None: a block-level content control)."""
+    if decl.declared_by == "placeholder":
+        return (decl.runs[0] if decl.runs else decl.element), decl.element
+    root = decl.element.getroottree().getroot()
+    container = _nearest(decl.element, _BLOCK_CONTAINERS | {W.p}, root)
+    return decl.element, container if container is not None and container.tag == W.p else None
+
+
+def _field_ends_after(anchor: etree._Element, paragraph: etree._Element, depth: int) -> bool:
+    """Whether the ``depth`` fields open at ``anchor`` all end later in ``paragraph`` (not inside the anchor)."""
+    after = False
+    for el in paragraph.iter(W.fldChar, anchor.tag):
+        if el is anchor:
+            after = True
+        elif after and el.tag == W.fldChar and all(a is not anchor for a in el.iterancestors()) and _counted(
+                el, _is_astra_control):
+            depth = _step(depth, el)
+            if depth == 0:
+                return True
+    return False
 
 
 def _unique(decls: list[ZoneDecl]) -> dict[str, ZoneDecl]:

@@ -180,3 +180,72 @@ def test_a_placeholder_left_anywhere_outside_the_zones_fails(sample):
         report = check_document(doc, zone_map, template=template)
         assert _codes(report) == {"placeholder_left"}, report.findings
         assert where in report.findings[0].detail
+
+
+NOTES_ZONE = b'<w:sdt><w:sdtPr><w:alias w:val="Notes"/><w:tag w:val="astra:notes;kind=text;fallback"/>'
+
+
+def test_only_controls_of_the_zone_map_are_zones(sample):
+    """An astra: control whose id is no zone of the zone map is ordinary content: it hides no placeholder."""
+    template, zone_map, built = sample
+    junk = (b'<w:sdt><w:sdtPr><w:tag w:val="astra:junk"/></w:sdtPr><w:sdtContent><w:p><w:r><w:t>{{ notes }}</w:t>'
+            b"</w:r></w:p></w:sdtContent></w:sdt>")
+    report = check_document(_patched(built, DOCUMENT, b"<w:sectPr ", junk + b"<w:sectPr "), zone_map, template=template)
+    assert _codes(report) == {"placeholder_left"} and "{{ notes }}" in report.findings[0].detail
+    assert "junk" in report.zones_found  # found, yet no zone
+    malformed = junk.replace(b"astra:junk", b"astra:Not A Zone")
+    report = check_document(_patched(built, DOCUMENT, b"<w:sectPr ", malformed + b"<w:sectPr "), zone_map,
+                            template=template)
+    assert _codes(report) == {"placeholder_left"}
+
+
+def _notes_control(built: bytes) -> bytes:
+    body = Package.read(built).read_part(DOCUMENT)
+    start = body.index(NOTES_ZONE)
+    return body[start:body.index(b"</w:sdt>", start) + len(b"</w:sdt>")]
+
+
+def test_a_zone_held_by_two_controls_fails_but_a_text_box_fallback_copy_does_not(sample):
+    template, zone_map, built = sample
+    notes = _notes_control(built)
+    twice = _patched(built, DOCUMENT, b"<w:sectPr ", notes + b"<w:sectPr ")
+    report = check_document(twice, zone_map, template=template)
+    assert _codes(report) == {"duplicate_zone"} and "'notes' has 2" in report.findings[0].detail
+    assert report.zones_found.count("notes") == 2
+    copy = (b'<w:p><w:r><mc:AlternateContent><mc:Choice Requires="wps"><w:t>box</w:t></mc:Choice><mc:Fallback><w:pict>'
+            b"<v:shape><v:textbox><w:txbxContent>" + notes + b"</w:txbxContent></v:textbox></v:shape></w:pict>"
+            b"</mc:Fallback></mc:AlternateContent></w:r></w:p>")
+    with_copy = _patched(built, DOCUMENT, b"<w:sectPr ", copy + b"<w:sectPr ")
+    assert check_document(with_copy, zone_map, template=template).passed
+
+
+FIELD_BEGIN = (b'<w:r><w:fldChar w:fldCharType="begin"/></w:r><w:r><w:instrText> PAGE </w:instrText></w:r>'
+               b'<w:r><w:fldChar w:fldCharType="separate"/></w:r><w:r><w:t>1</w:t></w:r>')
+FIELD_END = b'<w:r><w:fldChar w:fldCharType="end"/></w:r>'
+
+
+def test_a_zone_inside_a_field_fails(sample):
+    """Word replaces a field's result when it updates the field: a zone there would lose its content and control."""
+    template, zone_map, built = sample
+    notes = _notes_control(built)
+    spanning = _patched(built, DOCUMENT, notes, b"<w:p>" + FIELD_BEGIN + b"</w:p>" + notes + b"<w:p>" + FIELD_END
+                        + b"</w:p>")
+    report = check_document(spanning, zone_map, template=template)
+    assert _codes(report) == {"zone_in_field"} and "'notes'" in report.findings[0].detail
+    over_before = _patched(built, DOCUMENT, notes, b"<w:p>" + FIELD_BEGIN + FIELD_END + b"</w:p>" + notes)
+    assert check_document(over_before, zone_map, template=template).passed
+    run_level = (b'<w:p><w:fldSimple w:instr=" PAGE "><w:sdt><w:sdtPr><w:tag w:val="astra:notes"/></w:sdtPr>'
+                 b"<w:sdtContent><w:r><w:t>x</w:t></w:r></w:sdtContent></w:sdt></w:fldSimple></w:p>")
+    simple = _patched(built, DOCUMENT, notes, run_level)
+    assert _codes(check_document(simple, zone_map, template=template)) == {"zone_in_field"}
+
+
+@pytest.mark.parametrize("text", [
+    b"<w:r><w:t>{{ notes</w:t><w:tab/><w:t> }}</w:t></w:r>",  # a tab between: not a placeholder by the grammar
+    b'<w:moveFrom w:id="90" w:author="a" w:date="2024-01-01T00:00:00Z"><w:r><w:t>{{ notes }}</w:t></w:r></w:moveFrom>',
+    b"<w:r><w:t>{{ Notes }} {{ }}</w:t></w:r>",  # no zone id
+], ids=["tab", "moved-from", "no-zone-id"])
+def test_text_the_zone_grammar_does_not_read_as_a_placeholder_passes(sample, text):
+    template, zone_map, built = sample
+    doc = _patched(built, DOCUMENT, b"<w:sectPr ", b"<w:p>" + text + b"</w:p><w:sectPr ")
+    assert check_document(doc, zone_map, template=template).passed

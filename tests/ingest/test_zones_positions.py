@@ -1,0 +1,205 @@
+"""INGEST and BUILDER's check agree on where a zone can be.
+
+For every position here, a template INGEST accepts builds into documents that pass BUILDER's check, its
+zones filled or left empty; a template INGEST refuses (``zone_unsupported_position``) is one that, accepted
+as INGEST accepted it before, builds into documents the check fails: placeholder text BUILDER does not
+replace (in a footnote, endnote or comment, or in an mc:Fallback BUILDER does not rewrite), or a zone left
+in the result of a field spanning paragraphs, which Word replaces when it updates the field.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from astra.builder.check import check_document
+from astra.builder.engine import build
+from astra.ingest import zones
+from astra.ingest.zones import TemplateRefused, extract_maps
+from astra.ooxml.ns import CT_WML, NSMAP, RT_TRANSITIONAL
+from astra.ooxml.package import Package, write_package
+from astra.samples.templates import minimal_docx
+from tests.builder.helpers import intent_output
+
+NOTES = "<w:p><w:r><w:t>{{ notes }}</w:t></w:r></w:p>"  # the fallback zone of every template here
+X = "<w:r><w:t>{{ x }}</w:t></w:r>"
+END = '<w:r><w:fldChar w:fldCharType="end"/></w:r>'
+XMLNS = " ".join(f'xmlns:{prefix}="{uri}"' for prefix, uri in NSMAP.items())
+
+
+def begin(name: str = "REF a") -> str:
+    """A complex field's begin, instruction and separate runs: what follows until its end is its result."""
+    return (f'<w:r><w:fldChar w:fldCharType="begin"/></w:r><w:r><w:instrText xml:space="preserve"> {name} '
+            '</w:instrText></w:r><w:r><w:fldChar w:fldCharType="separate"/></w:r>')
+
+
+def control(zone: str, inner: str, extra_pr: str = "") -> str:
+    return (f'<w:sdt><w:sdtPr><w:tag w:val="astra:{zone}"/>{extra_pr}</w:sdtPr><w:sdtContent>{inner}'
+            "</w:sdtContent></w:sdt>")
+
+
+def text_box(choice: str, fallback: str) -> str:
+    """A paragraph holding a text box as Word writes it: DrawingML in mc:Choice, its VML copy in mc:Fallback."""
+    return ('<w:p><w:r><mc:AlternateContent><mc:Choice Requires="wps"><w:drawing><wps:txbx><w:txbxContent>'
+            f"{choice}</w:txbxContent></wps:txbx></w:drawing></mc:Choice><mc:Fallback><w:pict><v:shape><v:textbox>"
+            f"<w:txbxContent>{fallback}</w:txbxContent></v:textbox></v:shape></w:pict></mc:Fallback>"
+            "</mc:AlternateContent></w:r></w:p>")
+
+
+def p(*runs: str) -> str:
+    return f"<w:p>{''.join(runs)}</w:p>"
+
+
+def t(text: str) -> str:
+    return f'<w:r><w:t xml:space="preserve">{text}</w:t></w:r>'
+
+
+def with_note_part(template: bytes, kind: str, inner: str) -> bytes:
+    """``template`` with a footnotes, endnotes or comments part (related from the main document) holding one
+    note whose paragraph is ``inner``."""
+    root = {"footnotes": "footnote", "endnotes": "endnote", "comments": "comment"}[kind]
+    extra = ' w:author="t" w:initials="t"' if kind == "comments" else ""
+    part = (f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><w:{kind} {XMLNS}><w:{root} w:id="1"{extra}>'
+            f"{inner}</w:{root}></w:{kind}>").encode()
+    rel = (f'<Relationship Id="rIdNote" Type="{RT_TRANSITIONAL}{kind}" Target="{kind}.xml"/>'
+           "</Relationships>").encode()
+    override = f'<Override PartName="/word/{kind}.xml" ContentType="{CT_WML}{kind}+xml"/></Types>'.encode()
+    pkg = Package.read(template)
+    members = []
+    for name in pkg.members:
+        data = pkg.read_part(name)
+        if name == "word/_rels/document.xml.rels":
+            data = data.replace(b"</Relationships>", rel)
+        elif name == "[Content_Types].xml":
+            data = data.replace(b"</Types>", override)
+        members.append((name, data))
+    return write_package([*members, (f"word/{kind}.xml", part)])
+
+
+def template(case: tuple) -> bytes:
+    body, note = case
+    docx = minimal_docx(NOTES + body)
+    return with_note_part(docx, *note) if note else docx
+
+
+ONE_PARAGRAPH_FIELD = ({"x": "zone_in_field"},)
+ACCEPTED = {
+    "field-in-one-paragraph": (p(t("see "), begin(), X, END, t(".")), None),
+    "field-alone-in-one-paragraph": (p(begin(), X, END), None),
+    "nested-fields-in-one-paragraph": (p(begin(), begin("PAGE"), X, END, END), None),
+    "control-in-one-paragraph-field": (p(begin(), control("x", t("old")), END), None),
+    "field-over-before-the-zone": (p(begin(), t("r")) + p(END, t("done")) + p(X), None),
+    "field-from-before-in-a-text-box-paragraph": (text_box(p(begin(), t("r"), END), p(begin(), t("r"))) + p(X),
+                                                  None),
+    "text-box-in-both-renderings": (text_box(p(X), p(X)), None),
+    "text-box-fallback-with-other-text": (text_box(p(X), p(t("{{ y }}"))), None),
+    "text-box-fallback-beside-a-control": (text_box(control("x", p(t("old"))), p(t("{{ y }}"))), None),
+    "tab-between-the-braces": (p('<w:r><w:t>{{ x</w:t><w:tab/><w:t>}}</w:t></w:r>'), None),
+    "field-character-between-the-braces": (p(t("{{ x"), begin(), t(" }}"), END), None),
+    "moved-from-text": (p('<w:moveFrom w:id="9" w:author="a" w:date="2024-01-01T00:00:00Z">' + X + "</w:moveFrom>"),
+                        None),
+    "comment-without-a-zone-id": ("", ("comments", p(t("{{ Not a zone }} and {{ }}")))),
+}
+REFUSED = {
+    "footnote": ("", ("footnotes", p(X)), "placeholder_left"),
+    "endnote": ("", ("endnotes", p(t("see {{ x }}"))), "placeholder_left"),
+    "comment": ("", ("comments", p(X)), "placeholder_left"),
+    "comment-control-tagged-like-a-zone": ("", ("comments", control("notes", p(X))), "placeholder_left"),
+    "text-box-fallback-only": (text_box(p(t("box")), p(X)), None, "placeholder_left"),
+    "text-box-fallback-beside-a-control-showing-its-placeholder":
+        (text_box(control("y", p(t("Type here")), "<w:showingPlcHdr/>"), p(X)), None, "placeholder_left"),
+    "text-box-fallback-text-outside-its-boxes":
+        (p('<w:r><mc:AlternateContent><mc:Choice Requires="wps"><w:t>box</w:t></mc:Choice><mc:Fallback>'
+           "<w:t>{{ x }}</w:t></mc:Fallback></mc:AlternateContent></w:r>"), None, "placeholder_left"),
+    "field-spans-paragraphs-zone-alone": (p(begin(), t("r")) + p(X) + p(END), None, "zone_in_field"),
+    "field-spans-paragraphs-zone-inline": (p(begin(), t("r")) + p(t("a "), X, t(" b"), END), None, "zone_in_field"),
+    "field-ends-in-a-later-paragraph": (p(t("a"), begin(), X) + p(END), None, "zone_in_field"),
+    "field-from-before-ends-after-the-zone": (p(begin(), t("r")) + p(begin("REF b"), X, END, END), None,
+                                              "zone_in_field"),
+    "field-from-before-ends-before-the-zone-another-begins-after":
+        (p(begin(), t("r")) + p(END, X, begin("REF b"), t("r")) + p(END), None, "zone_in_field"),
+    "block-control-in-a-field-spanning-paragraphs":
+        (p(begin(), t("r")) + control("x", p(t("old"))) + p(END), None, "zone_in_field"),
+    "text-box-in-a-field-spanning-paragraphs": (p(begin(), t("r")) + text_box(p(X), p(X)) + p(END), None,
+                                                "zone_in_field"),
+}
+
+
+def _checks(docx: bytes, maps) -> list[set[str]]:
+    """The check's finding codes for a build with every text zone filled, and for one with no content."""
+    ids = [zone["id"] for zone in maps.zone_map["zones"]]
+    codes = []
+    for session in (intent_output({zone: [f"said for {zone}"] for zone in ids}), intent_output()):
+        built = build(docx, maps.zone_map, maps.style_map, session).docx
+        codes.append({f.code for f in check_document(built, maps.zone_map, template=docx).findings})
+    return codes
+
+
+@pytest.mark.parametrize("case", sorted(ACCEPTED))
+def test_what_ingest_accepts_builds_into_documents_that_pass_the_check(case):
+    docx = template(ACCEPTED[case])
+    assert _checks(docx, extract_maps(docx)) == [set(), set()]
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_what_ingest_refuses_would_fail_the_check(case, monkeypatch):
+    body, note, finding = REFUSED[case]
+    docx = template((body, note))
+    with pytest.raises(TemplateRefused) as info:
+        extract_maps(docx)
+    assert info.value.code == "zone_unsupported_position", str(info.value)
+    assert info.value.location["part"] == (f"/word/{note[0]}.xml" if note else "/word/document.xml")
+    # Accepted the way INGEST accepted it before: the check fails builds of it.
+    monkeypatch.setattr(zones, "_refuse_placeholders_left", lambda pkg, decls: None)
+    monkeypatch.setattr(zones, "_refuse_zones_in_fields", lambda decls: None)
+    assert any(finding in codes for codes in _checks(docx, extract_maps(docx)))
+
+
+def test_refusals_name_the_place_and_the_reason():
+    err = _refused(template(REFUSED["comment"][:2]))
+    assert err.location == {"part": "/word/comments.xml", "block": 0, "path": "w:comment[0]/w:p[0]"}
+    assert "{{ x }} is text in /word/comments.xml" in err.message and "body, headers and footers" in err.message
+    err = _refused(template(REFUSED["text-box-fallback-only"][:2]))
+    assert err.location["path"].endswith("mc:Fallback[0]/w:pict[0]/v:shape[0]/v:textbox[0]/w:txbxContent[0]/w:p[0]")
+    assert "mc:Fallback" in err.message
+    err = _refused(template(REFUSED["field-ends-in-a-later-paragraph"][:2]))
+    assert err.location == {"part": "/word/document.xml", "block": 1, "path": "w:p[1]"}
+    assert "zone 'x' sits in a field that spans paragraphs" in err.message and "Word replaces" in err.message
+    err = _refused(template(REFUSED["block-control-in-a-field-spanning-paragraphs"][:2]))
+    assert err.location == {"part": "/word/document.xml", "block": 2, "path": "w:sdt[0]"}
+
+
+def test_a_zone_in_a_paragraph_a_field_from_before_runs_into_is_refused():
+    """Even when that field ends before the zone: BUILDER reads the fields of a zone's paragraph from its start,
+    so it would take such a field's end for the end of one the zone is in, and move the zone after the next
+    field character (into the instruction of a field beginning after it)."""
+    err = _refused(template((p(begin(), t("r")) + p(END, t(" then "), X), None)))
+    assert err.location["path"] == "w:p[2]"
+    assert "zone 'x' sits in a paragraph that a field from an earlier paragraph runs into" in err.message
+
+
+def _refused(docx: bytes) -> TemplateRefused:
+    with pytest.raises(TemplateRefused) as info:
+        extract_maps(docx)
+    return info.value
+
+
+def test_a_header_text_box_fallback_is_judged_like_the_body():
+    header = text_box(p(t("box")), p(X))
+    with pytest.raises(TemplateRefused, match="mc:Fallback") as info:
+        extract_maps(minimal_docx(NOTES, headers=[header]))
+    assert info.value.location["part"] == "/word/header1.xml"
+    assert extract_maps(minimal_docx(NOTES, headers=[text_box(p(X), p(X))])).zone_map["fallback_zone"] == "notes"
+
+
+def test_a_placeholder_in_a_note_is_refused_even_without_any_zone():
+    """The stray text is the more useful refusal: the template's only placeholder sits where no zone can be."""
+    with pytest.raises(TemplateRefused) as info:
+        extract_maps(with_note_part(minimal_docx(p(t("Report"))), "footnotes", p(X)))
+    assert info.value.code == "zone_unsupported_position"
+
+
+def test_a_malformed_note_part_is_an_invalid_package():
+    docx = with_note_part(minimal_docx(NOTES), "comments", "<w:p>")
+    with pytest.raises(TemplateRefused) as info:
+        extract_maps(docx)
+    assert info.value.code == "invalid_package"
