@@ -98,6 +98,13 @@ ACCEPTED = {
     "moved-from-text": (p('<w:moveFrom w:id="9" w:author="a" w:date="2024-01-01T00:00:00Z">' + X + "</w:moveFrom>"),
                         None),
     "comment-without-a-zone-id": ("", ("comments", p(t("{{ Not a zone }} and {{ }}")))),
+    "text-like-the-placeholder-before-it-in-its-run": (p('<w:r><w:t>{{ x</w:t><w:tab/><w:t>}} or {{ x }}</w:t></w:r>'),
+                                                       None),
+}
+# BUILDER faults, not INGEST's to refuse: each fails its check on every build until BUILDER is fixed.
+BUILDER_FAULTS = {
+    "text-like-the-placeholder-before-it-in-its-run": "BUILDER finds the placeholder again in its runs' text with "
+    "tabs left out, and replaces '{{ x<tab>}}' instead of the '{{ x }}' the grammar declared",
 }
 REFUSED = {
     "footnote": ("", ("footnotes", p(X)), "placeholder_left"),
@@ -134,7 +141,9 @@ def _checks(docx: bytes, maps) -> list[set[str]]:
     return codes
 
 
-@pytest.mark.parametrize("case", sorted(ACCEPTED))
+@pytest.mark.parametrize("case", [
+    pytest.param(case, marks=pytest.mark.xfail(strict=True, reason=BUILDER_FAULTS[case])) if case in BUILDER_FAULTS
+    else case for case in sorted(ACCEPTED)])
 def test_what_ingest_accepts_builds_into_documents_that_pass_the_check(case):
     docx = template(ACCEPTED[case])
     assert _checks(docx, extract_maps(docx)) == [set(), set()]
