@@ -71,13 +71,12 @@ from astra.core.binding import BindingError
 from astra.core.core_client import transient
 from astra.core.intent_output import IntentServiceMismatch, TranscriptUnavailable
 from astra.grpc_auth import ServiceAuthError
-from astra.orchestrator.handover import load_record
 from astra.s3 import full_object_sha256, head
 from astra.tenancy import SessionKey
 from astra_assets.config import tenant_config
 from astra_assets.core import intent_output
 from astra_assets.ingest import template_atoms
-from astra_assets.orchestrator import session_handover
+from astra_assets.orchestrator import handed_over, session_handover
 from astra_assets.partitions import sessions_partitions
 from resources import ConfigStoreResource, IntentServiceResource, StorageLayout
 
@@ -127,7 +126,7 @@ def document_binary(context: AssetExecutionContext, s3: S3Resource, storage: Sto
     build_selected(context)
     client = s3.get_client()
     bucket = storage.settings(s3.endpoint_url).assets_bucket
-    record = handed_over(client, bucket, session)
+    record = handed_over(client, bucket, session, "document")
     parent = parent_session(record)
     if parent is not None:
         context.log.info(f"{session.partition_key} is a V2 clone of {parent.partition_key}: its document is "
@@ -168,13 +167,13 @@ def v2_clone_binary(context: AssetExecutionContext, s3: S3Resource, storage: Sto
     build_selected(context)
     client = s3.get_client()
     bucket = storage.settings(s3.endpoint_url).assets_bucket
-    record = handed_over(client, bucket, session)
+    record = handed_over(client, bucket, session, "document")
     parent = parent_session(record)
     if parent is None:
         context.log.info(f"{session.partition_key} is not a V2 clone (its manifest has no clone_of): its document "
                          "is document_binary; nothing to build here")
         return
-    parent_record = handed_over(client, bucket, parent)
+    parent_record = handed_over(client, bucket, parent, "document")
     parent_asset = v2_clone_binary.key if parent_session(parent_record) else document_binary.key
     parent_meta = latest_metadata(context, parent_asset, parent.partition_key)
     if "source_partition" not in parent_meta:
@@ -184,7 +183,7 @@ def v2_clone_binary(context: AssetExecutionContext, s3: S3Resource, storage: Sto
                       f"({parent_asset.to_user_string()}) is not built yet")
     try:
         source = clone_source(session, parent_meta["source_partition"])
-        source_record = record if source == session else handed_over(client, bucket, source)
+        source_record = record if source == session else handed_over(client, bucket, source, "document")
         snapshot = pinned_snapshot(config_store, session, record)
         template = load_template(client, bucket, session.tenant, snapshot.template_sha256)
         intents = intent_service.client()
@@ -225,14 +224,6 @@ def build_selected(context: AssetExecutionContext) -> None:
     if not context.selected_asset_keys:
         raise Failure(f"the checks of {context.op_def.name} run with its build: select the asset too",
                       allow_retries=False)
-
-
-def handed_over(client, bucket: str, session: SessionKey) -> dict:
-    record = load_record(client, bucket, session)
-    if record is None:
-        raise Failure(f"{session.partition_key} has not been handed over: no document before the handover",
-                      allow_retries=False)
-    return record
 
 
 def pinned_snapshot(config_store: ConfigStoreResource, session: SessionKey, record: dict) -> ConfigSnapshot:

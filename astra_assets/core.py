@@ -23,10 +23,9 @@ from astra.core.intent_output import TranscriptUnavailable, build_intent_output,
 from astra.core.transcribe import LM_CACHE, LanguageModelSource, SessionFileError, store_document, transcribe
 from astra.core.transcript import TranscriptError
 from astra.grpc_auth import ServiceAuthError
-from astra.orchestrator.handover import load_record
 from astra.stack.stack import state_dir
 from astra.tenancy import SessionKey
-from astra_assets.orchestrator import session_handover
+from astra_assets.orchestrator import handed_over, session_handover
 from astra_assets.partitions import sessions_partitions
 from resources import ConfigStoreResource, IntentCatalogResource, IntentServiceResource, StorageLayout
 
@@ -47,10 +46,7 @@ def transcript(
     session = SessionKey.parse(context.partition_key)
     client = s3.get_client()
     assets_bucket = storage.settings(s3.endpoint_url).assets_bucket
-    record = load_record(client, assets_bucket, session)
-    if record is None:
-        raise Failure(f"{session.partition_key} has not been handed over: no transcript before the handover",
-                      allow_retries=False)
+    record = handed_over(client, assets_bucket, session, "transcript")
     lm_source = LanguageModelSource.beside_catalog(intent_catalog.path, state_dir() / LM_CACHE)
     try:
         document = transcribe(client, record, lm_source)
@@ -93,10 +89,7 @@ def intent_output(
     session = SessionKey.parse(context.partition_key)
     client = s3.get_client()
     assets_bucket = storage.settings(s3.endpoint_url).assets_bucket
-    record = load_record(client, assets_bucket, session)
-    if record is None:
-        raise Failure(f"{session.partition_key} has not been handed over: no intent output before the handover",
-                      allow_retries=False)
+    record = handed_over(client, assets_bucket, session, "intent output")
     transcript_sha256 = latest_transcript_sha256(context, session)
     try:
         document = load_transcript(client, assets_bucket, session.tenant, transcript_sha256)

@@ -14,9 +14,10 @@ from dagster import (
 )
 
 from astra.config_svc import TenantNotFound
-from astra.orchestrator.handover import HandoverError, HandoverResult, hand_over, upload_as_next_version
+from astra.orchestrator.handover import HandoverError, HandoverResult, hand_over, load_record, upload_as_next_version
 from astra.orchestrator.manifest import ManifestRejected, manifest_session
 from astra.settings import ENV
+from astra.tenancy import SessionKey
 from astra_assets.config import tenant_config
 from astra_assets.partitions import sessions_partitions
 from resources import HandoverResource
@@ -105,6 +106,16 @@ def handover_metadata(result: HandoverResult) -> dict:
             "kept (not handed over: never deleted)": result.cleanup.strays_kept}),
         "resumed": result.resumed,
     }
+
+
+def handed_over(client, assets_bucket: str, session: SessionKey, product: str) -> dict:
+    """The session's handover record, for an asset that makes its `product` from it. A session not handed over is
+    refused, not retried: another attempt finds no record either."""
+    record = load_record(client, assets_bucket, session)
+    if record is None:
+        raise Failure(f"{session.partition_key} has not been handed over: no {product} before the handover",
+                      allow_retries=False)
+    return record
 
 
 assets = [session_upload, upload_quarantine, session_handover]

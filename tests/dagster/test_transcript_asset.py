@@ -1,6 +1,7 @@
 """The `transcript` asset over the real services: a session handed over by the sensor, then its transcript
 materialized from the manifest's transcript, from speech recognition of its audio, or empty (data only); a bad
-or damaged session file fails the run, once, naming the file."""
+or damaged session file fails the run, once, naming the file. A session not handed over is refused, once, by each
+asset made from its handover record (transcript, intent output, document), saying what it cannot make yet."""
 
 from __future__ import annotations
 
@@ -130,9 +131,21 @@ def test_a_damaged_durable_copy_fails_the_run_naming_the_file(defs, dagster_inst
     assert "transcript.txt: its durable copy" in failures(result)[0] and "does not hold" in failures(result)[0]
 
 
-def test_a_session_not_handed_over_fails_with_a_clear_message(defs, dagster_instance, configured):
+@pytest.mark.parametrize(("asset", "product"), [
+    ("transcript", "transcript"),
+    ("intent_output", "intent output"),
+    ("document_binary", "document"),
+    ("v2_clone_binary", "document"),
+])
+def test_a_session_not_handed_over_is_refused_once_by_each_session_asset(asset, product, defs, dagster_instance,
+                                                                         configured):
     session = SessionKey(configured, f"s-{uuid.uuid4().hex[:6]}", 1)
     dagster_instance.add_dynamic_partitions("sessions", [session.partition_key])
-    result = materialize_transcript(defs, dagster_instance, session)
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=dagster_instance, asset_selection=[AssetKey(asset)], partition_key=session.partition_key,
+        raise_on_error=False)
     assert not result.success
-    assert len(failures(result)) == 1 and "has not been handed over" in failures(result)[0]
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    (failure,) = failures(result)
+    assert f"{session.partition_key} has not been handed over: no {product} before the handover" in failure
+    assert latest(dagster_instance, asset, session.partition_key) == {}
