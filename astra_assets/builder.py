@@ -76,7 +76,7 @@ from astra.tenancy import SessionKey
 from astra_assets.config import tenant_config
 from astra_assets.core import intent_output
 from astra_assets.ingest import template_atoms
-from astra_assets.orchestrator import handed_over, session_handover
+from astra_assets.orchestrator import handed_over, handed_over_session, session_handover
 from astra_assets.partitions import sessions_partitions
 from resources import ConfigStoreResource, IntentServiceResource, StorageLayout
 
@@ -106,27 +106,32 @@ def check_specs(asset_name: str) -> list[AssetCheckSpec]:
     ]
 
 
-# multi_asset, skippable and subsettable: the one way Dagster lets an asset with checks materialize nothing (a clone's
-# partition, see the module docstring) without its check outputs being required.
-@multi_asset(
-    name="document_binary",
-    specs=[AssetSpec(
-        "document_binary", group_name="builder", deps=[intent_output, tenant_config, template_atoms], skippable=True,
-        description="The session's .docx: the template of the config version its handover pinned, its zones filled "
-        "from the intent output and the session's images, content-addressed in the tenant's blobs and at "
-        "<tenant>/documents/<session_id>/v<n>.docx. Nothing for a V2 clone (see v2_clone_binary).")],
-    check_specs=check_specs("document_binary"),
-    partitions_def=sessions_partitions,
-    can_subset=True,
+def session_document_asset(name: str, deps: list, description: str, retry_policy: RetryPolicy):
+    """The decorator of a builder asset: one asset over the sessions with the blocking checks, as a multi_asset,
+    skippable and subsettable — the one way Dagster lets an asset with checks materialize nothing (the other kind's
+    partitions, see the module docstring) without its check outputs being required."""
+    return multi_asset(
+        name=name,
+        specs=[AssetSpec(name, group_name="builder", deps=deps, skippable=True, description=description)],
+        check_specs=check_specs(name),
+        partitions_def=sessions_partitions,
+        can_subset=True,
+        retry_policy=retry_policy,
+    )
+
+
+@session_document_asset(
+    "document_binary",
+    deps=[intent_output, tenant_config, template_atoms],
+    description="The session's .docx: the template of the config version its handover pinned, its zones filled from "
+    "the intent output and the session's images, content-addressed in the tenant's blobs and at "
+    "<tenant>/documents/<session_id>/v<n>.docx. Nothing for a V2 clone (see v2_clone_binary).",
     retry_policy=BUILD_RETRY,
 )
 def document_binary(context: AssetExecutionContext, s3: S3Resource, storage: StorageLayout,
                     config_store: ConfigStoreResource) -> Iterator[MaterializeResult]:
-    session = SessionKey.parse(context.partition_key)
     build_selected(context)
-    client = s3.get_client()
-    bucket = storage.settings(s3.endpoint_url).assets_bucket
-    record = handed_over(client, bucket, session, "document")
+    session, client, bucket, record = handed_over_session(context, s3, storage, "document")
     parent = parent_session(record)
     if parent is not None:
         context.log.info(f"{session.partition_key} is a V2 clone of {parent.partition_key}: its document is "
@@ -146,28 +151,20 @@ def document_binary(context: AssetExecutionContext, s3: S3Resource, storage: Sto
     yield from checked(context, built, snapshot, template, document_metadata(built))
 
 
-@multi_asset(
-    name="v2_clone_binary",
-    specs=[AssetSpec(
-        "v2_clone_binary", group_name="builder", deps=[session_handover, tenant_config, template_atoms],
-        skippable=True,
-        description="A V2 clone's .docx: its parent version's transcript, data and media, classified again by the "
-        "current model (IntentService) and bound to the config version the clone pinned (the latest at its "
-        "handover); stored like document_binary at its own version's key. The parent's document is read, never "
-        "changed. Nothing for a session version whose manifest has no clone_of.")],
-    check_specs=check_specs("v2_clone_binary"),
-    partitions_def=sessions_partitions,
-    can_subset=True,
+@session_document_asset(
+    "v2_clone_binary",
+    deps=[session_handover, tenant_config, template_atoms],
+    description="A V2 clone's .docx: its parent version's transcript, data and media, classified again by the "
+    "current model (IntentService) and bound to the config version the clone pinned (the latest at its handover); "
+    "stored like document_binary at its own version's key. The parent's document is read, never changed. Nothing "
+    "for a session version whose manifest has no clone_of.",
     retry_policy=CLONE_RETRY,
 )
 def v2_clone_binary(context: AssetExecutionContext, s3: S3Resource, storage: StorageLayout,
                     config_store: ConfigStoreResource,
                     intent_service: IntentServiceResource) -> Iterator[MaterializeResult]:
-    session = SessionKey.parse(context.partition_key)
     build_selected(context)
-    client = s3.get_client()
-    bucket = storage.settings(s3.endpoint_url).assets_bucket
-    record = handed_over(client, bucket, session, "document")
+    session, client, bucket, record = handed_over_session(context, s3, storage, "document")
     parent = parent_session(record)
     if parent is None:
         context.log.info(f"{session.partition_key} is not a V2 clone (its manifest has no clone_of): its document "

@@ -25,7 +25,7 @@ from astra.core.transcript import TranscriptError
 from astra.grpc_auth import ServiceAuthError
 from astra.stack.stack import state_dir
 from astra.tenancy import SessionKey
-from astra_assets.orchestrator import handed_over, session_handover
+from astra_assets.orchestrator import handed_over_session, session_handover
 from astra_assets.partitions import sessions_partitions
 from resources import ConfigStoreResource, IntentCatalogResource, IntentServiceResource, StorageLayout
 
@@ -43,10 +43,7 @@ from resources import ConfigStoreResource, IntentCatalogResource, IntentServiceR
 def transcript(
     context: AssetExecutionContext, s3: S3Resource, storage: StorageLayout, intent_catalog: IntentCatalogResource
 ) -> MaterializeResult:
-    session = SessionKey.parse(context.partition_key)
-    client = s3.get_client()
-    assets_bucket = storage.settings(s3.endpoint_url).assets_bucket
-    record = handed_over(client, assets_bucket, session, "transcript")
+    session, client, assets_bucket, record = handed_over_session(context, s3, storage, "transcript")
     lm_source = LanguageModelSource.beside_catalog(intent_catalog.path, state_dir() / LM_CACHE)
     try:
         document = transcribe(client, record, lm_source)
@@ -86,10 +83,7 @@ def intent_output(
     context: AssetExecutionContext, s3: S3Resource, storage: StorageLayout, config_store: ConfigStoreResource,
     intent_service: IntentServiceResource,
 ) -> MaterializeResult:
-    session = SessionKey.parse(context.partition_key)
-    client = s3.get_client()
-    assets_bucket = storage.settings(s3.endpoint_url).assets_bucket
-    record = handed_over(client, assets_bucket, session, "intent output")
+    session, client, assets_bucket, record = handed_over_session(context, s3, storage, "intent output")
     transcript_sha256 = latest_transcript_sha256(context, session)
     try:
         document = load_transcript(client, assets_bucket, session.tenant, transcript_sha256)

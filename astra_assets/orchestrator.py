@@ -1,5 +1,7 @@
 """Group `orchestrator`: the session upload and its handover (ARCHITECTURE §2, §3)."""
 
+from typing import Any
+
 from dagster import (
     AssetExecutionContext,
     AssetSpec,
@@ -12,6 +14,7 @@ from dagster import (
     RetryPolicy,
     asset,
 )
+from dagster_aws.s3 import S3Resource
 
 from astra.config_svc import TenantNotFound
 from astra.orchestrator.handover import HandoverError, HandoverResult, hand_over, load_record, upload_as_next_version
@@ -20,7 +23,7 @@ from astra.settings import ENV
 from astra.tenancy import SessionKey
 from astra_assets.config import tenant_config
 from astra_assets.partitions import sessions_partitions
-from resources import HandoverResource
+from resources import HandoverResource, StorageLayout
 
 session_upload = AssetSpec(
     "session_upload",
@@ -106,6 +109,16 @@ def handover_metadata(result: HandoverResult) -> dict:
             "kept (not handed over: never deleted)": result.cleanup.strays_kept}),
         "resumed": result.resumed,
     }
+
+
+def handed_over_session(context: AssetExecutionContext, s3: S3Resource, storage: StorageLayout,
+                        product: str) -> tuple[SessionKey, Any, str, dict]:
+    """How an asset made from a session's handover record opens: the run's session version, an S3 client, the assets
+    bucket, and the session's handover record (`handed_over`)."""
+    session = SessionKey.parse(context.partition_key)
+    client = s3.get_client()
+    assets_bucket = storage.settings(s3.endpoint_url).assets_bucket
+    return session, client, assets_bucket, handed_over(client, assets_bucket, session, product)
 
 
 def handed_over(client, assets_bucket: str, session: SessionKey, product: str) -> dict:
