@@ -19,7 +19,7 @@ from astra.config_svc import TenantNotFound, VersionNotFound
 from astra.core.audio import AudioError
 from astra.core.binding import FLAG_LOCALE_UNSUPPORTED, BindingError
 from astra.core.core_client import transient
-from astra.core.intent_output import TranscriptUnavailable, build_intent_output, load_transcript, store_output
+from astra.core.intent_output import TranscriptUnavailable, build_intent_output, load_transcript
 from astra.core.transcribe import LM_CACHE, LanguageModelSource, SessionFileError, store_document, transcribe
 from astra.core.transcript import TranscriptError
 from astra.grpc_auth import ServiceAuthError
@@ -106,7 +106,7 @@ def intent_output(
         raise Failure(f"{session.partition_key}: cannot bind: {exc}", allow_retries=False) from exc
     finally:
         intents.close()
-    stored = store_output(client, assets_bucket, session.tenant, output)
+    stored = store_document(client, assets_bucket, session.tenant, output)
     for problem in output["data_problems"]:
         context.log.warning(f"{problem['source']}: {problem['reason']}: {problem['detail']}")
     if FLAG_LOCALE_UNSUPPORTED in output["flags"]:

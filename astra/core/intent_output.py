@@ -10,7 +10,8 @@ Data files are never a reason to fail: a file over the size cap is refused befor
 is missing or does not hold the handed-over bytes is refused too, and whatever ``astra.core.data`` refuses
 (malformed, too many rows, macros, ...) is a ``data_problems`` entry of the output with the zone it would have filled.
 
-The output is canonical JSON (``binding.document_bytes``) stored content-addressed in the tenant's blobs.
+The output is stored as the transcript is: canonical JSON, content-addressed in the tenant's blobs
+(``transcribe.store_document``).
 """
 
 from __future__ import annotations
@@ -18,12 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
-from astra.core.binding import ClassifiedUtterance, bind, document_bytes
+from astra.core.binding import ClassifiedUtterance, bind
 from astra.core.core_client import Classified
 from astra.core.data import DataProblem, DataSet, Limits, read_tables
-from astra.core.transcribe import SessionFileError, read_blob
+from astra.core.transcribe import SessionFileError, StoredJson, read_blob, store_document
 from astra.ingest.store import BlobStore, blob_uri
 
 # Utterances per Classify call: well under the service's per-call cap (2,000), and a batch the service answers
@@ -32,6 +32,9 @@ BATCH_SIZE = 256
 DATA_ROLE = "data"
 
 Classify = Callable[[Sequence[str]], Classified]
+# An intent output is stored as every JSON document of a session is (`store_document`); astra.builder.session and
+# tests/core import that one function by these names.
+StoredOutput, store_output = StoredJson, store_document
 
 
 class IntentServiceMismatch(RuntimeError):
@@ -41,14 +44,6 @@ class IntentServiceMismatch(RuntimeError):
 
 class TranscriptUnavailable(LookupError):
     """The transcript the session's materialization names is not in the tenant's blobs as it was stored."""
-
-
-@dataclass(frozen=True)
-class StoredOutput:
-    document: dict
-    uri: str
-    sha256: str
-    written: bool  # False: the same document was stored already
 
 
 def load_transcript(s3, bucket: str, tenant: str, sha256: str) -> dict:
@@ -124,11 +119,3 @@ def build_intent_output(s3, record: dict, transcript: dict, zone_map: dict, clas
     document = bind(zone_map, utterances, read_session_data(s3, record, limits), locale=session_locale(record),
                     model_version=model_version, config_version=record["config_version"])
     return {**document, "session": record["session"]["partition_key"], "transcript_sha256": transcript_sha256}
-
-
-def store_output(s3, bucket: str, tenant: str, document: dict) -> StoredOutput:
-    """The document in the tenant's content-addressed blobs (written once: same output, same blob)."""
-    body = document_bytes(document)
-    sha256 = hashlib.sha256(body).hexdigest()
-    written = BlobStore(s3, bucket, tenant).put_once(sha256, body)
-    return StoredOutput(document, blob_uri(bucket, tenant, sha256), sha256, written)

@@ -2,7 +2,8 @@
 recognition of its audio with the in-domain language model, else (a data-only session) an empty transcript.
 
 The inputs are the durable copies the handover record lists (`blob_uri`, checked against the recorded sha256);
-the output is the transcript document as canonical JSON, stored content-addressed in the tenant's blobs.
+the output is the transcript document as canonical JSON, stored content-addressed in the tenant's blobs
+(`store_document`, which stores the intent output too).
 Every refusal of a session file is a TranscriptError or AudioError whose message names the file.
 """
 
@@ -47,14 +48,6 @@ class LanguageModelSource:
 
     def build(self) -> LanguageModel:
         return build_language_model(clinc150_sentences(self.sentences_path, TRAINING_SPLIT), self.cache_dir)
-
-
-@dataclass(frozen=True)
-class StoredTranscript:
-    document: dict
-    uri: str
-    sha256: str
-    written: bool  # False: the same document was stored already
 
 
 def session_file(record: dict, role: str) -> dict | None:
@@ -157,9 +150,20 @@ def canonical_json(document: dict) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
-def store_document(s3, bucket: str, tenant: str, document: dict) -> StoredTranscript:
-    """The document in the tenant's content-addressed blobs (written once: same transcript, same blob)."""
+@dataclass(frozen=True)
+class StoredJson:
+    """A session's JSON document (its transcript, its intent output) as stored in the tenant's blobs."""
+
+    document: dict
+    uri: str
+    sha256: str
+    written: bool  # False: the same document was stored already
+
+
+def store_document(s3, bucket: str, tenant: str, document: dict) -> StoredJson:
+    """A session's JSON document (its transcript, its intent output) as canonical JSON in the tenant's
+    content-addressed blobs, written once: the same document, the same blob."""
     body = canonical_json(document)
     sha256 = hashlib.sha256(body).hexdigest()
     written = BlobStore(s3, bucket, tenant).put_once(sha256, body)
-    return StoredTranscript(document, blob_uri(bucket, tenant, sha256), sha256, written)
+    return StoredJson(document, blob_uri(bucket, tenant, sha256), sha256, written)
