@@ -6,10 +6,17 @@ a retried or repeated publish overwrites nothing with anything different.
 
 Postgres: one ``model_registry`` row per publication, ``version`` = 1, 2, 3… per tenant (allocated under the tenant
 row's lock), ``uri`` = the S3 prefix, ``sha256`` = the sha256 of the artifact's ``manifest.json`` (which lists every
-file's sha256, so it pins the whole artifact), ``metrics`` = the manifest's, ``status`` = ``active``. In the same
-transaction an ``outbox`` row (topic ``model.updated``) carries the MODEL_UPDATED event; ``drain_outbox`` publishes
-it to Redis pub/sub ``<prefix>:model-updated`` and marks it published only after PUBLISH returned, so a Redis
-outage delays the event and loses nothing.
+file's sha256, so it pins the whole artifact), ``metrics`` = the manifest's, ``status`` one of:
+
+- ``active``: served. An ``outbox`` row (topic ``model.updated``) carrying the MODEL_UPDATED event is written in the
+  same transaction that makes a row active (``publish`` as active, or ``promote``); ``drain_outbox`` publishes it to
+  Redis pub/sub ``<prefix>:model-updated`` and marks it published only after PUBLISH returned, so a Redis outage
+  delays the event and loses nothing.
+- ``candidate``: registered and uploaded, never served nor announced; waiting for LEARN's holdout gate.
+- ``rejected``: a candidate the gate refused (``reject``); ``metrics.gate`` holds the reason. Never served nor
+  announced, and never promoted later.
+
+Only active rows are read by ``latest``, ``active`` and ``latest_all``: what the service loads.
 
 The base model is published under the reserved tenant slug ``base`` (``BASE_TENANT``): S3 ``models/base/…``, a
 ``tenants`` row ``base``, registry rows like any tenant's. A tenant with no active row of its own is served the base.
@@ -52,6 +59,8 @@ MANIFEST = "manifest.json"
 TOPIC = "model.updated"
 EVENT = "MODEL_UPDATED"
 ACTIVE = "active"
+CANDIDATE = "candidate"
+REJECTED = "rejected"
 CHANNEL = "model-updated"
 _HEX = frozenset("0123456789abcdef")
 T = TypeVar("T")
@@ -71,11 +80,30 @@ class ModelRecord:
     model_version: str  # the content version (IntentModel.version): what a Classify answer carries
     uri: str  # s3://<assets bucket>/models/<tenant>/<model_version>/
     sha256: str  # of manifest.json
-    metrics: dict
+    metrics: dict  # the manifest's, and once gated the holdout gate's under "gate"
+    status: str = ACTIVE
 
     def event(self, published_at: str) -> dict:
         return {"event": EVENT, "tenant": self.tenant, "model_version": self.model_version, "uri": self.uri,
                 "sha256": self.sha256, "published_at": published_at}
+
+
+class RegistryError(ValueError):
+    """A registry change that is not allowed (or a row that does not exist); the message says which."""
+
+
+def _check_gate(gate_metrics: object) -> None:
+    if not isinstance(gate_metrics, dict):
+        raise RegistryError(f"the gate's metrics are a JSON object, not a {type(gate_metrics).__name__}")
+
+
+def _row(tenant: str, registry_version: int):
+    """The query of one registry row of the tenant."""
+    validate_model_owner(tenant)
+    if isinstance(registry_version, bool) or not isinstance(registry_version, int) or registry_version < 1:
+        raise RegistryError(f"registry version {registry_version!r} is not a positive integer")
+    return select(model_registry).where(model_registry.c.tenant_id == tenant,
+                                        model_registry.c.version == registry_version)
 
 
 def model_prefix(tenant: str, model_version: str) -> str:
@@ -126,8 +154,12 @@ class ModelStore:
     # ---- publish ------------------------------------------------------------------------------------------------
 
     def publish(self, tenant: str, directory: str | Path, status: str = ACTIVE) -> ModelRecord:
-        """Upload a saved model directory, then register it and queue its MODEL_UPDATED (one transaction)."""
+        """Upload a saved model directory, then register it (and queue its MODEL_UPDATED when it is active, in the
+        same transaction). A candidate waits for ``promote`` or ``reject``."""
         validate_model_owner(tenant)
+        if status not in (ACTIVE, CANDIDATE):
+            raise RegistryError(f"a model is published as {ACTIVE!r} or {CANDIDATE!r}, not {status!r} "
+                                "(a candidate is rejected with its reason by reject())")
         directory = Path(directory)
         manifest, manifest_sha = read_manifest(directory)
         model_version = _check_version(manifest.get("version", ""))
@@ -159,13 +191,68 @@ class ModelStore:
             conn.execute(select(tenants.c.tenant_id).where(tenants.c.tenant_id == tenant).with_for_update())
             last = conn.execute(select(func.max(model_registry.c.version))
                                 .where(model_registry.c.tenant_id == tenant)).scalar()
-            record = ModelRecord(tenant, (last or 0) + 1, model_version, uri, sha, metrics)
+            record = ModelRecord(tenant, (last or 0) + 1, model_version, uri, sha, metrics, status)
             conn.execute(model_registry.insert().values(
                 tenant_id=tenant, version=record.registry_version, uri=uri, sha256=sha,
                 metrics={**metrics, "model_version": model_version}, status=status))
             if status == ACTIVE:
                 conn.execute(outbox.insert().values(tenant_id=tenant, topic=TOPIC, payload=record.event(published_at)))
         return record
+
+    # ---- the holdout gate's decision ----------------------------------------------------------------------------
+
+    def promote(self, tenant: str, registry_version: int, gate_metrics: dict) -> ModelRecord:
+        """A candidate made active, with the gate's metrics, and its MODEL_UPDATED queued: one transaction, under
+        the row's lock. Promoting an active row again changes and queues nothing (a retried run); a rejected row is
+        never promoted (RegistryError)."""
+        _check_gate(gate_metrics)
+        with self.engine.begin() as conn:
+            row = self._locked(conn, tenant, registry_version)
+            if row["status"] == ACTIVE:
+                return self._record(row)
+            if row["status"] != CANDIDATE:
+                raise RegistryError(f"model {tenant} v{registry_version} is {row['status']}: only a candidate is "
+                                    "promoted")
+            record = self._set_status(conn, row, ACTIVE, gate_metrics)
+            conn.execute(outbox.insert().values(tenant_id=tenant, topic=TOPIC,
+                                                payload=record.event(datetime.now(UTC).isoformat())))
+        return record
+
+    def reject(self, tenant: str, registry_version: int, reason: str, gate_metrics: dict) -> ModelRecord:
+        """A candidate marked rejected, never served nor announced; ``metrics.gate`` keeps the gate's metrics and
+        the reason (what the UI shows). Rejecting a rejected row again changes nothing (the first verdict stays);
+        an active row cannot be rejected: it was announced (RegistryError)."""
+        if not isinstance(reason, str) or not reason.strip():
+            raise RegistryError("a rejection needs a reason")
+        _check_gate(gate_metrics)
+        with self.engine.begin() as conn:
+            row = self._locked(conn, tenant, registry_version)
+            if row["status"] == REJECTED:
+                return self._record(row)
+            if row["status"] != CANDIDATE:
+                raise RegistryError(f"model {tenant} v{registry_version} is {row['status']}: only a candidate is "
+                                    "rejected")
+            return self._set_status(conn, row, REJECTED, {**gate_metrics, "reason": reason})
+
+    def record(self, tenant: str, registry_version: int) -> ModelRecord | None:
+        """One registry row of the tenant, whatever its status; None when it has no such row."""
+        with self.engine.connect() as conn:
+            row = conn.execute(_row(tenant, registry_version)).mappings().first()
+        return self._record(row) if row is not None else None
+
+    @staticmethod
+    def _locked(conn, tenant: str, registry_version: int):
+        row = conn.execute(_row(tenant, registry_version).with_for_update()).mappings().first()
+        if row is None:
+            raise RegistryError(f"tenant {tenant!r} has no model v{registry_version}")
+        return row
+
+    def _set_status(self, conn, row, status: str, gate: dict) -> ModelRecord:
+        metrics = {**(row["metrics"] or {}), "gate": gate}
+        conn.execute(update(model_registry).where(model_registry.c.tenant_id == row["tenant_id"],
+                                                  model_registry.c.version == row["version"])
+                     .values(status=status, metrics=metrics))
+        return self._record({**row, "status": status, "metrics": metrics})
 
     # ---- read ---------------------------------------------------------------------------------------------------
 
@@ -196,7 +283,8 @@ class ModelStore:
     def _record(row) -> ModelRecord:
         metrics = dict(row["metrics"] or {})
         model_version = metrics.pop("model_version", None) or row["uri"].rstrip("/").rsplit("/", 1)[-1]
-        return ModelRecord(row["tenant_id"], row["version"], model_version, row["uri"], row["sha256"], metrics)
+        return ModelRecord(row["tenant_id"], row["version"], model_version, row["uri"], row["sha256"], metrics,
+                           row["status"])
 
     # ---- fetch --------------------------------------------------------------------------------------------------
 
@@ -342,4 +430,5 @@ def drain_outbox(engine: Engine, redis_client, prefix: str, limit: int = 100) ->
     return published
 
 
-__all__ = ["BASE_TENANT", "ModelRecord", "ModelStore", "channel", "drain_outbox", "model_prefix"]
+__all__ = ["ACTIVE", "BASE_TENANT", "CANDIDATE", "REJECTED", "ModelRecord", "ModelStore", "RegistryError", "channel",
+           "drain_outbox", "model_prefix"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
@@ -14,7 +15,7 @@ from astra.core.intent.encoder import Encoder, packaged_minilm
 from astra.core.intent.finetune import TorchEncoder, export
 from astra.core.intent.model import IntentModel
 from astra.core.intent.store import BASE_TENANT, ModelIntegrityError
-from astra.core.model_store import ModelStore, channel, drain_outbox, model_prefix
+from astra.core.model_store import ModelRecord, ModelStore, RegistryError, channel, drain_outbox, model_prefix
 from astra.db.engine import make_engine
 from astra.db.schema import model_registry, outbox
 from tests.conftest import run_cli
@@ -146,6 +147,90 @@ def test_a_redis_outage_loses_no_event(store, tiny_models, tenant, pg_url, redis
     assert rows[0]["published_at"] is None and rows[0]["attempts"] == 1
     assert drain_outbox(make_engine(pg_url), redis.Redis.from_url(redis_url), redis_prefix) >= 1
     assert _outbox_rows(pg_url, tenant)[0]["published_at"] is not None
+
+
+# ---- promote / reject: the holdout gate's decision ---------------------------------------------------------------
+
+GATE = {"passed": True, "reason": "not worse", "n": {"base": 10, "corrections": 2}}
+
+
+def test_promote_makes_a_candidate_served_and_announced_once(store, tiny_models, tenant, pg_url):
+    store.publish(tenant, tiny_models[0][0])
+    candidate = store.publish(tenant, tiny_models[1][0], status="candidate")
+    assert candidate.status == "candidate" and len(_outbox_rows(pg_url, tenant)) == 1
+    promoted = store.promote(tenant, candidate.registry_version, GATE)
+    assert promoted.status == "active" and promoted.metrics["gate"] == GATE
+    assert store.latest(tenant) == promoted == store.record(tenant, candidate.registry_version)
+    events = [row["payload"] for row in _outbox_rows(pg_url, tenant)]
+    assert len(events) == 2 and promoted.event(events[1]["published_at"]) == events[1]
+    assert store.promote(tenant, candidate.registry_version, {"other": 1}) == promoted  # a retried run
+    assert len(_outbox_rows(pg_url, tenant)) == 2
+
+
+def test_concurrent_promotions_queue_one_event(store, tiny_models, tenant, pg_url):
+    candidate = store.publish(tenant, tiny_models[0][0], status="candidate")
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: store.promote(tenant, candidate.registry_version, GATE), range(4)))
+    assert {r.status for r in results} == {"active"}
+    assert len(_outbox_rows(pg_url, tenant)) == 1
+
+
+def test_a_failed_promotion_leaves_the_candidate_unannounced(store, tiny_models, tenant, pg_url, monkeypatch):
+    candidate = store.publish(tenant, tiny_models[0][0], status="candidate")
+
+    def broken_event(self, published_at):
+        raise RuntimeError("the event could not be built")
+
+    monkeypatch.setattr(ModelRecord, "event", broken_event)
+    with pytest.raises(RuntimeError):
+        store.promote(tenant, candidate.registry_version, GATE)
+    assert store.record(tenant, candidate.registry_version).status == "candidate"
+    assert store.latest(tenant) is None and _outbox_rows(pg_url, tenant) == []
+
+
+def test_reject_keeps_the_reason_and_never_serves_nor_announces(store, tiny_models, tenant, pg_url):
+    current = store.publish(tenant, tiny_models[0][0])
+    candidate = store.publish(tenant, tiny_models[1][0], status="candidate")
+    rejected = store.reject(tenant, candidate.registry_version, "worse on base", {"passed": False})
+    assert rejected.status == "rejected" and rejected.metrics["gate"] == {"passed": False, "reason": "worse on base"}
+    assert store.record(tenant, candidate.registry_version) == rejected
+    assert store.latest(tenant) == current and store.active(tenant, 5) == [current]
+    assert store.latest_all()[tenant] == current
+    assert store.reject(tenant, candidate.registry_version, "again", {}) == rejected  # the first verdict stays
+    with pytest.raises(RegistryError, match="is rejected: only a candidate is promoted"):
+        store.promote(tenant, candidate.registry_version, GATE)
+    with pytest.raises(RegistryError, match="is active: only a candidate is rejected"):
+        store.reject(tenant, current.registry_version, "too late", {})
+    assert len(_outbox_rows(pg_url, tenant)) == 1 and store.latest(tenant) == current
+
+
+def test_promote_and_reject_see_only_the_tenants_own_rows(store, tiny_models, tenant, pg_url):
+    other = tenant + "-b"
+    candidate = store.publish(other, tiny_models[0][0], status="candidate")
+    for decide in (lambda: store.promote(tenant, candidate.registry_version, GATE),
+                   lambda: store.reject(tenant, candidate.registry_version, "no", {})):
+        with pytest.raises(RegistryError, match=f"tenant '{tenant}' has no model v1"):
+            decide()
+    assert store.record(tenant, candidate.registry_version) is None
+    assert store.record(other, candidate.registry_version).status == "candidate"
+    assert _outbox_rows(pg_url, other) == []
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda s, t, d: s.publish(t, d, status="rejected"), "published as 'active' or 'candidate', not 'rejected'"),
+    (lambda s, t, d: s.promote(t, "1", GATE), "registry version '1' is not a positive integer"),
+    (lambda s, t, d: s.promote(t, True, GATE), "registry version True"),
+    (lambda s, t, d: s.reject(t, 0, "why", {}), "registry version 0"),
+    (lambda s, t, d: s.reject(t, 1, " ", {}), "a rejection needs a reason"),
+    (lambda s, t, d: s.promote(t, 1, ["not", "a", "dict"]), "JSON object, not a list"),
+    (lambda s, t, d: s.record("Bad Tenant", 1), "invalid tenant"),
+])
+def test_registry_changes_refuse_bad_input_and_change_nothing(store, tiny_models, tenant, pg_url, call, message):
+    store.publish(tenant, tiny_models[0][0], status="candidate")
+    with pytest.raises(ValueError, match=message):
+        call(store, tenant, tiny_models[1][0])
+    assert store.record(tenant, 1).status == "candidate" and store.record(tenant, 2) is None
+    assert _outbox_rows(pg_url, tenant) == []
 
 
 def test_registry_versions_are_per_tenant(store, tiny_models, tenant, pg_url):
