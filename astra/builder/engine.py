@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 from astra.ingest.styles import StyleSheet
-from astra.ingest.zones import KINDS, TemplateRefused, ZoneDecl, scan_zones
+from astra.ingest.zones import KINDS, TemplateRefused, ZoneDecl, scan_zones, zone_control_id
 from astra.ooxml.edit import (
     add_content_type_defaults,
     add_relationships,
@@ -101,6 +101,11 @@ _XML_SPACE = "{http://www.w3.org/XML/1998/namespace}space"
 # What a paragraph replaced whole may hold besides its properties and runs, and what those runs may hold.
 _PARAGRAPH_MARKS = frozenset(W(name) for name in (*_MARKERS, *_END_MARKERS, "proofErr"))
 _PLAIN_RUN_CHILDREN = frozenset({W.rPr, W.t, W.lastRenderedPageBreak})
+# The zone scan's reading of a paragraph's text (:func:`_text_pieces`): what it leaves out, and what it reads as
+# one character no placeholder spans.
+_NOT_PARAGRAPH_TEXT = frozenset({W.pPr, W.rPr, W.sdtPr, W.sdtEndPr, MC.Fallback, W.moveFrom, W.p, W.txbxContent})
+_TEXT_SEPARATORS = frozenset({W.tab, W.ptab, W.br, W.cr, W.drawing, W.pict, W.object, W.fldChar})
+_SEPARATOR = "\x00"
 _DEFAULT_TEXT_WIDTH_TWIPS = 9360  # 6.5 in: Letter with 1 in margins, when a part says nothing
 _WIDTH_SAMPLE_ROWS = 200
 
@@ -951,25 +956,22 @@ def _with_markers(p: etree._Element, content: str) -> str:
 
 
 def _replace_placeholder_runs(decl: ZoneDecl, sdt: etree._Element) -> None:
-    """Put ``sdt`` where ``{{ id }}`` is in the paragraph: the runs it spans are split at its two
-    ends, the pieces inside are removed, the text around stays in runs of the same formatting."""
-    texts = [t for run in decl.runs for t in run.iter(W.t)]
-    match = _placeholder_pattern(decl.id).search("".join(t.text or "" for t in texts))
-    if match is None:  # pragma: no cover - scan_zones found it in these runs
-        raise BuildError(f"placeholder of zone {decl.id!r} not found in its runs")
-    start, end = match.span()
-    offsets, pos = [], 0
-    for t in texts:
-        offsets.append((t, pos, pos + len(t.text or "")))
-        pos += len(t.text or "")
-    end_t, end_a = next((t, a) for t, a, b in offsets if a < end <= b)
+    """Put ``sdt`` where the zone scan found ``{{ id }}`` (its span in the paragraph's text, see
+    :func:`_text_pieces`): the runs it spans are split at its two ends, the pieces inside are removed, the
+    text around stays in runs of the same formatting."""
+    text, pieces = _text_pieces(decl.element)
+    start, end = decl.span
+    if _placeholder_pattern(decl.id).fullmatch(text[start:end]) is None:  # pragma: no cover - read as the scan reads
+        raise BuildError(f"placeholder of zone {decl.id!r} not found where the zone scan found it")
+    spanned = [(t, a) for a, b, t in pieces if a < end and b > start]
+    end_t, end_a = spanned[-1]
     after = _split_run(end_t, end - end_a)
     if not any(c.tag != W.rPr and not (c.tag == W.t and not c.text) for c in after):
         after.getparent().remove(after)  # nothing followed the placeholder in that run
-    start_t, start_a = next((t, a) for t, a, b in offsets if a <= start < b)
+    start_t, start_a = spanned[0]
     left = start_t.getparent()
     first = _split_run(start_t, start - start_a)  # the run starting with "{{"
-    doomed = [first] + [t.getparent() for t, a, _ in offsets if t is not start_t and start <= a < end]
+    doomed = [first] + [t.getparent() for t, _ in spanned[1:]]
     first.addprevious(sdt)
     for run in dict.fromkeys(doomed):
         if run.getparent() is not None:
@@ -977,6 +979,42 @@ def _replace_placeholder_runs(decl: ZoneDecl, sdt: etree._Element) -> None:
     if not any(c.tag != W.rPr and not (c.tag == W.t and not c.text) for c in left):
         left.getparent().remove(left)  # nothing was before the placeholder in that run
     _out_of_links_and_fields(sdt, decl.element)
+
+
+def _text_pieces(p: etree._Element) -> tuple[str, list[tuple[int, int, etree._Element]]]:
+    """The paragraph's text as the zone scan reads it (docs/zones.md: its own runs' ``w:t`` joined; a tab,
+    break, drawing or field character, and each edge of an ``astra:`` control, one separating character;
+    moved-from text, ``mc:Fallback`` copies, text boxes and properties left out), and each ``w:t`` read with
+    its offsets in that text: what a placeholder declaration's span counts in."""
+    chunks: list[str] = []
+    pieces: list[tuple[int, int, etree._Element]] = []
+    pos = 0
+
+    def add(text: str, t: etree._Element | None) -> None:
+        nonlocal pos
+        if t is not None:
+            pieces.append((pos, pos + len(text), t))
+        chunks.append(text)
+        pos += len(text)
+
+    def walk(el: etree._Element, in_zone: bool) -> None:
+        for child in el:
+            tag = child.tag
+            if not isinstance(tag, str) or tag in _NOT_PARAGRAPH_TEXT:
+                continue
+            if tag == W.t:
+                add(child.text or "", child)
+            elif tag in _TEXT_SEPARATORS:
+                add(_SEPARATOR, None)
+            elif tag == W.sdt and not in_zone and zone_control_id(child) is not None:
+                add(_SEPARATOR, None)
+                walk(child, True)
+                add(_SEPARATOR, None)
+            else:
+                walk(child, in_zone)
+
+    walk(p, False)
+    return "".join(chunks), pieces
 
 
 def _out_of_links_and_fields(sdt: etree._Element, p: etree._Element) -> None:

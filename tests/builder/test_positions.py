@@ -217,3 +217,20 @@ def test_a_fallback_that_does_not_pair_with_its_filled_text_box_is_dropped():
     alternate = body.find(f".//{{{MC_NS}}}AlternateContent")
     assert [child.tag for child in alternate] == [f"{{{MC_NS}}}Choice"]
     assert zone_paragraphs(out.docx, "notes") == ["N1"]
+
+
+@pytest.mark.parametrize("runs, before, after", [
+    ("<w:r><w:t>{{ notes</w:t><w:tab/><w:t>}} or {{ notes }}.</w:t></w:r>", "{{ notes\t}} or ", "."),
+    ("<w:r><w:t>{{ notes</w:t><w:br/><w:t>}} or {{</w:t></w:r><w:r><w:t xml:space=\"preserve\"> notes }}</w:t></w:r>",
+     "{{ notes\n}} or ", ""),
+    ("<w:r><w:t>{{ notes }} or {{ notes</w:t><w:tab/><w:t>}}</w:t></w:r>", "", " or {{ notes\t}}"),
+], ids=["tab-before-in-its-run", "break-before-across-runs", "tab-after-in-its-run"])
+def test_the_placeholder_replaced_is_the_one_the_zone_scan_found(runs, before, after):
+    """Text like the placeholder but split by a tab or break is no placeholder (the grammar's separators): it stays,
+    and the zone takes the place of the '{{ notes }}' the scan declared, even within the same run."""
+    out, body = _build(f"<w:p>{runs}</w:p>", intent_output({"notes": ["N"]}))
+    paragraph = body.find(W.p)
+    sdt = paragraph.find(W.sdt)
+    assert run_text(sdt) == "N"
+    assert "".join(run_text(el) for el in reversed(list(sdt.itersiblings(preceding=True)))) == before
+    assert "".join(run_text(el) for el in sdt.itersiblings()) == after
