@@ -1021,13 +1021,14 @@ def _out_of_links_and_fields(sdt: etree._Element, p: etree._Element) -> None:
     """Move an inline zone out of the hyperlink or field it sat in, to right after it:
     user content is never a link's text (nothing from the user becomes a hyperlink) nor a field's
     result (which Word replaces when it updates the field). A field ending in a later paragraph
-    cannot be stepped out of and keeps the zone."""
+    cannot be stepped out of and keeps the zone. Fields are counted from the paragraph's start, never below
+    none open: an ``end`` with no ``begin`` before it in the paragraph closes a field from an earlier one."""
     depth, inside, end_run = 0, 0, None
     for el in p.iter(W.fldChar, W.sdt):
         if el is sdt:
             inside = depth
         elif el.tag == W.fldChar and el.get(W.fldCharType) in ("begin", "end"):
-            depth += 1 if el.get(W.fldCharType) == "begin" else -1
+            depth = depth + 1 if el.get(W.fldCharType) == "begin" else max(depth - 1, 0)
             if inside and depth == 0:
                 end_run = el.getparent()
                 break

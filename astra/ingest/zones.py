@@ -740,9 +740,8 @@ def _refuse_zones_in_fields(decls: list[ZoneDecl]) -> None:
     for root, anchors in by_root.items():
         depths.update(field_depths(root, anchors, _is_astra_control))
     for decl, (anchor, paragraph) in zip(decls, places, strict=True):
-        if paragraph is not None and depths[paragraph]:
-            # Refused even when that field ends before the zone: BUILDER reads a paragraph's fields from its start.
-            where = "in a paragraph that a field from an earlier paragraph runs into"
+        if paragraph is not None and depths[paragraph] and _carried_field_open(anchor, paragraph, depths[paragraph]):
+            where = "in a field begun in an earlier paragraph"
         elif depths[anchor] and (paragraph is None or not _field_ends_after(anchor, paragraph, depths[anchor])):
             where = "in a field that spans paragraphs"
         else:
@@ -761,6 +760,26 @@ def _field_place(decl: ZoneDecl) -> tuple[etree._Element, etree._Element | None]
     root = decl.element.getroottree().getroot()
     container = _nearest(decl.element, _BLOCK_CONTAINERS | {W.p}, root)
     return decl.element, container if container is not None and container.tag == W.p else None
+
+
+def _carried_field_open(anchor: etree._Element, paragraph: etree._Element, carried: int) -> bool:
+    """Whether one of the ``carried`` fields open at ``paragraph``'s start is still open at ``anchor``: an ``end``
+    before the anchor, with no field begun in the paragraph open, closes one of them."""
+    begun_here = 0
+    for el in paragraph.iter(W.fldChar, anchor.tag):
+        if el is anchor:
+            return True
+        if el.tag == W.fldChar and _counted(el, _is_astra_control):
+            kind = (wval(el, "fldCharType") or "").strip().lower()
+            if kind == "begin":
+                begun_here += 1
+            elif kind == "end" and begun_here:
+                begun_here -= 1
+            elif kind == "end":
+                carried -= 1
+                if not carried:
+                    return False
+    return True
 
 
 def _field_ends_after(anchor: etree._Element, paragraph: etree._Element, depth: int) -> bool:

@@ -234,3 +234,28 @@ def test_the_placeholder_replaced_is_the_one_the_zone_scan_found(runs, before, a
     assert run_text(sdt) == "N"
     assert "".join(run_text(el) for el in reversed(list(sdt.itersiblings(preceding=True)))) == before
     assert "".join(run_text(el) for el in sdt.itersiblings()) == after
+
+
+_BEGIN = ('<w:r><w:fldChar w:fldCharType="begin"/></w:r><w:r><w:instrText xml:space="preserve"> REF b </w:instrText>'
+          '</w:r><w:r><w:fldChar w:fldCharType="separate"/></w:r>')
+_END = '<w:r><w:fldChar w:fldCharType="end"/></w:r>'
+
+
+@pytest.mark.parametrize("zone", [
+    "<w:r><w:t>{{ x }}</w:t></w:r>",
+    '<w:sdt><w:sdtPr><w:tag w:val="astra:x"/></w:sdtPr><w:sdtContent><w:r><w:t>old</w:t></w:r></w:sdtContent></w:sdt>',
+], ids=["placeholder", "content-control"])
+@pytest.mark.parametrize("field_after", [f"{_BEGIN}<w:r><w:t>r</w:t></w:r></w:p><w:p>{_END}",
+                                         f"{_BEGIN}<w:r><w:t>r</w:t></w:r>{_END}"],
+                         ids=["spanning-paragraphs", "in-its-paragraph"])
+def test_a_zone_after_the_end_of_a_field_from_an_earlier_paragraph_stays_in_place(zone, field_after):
+    """The end of a field begun in an earlier paragraph closes that field, not one of this paragraph: the zone after
+    it is in no field and stays where it was, before the next field's begin (not moved into its instruction)."""
+    body_xml = (f"<w:p>{_BEGIN}<w:r><w:t>r</w:t></w:r></w:p><w:p>{_END}<w:r><w:t xml:space=\"preserve\">then </w:t>"
+                f"</w:r>{zone}{field_after}</w:p><w:p><w:r><w:t>{{{{ notes }}}}</w:t></w:r></w:p>")
+    out, body = _build(body_xml, intent_output({"x": ["X"], "notes": ["N"]}))
+    paragraph = body.findall(W.p)[1]
+    sdt = paragraph.find(W.sdt)
+    assert run_text(sdt) == "X"
+    assert [el.get(W.fldCharType) for el in sdt.itersiblings(preceding=True) for el in el.iter(W.fldChar)] == ["end"]
+    assert sdt.getnext().find(W.fldChar).get(W.fldCharType) == "begin"

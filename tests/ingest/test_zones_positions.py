@@ -100,6 +100,16 @@ ACCEPTED = {
     "comment-without-a-zone-id": ("", ("comments", p(t("{{ Not a zone }} and {{ }}")))),
     "text-like-the-placeholder-before-it-in-its-run": (p('<w:r><w:t>{{ x</w:t><w:tab/><w:t>}} or {{ x }}</w:t></w:r>'),
                                                        None),
+    "field-from-before-ends-before-the-zone": (p(begin(), t("r")) + p(END, t(" then "), X), None),
+    "field-from-before-ends-before-the-zone-another-begins-after":
+        (p(begin(), t("r")) + p(END, X, begin("REF b"), t("r")) + p(END), None),
+    "field-from-before-ends-before-a-field-holding-the-zone":
+        (p(begin(), t("r")) + p(END, begin("REF b"), X, END, t(".")), None),
+    "field-from-before-ends-after-a-field-of-its-paragraph":
+        (p(begin(), t("r")) + p(begin("REF b"), t("r"), END, END, X), None),
+    "two-fields-from-before-end-before-the-zone": (p(begin(), begin("REF b"), t("r")) + p(END, END, X), None),
+    "control-after-a-field-from-before": (p(begin(), t("r")) + p(END, control("x", t("old")), begin("REF b"))
+                                          + p(END), None),
 }
 REFUSED = {
     "footnote": ("", ("footnotes", p(X)), "placeholder_left"),
@@ -117,8 +127,10 @@ REFUSED = {
     "field-ends-in-a-later-paragraph": (p(t("a"), begin(), X) + p(END), None, "zone_in_field"),
     "field-from-before-ends-after-the-zone": (p(begin(), t("r")) + p(begin("REF b"), X, END, END), None,
                                               "zone_in_field"),
-    "field-from-before-ends-before-the-zone-another-begins-after":
-        (p(begin(), t("r")) + p(END, X, begin("REF b"), t("r")) + p(END), None, "zone_in_field"),
+    "two-fields-from-before-one-ends-before-the-zone":
+        (p(begin(), begin("REF b"), t("r")) + p(END, X, END), None, "zone_in_field"),
+    "control-in-a-field-from-before": (p(begin(), t("r")) + p(t("a "), control("x", t("old")), END), None,
+                                       "zone_in_field"),
     "block-control-in-a-field-spanning-paragraphs":
         (p(begin(), t("r")) + control("x", p(t("old"))) + p(END), None, "zone_in_field"),
     "text-box-in-a-field-spanning-paragraphs": (p(begin(), t("r")) + text_box(p(X), p(X)) + p(END), None,
@@ -170,13 +182,13 @@ def test_refusals_name_the_place_and_the_reason():
     assert err.location == {"part": "/word/document.xml", "block": 2, "path": "w:sdt[0]"}
 
 
-def test_a_zone_in_a_paragraph_a_field_from_before_runs_into_is_refused():
-    """Even when that field ends before the zone: BUILDER reads the fields of a zone's paragraph from its start,
-    so it would take such a field's end for the end of one the zone is in, and move the zone after the next
-    field character (into the instruction of a field beginning after it)."""
-    err = _refused(template((p(begin(), t("r")) + p(END, t(" then "), X), None)))
+def test_a_zone_in_a_field_from_before_is_refused_until_that_field_ends():
+    """A field begun in an earlier paragraph holds the zones of this one up to its end, not after it."""
+    err = _refused(template((p(begin(), t("r")) + p(t("a "), X, END), None)))
     assert err.location["path"] == "w:p[2]"
-    assert "zone 'x' sits in a paragraph that a field from an earlier paragraph runs into" in err.message
+    assert "zone 'x' sits in a field begun in an earlier paragraph" in err.message
+    maps = extract_maps(template((p(begin(), t("r")) + p(END, t(" then "), X), None)))
+    assert [zone["id"] for zone in maps.zone_map["zones"]] == ["notes", "x"]
 
 
 def _refused(docx: bytes) -> TemplateRefused:
