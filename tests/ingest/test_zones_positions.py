@@ -122,6 +122,9 @@ REFUSED = {
     "text-box-fallback-text-outside-its-boxes":
         (p('<w:r><mc:AlternateContent><mc:Choice Requires="wps"><w:t>box</w:t></mc:Choice><mc:Fallback>'
            "<w:t>{{ x }}</w:t></mc:Fallback></mc:AlternateContent></w:r>"), None, "placeholder_left"),
+    "placeholder-text-directly-in-an-inline-choice":
+        (p('<w:r><mc:AlternateContent><mc:Choice Requires="wps"><w:t>{{ x }}</w:t></mc:Choice><mc:Fallback>'
+           "<w:t>{{ x }}</w:t></mc:Fallback></mc:AlternateContent></w:r>"), None, "placeholder_left"),
     "field-spans-paragraphs-zone-alone": (p(begin(), t("r")) + p(X) + p(END), None, "zone_in_field"),
     "field-spans-paragraphs-zone-inline": (p(begin(), t("r")) + p(t("a "), X, t(" b"), END), None, "zone_in_field"),
     "field-ends-in-a-later-paragraph": (p(t("a"), begin(), X) + p(END), None, "zone_in_field"),
