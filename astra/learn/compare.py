@@ -226,8 +226,9 @@ def _audit(edited: bytes) -> None:
     refusals = audit(bytes(edited), "feedback.docx").refusals
     if not refusals:
         return
-    first = refusals[0]
-    code = "not_docx" if any(f.code in _NOT_A_DOCX for f in refusals) else "audit_refused"
+    hostile = [finding for finding in refusals if finding.code not in _NOT_A_DOCX]  # named first when there is one
+    code = "audit_refused" if hostile else "not_docx"
+    first = (hostile or refusals)[0]
     more = f" ({len(refusals) - 1} more finding(s))" if len(refusals) > 1 else ""
     raise FeedbackRefused(code, f"{first.code} at {first.location}: {first.message}{more}")
 
