@@ -37,8 +37,9 @@ from botocore.exceptions import ClientError
 
 from astra.builder.engine import BuildCaps, BuildError, BuildResult, build
 from astra.config_svc import ConfigSnapshot
-from astra.core.intent_output import Classify, StoredOutput, build_intent_output, load_transcript, store_output
-from astra.core.transcribe import SessionFileError, read_blob
+from astra.core.intent_output import Classify, build_intent_output, load_transcript
+from astra.core.transcribe import SessionFileError, StoredJson, read_blob
+from astra.core.transcribe import store_document as store_json
 from astra.ingest.store import BlobStore, blob_uri
 from astra.ingest.template_ingest import load_manifest, rebuild_template
 from astra.s3 import b64_sha256, full_object_sha256, head, is_missing
@@ -197,7 +198,7 @@ def build_session_document(s3, bucket: str, record: dict, snapshot: ConfigSnapsh
 
 
 def clone_intent_output(s3, bucket: str, clone_record: dict, source_record: dict, transcript_sha256: str,
-                        zone_map: dict, classify: Classify) -> StoredOutput:
+                        zone_map: dict, classify: Classify) -> StoredJson:
     """A clone's intent output: the source's transcript classified again by ``classify`` (the current model) and
     bound, with the source's data files, to ``zone_map`` (the config version the clone pinned); stored like any
     intent output. The source's manifest gives the locale: the words and data are the source's."""
@@ -206,4 +207,4 @@ def clone_intent_output(s3, bucket: str, clone_record: dict, source_record: dict
     rebuilt_from = {**source_record, "session": clone_record["session"],
                     "config_version": clone_record["config_version"]}
     document = build_intent_output(s3, rebuilt_from, transcript, zone_map, classify, transcript_sha256)
-    return store_output(s3, bucket, session.tenant, document)
+    return store_json(s3, bucket, session.tenant, document)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from astra.core.binding import ClassifiedUtterance, bind
 from astra.core.core_client import Classified
 from astra.core.data import DataProblem, DataSet, Limits, read_tables
-from astra.core.transcribe import SessionFileError, StoredJson, read_blob, store_document
+from astra.core.transcribe import SessionFileError, read_blob
 from astra.ingest.store import BlobStore, blob_uri
 
 # Utterances per Classify call: well under the service's per-call cap (2,000), and a batch the service answers
@@ -32,9 +32,6 @@ BATCH_SIZE = 256
 DATA_ROLE = "data"
 
 Classify = Callable[[Sequence[str]], Classified]
-# An intent output is stored as every JSON document of a session is (`store_document`); astra.builder.session and
-# tests/core import that one function by these names.
-StoredOutput, store_output = StoredJson, store_document
 
 
 class IntentServiceMismatch(RuntimeError):

@@ -21,7 +21,6 @@ from astra.core.intent_output import (
     classify_utterances,
     load_transcript,
     read_session_data,
-    store_output,
 )
 from astra.core.transcribe import store_document
 from astra.ingest.store import BlobStore, blob_uri
@@ -120,10 +119,10 @@ def test_the_output_binds_records_and_is_stored_content_addressed(s3, settings, 
     assert document["session"] == f"{tenant}--s1--v1" and document["transcript_sha256"] == transcript.sha256
     assert [(u["id"], u["zone"]) for u in document["utterances"]] == [("u0", "notes"), ("u1", "summary")]
     assert document["tables"][0]["zone"] == "readings"
-    stored = store_output(s3, bucket, tenant, document)
+    stored = store_document(s3, bucket, tenant, document)
     body = s3.get_object(Bucket=bucket, Key=stored.uri.split("/", 3)[3])["Body"].read()
     assert body == document_bytes(document) and hashlib.sha256(body).hexdigest() == stored.sha256 and stored.written
-    assert not store_output(s3, bucket, tenant, document).written  # same output, same blob
+    assert not store_document(s3, bucket, tenant, document).written  # same output, same blob
 
 
 def test_a_transcript_missing_or_damaged_is_named(s3, settings, tenant):
