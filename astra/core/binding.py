@@ -18,17 +18,17 @@ Rules (zone map as published by CONFIG_SVC, ``astra/config_svc/schemas/zone_map.
   in ``unbound_tables``; a table zone without a table stays empty. A refused data file is listed in
   ``data_problems`` with the zone it would have filled.
 
-:func:`document_bytes` is the canonical JSON (sorted keys, no blanks, UTF-8): the same input gives the same bytes.
+:func:`astra.canonical.canonical_json` gives its bytes: the same input gives the same bytes.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from astra.canonical import canonical_json
 from astra.core.data import DataProblem, DataSet
 
 DOCUMENT_VERSION = 1
@@ -119,14 +119,8 @@ def bind(
     }
 
 
-def document_bytes(document: dict) -> bytes:
-    """Canonical JSON: sorted keys, compact, UTF-8, no NaN."""
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
-
-
 def document_sha256(document: dict) -> str:
-    return hashlib.sha256(document_bytes(document)).hexdigest()
+    return hashlib.sha256(canonical_json(document)).hexdigest()
 
 
 def _check_zone_map(zone_map: dict) -> list[dict]:

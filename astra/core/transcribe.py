@@ -10,13 +10,13 @@ Every refusal of a session file is a TranscriptError or AudioError whose message
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from botocore.exceptions import ClientError
 
+from astra.canonical import canonical_json
 from astra.core.asr import Recognizer
 from astra.core.audio import DEFAULT_MAX_SECONDS, load_pcm
 from astra.core.lm import LanguageModel, build_language_model, clinc150_sentences
@@ -143,11 +143,6 @@ def download_blob(s3, f: dict, dest: Path) -> None:
             digest.update(chunk)
             out.write(chunk)
     _checked(f, digest.hexdigest())
-
-
-def canonical_json(document: dict) -> bytes:
-    """The document's one byte form; NaN or Infinity raise ValueError (they are not JSON, and no reader takes them)."""
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 @dataclass(frozen=True)

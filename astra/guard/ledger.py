@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from astra.canonical import canonical_json
 from astra.db.schema import custody_checkpoints, custody_ledger, tenants
 from astra.tenancy import validate_slug
 
@@ -39,11 +40,6 @@ GENESIS_HASH = "0" * 64
 LEDGER_FORMAT = 2
 # Written by the ledger into every canonical entry; an appended entry may not carry them.
 LEDGER_FIELDS = ("seq", "entry_key", "recorded_at", "ledger_format")
-
-
-def canonical_json(entry: dict[str, Any]) -> bytes:
-    """The exact bytes that are hashed and stored (as UTF-8 text)."""
-    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def chain_hash(prev_hash: str, canonical: bytes) -> str:

@@ -12,11 +12,11 @@ import openpyxl
 import pytest
 from jsonschema import Draft202012Validator
 
+from astra.canonical import canonical_json
 from astra.core.binding import (
     BindingError,
     ClassifiedUtterance,
     bind,
-    document_bytes,
     document_sha256,
     locale_supported,
 )
@@ -279,10 +279,10 @@ def _session(order: int) -> dict:
 
 def test_same_input_gives_byte_identical_json_and_hash():
     a, b = _session(0), _session(1)
-    assert document_bytes(a) == document_bytes(b)
+    assert canonical_json(a) == canonical_json(b)
     assert document_sha256(a) == document_sha256(b)
     assert len(document_sha256(a)) == 64
-    raw = document_bytes(a)
+    raw = canonical_json(a)
     assert json.loads(raw) == a  # JSON-able as it stands
     assert raw == json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     assert "Zürich".encode() in raw

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from astra.core.binding import document_bytes
+from astra.canonical import canonical_json
 from astra.core.core_client import Classified, IntentAnswer
 from astra.core.data import Limits
 from astra.core.intent_output import (
@@ -121,7 +121,7 @@ def test_the_output_binds_records_and_is_stored_content_addressed(s3, settings, 
     assert document["tables"][0]["zone"] == "readings"
     stored = store_document(s3, bucket, tenant, document)
     body = s3.get_object(Bucket=bucket, Key=stored.uri.split("/", 3)[3])["Body"].read()
-    assert body == document_bytes(document) and hashlib.sha256(body).hexdigest() == stored.sha256 and stored.written
+    assert body == canonical_json(document) and hashlib.sha256(body).hexdigest() == stored.sha256 and stored.written
     assert not store_document(s3, bucket, tenant, document).written  # same output, same blob
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from astra.canonical import canonical_json
 from astra.core.asr import RecognizedUtterance
-from astra.core.transcribe import canonical_json
 from astra.core.transcript import (
     MAX_TEXT_CHARS,
     TranscriptError,
