@@ -138,9 +138,14 @@ learn_examples = Table(
     Column("holdout", Boolean, nullable=False),
     Column("stream_id", Text, nullable=False),  # the feedback stream entry the row holds, "<ms>-<seq>"
     Column("revision", BigInteger, nullable=False),
+    # The holdout gate's verdict on the first retrain that used the row (None: none yet), and that candidate's
+    # model_registry version: a rejected round's labels train and judge nothing more until relabelled.
+    Column("verdict", String(16), nullable=True),
+    Column("verdict_model", Integer, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("kind IN ('moved', 'edited', 'deleted', 'added', 'labelled')", name="learn_examples_kind"),
     CheckConstraint("revision >= 1", name="learn_examples_revision_positive"),
+    CheckConstraint("verdict IN ('accepted', 'rejected')", name="learn_examples_verdict"),
     Index("learn_examples_tenant_revision", "tenant_id", "revision"),
 )

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import redis
-from sqlalchemy import Engine, Numeric, case, cast, func, or_, select, tuple_
+from sqlalchemy import Engine, Numeric, case, cast, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from astra.db.schema import learn_examples, tenants
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 STREAM = "feedback"
 GROUP = "learn"
 STREAM_MAXLEN = 250_000
+ACCEPTED, REJECTED = "accepted", "rejected"  # learn_examples.verdict
 DEFAULT_MIN_IDLE_MS = 60_000  # a live consumer holds an entry for one batch's commit, milliseconds
 _LOCK_NAMESPACE = b"astra.learn_examples\0"
 # Refreshed from the newest entry without bumping the revision: they say where a label came from, not what it is.
@@ -268,6 +269,9 @@ def _upsert(conn, tenant: str, batch: list[tuple[str, LabelledExample]]) -> int:
         set_={
             **{name: new[name] for name in (*_PROVENANCE, "text", "intent", "stream_id")},
             "revision": case((relabelled, new.revision), else_=table.c.revision),
+            # A new label has not been judged: it trains (and judges) again until a gate says otherwise.
+            "verdict": case((relabelled, None), else_=table.c.verdict),
+            "verdict_model": case((relabelled, None), else_=table.c.verdict_model),
             "updated_at": case((relabelled, func.now()), else_=table.c.updated_at),
         },
         where=_stream_order(new.stream_id) > _stream_order(table.c.stream_id),
@@ -275,19 +279,48 @@ def _upsert(conn, tenant: str, batch: list[tuple[str, LabelledExample]]) -> int:
     return sum(1 for row in conn.execute(stmt) if row.revision == revision)
 
 
-def corrections(engine: Engine, tenant: str, *, holdout: bool) -> list[LabelledExample]:
+def corrections(engine: Engine, tenant: str, *, holdout: bool, up_to_revision: int | None = None
+                ) -> list[LabelledExample]:
     """The tenant's labelled examples, held back for the holdout gate (``holdout=True``) or for training, in
-    example_id order. Only ever the tenant's own."""
+    example_id order, up to ``up_to_revision`` when given. Only ever the tenant's own; never those of a round the
+    holdout gate rejected (:func:`settle`): a poisoned round would otherwise be in every later retrain and fail it
+    too."""
     validate_slug(tenant)
     table = learn_examples
     names = [name for name in LabelledExample.__dataclass_fields__ if name != "tenant"]
+    query = (select(*(table.c[name] for name in names))
+             .where(table.c.tenant_id == tenant, table.c.holdout.is_(holdout),
+                    table.c.verdict.is_distinct_from(REJECTED))
+             .order_by(table.c.example_id))
+    if up_to_revision is not None:
+        query = query.where(table.c.revision <= up_to_revision)
     with engine.connect() as conn:
-        rows = conn.execute(
-            select(*(table.c[name] for name in names))
-            .where(table.c.tenant_id == tenant, table.c.holdout.is_(holdout))
-            .order_by(table.c.example_id)
-        ).all()
+        rows = conn.execute(query).all()
     return [LabelledExample(tenant=tenant, **dict(zip(names, row, strict=True))) for row in rows]
+
+
+def latest_revision(engine: Engine, tenant: str) -> int:
+    """The tenant's highest learning revision (0: no example yet): what a retrain reads up to."""
+    validate_slug(tenant)
+    with engine.connect() as conn:
+        return conn.scalar(select(func.coalesce(func.max(learn_examples.c.revision), 0))
+                           .where(learn_examples.c.tenant_id == tenant))
+
+
+def settle(engine: Engine, tenant: str, up_to_revision: int, *, accepted: bool, registry_version: int) -> int:
+    """The gate's verdict on the retrain that read the tenant's examples up to ``up_to_revision``: each of them not
+    judged yet is ``accepted`` or ``rejected`` by the candidate ``registry_version``. Examples judged before keep
+    their verdict; one relabelled since (a higher revision) is not judged by this round. Returns how many were."""
+    validate_slug(tenant)
+    table = learn_examples
+    with engine.begin() as conn:
+        conn.execute(select(func.pg_advisory_xact_lock(_lock_key(tenant))))
+        done = conn.execute(
+            update(table)
+            .where(table.c.tenant_id == tenant, table.c.revision <= up_to_revision, table.c.verdict.is_(None))
+            .values(verdict=ACCEPTED if accepted else REJECTED, verdict_model=registry_version)
+        )
+    return done.rowcount
 
 
 def pending_tenants(engine: Engine, cursor: Mapping[str, int]) -> dict[str, int]:
@@ -302,6 +335,7 @@ def pending_tenants(engine: Engine, cursor: Mapping[str, int]) -> dict[str, int]
 
 
 __all__ = [
-    "GROUP", "STREAM", "STREAM_MAXLEN", "ConsumeResult", "FeedbackConsumer", "FeedbackStreamError", "corrections",
-    "pending_tenants", "publish_examples", "stream_key",
+    "ACCEPTED", "GROUP", "REJECTED", "STREAM", "STREAM_MAXLEN", "ConsumeResult", "FeedbackConsumer",
+    "FeedbackStreamError", "corrections", "latest_revision", "pending_tenants", "publish_examples", "settle",
+    "stream_key",
 ]

@@ -21,8 +21,10 @@ from astra.learn.feedback import (
     FeedbackConsumer,
     FeedbackStreamError,
     corrections,
+    latest_revision,
     pending_tenants,
     publish_examples,
+    settle,
     stream_key,
 )
 from astra.stack.processes import free_port
@@ -351,3 +353,35 @@ def test_redis_6_2_trimmed_pending_entries_are_found_and_acknowledged(engine, pr
         assert sum("lost" in r.getMessage() for r in caplog.records) == 1
     finally:
         server.shutdown()
+
+
+def test_a_rejected_round_trains_and_judges_nothing_more_until_relabelled(client, engine, prefix, tenant,
+                                                                          other_tenant):
+    c = consumer(client, engine, prefix)
+    first = [example(tenant, f"u{i}") for i in range(10)]
+    publish_examples(client, prefix, first + [example(other_tenant, "u0")])
+    c.consume()
+    round_one = latest_revision(engine, tenant)
+    assert settle(engine, tenant, round_one, accepted=True, registry_version=1) == 10
+
+    poisoned = [example(tenant, f"p{i}", intent="wrong") for i in range(10)]
+    publish_examples(client, prefix, poisoned)
+    c.consume()
+    round_two = latest_revision(engine, tenant)
+    assert round_two > round_one
+    assert len(all_corrections(engine, tenant)) == 20  # not judged yet: the round's retrain reads them
+    assert len(corrections(engine, tenant, holdout=False, up_to_revision=round_one)
+               + corrections(engine, tenant, holdout=True, up_to_revision=round_one)) == 10
+
+    assert settle(engine, tenant, round_two, accepted=False, registry_version=2) == 10  # the accepted keep theirs
+    assert sorted(all_corrections(engine, tenant), key=lambda e: e.utterance_key) == sorted(
+        first, key=lambda e: e.utterance_key)
+    assert row(engine, tenant, first[0].example_id()).verdict_model == 1
+    assert row(engine, other_tenant, example(other_tenant, "u0").example_id()).verdict is None  # its own tenant only
+
+    relabelled = example(tenant, "p3", intent="right", report="b")  # the user labels it again: judged afresh
+    publish_examples(client, prefix, [relabelled])
+    c.consume()
+    assert relabelled in all_corrections(engine, tenant)
+    assert row(engine, tenant, relabelled.example_id()).verdict is None
+    assert settle(engine, tenant, round_two, accepted=True, registry_version=3) == 0  # past that round's reading

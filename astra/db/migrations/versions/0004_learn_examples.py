@@ -1,5 +1,6 @@
 """learn_examples: LEARN's labelled examples, one per (tenant, utterance of a session version), stamped with the
-tenant's learning revision so a sensor can tell which tenants have new corrections.
+tenant's learning revision so a sensor can tell which tenants have new corrections, and with the holdout gate's
+verdict on the retrain that first used it.
 
 Revision ID: 0004
 Revises: 0003
@@ -32,10 +33,13 @@ def upgrade() -> None:
         sa.Column("holdout", sa.Boolean, nullable=False),
         sa.Column("stream_id", sa.Text, nullable=False),
         sa.Column("revision", sa.BigInteger, nullable=False),
+        sa.Column("verdict", sa.String(16), nullable=True),
+        sa.Column("verdict_model", sa.Integer, nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")),
         sa.CheckConstraint("kind IN ('moved', 'edited', 'deleted', 'added', 'labelled')", name="learn_examples_kind"),
         sa.CheckConstraint("revision >= 1", name="learn_examples_revision_positive"),
+        sa.CheckConstraint("verdict IN ('accepted', 'rejected')", name="learn_examples_verdict"),
     )
     op.create_index("learn_examples_tenant_revision", "learn_examples", ["tenant_id", "revision"])
 
