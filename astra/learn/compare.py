@@ -22,8 +22,9 @@ every labelled example of the report carries (:func:`report_examples`).
   keeps only the common words that happen to fall in order (well under half). Not judged when the generated
   document has no text outside its zones.
 * ``other_document``: at least :data:`MIN_UTTERANCES_FOR_IDENTITY` utterances were written, not one of them is found
-  (kept, edited or moved) and the zones hold other text: another session's document made from the same template.
-  Learning from it would teach every utterance of this one as out of scope.
+  unchanged (kept or moved), fewer than half of them resemble a paragraph (edited) and the zones hold other text:
+  another session's document made from the same template (short utterances of two sessions resemble one another
+  now and then). Learning from it would teach every utterance of this one as out of scope.
 * ``bad_corrections``: corrections.json is invalid or does not fit the document (:mod:`astra.learn.labels`).
 
 **Matching.** The generated zone items are the intent output's utterances in the order BUILDER wrote them (each
@@ -40,10 +41,17 @@ folded, typographic quotes and dashes as ASCII); the ``"<speaker>: "`` lead BUIL
    *formatting_only*, never a content change — and *moved* when in another zone (the same zone is tried first;
    equal texts pair in document order);
 2. the scaffolding of each zone is set aside;
-3. of what is left, the closest pairs with difflib ``ratio`` >= :data:`EDIT_RATIO` (0.6, difflib's own
-   ``get_close_matches`` cutoff: an utterance with a few words changed keeps well above it, two unrelated
-   sentences share letters for 0.2–0.45) pair up, same-zone pairs first and then by ratio: *edited* in the same
-   zone (with a word diff), *moved* and edited in another; at most :data:`MAX_FUZZY_COMPARISONS` pairs are compared;
+3. of what is left, the closest pairs pair up, same-zone pairs first and then by similarity: *edited* in the same
+   zone (with a word diff), *moved* and edited in another. Close means difflib's ``ratio`` over the two texts' words
+   (punctuation left out) >= :data:`EDIT_RATIO` (0.6, difflib's own ``get_close_matches`` cutoff), or over their
+   characters >= :data:`EDIT_RATIO_LETTERS` (0.8). One or two words changed in a ten-word utterance keep 0.8–0.9
+   of its words; two unrelated sentences share a few short words (0.1–0.3) but most of their letters (a character
+   ratio of 0.4–0.65 at 0.6 would pair "how do i say hello in french" with "how do you say goodbye in spanish").
+   Characters count only at 0.8, for a short utterance whose one word or number was fixed ("transfer 100 from
+   checking to savings" → "transfer 150 from checking into savings": 0.67 of the words, 0.95 of the characters),
+   and only between texts sharing at least half their words. A wrong pairing labels a new text with an old intent,
+   a missed one labels an old text out of scope: both thresholds sit where the examples above fall right. At most
+   :data:`MAX_FUZZY_COMPARISONS` pairs are compared;
 4. a written utterance still unpaired is *deleted*; an edited paragraph still unpaired is *added*.
 
 **A zone whose control is gone** is ``"status": "missing"``. Its utterances are NOT deleted: the user may have
@@ -63,6 +71,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -79,15 +88,18 @@ from .labels import CorrectionsRefused, IntentRanker, added_key, label_examples,
 
 REPORT_FORMAT = 1
 REPORT_SCHEMA_PATH = Path(__file__).with_name("schemas") / "comparison_report.schema.json"
-EDIT_RATIO = 0.6
+EDIT_RATIO = 0.6  # difflib ratio over words
+EDIT_RATIO_LETTERS = 0.8  # difflib ratio over characters, for a short utterance with a word fixed
+EDIT_RATIO_WORDS_SHARED = 0.5  # below this share of words in common, characters are not compared
 MIN_OUTSIDE_KEPT = 0.6
 MIN_UTTERANCES_FOR_IDENTITY = 3
-MAX_FUZZY_COMPARISONS = 250_000  # difflib pairs; a few seconds at worst
+MAX_FUZZY_COMPARISONS = 100_000  # difflib pairs: about 3 s at worst
 REFUSAL_CODES = ("not_docx", "audit_refused", "unknown_zone", "duplicate_zone", "nested_zone", "zones_gone",
                  "other_template", "other_document", "bad_corrections")
 _NOT_A_DOCX = frozenset({Code.UPLOAD_TOO_LARGE, Code.OLE_COMPOUND_FILE, Code.NOT_A_ZIP, Code.MISSING_CONTENT_TYPES,
                          Code.MISSING_MAIN_DOCUMENT})
 _UTTERANCE_KINDS = ("text", "list")
+_WORD = re.compile(r"\w+")
 
 
 class FeedbackRefused(ValueError):
@@ -152,12 +164,13 @@ def compare(generated: bytes, edited: bytes, zone_map: dict, intent_output: dict
     pieces = [_Edited(zone_id, p, normalize(p.text), n) for n, (zone_id, p) in
               enumerate((zone_id, p) for zone_id, content in after.zones.items() for p in content.paragraphs)]
     pairing = _pair(written, pieces, scaffolding)
-    found = len(pairing.pairs)
+    unchanged = sum(exact for _, _, exact in pairing.pairs)
     added = [piece for piece in pieces if not piece.taken]
-    if len(written) >= MIN_UTTERANCES_FOR_IDENTITY and not found and added:
+    if len(written) >= MIN_UTTERANCES_FOR_IDENTITY and not unchanged and 2 * len(pairing.pairs) < len(written) \
+            and added:
         raise FeedbackRefused("other_document", f"none of the {len(written)} utterances written in the generated "
-                              "document is found in the edited one, whose zones hold other text: it is not this "
-                              "session's document")
+                              f"document is found unchanged in the edited one ({len(pairing.pairs)} resemble one), "
+                              "whose zones hold other text: it is not this session's document")
 
     report_zones = {zone_id: _empty_zone(zone, after) for zone_id, zone in zones.items()}
     moves = _place_utterances(report_zones, pairing, after)
@@ -356,13 +369,40 @@ def _pair(written: list[_Written], pieces: list[_Edited], scaffolding: dict[str,
     return pairing
 
 
+def _words(norm: str) -> tuple[str, ...]:
+    """The words of a normalized text, punctuation left out."""
+    return tuple(_WORD.findall(norm))
+
+
+def _similarity(written: SequenceMatcher, letters: SequenceMatcher, words: tuple[str, ...], norm: str) -> float:
+    """How close a paragraph (``words``, ``norm``) is to the utterance the two matchers hold as their second sequence:
+    the word ratio when it reaches :data:`EDIT_RATIO`, else the character ratio when it reaches
+    :data:`EDIT_RATIO_LETTERS`, else 0. The cheap upper bounds are tried first; characters only when at least half the
+    words are shared (a short utterance with a number or a misheard word fixed shares most of them)."""
+    written.set_seq1(words)
+    if written.real_quick_ratio() < EDIT_RATIO_WORDS_SHARED:
+        return 0.0
+    shared = written.quick_ratio()
+    if shared >= EDIT_RATIO and (ratio := written.ratio()) >= EDIT_RATIO:
+        return ratio
+    if shared < EDIT_RATIO_WORDS_SHARED:
+        return 0.0
+    letters.set_seq1(norm)
+    if letters.real_quick_ratio() >= EDIT_RATIO_LETTERS and letters.quick_ratio() >= EDIT_RATIO_LETTERS and \
+            (ratio := letters.ratio()) >= EDIT_RATIO_LETTERS:
+        return ratio
+    return 0.0
+
+
 def _pair_close(unpaired: list[_Written], free: list[_Edited], pairing: _Pairing) -> None:
     budget = MAX_FUZZY_COMPARISONS
     candidates = []
+    free_words = {piece.order: _words(piece.norm) for piece in free}
     for same_zone in (True, False):
         for w in unpaired:
-            matcher = SequenceMatcher(None, autojunk=False)
-            matcher.set_seq2(w.norm)
+            by_words, by_letters = SequenceMatcher(None, autojunk=False), SequenceMatcher(None, autojunk=False)
+            by_words.set_seq2(_words(w.norm))
+            by_letters.set_seq2(w.norm)
             for piece in free:
                 if (piece.zone == w.zone) != same_zone:
                     continue
@@ -370,11 +410,9 @@ def _pair_close(unpaired: list[_Written], free: list[_Edited], pairing: _Pairing
                     pairing.incomplete = True
                     break
                 budget -= 1
-                matcher.set_seq1(piece.norm)
-                if matcher.real_quick_ratio() >= EDIT_RATIO and matcher.quick_ratio() >= EDIT_RATIO:
-                    ratio = matcher.ratio()
-                    if ratio >= EDIT_RATIO:
-                        candidates.append((not same_zone, -ratio, w.order, piece.order, w, piece))
+                similarity = _similarity(by_words, by_letters, free_words[piece.order], piece.norm)
+                if similarity:
+                    candidates.append((not same_zone, -similarity, w.order, piece.order, w, piece))
     candidates.sort(key=lambda c: c[:4])
     paired: set[int] = set()
     for *_, w, piece in candidates:

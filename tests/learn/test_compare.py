@@ -436,3 +436,28 @@ def test_the_reader_sees_what_a_reader_sees():
     assert [p.text for p in paragraphs] == ["kept inserted", "7", "beside the box", "in the box", "bold"]
     assert paragraphs[-1].formatting["runs"] == [[{"b": {"val": "1"}}, "bold"]]  # lang and font hint left out
     assert found.outside == ["outside"]
+
+
+def test_close_means_most_words_or_nearly_every_letter():
+    zones = zone_map()
+    output = intent_output({"notes": [("transfer 100 from checking to savings", "transfer"),
+                                      ("how do i say hello in french", "translate")]}, tables=False)
+    generated = built(zones, output)
+    e = Edit(generated)
+    e.set_text("transfer 100 from checking to savings", "transfer 150 from checking into savings")
+    e.set_text("how do i say hello in french", "how do you say goodbye in spanish")
+    report = run(e.save(), generated=generated, zones=zones, output=output)
+    notes = report["zones"]["notes"]
+    assert [(x["utterance_id"], x["after"]) for x in notes["edited"]] == \
+        [("u1", "transfer 150 from checking into savings")]  # 0.67 of the words, 0.95 of the letters
+    assert ids(notes["deleted"]) == ["u2"]  # shares letters, not enough words: another question
+    assert [a["text"] for a in notes["added"]] == ["how do you say goodbye in spanish"]
+
+
+def test_every_utterance_edited_a_little_is_still_this_document():
+    e = edit()
+    for utterance in intent_output()["utterances"]:
+        text = utterance["text"]
+        e.set_text(text, text.replace(".", "!").replace(" the ", " our ", 1))
+    report = run(e.save())
+    assert report["counts"]["edited"] == 6 and report["counts"]["deleted"] == 0
