@@ -31,10 +31,12 @@ every labelled example of the report carries (:func:`report_examples`).
 zone's utterance list); each is aligned with the paragraph (or, in an inline zone, the line) of the generated
 document that shows it. A paragraph that shows no utterance — a content control's placeholder text, the note BUILDER
 adds when it cuts a zone — is scaffolding: the same text left in the same zone of the edited document is neither
-kept nor added. An utterance BUILDER cut away entirely (past a zone's character cap) was never in the document
-and is not compared (``counts.not_written``). Texts are compared normalized (whitespace runs as one space, case
-folded, typographic quotes and dashes as ASCII); the ``"<speaker>: "`` lead BUILDER adds is not part of the text
-(:mod:`astra.learn.document_zones`). In each zone, in order:
+kept nor added. The utterances BUILDER cut away (past a zone's character cap) were never in the document and are
+not compared (``counts.not_written``); so are, in an inline zone, an utterance holding a line break (BUILDER
+separates an inline zone's utterances by line breaks too) and those after it. A zone whose first utterance the
+generated document does not show was not built from this intent output: :class:`ComparisonError`. Texts are
+compared normalized (whitespace runs as one space, case folded, typographic quotes and dashes as ASCII); the
+``"<speaker>: "`` lead BUILDER adds is not part of the text (:mod:`astra.learn.document_zones`). In order:
 
 1. an edited-document paragraph equal to a written utterance is that utterance, *kept* when in the same zone —
    unless its formatting differs (paragraph properties, or the run properties of any part of its text), then
@@ -45,14 +47,16 @@ folded, typographic quotes and dashes as ASCII); the ``"<speaker>: "`` lead BUIL
    zone (with a word diff), *moved* and edited in another. Close means difflib's ``ratio`` over the two texts' words
    (punctuation left out) >= :data:`EDIT_RATIO` (0.6, difflib's own ``get_close_matches`` cutoff), or over their
    characters >= :data:`EDIT_RATIO_LETTERS` (0.8). One or two words changed in a ten-word utterance keep 0.8–0.9
-   of its words; two unrelated sentences share a few short words (0.1–0.3) but most of their letters (a character
-   ratio of 0.4–0.65 at 0.6 would pair "how do i say hello in french" with "how do you say goodbye in spanish").
+   of its words; two unrelated sentences share a few short words (0.1–0.3) but many of their letters (0.4–0.65: a
+   character ratio at 0.6 would pair "how do i say hello in french" with "how do you say goodbye in spanish").
    Characters count only at 0.8, for a short utterance whose one word or number was fixed ("transfer 100 from
    checking to savings" → "transfer 150 from checking into savings": 0.67 of the words, 0.95 of the characters),
    and only between texts sharing at least half their words. A wrong pairing labels a new text with an old intent,
    a missed one labels an old text out of scope: both thresholds sit where the examples above fall right. At most
-   :data:`MAX_FUZZY_COMPARISONS` pairs are compared;
-4. a written utterance still unpaired is *deleted*; an edited paragraph still unpaired is *added*.
+   :data:`MAX_FUZZY_COMPARISONS` pairs are compared (about 3 s at worst);
+4. a written utterance whose text is now a new cell of a table zone's table is *moved* there (a table zone teaches
+   no intent, but the utterance was not deleted);
+5. a written utterance still unpaired is *deleted*; an edited paragraph still unpaired is *added*.
 
 **A zone whose control is gone** is ``"status": "missing"``. Its utterances are NOT deleted: the user may have
 removed the control (Word's "Remove content control" keeps the text, outside any zone), not meant the content.
@@ -161,9 +165,10 @@ def compare(generated: bytes, edited: bytes, zone_map: dict, intent_output: dict
     _check_outside(before.outside, after.outside)
 
     written, scaffolding, not_written = _align(before, zones, intent_output, utterances)
-    pieces = [_Edited(zone_id, p, normalize(p.text), n) for n, (zone_id, p) in
-              enumerate((zone_id, p) for zone_id, content in after.zones.items() for p in content.paragraphs)]
+    paragraphs = [(zone_id, p) for zone_id, content in after.zones.items() for p in content.paragraphs]
+    pieces = [_Edited(zone_id, p, normalize(p.text), n) for n, (zone_id, p) in enumerate(paragraphs)]
     pairing = _pair(written, pieces, scaffolding)
+    _pair_with_new_cells(pairing, before, after, zones)
     unchanged = sum(exact for _, _, exact in pairing.pairs)
     added = [piece for piece in pieces if not piece.taken]
     if len(written) >= MIN_UTTERANCES_FOR_IDENTITY and not unchanged and 2 * len(pairing.pairs) < len(written) \
@@ -319,17 +324,23 @@ def _align(before: DocumentZones, zones: dict[str, dict], intent_output: dict, u
         aligned: set[int] = set()
         uids = (entries.get(zone_id) or {}).get("utterances") or [] if zones[zone_id]["kind"] in _UTTERANCE_KINDS \
             else []
-        at = 0
+        at, cut = 0, False
         for uid in uids:
             utterance = utterances.get(uid)
             if utterance is None:
                 raise ComparisonError(f"zone {zone_id!r} of the intent output lists utterance {uid!r}, which it does "
                                       "not hold")
             text = normalize(clean_text(str(utterance.get("text") or "")))
-            k = _find(items, at, lambda norm, text=text: norm == text)
-            if k is None:  # the utterance BUILDER cut at the zone's cap shows a prefix of its text
+            if not text:
+                continue  # an empty utterance shows nothing to compare
+            k = None if cut else _find(items, at, lambda norm, text=text: norm == text)
+            if k is None and not cut:  # the utterance BUILDER cut at the zone's cap shows a prefix of its text
                 k = _find(items, at, lambda norm, text=text: bool(norm) and text.startswith(norm))
             if k is None:
+                if not aligned and not cut:
+                    raise ComparisonError(f"the first utterance of zone {zone_id!r} ({uid!r}) is not in the "
+                                          "generated document: it was not built from this intent output")
+                cut = True  # BUILDER writes a zone's utterances in order until its cap: none after this one
                 not_written += 1
                 continue
             aligned.add(k)
@@ -422,6 +433,32 @@ def _pair_close(unpaired: list[_Written], free: list[_Edited], pairing: _Pairing
         piece.taken = True
         pairing.pairs.append((w, piece, False))
     pairing.unpaired = [w for w in unpaired if w.order not in paired]
+
+
+def _pair_with_new_cells(pairing: _Pairing, before: DocumentZones, after: DocumentZones, zones: dict[str, dict],
+                         ) -> None:
+    """An unpaired utterance whose text is now a cell of a table zone's table, one the generated document did not
+    have, was moved there (not deleted)."""
+    new_cells: dict[str, list[tuple[str, str]]] = {}
+    for zone_id, content in after.zones.items():
+        if zones[zone_id]["kind"] != "table":
+            continue
+        had = Counter(normalize(cell) for table in before.zones[zone_id].tables for row in table for cell in row)
+        for cell in (cell for table in content.tables for row in table for cell in row):
+            if had[normalize(cell)]:
+                had[normalize(cell)] -= 1
+            else:
+                new_cells.setdefault(normalize(cell), []).append((zone_id, cell))
+    still = []
+    for w in pairing.unpaired:
+        if not new_cells.get(w.norm):
+            still.append(w)
+            continue
+        zone_id, text = new_cells[w.norm].pop(0)
+        pairing.pairs.append((w, _Edited(zone_id, Paragraph(text, {"paragraph": {}, "runs": []}), w.norm, -1, True),
+                              True))
+    pairing.unpaired = still
+    pairing.pairs.sort(key=lambda pair: pair[0].order)
 
 
 # --------------------------------------------------------------------------- the report

@@ -9,7 +9,7 @@ controls (``duplicates``) and a zone control inside another (``nested``): the co
 
 Per zone (:class:`ZoneContent`):
 
-* ``paragraphs``: one :class:`Paragraph` per paragraph of the zone that is not inside a table of the zone; an
+* ``paragraphs``: one :class:`Paragraph` per paragraph of the zone (in a table zone, those outside its tables); an
   inline (run-level) zone has one per line, its lines separated by breaks as BUILDER separates its utterances.
   Each has its text (tabs and breaks as ``\\t`` / ``\\n``) and a formatting fingerprint: the paragraph's
   properties and its runs as (properties, text) pieces, adjacent pieces of equal properties joined. Properties are
@@ -17,7 +17,8 @@ Per zone (:class:`ZoneContent`):
   tracked change and a paragraph mark's own run properties are left out (Word changes them on any save); a toggle
   (``w:b``, ``w:i``…) reads as on or off however it is spelled. An empty paragraph is no item.
 * ``tables``: each table of the zone (outermost ones) as a grid of cell texts, the rows as written (a header row
-  included), a cell's paragraphs joined by ``\\n``; nested tables are not read.
+  included), a cell's paragraphs joined by ``\\n``, trimmed; nested tables are not read. Read in every zone, compared
+  in table zones.
 * ``images``: the sha256 of each picture the zone shows (``a:blip`` and VML ``v:imagedata``), in order.
 
 Text is what a reader sees: inserted text of a tracked change is read, deleted and moved-from text is not, a
@@ -168,8 +169,9 @@ class _Reader:
 
     def _read_paragraph(self, p: etree._Element) -> None:
         block_zone = self._block_zone(p)
-        if block_zone is not None and self._in_zone_table(p, block_zone):
-            return  # a cell of one of the zone's tables: read with the table
+        if block_zone is not None and self.kinds.get(self.controls.get(block_zone) or "") == "table" and \
+                self._in_zone_table(p, block_zone):
+            return  # a cell of one of a table zone's tables: read with the table
         pieces: list[_Piece] = []
         _walk(p, {}, block_zone, pieces)
         paragraph_props = _props(p.find(W.pPr), _IGNORED_PARAGRAPH_PROPS)

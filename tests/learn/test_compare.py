@@ -461,3 +461,32 @@ def test_every_utterance_edited_a_little_is_still_this_document():
         e.set_text(text, text.replace(".", "!").replace(" the ", " our ", 1))
     report = run(e.save())
     assert report["counts"]["edited"] == 6 and report["counts"]["deleted"] == 0
+
+
+def test_a_generated_document_of_another_intent_output_is_the_callers_mistake():
+    zones, output, generated = sample()
+    other = intent_output({"summary": [("Rent a car at the airport.", "car_rental")]}, speaker="Inspector")
+    with pytest.raises(ComparisonError, match="not built from this intent output"):
+        compare(built(zones, other), generated, zones, output, corrections=None, tenant=TENANT, session=SESSION,
+                config_version=1, model_version=MODEL_VERSION, ranker=RANKER)
+
+
+def test_an_utterance_pasted_into_a_table_cell_is_moved_there_not_deleted():
+    e = edit()
+    e.delete("Book a flight to Paris")
+    e.set_cell(2, 2, "Book a flight to Paris for the site team.")
+    report = run(e.save())
+    assert report["moves"][0]["utterance_id"] == "u1" and report["moves"][0]["to_zone"] == "measurements"
+    assert report["counts"]["deleted"] == 0 and report["counts"]["skipped_to_table_zone"] == 1
+    assert report["zones"]["measurements"]["cells_changed"] == [
+        {"table": 0, "row": 2, "column": 2, "before": "mm", "after": "Book a flight to Paris for the site team."}]
+
+
+def test_a_table_a_user_puts_in_a_text_zone_still_holds_its_utterances():
+    e = edit()
+    table = e.doc.add_table(rows=1, cols=1)
+    cell_p = table.cell(0, 0).paragraphs[0]._p
+    cell_p.getparent().replace(cell_p, e.paragraph("Add gutter"))  # the list item moved into a cell
+    e.content("action_items").append(table._tbl)
+    report = run(e.save())
+    assert ids(report["zones"]["action_items"]["kept"]) == ["u4", "u5"] and report["counts"]["deleted"] == 0
