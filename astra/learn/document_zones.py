@@ -56,6 +56,8 @@ _TAG_PREFIX = "astra:"
 _NOT_SHOWN = frozenset({W.pPr, W.rPr, W.delText, W.instrText, W.delInstrText, W.drawing, W.pict, W.object,
                         W("del"), W.moveFrom, W.txbxContent, MC.Fallback, W.fldData, W.sdtPr, W.sdtEndPr})
 _BREAKS = frozenset({W.br, W.cr})
+_BLOCK_CONTAINERS = frozenset({W.body, W.hdr, W.ftr, W.tc, W.txbxContent, W.footnote, W.endnote, W.comment,
+                               W.docPartBody})
 # Run properties Word rewrites without the user changing how the text looks.
 _IGNORED_RUN_PROPS = frozenset({"lang", "noProof", "rPrChange", "webHidden", "specVanish"})
 _IGNORED_PARAGRAPH_PROPS = frozenset({"rPr", "sectPr", "pPrChange"})
@@ -156,7 +158,7 @@ class _Reader:
                     self.result.duplicates.append(zone_id)
                 self.controls[sdt] = None
                 continue
-            inline = sdt.getparent() is not None and _inside_paragraph(sdt)
+            inline = _inside_paragraph(sdt)
             self.result.zones[zone_id] = ZoneContent(zone_id, self.kinds[zone_id], part, inline)
             self.controls[sdt] = zone_id
             self._read_tables(sdt, self.result.zones[zone_id])
@@ -301,7 +303,13 @@ def _in_fallback(el: etree._Element) -> bool:
 
 
 def _inside_paragraph(el: etree._Element) -> bool:
-    return any(True for _ in el.iterancestors(W.p))
+    """Run-level: a paragraph holds ``el`` before any container of blocks (a text box in a paragraph is one)."""
+    for ancestor in el.iterancestors():
+        if ancestor.tag == W.p:
+            return True
+        if ancestor.tag in _BLOCK_CONTAINERS:
+            return False
+    return False
 
 
 def _nearest(el: etree._Element, tag: str, *, stop: etree._Element) -> etree._Element | None:

@@ -24,6 +24,7 @@ from astra.learn.compare import (
     report_sha256,
 )
 from astra.learn.document_zones import read_zones
+from astra.ooxml.ns import W
 from astra.samples.templates import minimal_docx
 
 from .helpers import (
@@ -257,7 +258,7 @@ def test_images_kept_added_and_deleted():
     picture = read_zones(generated, zones).zones["site_photo"].images
     assert len(picture) == 1
     e = Edit(generated)
-    drawing = next(e.content("site_photo").iter("{http://schemas.openxmlformats.org/wordprocessingml/2006/main}r"))
+    drawing = next(e.content("site_photo").iter(W.r))
     drawing.getparent().remove(drawing)
     report = run(e.save(), generated=generated, zones=zones, output=output)
     assert report["zones"]["site_photo"]["images"] == {"kept": [], "added": [], "deleted": picture}
@@ -412,9 +413,6 @@ def test_the_callers_mistakes_are_not_the_users():
 # --------------------------------------------------------------------------- reading documents
 
 
-W = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
-
-
 def test_the_reader_sees_what_a_reader_sees():
     body = (
         '<w:sdt><w:sdtPr><w:tag w:val="astra:notes;kind=text"/></w:sdtPr><w:sdtContent>'
@@ -490,3 +488,15 @@ def test_a_table_a_user_puts_in_a_text_zone_still_holds_its_utterances():
     e.content("action_items").append(table._tbl)
     report = run(e.save())
     assert ids(report["zones"]["action_items"]["kept"]) == ["u4", "u5"] and report["counts"]["deleted"] == 0
+
+
+def test_a_zone_in_a_text_box_is_block_level_and_its_fallback_copy_is_not_a_second_control():
+    control = ('<w:sdt><w:sdtPr><w:tag w:val="astra:notes;kind=text"/></w:sdtPr><w:sdtContent>'
+               "<w:p><w:r><w:t>one</w:t></w:r></w:p><w:p><w:r><w:t>two</w:t></w:r></w:p></w:sdtContent></w:sdt>")
+    body = (f'<w:p><w:r><mc:AlternateContent><mc:Choice Requires="wps"><w:drawing><w:txbxContent>{control}'
+            f"</w:txbxContent></w:drawing></mc:Choice><mc:Fallback><w:pict><w:txbxContent>{control}</w:txbxContent>"
+            "</w:pict></mc:Fallback></mc:AlternateContent></w:r><w:r><w:t>anchor text</w:t></w:r></w:p>")
+    found = read_zones(minimal_docx(body), {"zones": [{"id": "notes", "kind": "text"}]})
+    assert found.duplicates == [] and found.zones["notes"].inline is False
+    assert [p.text for p in found.zones["notes"].paragraphs] == ["one", "two"]
+    assert found.outside == ["anchor text"]
