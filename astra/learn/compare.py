@@ -83,6 +83,7 @@ from difflib import SequenceMatcher
 from pathlib import Path
 
 from astra.builder.sanitize import clean_text
+from astra.canonical import canonical_json
 from astra.ingest.audit import Code, audit
 from astra.tenancy import InvalidKey, SessionKey
 
@@ -210,9 +211,8 @@ def compare(generated: bytes, edited: bytes, zone_map: dict, intent_output: dict
 
 
 def report_bytes(report: dict) -> bytes:
-    """The report's canonical JSON: sorted keys, compact, UTF-8, no NaN."""
-    return json.dumps(report, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    """The report's canonical JSON (:func:`astra.canonical.canonical_json`)."""
+    return canonical_json(report)
 
 
 def report_sha256(report: dict) -> str:
