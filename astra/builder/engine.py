@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 from astra.ingest.styles import StyleSheet
-from astra.ingest.zones import KINDS, TemplateRefused, ZoneDecl, scan_zones, zone_control_id
+from astra.ingest.zones import KINDS, TemplateRefused, ZoneDecl, paragraph_text, scan_zones
 from astra.ooxml.edit import (
     add_content_type_defaults,
     add_relationships,
@@ -101,11 +101,6 @@ _XML_SPACE = "{http://www.w3.org/XML/1998/namespace}space"
 # What a paragraph replaced whole may hold besides its properties and runs, and what those runs may hold.
 _PARAGRAPH_MARKS = frozenset(W(name) for name in (*_MARKERS, *_END_MARKERS, "proofErr"))
 _PLAIN_RUN_CHILDREN = frozenset({W.rPr, W.t, W.lastRenderedPageBreak})
-# The zone scan's reading of a paragraph's text (:func:`_text_pieces`): what it leaves out, and what it reads as
-# one character no placeholder spans.
-_NOT_PARAGRAPH_TEXT = frozenset({W.pPr, W.rPr, W.sdtPr, W.sdtEndPr, MC.Fallback, W.moveFrom, W.p, W.txbxContent})
-_TEXT_SEPARATORS = frozenset({W.tab, W.ptab, W.br, W.cr, W.drawing, W.pict, W.object, W.fldChar})
-_SEPARATOR = "\x00"
 _DEFAULT_TEXT_WIDTH_TWIPS = 9360  # 6.5 in: Letter with 1 in margins, when a part says nothing
 _WIDTH_SAMPLE_ROWS = 200
 
@@ -904,10 +899,6 @@ def _fit(width_px: int, height_px: int, max_cx: int, max_cy: int) -> tuple[int, 
     return max(cx, 1), max(cy, 1)
 
 
-def _paragraph_text(p: etree._Element) -> str:
-    return "".join(t.text or "" for t in p.iter(W.t))
-
-
 def _alone_in_paragraph(decl: ZoneDecl) -> bool:
     """A placeholder is the whole paragraph when the paragraph holds only its properties, range
     markers (kept by :func:`_with_markers`), proofing marks and plain runs — run properties, text,
@@ -923,7 +914,7 @@ def _alone_in_paragraph(decl: ZoneDecl) -> bool:
                 return False
         elif child.tag != W.pPr and child.tag not in _PARAGRAPH_MARKS:
             return False
-    return _placeholder_pattern(decl.id).fullmatch(_paragraph_text(p).strip()) is not None
+    return _placeholder_pattern(decl.id).fullmatch(paragraph_text(p)[0].strip()) is not None
 
 
 def _placeholder_pattern(zone_id: str) -> re.Pattern:
@@ -956,14 +947,14 @@ def _with_markers(p: etree._Element, content: str) -> str:
 
 
 def _replace_placeholder_runs(decl: ZoneDecl, sdt: etree._Element) -> None:
-    """Put ``sdt`` where the zone scan found ``{{ id }}`` (its span in the paragraph's text, see
-    :func:`_text_pieces`): the runs it spans are split at its two ends, the pieces inside are removed, the
-    text around stays in runs of the same formatting."""
-    text, pieces = _text_pieces(decl.element)
+    """Put ``sdt`` where the zone scan found ``{{ id }}`` (its span in the paragraph's text as
+    :func:`paragraph_text` reads it): the runs it spans are split at its two ends, the pieces inside are removed,
+    the text around stays in runs of the same formatting."""
+    text, pieces = paragraph_text(decl.element)
     start, end = decl.span
     if _placeholder_pattern(decl.id).fullmatch(text[start:end]) is None:  # pragma: no cover - read as the scan reads
         raise BuildError(f"placeholder of zone {decl.id!r} not found where the zone scan found it")
-    spanned = [(t, a) for a, b, t in pieces if a < end and b > start]
+    spanned = [(piece.element, piece.start) for piece in pieces if piece.start < end and piece.end > start]
     end_t, end_a = spanned[-1]
     after = _split_run(end_t, end - end_a)
     if not any(c.tag != W.rPr and not (c.tag == W.t and not c.text) for c in after):
@@ -979,42 +970,6 @@ def _replace_placeholder_runs(decl: ZoneDecl, sdt: etree._Element) -> None:
     if not any(c.tag != W.rPr and not (c.tag == W.t and not c.text) for c in left):
         left.getparent().remove(left)  # nothing was before the placeholder in that run
     _out_of_links_and_fields(sdt, decl.element)
-
-
-def _text_pieces(p: etree._Element) -> tuple[str, list[tuple[int, int, etree._Element]]]:
-    """The paragraph's text as the zone scan reads it (docs/zones.md: its own runs' ``w:t`` joined; a tab,
-    break, drawing or field character, and each edge of an ``astra:`` control, one separating character;
-    moved-from text, ``mc:Fallback`` copies, text boxes and properties left out), and each ``w:t`` read with
-    its offsets in that text: what a placeholder declaration's span counts in."""
-    chunks: list[str] = []
-    pieces: list[tuple[int, int, etree._Element]] = []
-    pos = 0
-
-    def add(text: str, t: etree._Element | None) -> None:
-        nonlocal pos
-        if t is not None:
-            pieces.append((pos, pos + len(text), t))
-        chunks.append(text)
-        pos += len(text)
-
-    def walk(el: etree._Element, in_zone: bool) -> None:
-        for child in el:
-            tag = child.tag
-            if not isinstance(tag, str) or tag in _NOT_PARAGRAPH_TEXT:
-                continue
-            if tag == W.t:
-                add(child.text or "", child)
-            elif tag in _TEXT_SEPARATORS:
-                add(_SEPARATOR, None)
-            elif tag == W.sdt and not in_zone and zone_control_id(child) is not None:
-                add(_SEPARATOR, None)
-                walk(child, True)
-                add(_SEPARATOR, None)
-            else:
-                walk(child, in_zone)
-
-    walk(p, False)
-    return "".join(chunks), pieces
 
 
 def _out_of_links_and_fields(sdt: etree._Element, p: etree._Element) -> None:

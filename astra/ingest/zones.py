@@ -32,11 +32,13 @@ __all__ = [
     "REFUSAL_CODES",
     "PlaceholderText",
     "TemplateMaps",
+    "TextPiece",
     "TemplateRefused",
     "ZoneDecl",
     "extract_maps",
     "field_depths",
     "load_known_intents",
+    "paragraph_text",
     "parse_tag",
     "placeholder_texts",
     "scan_zones",
@@ -122,7 +124,7 @@ class ZoneDecl:
     alias: str | None = None
     params: dict = field(default_factory=dict)  # parsed tag parameters
     runs: tuple = ()  # placeholder: the w:r elements the {{ ... }} spans
-    span: tuple[int, int] | None = None  # placeholder: offsets in the paragraph text
+    span: tuple[int, int] | None = None  # placeholder: offsets in the paragraph's text (paragraph_text)
 
     @property
     def location(self) -> dict:
@@ -320,46 +322,58 @@ _SEPARATORS = {W.tab, W.ptab, W.br, W.cr, W.drawing, W.pict, W.object, W.fldChar
 _BLOCK_CONTAINERS = {W.body, W.hdr, W.ftr, W.tc, W.txbxContent, W.tbl, W.tr, W.footnote, W.endnote, W.comment}
 
 
-def _paragraph_text(p: etree._Element, is_zone: Callable[[etree._Element], bool] = _is_astra_control,
-                    ) -> tuple[str, list[tuple[int, int, etree._Element | None, bool]]]:
-    """Concatenated text of ``p`` (own runs only) and segments ``(start, end, run, in_zone)``: the content
-    of the controls ``is_zone`` accepts is ``in_zone``, and a separator on each side of it."""
+class TextPiece(NamedTuple):
+    """What :func:`paragraph_text` reads at ``[start, end)`` of a paragraph's text: a ``w:t`` (its text, maybe
+    none), or a separator (one :data:`_SEP`): a tab, break, drawing or field character, or the ``w:sdt`` of a
+    zone control at each of its edges."""
+
+    start: int
+    end: int
+    element: etree._Element
+    in_zone: bool  # inside a control ``is_zone`` accepts (its edges are not)
+
+
+def paragraph_text(p: etree._Element, is_zone: Callable[[etree._Element], bool] = _is_astra_control,
+                   ) -> tuple[str, list[TextPiece]]:
+    """The text of ``p`` as the zone grammar reads it (docs/zones.md), and the pieces it is read from in order.
+
+    Its own runs' ``w:t`` joined; a tab, break, drawing or field character, and each edge of a control
+    ``is_zone`` accepts, one separating character a placeholder never spans; moved-from text, ``mc:Fallback``
+    copies, text boxes, nested paragraphs and properties left out. The one reader for the zone scan, for
+    :func:`placeholder_texts` and for BUILDER, which replaces a placeholder at the offsets the scan found it.
+    """
     chunks: list[str] = []
-    segs: list[tuple[int, int, etree._Element | None, bool]] = []
+    pieces: list[TextPiece] = []
     pos = 0
 
-    def add(text: str, run, in_zone: bool) -> None:
+    def add(text: str, el: etree._Element, in_zone: bool) -> None:
         nonlocal pos
-        if not text:
-            return
         chunks.append(text)
-        segs.append((pos, pos + len(text), run, in_zone))
+        pieces.append(TextPiece(pos, pos + len(text), el, in_zone))
         pos += len(text)
 
-    def walk(el, run, in_zone: bool) -> None:
+    def walk(el: etree._Element, in_zone: bool) -> None:
         for child in el:
             tag = child.tag
             if not isinstance(tag, str) or tag in _SKIP_IN_PARAGRAPH:
                 continue
             if tag == W.t:
-                add(child.text or "", run, in_zone)
+                add(child.text or "", child, in_zone)
             elif tag in _SEPARATORS:
-                add(_SEP, run, in_zone)
-            elif tag == W.r:
-                walk(child, child, in_zone)
+                add(_SEP, child, in_zone)
             elif tag == W.sdt and not in_zone and is_zone(child):
-                add(_SEP, None, False)
-                walk(child, run, True)
-                add(_SEP, None, False)
+                add(_SEP, child, False)
+                walk(child, True)
+                add(_SEP, child, False)
             else:
-                walk(child, run, in_zone)
+                walk(child, in_zone)
 
-    walk(p, None, False)
-    return "".join(chunks), segs
+    walk(p, False)
+    return "".join(chunks), pieces
 
 
-def _spanned(segs: list, start: int, end: int) -> list:
-    return [s for s in segs if s[0] < end and s[1] > start]
+def _spanned(pieces: list[TextPiece], start: int, end: int) -> list[TextPiece]:
+    return [piece for piece in pieces if piece.start < end and piece.end > start]
 
 
 def _nearest(el: etree._Element, tags: set[str], stop: etree._Element) -> etree._Element | None:
@@ -441,7 +455,7 @@ def _content_control_decl(sdt: etree._Element, tag: str, root: etree._Element, p
 def _placeholder_decls(p: etree._Element, zone_sdt: etree._Element | None, root: etree._Element, part: str,
                        sheet: StyleSheet) -> list[ZoneDecl]:
     """The zones ``{{ zone_id }}`` placeholders declare in one paragraph (found across split runs)."""
-    text, segs = _paragraph_text(p)
+    text, pieces = paragraph_text(p)
     if "{{" not in text:
         return []
     decls = []
@@ -455,15 +469,13 @@ def _placeholder_decls(p: etree._Element, zone_sdt: etree._Element | None, root:
                 location,
             )
         start, end = match.span()
-        spanned = _spanned(segs, start, end)
-        if zone_sdt is not None or any(s[3] for s in spanned):
+        spanned = _spanned(pieces, start, end)
+        if zone_sdt is not None or any(piece.in_zone for piece in spanned):
             raise TemplateRefused(
                 "nested_zone", f"placeholder {match.group(0)!r} sits inside an astra content control", location
             )
-        runs: list = []
-        for s in spanned:
-            if s[2] is not None and all(s[2] is not r for r in runs):
-                runs.append(s[2])
+        spanned_runs = [_nearest(piece.element, {W.r}, p) for piece in spanned]
+        runs = [run for run in dict.fromkeys(spanned_runs) if run is not None]
         table = _nearest(p, {W.tbl}, root)
         kind = "table" if table is not None else "list" if _is_numbered(p, sheet) else "text"
         decls.append(
@@ -474,7 +486,7 @@ def _placeholder_decls(p: etree._Element, zone_sdt: etree._Element | None, root:
                 block=location["block"],
                 path=location["path"],
                 element=p,
-                anchor=StyleAnchor(paragraph=p, run=spanned[0][2] if spanned else None, table=table),
+                anchor=StyleAnchor(paragraph=p, run=spanned_runs[0], table=table),
                 inferred_kind=kind,
                 runs=tuple(runs),
                 span=(start, end),
@@ -528,7 +540,7 @@ def _text_parts(pkg: Package) -> list[str]:
 def placeholder_texts(pkg: Package, zone_ids: Collection[str]) -> list[PlaceholderText]:
     """Every ``{{ zone_id }}`` text of the package that is no zone's content, in :func:`_text_parts` order.
 
-    Text is read as the grammar reads it (:func:`_paragraph_text`: each paragraph's own runs, joined across
+    Text is read as the grammar reads it (:func:`paragraph_text`: each paragraph's own runs, joined across
     them; tabs, breaks, drawings and field characters separate; deleted and moved-from text left out), and
     the own text of every ``mc:Fallback`` is read too: the copy a reader without the ``mc:Choice``'s feature
     shows. In the story parts the content of a control tagged with one of ``zone_ids`` is that zone's (left
@@ -560,9 +572,9 @@ def _placeholder_texts_in(root: etree._Element, is_zone: Callable[[etree._Elemen
             if not isinstance(child.tag, str) or (child.tag == W.sdt and is_zone(child)):
                 continue
             if child.tag in (W.p, MC.Fallback):
-                text, segs = _paragraph_text(child, is_zone)
+                text, pieces = paragraph_text(child, is_zone)
                 for match in _PLACEHOLDER_TEXT_RE.finditer(text):
-                    if not any(s[3] for s in _spanned(segs, *match.span())):
+                    if not any(piece.in_zone for piece in _spanned(pieces, *match.span())):
                         found.append((match.group(1), child))
             walk(child)
 

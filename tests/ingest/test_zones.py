@@ -17,11 +17,12 @@ from astra.ingest.zones import (
     TemplateRefused,
     extract_maps,
     load_known_intents,
+    paragraph_text,
     parse_tag,
     scan_zones,
     validate_sidecar,
 )
-from astra.ooxml.ns import W_NS
+from astra.ooxml.ns import NSMAP, W_NS, W
 from astra.samples.templates import minimal_docx
 
 REPO = Path(__file__).resolve().parents[2]
@@ -267,6 +268,31 @@ def test_deleted_text_is_ignored_and_tabs_break_placeholders():
     assert [z["id"] for z in extract(tracked).zone_map["zones"]] == ["title"]
     tabbed = '<w:p><w:r><w:t>{{ ti</w:t><w:tab/><w:t>tle }}</w:t></w:r></w:p>'
     refused(tabbed, "no_zones")
+
+
+def test_paragraph_text_is_read_as_the_grammar_says():
+    """The one reader of a paragraph's text (the zone scan's, the check's, BUILDER's): each w:t of its own runs,
+    empty ones too, at its offsets; a separator for a tab, a field character, a drawing and each edge of a zone
+    control; deleted, moved-from and fallback text, field instructions and nested paragraphs left out."""
+    xmlns = " ".join(f'xmlns:{prefix}="{uri}"' for prefix, uri in NSMAP.items())
+    p = etree.fromstring(
+        f'<w:p {xmlns}><w:pPr><w:rPr><w:b/></w:rPr></w:pPr><w:r><w:t>ab</w:t><w:tab/><w:t/></w:r>'
+        '<w:del w:id="1" w:author="a"><w:r><w:delText>gone</w:delText></w:r></w:del>'
+        '<w:moveFrom w:id="2" w:author="a"><w:r><w:t>moved</w:t></w:r></w:moveFrom>'
+        '<w:r><w:fldChar w:fldCharType="begin"/><w:instrText>PAGE</w:instrText></w:r>'
+        '<w:r><mc:AlternateContent><mc:Choice Requires="wps"><w:t>c</w:t></mc:Choice>'
+        "<mc:Fallback><w:t>f</w:t></mc:Fallback></mc:AlternateContent></w:r>"
+        + sdt("astra:z", "<w:r><w:t>zz</w:t></w:r>") + sdt("other", "<w:r><w:t>o</w:t></w:r>") +
+        "<w:r><w:drawing><wps:txbx><w:txbxContent><w:p><w:r><w:t>boxed</w:t></w:r></w:p></w:txbxContent></wps:txbx>"
+        "</w:drawing></w:r></w:p>")
+    text, pieces = paragraph_text(p)
+    assert text == "ab\x00\x00c\x00zz\x00o\x00"
+    zone = p.find(W.sdt)
+    assert [(piece.start, piece.end, piece.element.tag, piece.in_zone) for piece in pieces] == [
+        (0, 2, W.t, False), (2, 3, W.tab, False), (3, 3, W.t, False), (3, 4, W.fldChar, False), (4, 5, W.t, False),
+        (5, 6, W.sdt, False), (6, 8, W.t, True), (8, 9, W.sdt, False), (9, 10, W.t, False), (10, 11, W.drawing, False)]
+    assert pieces[5].element is zone is pieces[7].element
+    assert paragraph_text(p, lambda _control: False)[0] == "ab\x00\x00czzo\x00"
 
 
 def test_unclosed_or_single_braces_are_not_placeholders():
