@@ -20,7 +20,7 @@ from jsonschema import Draft202012Validator
 from lxml import etree
 
 from astra.ooxml.errors import PackageError
-from astra.ooxml.ns import MC, W
+from astra.ooxml.ns import MC, W, qname
 from astra.ooxml.package import Package
 from astra.ooxml.wordml import element_path, story_parts, styles_part, theme_part, top_block, wval
 
@@ -474,8 +474,18 @@ def _placeholder_decls(p: etree._Element, zone_sdt: etree._Element | None, root:
             raise TemplateRefused(
                 "nested_zone", f"placeholder {match.group(0)!r} sits inside an astra content control", location
             )
-        spanned_runs = [_nearest(piece.element, {W.r}, p) for piece in spanned]
-        runs = [run for run in dict.fromkeys(spanned_runs) if run is not None]
+        holders = [piece.element.getparent() for piece in spanned]
+        misplaced = next((holder for holder in holders if holder.tag != W.r), None)
+        if misplaced is not None:
+            # BUILDER puts the zone's content control where the runs the placeholder spans were: beside a run it
+            # can stand, inside mc:AlternateContent (say) it would make the document invalid.
+            raise TemplateRefused(
+                "zone_unsupported_position",
+                f"placeholder {match.group(0)!r} has text in {qname(misplaced.tag)}, not directly in a run "
+                "(w:r/w:t): BUILDER replaces the runs a placeholder spans with the zone's content control",
+                location,
+            )
+        runs = list(dict.fromkeys(holders))
         table = _nearest(p, {W.tbl}, root)
         kind = "table" if table is not None else "list" if _is_numbered(p, sheet) else "text"
         decls.append(
@@ -486,7 +496,7 @@ def _placeholder_decls(p: etree._Element, zone_sdt: etree._Element | None, root:
                 block=location["block"],
                 path=location["path"],
                 element=p,
-                anchor=StyleAnchor(paragraph=p, run=spanned_runs[0], table=table),
+                anchor=StyleAnchor(paragraph=p, run=runs[0], table=table),
                 inferred_kind=kind,
                 runs=tuple(runs),
                 span=(start, end),

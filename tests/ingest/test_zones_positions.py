@@ -110,6 +110,9 @@ ACCEPTED = {
     "two-fields-from-before-end-before-the-zone": (p(begin(), begin("REF b"), t("r")) + p(END, END, X), None),
     "control-after-a-field-from-before": (p(begin(), t("r")) + p(END, control("x", t("old")), begin("REF b"))
                                           + p(END), None),
+    "placeholder-in-a-run-beside-an-inline-choice":
+        (p('<w:r><w:t>{{ x }}</w:t><mc:AlternateContent><mc:Choice Requires="wps"><w:t>c</w:t></mc:Choice>'
+           "</mc:AlternateContent></w:r>"), None),
 }
 REFUSED = {
     "footnote": ("", ("footnotes", p(X)), "placeholder_left"),
@@ -121,9 +124,6 @@ REFUSED = {
         (text_box(control("y", p(t("Type here")), "<w:showingPlcHdr/>"), p(X)), None, "placeholder_left"),
     "text-box-fallback-text-outside-its-boxes":
         (p('<w:r><mc:AlternateContent><mc:Choice Requires="wps"><w:t>box</w:t></mc:Choice><mc:Fallback>'
-           "<w:t>{{ x }}</w:t></mc:Fallback></mc:AlternateContent></w:r>"), None, "placeholder_left"),
-    "placeholder-text-directly-in-an-inline-choice":
-        (p('<w:r><mc:AlternateContent><mc:Choice Requires="wps"><w:t>{{ x }}</w:t></mc:Choice><mc:Fallback>'
            "<w:t>{{ x }}</w:t></mc:Fallback></mc:AlternateContent></w:r>"), None, "placeholder_left"),
     "field-spans-paragraphs-zone-alone": (p(begin(), t("r")) + p(X) + p(END), None, "zone_in_field"),
     "field-spans-paragraphs-zone-inline": (p(begin(), t("r")) + p(t("a "), X, t(" b"), END), None, "zone_in_field"),
@@ -213,6 +213,31 @@ def test_a_placeholder_in_a_note_is_refused_even_without_any_zone():
     with pytest.raises(TemplateRefused) as info:
         extract_maps(with_note_part(minimal_docx(p(t("Report"))), "footnotes", p(X)))
     assert info.value.code == "zone_unsupported_position"
+
+
+def inline_choice(choice: str, fallback: str = "") -> str:
+    """A run holding alternate content whose branches are run content: text, not paragraphs."""
+    return (f'<w:r><mc:AlternateContent><mc:Choice Requires="wps">{choice}</mc:Choice>{fallback}'
+            "</mc:AlternateContent></w:r>")
+
+
+@pytest.mark.parametrize("runs", [
+    inline_choice("<w:t>{{ x }}</w:t>"),
+    inline_choice("<w:t>{{ x }}</w:t>", "<mc:Fallback><w:t>x</w:t></mc:Fallback>"),
+    inline_choice("<w:t>{{ x }}</w:t>", "<mc:Fallback><w:t>{{ x }}</w:t></mc:Fallback>"),
+    t("{{ ") + inline_choice("<w:t>x</w:t>") + t(" }}"),
+    '<w:r><w:t>{{ x</w:t><mc:AlternateContent><mc:Choice Requires="wps"><w:t/></mc:Choice></mc:AlternateContent>'
+    "<w:t> }}</w:t></w:r>",
+], ids=["whole-in-the-choice", "whole-in-the-choice-with-a-fallback", "in-the-choice-and-its-fallback",
+        "part-in-the-choice", "empty-text-of-the-choice-inside-it"])
+def test_a_placeholder_with_text_not_directly_in_a_run_is_refused(runs):
+    """BUILDER replaces the runs a placeholder spans with the zone's content control: with text of the placeholder
+    in an inline mc:Choice, that control would stand in mc:AlternateContent (invalid markup) or the choice be
+    removed. A placeholder in a text box (paragraphs in the choice) is in runs of its own, and accepted above."""
+    err = _refused(template((p(runs), None)))
+    assert err.code == "zone_unsupported_position"
+    assert err.location == {"part": "/word/document.xml", "block": 1, "path": "w:p[1]"}
+    assert "'{{ x }}' has text in mc:Choice, not directly in a run" in err.message
 
 
 def test_a_malformed_note_part_is_an_invalid_package():
