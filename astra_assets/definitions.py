@@ -9,6 +9,7 @@ from resources import (
     IngestRegistryResource,
     IntentCatalogResource,
     IntentServiceResource,
+    ModelStoreResource,
     PostgresResource,
     RedisResource,
     StorageLayout,
@@ -16,6 +17,8 @@ from resources import (
 )
 from schedules.custody import custody_audit, custody_audit_job, temp_cleanup, temp_cleanup_job
 from schedules.dedup import dedup_reconcile, dedup_reconcile_job
+from sensors.feedback_upload import feedback_upload_sensor
+from sensors.learn import learn_feedback_sensor, model_updated_publisher
 from sensors.session_upload import session_upload_sensor
 from sensors.template_upload import template_upload_sensor
 
@@ -37,6 +40,7 @@ def build_resources() -> dict:
                                      registry=registry),
         "intent_catalog": IntentCatalogResource.from_env(),
         "intent_service": IntentServiceResource.from_env(),
+        "model_store": ModelStoreResource(postgres=postgres, s3=s3, storage=storage),
     }
 
 
@@ -46,7 +50,8 @@ def build_definitions() -> Definitions:
     return Definitions(
         assets=[*ingest.assets, *config.assets, *orchestrator.assets, *guard.assets, *core.assets, *builder.assets,
                 *learn.assets],
-        sensors=[template_upload_sensor, session_upload_sensor],
+        sensors=[template_upload_sensor, session_upload_sensor, feedback_upload_sensor, learn_feedback_sensor,
+                 model_updated_publisher],
         schedules=[custody_audit, temp_cleanup, dedup_reconcile],
         jobs=[custody_audit_job, temp_cleanup_job, dedup_reconcile_job],
         resources=build_resources(),

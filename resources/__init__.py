@@ -4,6 +4,7 @@ from resources.config_store import ConfigStoreResource
 from resources.core import IntentServiceResource
 from resources.handover import HandoverResource
 from resources.intent_catalog import IntentCatalogResource
+from resources.learn import ModelStoreResource
 from resources.postgres import PostgresResource
 from resources.redis import RedisResource
 from resources.registry import IngestRegistryResource
@@ -15,6 +16,7 @@ __all__ = [
     "IngestRegistryResource",
     "IntentCatalogResource",
     "IntentServiceResource",
+    "ModelStoreResource",
     "PostgresResource",
     "RedisResource",
     "StorageLayout",
