@@ -1,7 +1,8 @@
 """LEARN's feedback path over the real services: a session's document built by its sensor run, the user's edit of it
 uploaded as feedback, `feedback_upload_sensor` → `comparison_report`: the report stored at both keys and its
 labelled examples on the feedback stream; a V2 clone's feedback compared with its own binary; refusals (not a
-.docx, another template: the run fails naming the code, nothing published; no document for that version or a key
+.docx, another template, corrections that do not fit, an upload replaced since the sensor saw it: the run fails
+naming why, nothing published; no document for that version or a key
 that is no feedback key: quarantined before any run)."""
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import hashlib
 import json
 import uuid
 
-import docx
 import pytest
 import redis
+from dagster import AssetKey
 from docx.oxml.ns import qn
 
 from astra.learn.feedback import stream_key
@@ -139,16 +140,27 @@ def rewrite_outside_the_zones(document: bytes) -> bytes:
 def test_refusals(defs, dagster_instance, s3, run_settings, configured, redis_url, redis_prefix):
     session, _, generated = built(defs, dagster_instance, s3, run_settings, configured)
     uploads = run_settings.uploads_bucket
-    blank = docx.Document()
-    blank.add_paragraph("A letter to the council about the north pumping station.")
-    cases = {"not_docx": b"PK\x03\x04 this is no zip", "other_template": rewrite_outside_the_zones(generated)}
-    for code, body in cases.items():
+    sidecar = feedback_key(session).replace(".docx", ".corrections.json")
+    edited = demo_edit(generated)
+    cases = [("not_docx", b"PK\x03\x04 this is no zip", None),
+             ("other_template", rewrite_outside_the_zones(generated), None),
+             ("bad_corrections", edited, b'{"version": 1, "labels": [{"text": "no such paragraph", "intent": "oos"}]}')]
+    for code, body, corrections in cases:
+        if corrections:
+            s3.put_object(Bucket=uploads, Key=sidecar, Body=corrections)
         s3.put_object(Bucket=uploads, Key=feedback_key(session), Body=body)
         (run,) = tick(defs, dagster_instance, SENSOR).results
         assert not run.success
         assert f"feedback refused ({code})" in failure_of(run)
         assert latest(dagster_instance, "comparison_report", session.partition_key) == {}
         assert stream_examples(redis_url, redis_prefix, session) == []
+
+    # The upload replaced after the sensor saw it: the run reads nothing else.
+    seen = {"feedback_key": feedback_key(session), "etag": "0" * 32}
+    stale = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=dagster_instance, asset_selection=[AssetKey("comparison_report")], partition_key=session.partition_key,
+        run_config={"ops": {"comparison_report": {"config": seen}}}, raise_on_error=False)
+    assert "removed or replaced since the sensor saw it" in failure_of(stale)
 
     # No document for that version (v2 never uploaded), and keys that name no session version: no run.
     refused = {f"{configured}/feedback/{session.session_id}/v2.docx": "has no document",

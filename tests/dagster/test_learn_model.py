@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 import redis
-from dagster import build_sensor_context
+from dagster import AssetKey, build_sensor_context
 from sqlalchemy import select
 
 from astra.core.intent.data import DEFAULT_DATASET
@@ -141,6 +141,13 @@ def test_a_genuine_round_is_promoted_and_announced_a_poisoned_one_rejected(
     assert rejected.status == REJECTED and rejected.metrics["gate"]["reason"] == check.metadata["reason"].value
     # Each tenant's model learned its own corrections only.
     assert rejected.metrics["corrections"] == sum(not e.holdout() for e in bad_examples)
+
+    # The same revision materialized again (a retried or manual run): the verdict stands, nothing is registered.
+    revision = int(runs[good].dagster_run.tags["dagster/run_key"].rsplit("-r", 1)[1])
+    rerun = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=learn_instance, asset_selection=[AssetKey("intent_model")], partition_key=good,
+        run_config={"ops": {"intent_model": {"config": {"up_to_revision": revision}}}})
+    assert rerun.success and store.record(good, 2) is None and len(outbox_rows(pg_url, good)) == 1
 
     # Nothing new: no run; the same revision again (a lost cursor) runs once only.
     assert tick(defs, learn_instance, SENSOR).results == []
