@@ -123,24 +123,8 @@ def comparison_report(context: AssetExecutionContext, config: FeedbackConfig, s3
                       model_store: ModelStoreResource) -> MaterializeResult:
     session, client, bucket, record = handed_over_session(context, s3, storage, "comparison report")
     pk = session.partition_key
-    try:
-        if feedback_session(config.feedback_key) != session:
-            raise InvalidKey(f"{config.feedback_key} is feedback on another session version than {pk}")
-        if config.corrections_key not in (None, corrections_key(config.feedback_key)):
-            raise InvalidKey(f"{config.corrections_key} is not the corrections of {config.feedback_key}")
-    except InvalidKey as exc:
-        raise Failure(f"{pk}: {exc}", allow_retries=False) from exc
     document_asset, document = compared_document(context, session, record)
-    edited = read_upload(client, storage.uploads_bucket, config.feedback_key, config.etag, config.version_id,
-                         MAX_FEEDBACK_BYTES, session)
-    corrections_json = None
-    if config.corrections_key:
-        data = read_upload(client, storage.uploads_bucket, config.corrections_key, config.corrections_etag or "*",
-                           config.corrections_version_id, MAX_CORRECTIONS_BYTES, session, code="bad_corrections")
-        try:
-            corrections_json = parse_corrections(data)
-        except CorrectionsRefused as exc:
-            raise refused(session, "bad_corrections", str(exc)) from exc
+    edited, corrections_json = read_feedback(client, storage.uploads_bucket, config, session)
     try:
         generated = stored_binary(client, bucket, session.tenant, document["sha256"])
         output = load_json_blob(client, bucket, session.tenant, document["intent_output_sha256"], "intent output")
@@ -183,6 +167,28 @@ def comparison_report(context: AssetExecutionContext, config: FeedbackConfig, s3
         "feedback_sha256": report["feedback_sha256"],
         "corrections_key": config.corrections_key or "none",
     }, data_version=DataVersion(sha256))
+
+
+def read_feedback(client, uploads_bucket: str, config: FeedbackConfig,
+                  session: SessionKey) -> tuple[bytes, dict | None]:
+    """(the edited document, its corrections or None) as the sensor saw them."""
+    try:
+        if feedback_session(config.feedback_key) != session:
+            raise InvalidKey(f"{config.feedback_key} is feedback on another version than {session.partition_key}")
+        if config.corrections_key not in (None, corrections_key(config.feedback_key)):
+            raise InvalidKey(f"{config.corrections_key} is not the corrections of {config.feedback_key}")
+    except InvalidKey as exc:
+        raise Failure(f"{session.partition_key}: {exc}", allow_retries=False) from exc
+    edited = read_upload(client, uploads_bucket, config.feedback_key, config.etag, config.version_id,
+                         MAX_FEEDBACK_BYTES, session)
+    if not config.corrections_key:
+        return edited, None
+    data = read_upload(client, uploads_bucket, config.corrections_key, config.corrections_etag or "*",
+                       config.corrections_version_id, MAX_CORRECTIONS_BYTES, session, code="bad_corrections")
+    try:
+        return edited, parse_corrections(data)
+    except CorrectionsRefused as exc:
+        raise refused(session, "bad_corrections", str(exc)) from exc
 
 
 def refused(session: SessionKey, code: str, reason: str) -> Failure:
