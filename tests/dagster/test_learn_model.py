@@ -186,3 +186,15 @@ def test_with_redis_down_feedback_and_events_wait(learn_instance, settings, s3, 
     (event,) = outbox_rows(pg_url, tenant)
     assert event.published_at is not None
     assert next_message(listener)["tenant"] == tenant
+
+
+def test_a_round_with_nothing_to_train_on_registers_nothing(defs, learn_instance, settings, s3, pg_url, redis_url,
+                                                            prefix, sample_intents_model, tmp_path):
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    held_back = [e for e in examples(tenant, genuine(dataset()), sample_intents_model[1].version) if e.holdout()][:2]
+    publish_examples(redis.Redis.from_url(redis_url), prefix, held_back)
+    (run,) = tick(defs, learn_instance, SENSOR).results
+    assert not run.success
+    said = failure_of(run)
+    assert "no retrain at revision 1 (0 corrections to train on, 2 held back for the gate)" in said
+    assert registry(settings, s3, pg_url, tmp_path).record(tenant, 1) is None and outbox_rows(pg_url, tenant) == []
