@@ -18,12 +18,12 @@ from docx.oxml.ns import qn
 
 from astra.learn.feedback import stream_key
 from astra.samples import session_files
+from astra.samples.edits import DocumentEdit
 from astra.tenancy import SessionKey
 from astra_assets.local_runner import CURSOR_KEY, tick
 from tests.dagster.conftest import publish_sample_config
 from tests.dagster.test_document_asset import stored, upload_and_run
 from tests.dagster.test_session_path import latest, quarantined
-from tests.learn.helpers import Edit
 
 pytestmark = pytest.mark.integration
 SENSOR = "feedback_upload_sensor"
@@ -52,7 +52,7 @@ def built(defs, instance, s3, run_settings, tenant: str, clone_of: int | None = 
 
 def demo_edit(document: bytes) -> bytes:
     """One utterance moved to another zone, one edited, one deleted."""
-    edit = Edit(document)
+    edit = DocumentEdit(document)
     edit.move(FLIGHT, "notes")
     edit.set_text(REMINDER, EDITED)
     edit.delete(INTRO)
@@ -127,12 +127,12 @@ def test_a_v2_clones_feedback_is_compared_with_its_own_binary(defs, dagster_inst
 
 def rewrite_outside_the_zones(document: bytes) -> bytes:
     """Every paragraph outside the zones reworded: the zones are this template's, the rest is another document."""
-    doc = Edit(document).doc
+    doc = DocumentEdit(document).doc
     for p in doc.element.body.iter(qn("w:p")):
         if not any(a.tag == qn("w:sdt") for a in p.iterancestors()):
             for n, t in enumerate(p.iter(qn("w:t"))):
                 t.text = f"quarterly budget figures unaudited committee {n}"
-    out = Edit(document)
+    out = DocumentEdit(document)
     out.doc = doc
     return out.save()
 

@@ -25,13 +25,13 @@ from astra.learn.compare import (
 )
 from astra.learn.document_zones import read_zones
 from astra.ooxml.ns import W
+from astra.samples.edits import DocumentEdit
 from astra.samples.templates import minimal_docx
 
 from .helpers import (
     MODEL_VERSION,
     SESSION,
     TENANT,
-    Edit,
     built,
     fixed_ranker,
     intent_output,
@@ -65,8 +65,8 @@ def run(edited: bytes, *, generated: bytes | None = None, zones: dict | None = N
     return report
 
 
-def edit() -> Edit:
-    return Edit(sample()[2])
+def edit() -> DocumentEdit:
+    return DocumentEdit(sample()[2])
 
 
 def ids(items: list[dict]) -> list[str]:
@@ -216,7 +216,7 @@ def test_an_inline_zone_has_one_item_per_line():
     output = intent_output({"report_ref": [("R-17", "oos"), ("Site B", "oos")]}, tables=False)
     generated = built(zones, output)
     assert [p.text for p in read_zones(generated, zones).zones["report_ref"].paragraphs] == ["R-17", "Site B"]
-    e = Edit(generated)
+    e = DocumentEdit(generated)
     e.set_text("Site B", "Site C")
     report = run(e.save(), generated=generated, zones=zones, output=output)
     assert ids(report["zones"]["report_ref"]["kept"]) == ["u1"]
@@ -229,9 +229,9 @@ def test_placeholder_text_of_an_empty_zone_is_scaffolding():
     generated = built(zones, output)
     assert "Click here to enter the inspection summary." in \
         [p.text for p in read_zones(generated, zones).zones["summary"].paragraphs]
-    report = run(Edit(generated).save(), generated=generated, zones=zones, output=output)
+    report = run(DocumentEdit(generated).save(), generated=generated, zones=zones, output=output)
     assert report["counts"]["added"] == 0 and report["counts"]["kept"] == 1
-    e = Edit(generated)
+    e = DocumentEdit(generated)
     e.add("summary", "Fly the crew out on Friday.")
     report = run(e.save(), generated=generated, zones=zones, output=output)
     assert [a["text"] for a in report["zones"]["summary"]["added"]] == ["Fly the crew out on Friday."]
@@ -244,7 +244,7 @@ def test_a_cut_zone_compares_what_builder_wrote():
                                       ("Never written at all.", "oos")]}, tables=False)
     generated = build(sample_template(), zones, sample_maps().style_map, output, {},
                       caps=BuildCaps(max_zone_chars=40)).docx
-    report = run(Edit(generated).save(), generated=generated, zones=zones, output=output)
+    report = run(DocumentEdit(generated).save(), generated=generated, zones=zones, output=output)
     assert ids(report["zones"]["notes"]["kept"]) == ["u1", "u2"]  # u2 as cut; the cut note is scaffolding
     assert report["zones"]["notes"]["kept"][1]["text"] == long_one[:40 - len("Gate code is 4411.")]
     assert report["counts"]["not_written"] == 1 and report["counts"]["added"] == 0
@@ -257,7 +257,7 @@ def test_images_kept_added_and_deleted():
                       {"media/site.png": SITE_PNG}).docx
     picture = read_zones(generated, zones).zones["site_photo"].images
     assert len(picture) == 1
-    e = Edit(generated)
+    e = DocumentEdit(generated)
     drawing = next(e.content("site_photo").iter(W.r))
     drawing.getparent().remove(drawing)
     report = run(e.save(), generated=generated, zones=zones, output=output)
@@ -441,7 +441,7 @@ def test_close_means_most_words_or_nearly_every_letter():
     output = intent_output({"notes": [("transfer 100 from checking to savings", "transfer"),
                                       ("how do i say hello in french", "translate")]}, tables=False)
     generated = built(zones, output)
-    e = Edit(generated)
+    e = DocumentEdit(generated)
     e.set_text("transfer 100 from checking to savings", "transfer 150 from checking into savings")
     e.set_text("how do i say hello in french", "how do you say goodbye in spanish")
     report = run(e.save(), generated=generated, zones=zones, output=output)

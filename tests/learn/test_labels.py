@@ -16,8 +16,9 @@ from astra.learn.labels import (
     added_key,
     parse_corrections,
 )
+from astra.samples.edits import DocumentEdit
 
-from .helpers import DOMAINS, Edit
+from .helpers import DOMAINS
 from .test_compare import edit, run
 
 
@@ -175,5 +176,5 @@ def test_an_utterance_builder_cut_away_cannot_be_labelled():
     generated = build(sample_template(), zones, sample_maps().style_map, output, {},
                       caps=BuildCaps(max_zone_chars=18)).docx
     with pytest.raises(FeedbackRefused, match="is not in the document BUILDER wrote"):
-        run(Edit(generated).save(), generated=generated, zones=zones, output=output,
+        run(DocumentEdit(generated).save(), generated=generated, zones=zones, output=output,
             corrections=labels({"utterance_id": "u2", "intent": "oos"}))
