@@ -127,14 +127,12 @@ def test_a_v2_clones_feedback_is_compared_with_its_own_binary(defs, dagster_inst
 
 def rewrite_outside_the_zones(document: bytes) -> bytes:
     """Every paragraph outside the zones reworded: the zones are this template's, the rest is another document."""
-    doc = DocumentEdit(document).doc
-    for p in doc.element.body.iter(qn("w:p")):
+    edit = DocumentEdit(document)
+    for p in edit.doc.element.body.iter(qn("w:p")):
         if not any(a.tag == qn("w:sdt") for a in p.iterancestors()):
             for n, t in enumerate(p.iter(qn("w:t"))):
                 t.text = f"quarterly budget figures unaudited committee {n}"
-    out = DocumentEdit(document)
-    out.doc = doc
-    return out.save()
+    return edit.save()
 
 
 def test_refusals(defs, dagster_instance, s3, run_settings, configured, redis_url, redis_prefix):
