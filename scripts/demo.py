@@ -18,7 +18,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -269,11 +268,11 @@ def step_session(dagster, settings: Settings, tenant: str, base_version: str):
     return session, runs[0], record
 
 
-def latest_metadata(dagster, asset: str, session) -> dict:
+def latest_metadata(dagster, asset: str, partition: str) -> dict:
     from dagster import AssetKey, AssetRecordsFilter
 
     records = dagster.fetch_materializations(AssetRecordsFilter(
-        asset_key=AssetKey(asset), asset_partitions=[session.partition_key]), limit=1).records
+        asset_key=AssetKey(asset), asset_partitions=[partition]), limit=1).records
     expect(bool(records), f"the same run materialized {asset} (no manual step)")
     return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
 
@@ -287,7 +286,7 @@ def read_document(settings: Settings, tenant: str, sha256: str) -> dict:
 def show_transcript(dagster, settings: Settings, session) -> None:
     from astra.samples import HERE
 
-    meta = latest_metadata(dagster, "transcript", session)
+    meta = latest_metadata(dagster, "transcript", session.partition_key)
     document = read_document(settings, session.tenant, meta["sha256"])
     script = (HERE / "session_transcript.txt").read_text().strip()
     console.print(f"  spoken (espeak-ng reading the audio's script): [dim]{script}[/]")
@@ -304,7 +303,7 @@ def show_transcript(dagster, settings: Settings, session) -> None:
 
 
 def show_intent_output(dagster, settings: Settings, session, record: dict, base_version: str) -> None:
-    meta = latest_metadata(dagster, "intent_output", session)
+    meta = latest_metadata(dagster, "intent_output", session.partition_key)
     document = read_document(settings, session.tenant, meta["sha256"])
     table = Table("utterance", "intent", "domain", "confidence", "zone", "flags",
                   title=f"intent output of {session.partition_key}: model {document['model_version']}, "
@@ -347,7 +346,7 @@ def step_document(dagster, settings: Settings, session, run, record: dict, base_
     """BUILDER: the session's run ended with its document, stored in S3 and checked; the demo downloads it, opens
     it and renders its first page."""
     console.rule("[bold]4. BUILDER → document_binary: the session's .docx in S3, checked, on disk")
-    meta = latest_metadata(dagster, "document_binary", session)
+    meta = latest_metadata(dagster, "document_binary", session.partition_key)
     show_document_metadata(meta, f"document_binary of {session.partition_key}")
     expect_checks(run, "document_binary")
     expect(meta["config_version"] == record["config_version"] and meta["model_version"] == base_version,
@@ -467,82 +466,6 @@ def render_first_page(path: Path) -> Path:
     return png
 
 
-def step_hot_reload(settings: Settings, tenant: str, base_version: str) -> None:
-    """CORE: a new model for the tenant, published while the intent service runs, answers within a second."""
-    from astra.core.core_client import IntentClient
-    from astra.core.intent.data import Example
-    from astra.core.intent.model import IntentModel
-    from astra.core.intent.store import BASE_TENANT
-    from astra.core.model_store import ModelStore, drain_outbox
-    from astra.db import make_engine
-
-    console.rule("[bold]5. LEARN → a new model version, hot-reloaded by the running astra serve core")
-    stack = Stack()
-    core = stack.load().get("core")
-    client = IntentClient.from_settings(settings, deadline_s=5)
-    probe = "the pressure readings are in the attached table"
-    before = client.classify(tenant, [probe])
-    intent, confidence = before.intents[0]
-    console.print(f"  '{probe}' → {intent} ({confidence:.2f}) with model {before.model_version}")
-    expect(before.model_version == base_version, f"{tenant} has no model of its own: the base model answers")
-
-    engine = make_engine(settings.database_url)
-    store = ModelStore(engine, s3_lib.client(settings), settings.assets_bucket, stack.root / "publisher-cache")
-    started = time.perf_counter()
-    base = IntentModel.load(store.fetch(store.latest(BASE_TENANT)))  # the base the service serves, verified
-    corrections = [Example(text, "record_reading", "inspection") for text in READING_CORRECTIONS]
-    model = base.update(corrections)
-    update_s = time.perf_counter() - started
-    console.print(f"  {len(corrections)} corrections teach intent record_reading (domain inspection): model "
-                  f"{model.version}, loaded and updated from the base in {update_s:.1f} s")
-    with tempfile.TemporaryDirectory(prefix="astra-demo-model-") as directory:
-        model.save(Path(directory) / model.version)
-        answers: list[tuple[float, str | None]] = []  # (time, version or None for a failed call)
-        stop = threading.Event()
-        watcher = threading.Thread(target=watch_versions, args=(client, tenant, probe, answers, stop), daemon=True)
-        watcher.start()
-        time.sleep(0.3)  # answers from before the publish
-        record = store.publish(tenant, Path(directory) / model.version)
-        announced = time.time()  # the swap can come before drain_outbox returns
-        drain_outbox(engine, redis_client(settings), settings.redis_prefix)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not any(v == model.version for _, v in answers):
-            time.sleep(0.02)
-        time.sleep(0.2)
-        stop.set()
-        watcher.join(timeout=10)
-    first_new = next((t for t, v in answers if v == model.version), None)
-    console.print(f"  published {tenant} v{record.registry_version} and sent MODEL_UPDATED; a client classifying "
-                  f"in a loop made {len(answers)} calls")
-    expect(first_new is not None and first_new - announced <= 1.0,
-           f"the client got answers from {model.version} "
-           f"{'%.0f ms' % ((first_new - announced) * 1000) if first_new else 'never'} after the event")
-    expect(all(v is not None for _, v in answers), "no call failed during the swap")
-    expect(all(v == model.version for t, v in answers if first_new and t >= first_new),
-           "once swapped, every answer came from the new version")
-    after = client.classify(tenant, [probe])
-    client.close()
-    intent, confidence = after.intents[0]
-    console.print(f"  '{probe}' → {intent} ({confidence:.2f}) with model {after.model_version}")
-    if core is not None and core.started_here:
-        now = stack.load()["core"]
-        expect((now.pid, now.started) == (core.pid, core.started) and now.running(),
-               f"the same astra serve core process (pid {core.pid}) served both: no restart")
-
-
-# A tenant's vocabulary the base model does not have: field inspectors reporting readings.
-READING_CORRECTIONS = [
-    "the pressure readings are in the attached table",
-    "log the pressure readings for the north inlet",
-    "record a temperature reading of eleven degrees",
-    "the sensor readings are attached",
-    "add these gauge readings to the report",
-    "pressure at the outlet reads three hundred ninety eight",
-    "note the readings from the bypass sensor",
-    "here are today's meter readings",
-]
-
-
 def watch_versions(client, tenant: str, text: str, answers: list, stop: threading.Event) -> None:
     import grpc
 
@@ -561,7 +484,7 @@ def step_clone(dagster, settings: Settings, parent, parent_meta: dict) -> None:
     from astra.orchestrator.upload import upload_session
     from astra.samples.templates import sample_sidecar
 
-    console.rule("[bold]6. Config change → V2 clone of the first session → v2_clone_binary (current config and "
+    console.rule("[bold]5. Config change → V2 clone of the first session → v2_clone_binary (current config and "
                  "model)")
     tenant = parent.tenant
     client = s3_lib.client(settings)
@@ -590,7 +513,7 @@ def step_clone(dagster, settings: Settings, parent, parent_meta: dict) -> None:
     selected = sorted(key.to_user_string() for key in runs[0].dagster_run.asset_selection)
     expect(selected == ["custody_audio", "session_handover", "v2_clone_binary"],
            f"the clone's run selected {', '.join(selected)} (no transcript or intents of its own)")
-    meta = latest_metadata(dagster, "v2_clone_binary", clone)
+    meta = latest_metadata(dagster, "v2_clone_binary", clone.partition_key)
     show_document_metadata(meta, f"v2_clone_binary of {clone.partition_key}", parent=True)
     expect_checks(runs[0], "v2_clone_binary")
     intents = IntentClient.from_settings(settings, deadline_s=10)
@@ -654,7 +577,7 @@ def step_fail_open(dagster, settings: Settings, tenant: str) -> None:
     from astra.stack import processes
     from astra_assets.definitions import build_definitions
 
-    console.rule("[bold]7. The dedup registry goes down: fail open, reconcile later")
+    console.rule("[bold]6. The dedup registry goes down: fail open, reconcile later")
     stack = Stack(say=lambda m: console.print(f"  [dim]stack:[/] {m}"))
     ingest = stack.load().get("ingest")
     if ingest is None or not ingest.started_here:
@@ -677,6 +600,116 @@ def step_fail_open(dagster, settings: Settings, tenant: str) -> None:
            "dedup_reconcile job registered them once the registry was back (outbox drained)")
 
 
+def step_learn(dagster, settings: Settings, session, document_meta: dict, record: dict) -> None:
+    """LEARN: the user corrects the first session's document (one utterance moved to another zone, one edited, one
+    deleted) and uploads it; the comparison report, the retrain, the holdout gate, MODEL_UPDATED, and the running
+    astra serve core answering with the new model while a client classifies in a loop."""
+    from astra.core.core_client import IntentClient
+    from astra.samples.edits import DocumentEdit
+
+    console.rule("[bold]7. LEARN: the user's corrections → comparison report → retrain → holdout gate → "
+                 "MODEL_UPDATED → hot reload")
+    tenant = session.tenant
+    zones = {z["id"]: z for z in
+             config_service(settings).snapshot(tenant, document_meta["config_version"]).zone_map["zones"]}
+    output = read_document(settings, tenant, document_meta["intent_output_sha256"])
+    moved, edited, deleted, target = pick_corrections(output, zones)
+    path = state_dir() / "demo" / f"{session.partition_key}.docx"
+    edit = DocumentEdit(path.read_bytes())
+    edit.move(moved["text"], target)
+    edit.set_text(edited["text"], edited["text"].rstrip(".") + ", checked on site.")
+    edit.delete(deleted["text"])
+    corrected = edit.save()
+    corrected_path = path.with_name(f"{session.partition_key}.corrected.docx")
+    corrected_path.write_bytes(corrected)
+    changes = Table("the user", "utterance", "was in", title=f"{corrected_path.name}: what the user changed")
+    changes.add_row(f"moved to {target}", escape(moved["text"]), moved["zone"])
+    changes.add_row("edited", escape(edited["text"]), edited["zone"])
+    changes.add_row("deleted", escape(deleted["text"]), deleted["zone"])
+    console.print(changes)
+    key = f"{tenant}/feedback/{session.session_id}/v{session.version}.docx"
+    s3_lib.client(settings).put_object(Bucket=settings.uploads_bucket, Key=key, Body=corrected)
+    console.print(f"  uploaded s3://{settings.uploads_bucket}/{key}")
+
+    client = IntentClient.from_settings(settings, deadline_s=5)
+    probe = moved["text"]
+    before = client.classify(tenant, [probe])
+    answers: list[tuple[float, str | None]] = []  # (time, version or None for a failed call)
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch_versions, args=(client, tenant, probe, answers, stop), daemon=True)
+    watcher.start()
+    try:
+        runs = run_sensor(dagster, "feedback_upload_sensor", tenant)
+        expect(len(runs) == 1 and runs[0].success, "feedback_upload_sensor started one run and comparison_report "
+                                                   "succeeded")
+        report_meta = latest_metadata(dagster, "comparison_report", session.partition_key)
+        show_report(settings, report_meta)
+        expect(report_meta["document_sha256"] == document_meta["sha256"],
+               f"compared with the exact binary v{session.version} produced (sha256 "
+               f"{document_meta['sha256'][:12]}…), model {report_meta['model_version']}, config "
+               f"v{report_meta['config_version']}")
+        runs = run_sensor(dagster, "learn_feedback_sensor", tenant)
+        expect(len(runs) == 1 and runs[0].success,
+               "learn_feedback_sensor stored the examples (consumer group learn) and the intent_model run succeeded")
+        model_meta = latest_metadata(dagster, "intent_model", tenant)
+        gate = {e.check_name: e.passed for e in runs[0].get_asset_check_evaluations()}
+        console.print(f"  retrained in {model_meta['retrain_s']} s from {model_meta['corrections_used']} "
+                      f"correction(s) ({model_meta['corrections_held_back']} held back for the gate): model "
+                      f"{model_meta['model_version']}, registry v{model_meta['registry_version']}, "
+                      f"{model_meta['status']}\n  holdout gate: {escape(model_meta['gate_reason'])}")
+        expect(gate.get("holdout_gate") is True and model_meta["status"] == "active",
+               "blocking check intent_model:holdout_gate passed: the model is active and MODEL_UPDATED went "
+               "through the outbox")
+        new_version = model_meta["model_version"]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(v == new_version for _, v in answers):
+            time.sleep(0.05)
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+    first_new = next((t for t, v in answers if v == new_version), None)
+    expect(first_new is not None, f"astra serve core answered with {new_version} "
+                                  f"({len(answers)} calls by a client classifying in a loop)")
+    expect(all(v is not None for _, v in answers), "no call failed during the swap")
+    expect(all(v == new_version for t, v in answers if t >= first_new), "once swapped, every answer came from the "
+                                                                          "new version")
+    after = client.classify(tenant, [probe])
+    client.close()
+    console.print(f"  '{escape(probe)}': {before.intents[0][0]} ({before.model_version}) → "
+                  f"{after.intents[0][0]} ({after.model_version})")
+
+
+def pick_corrections(output: dict, zones: dict) -> tuple[dict, dict, dict, str]:
+    """What the demo's user corrects: the last utterance the model put in a zone of its own is moved to the notes
+    (the fallback zone: "this is a remark, not a task": the sample's pressure readings end up there when the model
+    takes them for a request), the first other one of such a zone is edited, and the first remark of the notes is
+    deleted (it does not belong in the report)."""
+    fallback = next(z["id"] for z in zones.values() if z["accepts"].get("fallback"))
+    written = [u for u in output["utterances"] if zones.get(u.get("zone"), {}).get("kind") in ("text", "list")]
+    placed = [u for u in written if u["zone"] != fallback]
+    remarks = [u for u in written if u["zone"] == fallback]
+    if len(placed) < 2 or not remarks:
+        raise DemoFailed(f"the document holds {len(placed)} utterance(s) outside the {fallback} zone and "
+                         f"{len(remarks)} in it; the demo needs 2 and 1")
+    return placed[-1], placed[0], remarks[0], fallback
+
+
+def show_report(settings: Settings, meta: dict) -> None:
+    bucket, _, key = meta["uri"].removeprefix("s3://").partition("/")
+    report = json.loads(s3_lib.client(settings).get_object(Bucket=bucket, Key=key)["Body"].read())
+    counts = {k: v for k, v in report["counts"].items() if v}
+    console.print(f"  comparison report {meta['uri']} (sha256 {meta['sha256'][:12]}…): "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    table = Table("example", "text", "label", "from → to", title="labelled examples (to the stream astra:feedback)")
+    for example in report["examples"]:
+        table.add_row(example["kind"], escape(example["text"]), example["intent"],
+                      f"{example['from_zone'] or '-'} → {example['to_zone'] or '-'}")
+    console.print(table)
+    expect(counts.get("moved", 0) >= 1 and counts.get("edited", 0) >= 1 and counts.get("deleted", 0) >= 1,
+           "the report found the move, the edit and the deletion")
+
+
 def main() -> int:
     tenant = f"demo-{uuid.uuid4().hex[:6]}"
     try:
@@ -688,9 +721,9 @@ def main() -> int:
             base_version = step_base_model(settings, tenant)
             session, run, record = step_session(dagster, settings, tenant, base_version)
             document = step_document(dagster, settings, session, run, record, base_version)
-            step_hot_reload(settings, tenant, base_version)
             step_clone(dagster, settings, session, document)
             step_fail_open(dagster, settings, tenant)
+            step_learn(dagster, settings, session, document, record)
     except DemoFailed as exc:
         console.print(f"[bold red]demo failed:[/] {exc}")
         return 1
