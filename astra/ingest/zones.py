@@ -30,6 +30,7 @@ __all__ = [
     "KINDS",
     "SIDECAR_SCHEMA_PATH",
     "REFUSAL_CODES",
+    "RUN_CONTROL_PARENTS",
     "PlaceholderText",
     "TemplateMaps",
     "TextPiece",
@@ -317,6 +318,18 @@ class _Vocabulary:
 
 # --------------------------------------------------------------------------- scanning
 
+# Where ECMA-376 lets a run-level content control (CT_SdtRun) stand: the elements whose content is EG_PContent
+# (w:p, w:hyperlink, w:fldSimple, w:smartTag, w:customXml, w:sdtContent, w:dir, w:bdo) or EG_ContentRunContent (the
+# revision marks w:ins, w:del, w:moveFrom, w:moveTo). Not a run, nor ruby text or base (w:rt, w:rubyBase: runs and
+# run-level marks only). An equation and its arguments hold them too (astra.builder.check.CONTROL_PARENTS), but no
+# placeholder zone goes in one.
+RUN_CONTROL_PARENTS = frozenset({W.p, W.hyperlink, W.fldSimple, W.smartTag, W.customXml, W.sdtContent, W.dir, W.bdo,
+                                 W.ins, W("del"), W.moveFrom, W.moveTo})
+# Where BUILDER may put the control of a placeholder zone: those, but not deleted or moved-away text (accepting the
+# revision would take the zone with it).
+_PLACEHOLDER_HOLDERS = RUN_CONTROL_PARENTS - {W("del"), W.moveFrom}
+# What stands where its parent does: an mc:Choice's content (where its mc:AlternateContent is), a content control's.
+_STANDS_FOR = {MC.Choice: MC.AlternateContent, W.sdtContent: W.sdt}
 _SKIP_IN_PARAGRAPH = {W.pPr, W.rPr, W.sdtPr, W.sdtEndPr, MC.Fallback, W.moveFrom, W.p, W.txbxContent}
 _SEPARATORS = {W.tab, W.ptab, W.br, W.cr, W.drawing, W.pict, W.object, W.fldChar}
 _BLOCK_CONTAINERS = {W.body, W.hdr, W.ftr, W.tc, W.txbxContent, W.tbl, W.tr, W.footnote, W.endnote, W.comment}
@@ -486,6 +499,18 @@ def _placeholder_decls(p: etree._Element, zone_sdt: etree._Element | None, root:
                 location,
             )
         runs = list(dict.fromkeys(holders))
+        for run in runs:
+            outside = _outside_placeholder_holders(run, p)
+            if outside is not None:
+                raise TemplateRefused(
+                    "zone_unsupported_position",
+                    f"placeholder {match.group(0)!r} has text in a run inside {qname(outside.tag)} "
+                    f"({element_path(run, p)} of its paragraph), where no content control can stand: BUILDER "
+                    "replaces the runs a placeholder spans with the zone's content control, which stands only in the "
+                    "paragraph or, inside it, in a hyperlink, simple field, smart tag, custom XML element, content "
+                    "control, w:dir, w:bdo, inserted or moved-to text, or an mc:Choice standing in one of those",
+                    location,
+                )
         table = _nearest(p, {W.tbl}, root)
         kind = "table" if table is not None else "list" if _is_numbered(p, sheet) else "text"
         decls.append(
@@ -503,6 +528,22 @@ def _placeholder_decls(p: etree._Element, zone_sdt: etree._Element | None, root:
             )
         )
     return decls
+
+
+def _outside_placeholder_holders(run: etree._Element, p: etree._Element) -> etree._Element | None:
+    """The first element between ``run`` and its paragraph ``p`` that is not one of :data:`_PLACEHOLDER_HOLDERS`, or
+    None: a zone's control may stand where ``run`` is. An ``mc:Choice`` or ``w:sdtContent`` is judged by where its
+    ``mc:AlternateContent`` or ``w:sdt`` stands (:data:`_STANDS_FOR`)."""
+    holder = run.getparent()
+    while holder is not p:
+        parent = holder.getparent()
+        if _STANDS_FOR.get(holder.tag) == parent.tag:
+            holder = parent.getparent()
+        elif holder.tag in _PLACEHOLDER_HOLDERS:
+            holder = parent
+        else:
+            return holder
+    return None
 
 
 def _scan_story(root: etree._Element, part: str, sheet: StyleSheet) -> list[ZoneDecl]:

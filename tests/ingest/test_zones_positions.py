@@ -3,7 +3,7 @@
 For every position here, a template INGEST accepts builds into documents that pass BUILDER's check, its
 zones filled or left empty; a template INGEST refuses (``zone_unsupported_position``) is one that, accepted
 as INGEST accepted it before, builds into documents the check fails: placeholder text BUILDER does not
-replace (in a footnote, endnote or comment, or in an mc:Fallback BUILDER does not rewrite), or a zone left
+replace (in a footnote, endnote or comment, or in an mc:Fallback BUILDER does not rewrite), a zone left
 in the result of a field spanning paragraphs, which Word replaces when it updates the field.
 """
 
@@ -110,6 +110,19 @@ ACCEPTED = {
     "two-fields-from-before-end-before-the-zone": (p(begin(), begin("REF b"), t("r")) + p(END, END, X), None),
     "control-after-a-field-from-before": (p(begin(), t("r")) + p(END, control("x", t("old")), begin("REF b"))
                                           + p(END), None),
+    "placeholder-inserted": (p(t("a "), f'<w:ins w:id="7" w:author="a">{X}</w:ins>'), None),
+    "placeholder-moved-to": (p(t("a "), f'<w:moveTo w:id="7" w:author="a">{X}</w:moveTo>'), None),
+    "placeholder-in-a-smart-tag": (p(t("a "), f'<w:smartTag w:uri="u" w:element="e">{X}</w:smartTag>'), None),
+    "placeholder-in-custom-xml": (p(t("a "), f'<w:customXml w:element="e">{X}</w:customXml>'), None),
+    "placeholder-in-dir-and-bdo": (p(t("a "), f'<w:dir w:val="rtl"><w:bdo w:val="ltr">{X}</w:bdo></w:dir>'), None),
+    "placeholder-in-a-control": (p(t("a "), '<w:sdt><w:sdtPr><w:tag w:val="other"/></w:sdtPr><w:sdtContent>'
+                                 f"{X}</w:sdtContent></w:sdt>"), None),
+    "placeholder-in-a-paragraph-choice":
+        (p(t("a "), f'<mc:AlternateContent><mc:Choice Requires="wps">{X}</mc:Choice><mc:Fallback>{t("b")}'
+           "</mc:Fallback></mc:AlternateContent>"), None),
+    "placeholder-in-a-choice-inserted":
+        (p(t("a "), f'<w:ins w:id="7" w:author="a"><mc:AlternateContent><mc:Choice Requires="wps">{X}</mc:Choice>'
+           "</mc:AlternateContent></w:ins>"), None),
     "placeholder-in-a-run-beside-an-inline-choice":
         (p('<w:r><w:t>{{ x }}</w:t><mc:AlternateContent><mc:Choice Requires="wps"><w:t>c</w:t></mc:Choice>'
            "</mc:AlternateContent></w:r>"), None),
@@ -238,6 +251,41 @@ def test_a_placeholder_with_text_not_directly_in_a_run_is_refused(runs):
     assert err.code == "zone_unsupported_position"
     assert err.location == {"part": "/word/document.xml", "block": 1, "path": "w:p[1]"}
     assert "'{{ x }}' has text in mc:Choice, not directly in a run" in err.message
+
+
+RUBY_PR = ('<w:rubyPr><w:rubyAlign w:val="center"/><w:hps w:val="10"/><w:hpsRaise w:val="18"/>'
+           '<w:hpsBaseText w:val="21"/><w:lid w:val="ja-JP"/></w:rubyPr>')
+
+
+def ruby(text: str, base: str) -> str:
+    """A run holding ruby: ``text`` (the reading, w:rt) shown above ``base`` (w:rubyBase)."""
+    return f"<w:r><w:ruby>{RUBY_PR}<w:rt>{text}</w:rt><w:rubyBase>{base}</w:rubyBase></w:ruby></w:r>"
+
+
+INS = '<w:ins w:id="7" w:author="a">{}</w:ins>'
+OUT_OF_PLACE = {  # the paragraph's runs; where the placeholder's run is, and its path in the paragraph
+    "ruby-text": (t("Name: ") + ruby(X, t("kanji")), "w:rt", "w:r[1]/w:ruby[0]/w:rt[0]/w:r[0]"),
+    "ruby-base": (t("Name: ") + ruby(t("reading"), X), "w:rubyBase", "w:r[1]/w:ruby[0]/w:rubyBase[0]/w:r[0]"),
+    "part-in-ruby-base": (t("{{ ") + ruby("", t("x }}")), "w:rubyBase", "w:r[1]/w:ruby[0]/w:rubyBase[0]/w:r[0]"),
+    "inserted-in-ruby-text": (t("Name: ") + ruby(INS.format(X), t("kanji")), "w:rt",
+                              "w:r[1]/w:ruby[0]/w:rt[0]/w:ins[0]/w:r[0]"),
+    "deleted": (t("a ") + f'<w:del w:id="7" w:author="a">{X}</w:del>', "w:del", "w:del[0]/w:r[0]"),
+    "inserted-in-an-equation": (t("a ") + f"<m:oMath>{INS.format(X)}</m:oMath>", "m:oMath",
+                                "m:oMath[0]/w:ins[0]/w:r[0]"),
+    "choice-of-a-run": (inline_choice(X), "w:r", "w:r[0]/mc:AlternateContent[0]/mc:Choice[0]/w:r[0]"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OUT_OF_PLACE))
+def test_a_placeholder_in_runs_where_no_content_control_can_stand_is_refused(case):
+    """BUILDER puts the zone's control where the placeholder's runs were: in ruby text or base (runs only), in an
+    equation, in a run, the document would be invalid; in deleted text, accepting the deletion would remove the
+    zone. The runs must sit in the paragraph, through nothing but places a run-level content control may stand."""
+    runs, place, path = OUT_OF_PLACE[case]
+    err = _refused(template((p(runs), None)))
+    assert err.code == "zone_unsupported_position"
+    assert err.location == {"part": "/word/document.xml", "block": 1, "path": "w:p[1]"}
+    assert f"'{{{{ x }}}}' has text in a run inside {place} ({path} of its paragraph)" in err.message
 
 
 def test_a_malformed_note_part_is_an_invalid_package():
