@@ -5,7 +5,8 @@
 relationships other than hyperlinks, DTDs; and beyond it: fields other than PAGE, NUMPAGES and
 DATE, and any external relationship, hyperlinks included); every zone of the zone map is
 present as an ``astra:`` content control, once (``mc:Fallback`` copies aside), and none inside a
-field (Word replaces a field's result whenever it updates the field); no ``{{ zone_id }}``
+field (Word replaces a field's result whenever it updates the field); every content control stands where
+ECMA-376 lets one stand (:data:`CONTROL_PARENTS`, read through ``mc:AlternateContent``); no ``{{ zone_id }}``
 placeholder text is left outside the zones, in any story, note or comment part, ``mc:Fallback``
 branches included (a placeholder is a zone BUILDER did not fill; inside a zone it is the user's own
 text). Only a control tagged with a zone id of the zone map is a zone: any other ``astra:`` control
@@ -51,15 +52,24 @@ from pathlib import Path
 from lxml import etree
 
 from astra.ingest.audit import audit
-from astra.ingest.zones import field_depths, placeholder_texts, zone_control_id
+from astra.ingest.zones import RUN_CONTROL_PARENTS, field_depths, placeholder_texts, zone_control_id
 from astra.ooxml.errors import PackageError
 from astra.ooxml.fields import field_instructions
-from astra.ooxml.ns import MC, W
+from astra.ooxml.ns import M_NS, MC, Names, W, qname
 from astra.ooxml.package import Package, write_package
 from astra.ooxml.partname import rels_source
-from astra.ooxml.wordml import story_parts
+from astra.ooxml.wordml import element_path, story_parts
 
 ALLOWED_FIELDS = frozenset({"PAGE", "NUMPAGES", "DATE"})
+_M = Names(M_NS)
+# Where ECMA-376 lets a content control (w:sdt) stand in a story part (body, header, footer): among blocks
+# (EG_ContentBlockContent: the story, a cell, a text box), among a table's rows, among a row's cells, among runs
+# (:data:`RUN_CONTROL_PARENTS`; w:sdtContent and w:customXml hold any of the four), and in an equation or one of its
+# arguments (EG_PContentMath). Not in a run, ruby text or base, or directly in mc:AlternateContent.
+CONTROL_PARENTS = frozenset({
+    W.body, W.hdr, W.ftr, W.tc, W.txbxContent, W.tbl, W.tr, *RUN_CONTROL_PARENTS,
+    *(_M(name) for name in ("oMath", "e", "num", "den", "fName", "lim", "sub", "sup", "deg")),
+})
 PDF_MAX_ZONE_ROWS = 300  # table rows per zone in the copy LibreOffice converts (a few seconds of layout)
 PDF_MAX_ZONE_BLOCKS = 1_000  # paragraphs and tables per zone in that copy
 
@@ -67,7 +77,7 @@ PDF_MAX_ZONE_BLOCKS = 1_000  # paragraphs and tables per zone in that copy
 @dataclass(frozen=True)
 class CheckFinding:
     code: str  # does_not_open, forbidden_construct, field_not_allowed, external_relationship, zone_missing,
-    # duplicate_zone, zone_in_field, placeholder_left
+    # duplicate_zone, zone_in_field, misplaced_control, placeholder_left
     detail: str
 
     def to_json(self) -> dict:
@@ -109,6 +119,7 @@ def check_document(data: bytes, zone_map: dict, *, template: bytes | None = None
         controls = _zone_controls(pkg)
         report.zones_found = [zone_id for zone_id, _, _ in controls]
         _check_zone_controls(pkg, controls, zone_ids, report)
+        _check_control_places(pkg, report)
         _check_placeholders(pkg, zone_ids, report)
     except PackageError as exc:
         report.findings.append(CheckFinding("does_not_open", str(exc)))
@@ -196,6 +207,30 @@ def _check_zone_controls(pkg: Package, controls: list, zone_ids: set[str], repor
             if depths[sdt] or any(a.tag == W.fldSimple for a in sdt.iterancestors()):
                 report.findings.append(CheckFinding("zone_in_field", f"zone {zone_id!r} is inside a field in {part}: "
                                                     "Word replaces a field's result when it updates the field"))
+
+
+def _check_control_places(pkg: Package, report: CheckReport) -> None:
+    """A content control (a zone's or any other) where none may stand: invalid markup, which Word refuses to open or
+    "repairs", maybe dropping the control and the zone with it."""
+    for part in story_parts(pkg):
+        root = pkg.xml(part)
+        for sdt in root.iter(W.sdt):
+            place = _control_place(sdt)
+            if place.tag not in CONTROL_PARENTS:
+                zone_id = zone_control_id(sdt)
+                what = f"the content control of zone {zone_id!r}" if zone_id else "a content control"
+                report.findings.append(CheckFinding("misplaced_control", f"{what} stands in {qname(place.tag)} in "
+                                                    f"{part} ({element_path(sdt, root)}), where no content control "
+                                                    "may stand"))
+
+
+def _control_place(sdt: etree._Element) -> etree._Element:
+    """The element ``sdt`` stands in: its parent, or for a branch of ``mc:AlternateContent`` (whose content stands
+    where the alternate content does) the place of that."""
+    parent = sdt.getparent()
+    while parent.tag in (MC.Choice, MC.Fallback) and parent.getparent().tag == MC.AlternateContent:
+        parent = parent.getparent().getparent()
+    return parent
 
 
 def _check_placeholders(pkg: Package, zone_ids: set[str], report: CheckReport) -> None:

@@ -18,7 +18,7 @@ from astra.builder.engine import build
 from astra.ingest.zones import extract_maps
 from astra.ooxml.ns import RT_TRANSITIONAL, W
 from astra.ooxml.package import Package, write_package
-from astra.samples.templates import build_sample_template, sample_sidecar
+from astra.samples.templates import build_sample_template, minimal_docx, sample_sidecar
 
 from .helpers import intent_output
 
@@ -249,3 +249,91 @@ def test_text_the_zone_grammar_does_not_read_as_a_placeholder_passes(sample, tex
     template, zone_map, built = sample
     doc = _patched(built, DOCUMENT, b"<w:sectPr ", b"<w:p>" + text + b"</w:p><w:sectPr ")
     assert check_document(doc, zone_map, template=template).passed
+
+
+OTHER = b'<w:sdt><w:sdtPr><w:tag w:val="other"/></w:sdtPr><w:sdtContent><w:r><w:t>c</w:t></w:r></w:sdtContent></w:sdt>'
+BLOCK = b'<w:sdt><w:sdtPr><w:tag w:val="other"/></w:sdtPr><w:sdtContent><w:p/></w:sdtContent></w:sdt>'
+RUBY_PR = (b'<w:rubyPr><w:rubyAlign w:val="center"/><w:hps w:val="10"/><w:hpsRaise w:val="18"/>'
+           b'<w:hpsBaseText w:val="21"/><w:lid w:val="ja-JP"/></w:rubyPr>')
+
+
+def _ruby(rt: bytes, base: bytes) -> bytes:
+    return (b"<w:p><w:r><w:ruby>" + RUBY_PR + b"<w:rt>" + rt + b"</w:rt><w:rubyBase>" + base
+            + b"</w:rubyBase></w:ruby></w:r></w:p>")
+
+
+def _alternate(choice: bytes, fallback: bytes = b"") -> bytes:
+    return (b'<mc:AlternateContent><mc:Choice Requires="wps">' + choice + b"</mc:Choice>" + fallback
+            + b"</mc:AlternateContent>")
+
+
+TABLE = b'<w:tbl><w:tblGrid><w:gridCol w:w="3000"/></w:tblGrid>%s</w:tbl>'
+ROW = b"<w:tr><w:tc><w:p/></w:tc></w:tr>"
+CELL = b"<w:tc><w:p/></w:tc>"
+CONTROL_PLACES = {  # a content control in every place ECMA-376 lets one stand
+    "block": BLOCK,
+    "run": b"<w:p>" + OTHER + b"</w:p>",
+    "row": TABLE % (b'<w:sdt><w:sdtPr><w:tag w:val="other"/></w:sdtPr><w:sdtContent>' + ROW
+                    + b"</w:sdtContent></w:sdt>"),
+    "cell": TABLE % (b'<w:tr><w:sdt><w:sdtPr><w:tag w:val="other"/></w:sdtPr><w:sdtContent>' + CELL
+                     + b"</w:sdtContent></w:sdt></w:tr>"),
+    "in-a-cell": TABLE % (b"<w:tr><w:tc>" + BLOCK + b"</w:tc></w:tr>"),
+    "in-a-control": b'<w:p><w:sdt><w:sdtPr><w:tag w:val="outer"/></w:sdtPr><w:sdtContent>' + OTHER
+                    + b"</w:sdtContent></w:sdt></w:p>",
+    "hyperlink": b'<w:p><w:hyperlink w:anchor="top">' + OTHER + b"</w:hyperlink></w:p>",
+    "simple-field": b'<w:p><w:fldSimple w:instr=" PAGE ">' + OTHER + b"</w:fldSimple></w:p>",
+    "smart-tag": b'<w:p><w:smartTag w:uri="u" w:element="e">' + OTHER + b"</w:smartTag></w:p>",
+    "custom-xml": b'<w:p><w:customXml w:element="e">' + OTHER + b"</w:customXml></w:p>",
+    "dir": b'<w:p><w:dir w:val="rtl">' + OTHER + b"</w:dir></w:p>",
+    "inserted": b'<w:p><w:ins w:id="91" w:author="a">' + OTHER + b"</w:ins></w:p>",
+    "deleted": b'<w:p><w:del w:id="92" w:author="a">' + OTHER + b"</w:del></w:p>",
+    "equation": b"<w:p><m:oMath>" + OTHER + b"</m:oMath></w:p>",
+    "fraction": b"<w:p><m:oMath><m:f><m:num>" + OTHER + b"</m:num><m:den><m:r><m:t>2</m:t></m:r></m:den></m:f>"
+                b"</m:oMath></w:p>",
+    "paragraph-choice": b"<w:p>" + _alternate(OTHER, b"<mc:Fallback>" + OTHER + b"</mc:Fallback>") + b"</w:p>",
+    "block-choice": _alternate(BLOCK),
+    "text-box": b'<w:p><w:r>' + _alternate(b"<w:drawing><wps:txbx><w:txbxContent>" + BLOCK
+                                           + b"</w:txbxContent></wps:txbx></w:drawing>") + b"</w:r></w:p>",
+}
+MISPLACED = {  # (what is added, where the finding says the control stands)
+    "ruby-text": (_ruby(OTHER, b"<w:r><w:t>b</w:t></w:r>"), "w:rt"),
+    "ruby-base": (_ruby(b"<w:r><w:t>a</w:t></w:r>", OTHER), "w:rubyBase"),
+    "in-a-run": (b"<w:p><w:r>" + OTHER + b"</w:r></w:p>", "w:r"),
+    "in-alternate-content": (b"<w:p>" + _alternate(b"").replace(b"<mc:Choice", OTHER + b"<mc:Choice") + b"</w:p>",
+                             "mc:AlternateContent"),
+    "in-a-run-choice": (b"<w:p><w:r>" + _alternate(OTHER) + b"</w:r></w:p>", "w:r"),
+    "in-a-run-fallback": (b"<w:p><w:r>" + _alternate(b"<w:t>a</w:t>", b"<mc:Fallback>" + OTHER + b"</mc:Fallback>")
+                          + b"</w:r></w:p>", "w:r"),
+    "equation-paragraph": (b"<w:p><m:oMathPara>" + OTHER + b"</m:oMathPara></w:p>", "m:oMathPara"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONTROL_PLACES))
+def test_a_content_control_where_one_may_stand_passes(sample, case):
+    template, zone_map, built = sample
+    doc = _patched(built, DOCUMENT, b"<w:sectPr ", CONTROL_PLACES[case] + b"<w:sectPr ")
+    report = check_document(doc, zone_map, template=template)
+    assert report.passed, report.findings
+
+
+@pytest.mark.parametrize("case", sorted(MISPLACED))
+def test_a_content_control_where_none_may_stand_fails(sample, case):
+    """Invalid markup Word refuses or "repairs": ruby text and base hold runs only, a run holds no control,
+    alternate content holds only its branches, whose content stands where the alternate content does."""
+    template, zone_map, built = sample
+    added, place = MISPLACED[case]
+    doc = _patched(built, DOCUMENT, b"<w:sectPr ", added + b"<w:sectPr ")
+    report = check_document(doc, zone_map, template=template)
+    assert _codes(report) == {"misplaced_control"}, report.findings
+    assert report.findings[0].detail.startswith(f"a content control stands in {place} in word/document.xml (w:body[0]/")
+
+
+def test_a_misplaced_zone_control_is_named_in_every_story_part():
+    """A zone's control in ruby text, in a header: the finding names the zone, the part and the path."""
+    header = _ruby(b'<w:sdt><w:sdtPr><w:tag w:val="astra:sign"/></w:sdtPr><w:sdtContent><w:r><w:t>x</w:t></w:r>'
+                   b"</w:sdtContent></w:sdt>", b"<w:r><w:t>b</w:t></w:r>").decode()
+    docx = minimal_docx("<w:p><w:r><w:t>Report</w:t></w:r></w:p>", headers=[header])
+    report = check_document(docx, {"zones": [{"id": "sign"}]})
+    assert [f.to_json() for f in report.findings] == [{"code": "misplaced_control", "detail": (
+        "the content control of zone 'sign' stands in w:rt in word/header1.xml (w:p[0]/w:r[0]/w:ruby[0]/w:rt[0]/"
+        "w:sdt[0]), where no content control may stand")}]

@@ -4,7 +4,8 @@ For every position here, a template INGEST accepts builds into documents that pa
 zones filled or left empty; a template INGEST refuses (``zone_unsupported_position``) is one that, accepted
 as INGEST accepted it before, builds into documents the check fails: placeholder text BUILDER does not
 replace (in a footnote, endnote or comment, or in an mc:Fallback BUILDER does not rewrite), a zone left
-in the result of a field spanning paragraphs, which Word replaces when it updates the field.
+in the result of a field spanning paragraphs, which Word replaces when it updates the field, or a zone's
+content control where none may stand (in ruby text or base).
 """
 
 from __future__ import annotations
@@ -286,6 +287,15 @@ def test_a_placeholder_in_runs_where_no_content_control_can_stand_is_refused(cas
     assert err.code == "zone_unsupported_position"
     assert err.location == {"part": "/word/document.xml", "block": 1, "path": "w:p[1]"}
     assert f"'{{{{ x }}}}' has text in a run inside {place} ({path} of its paragraph)" in err.message
+
+
+@pytest.mark.parametrize("case", ["ruby-text", "ruby-base"])
+def test_a_placeholder_in_ruby_accepted_would_build_a_misplaced_control(case, monkeypatch):
+    """Accepted the way INGEST accepted it before, BUILDER builds the zone's control into w:rt or w:rubyBase: the
+    check fails every build of it."""
+    docx = template((p(OUT_OF_PLACE[case][0]), None))
+    monkeypatch.setattr(zones, "_outside_placeholder_holders", lambda run, paragraph: None)
+    assert all("misplaced_control" in codes for codes in _checks(docx, extract_maps(docx)))
 
 
 def test_a_malformed_note_part_is_an_invalid_package():
