@@ -83,7 +83,10 @@ from resources import ConfigStoreResource, IntentServiceResource, StorageLayout
 OPENS, NO_FORBIDDEN, ZONES_PRESENT = "document_opens", "no_forbidden_construct", "every_zone_present"
 CHECKS = (OPENS, NO_FORBIDDEN, ZONES_PRESENT)
 NO_VERSION = "none (bucket not versioned)"
-FORBIDDEN_CODES = ("forbidden_construct", "field_not_allowed", "external_relationship")
+# check_document's findings about the zones; every other finding (forbidden_construct, field_not_allowed,
+# external_relationship, misplaced_control, and any kind added later: never passed in silence) fails
+# no_forbidden_construct.
+ZONE_CODES = ("zone_missing", "duplicate_zone", "zone_in_field", "placeholder_left")
 # S3 hiccups are retried; refusals (inputs missing or not fitting, the engine refusing or failing on them — it reads
 # no service, so that repeats —, failed checks) are not (allow_retries=False).
 BUILD_RETRY = RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL)
@@ -98,11 +101,13 @@ def check_specs(asset_name: str) -> list[AssetCheckSpec]:
                        f"PDF (each zone cut to its first {PDF_MAX_ZONE_ROWS:,} table rows and {PDF_MAX_ZONE_BLOCKS:,} "
                        "paragraphs or tables for LibreOffice)."),
         AssetCheckSpec(NO_FORBIDDEN, asset=asset_name, blocking=True,
-                       description="No macros, OLE/ActiveX, altChunk, DTD, external relationship, or field other "
-                       "than PAGE, NUMPAGES and DATE (the audited template's own fields and links allowed)."),
+                       description="No macros, OLE/ActiveX, altChunk, DTD, external relationship, field other "
+                       "than PAGE, NUMPAGES and DATE (the audited template's own fields and links allowed), or content "
+                       "control where none may stand."),
         AssetCheckSpec(ZONES_PRESENT, asset=asset_name, blocking=True,
-                       description="Every zone of the pinned config version's zone map is an astra: content "
-                       "control of the document (so LEARN finds each zone in the edited document)."),
+                       description="Every zone of the pinned config version's zone map is one astra: content "
+                       "control of the document, in no field (so LEARN finds each zone in the edited document), and "
+                       "no {{ zone_id }} text is left outside the zones."),
     ]
 
 
@@ -314,8 +319,8 @@ def document_checks(docx: bytes, zone_map: dict, template: bytes,
     verdicts = [
         (OPENS, opens, {"pdf_bytes": pdf_size, "conversion_s": conversion_s, "pdf_rows_left_out": rows_left_out,
                         "pdf_blocks_left_out": blocks_left_out}),
-        (NO_FORBIDDEN, unjudged or [f for f in findings if f["code"] in FORBIDDEN_CODES], {}),
-        (ZONES_PRESENT, unjudged or [f for f in findings if f["code"] == "zone_missing"],
+        (NO_FORBIDDEN, unjudged or [f for f in findings if f["code"] not in (*ZONE_CODES, "does_not_open")], {}),
+        (ZONES_PRESENT, unjudged or [f for f in findings if f["code"] in ZONE_CODES],
          {"zones_found": MetadataValue.json(report.zones_found), "zones_expected": len(zone_map.get("zones") or [])}),
     ]
     return [v for v in verdicts if v[0] in selected]

@@ -387,3 +387,32 @@ def test_a_libreoffice_timeout_is_a_failure_that_says_so(built_sample, monkeypat
     (opens,) = document_checks(*built_sample, {OPENS})
     assert [f["code"] for f in opens[1]] == ["pdf_conversion_timeout"]
     assert "did not finish the conversion within 0.01 s" in opens[1][0]["detail"]
+
+
+def test_every_finding_of_check_document_fails_a_blocking_check():
+    """A stray placeholder, a duplicated zone or a misplaced control fails a blocking check, not only the report."""
+    from astra.samples.edits import DocumentEdit
+    from tests.learn.helpers import built, intent_output, sample_template, zone_map
+
+    zones = zone_map()
+    document = built(zones, intent_output())
+    checks = {NO_FORBIDDEN, ZONES_PRESENT}
+    assert all(not findings for _, findings, _ in document_checks(document, zones, sample_template(), checks))
+
+    def verdicts(edit) -> dict[str, list[str]]:
+        e = DocumentEdit(document)
+        edit(e)
+        found = document_checks(e.save(), zones, sample_template(), checks)
+        return {name: sorted({f["code"] for f in findings}) for name, findings, _ in found}
+
+    assert verdicts(lambda e: e.add("notes", "{{ summary }}"))[ZONES_PRESENT] == []  # inside a zone: the user's text
+    assert verdicts(lambda e: e.outside("This report records one site visit.", "{{ summary }}"))[ZONES_PRESENT] == [
+        "placeholder_left"]
+    assert verdicts(lambda e: e.copy_control("notes"))[ZONES_PRESENT] == ["duplicate_zone"]
+
+    def misplace(e) -> None:  # a control straight inside a run: no schema allows it there
+        sdt = e.control("notes")
+        run = e.paragraph("This report records one site visit.").find(
+            "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}r")
+        run.append(sdt)
+    assert verdicts(misplace) == {NO_FORBIDDEN: ["misplaced_control"], ZONES_PRESENT: []}
