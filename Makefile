@@ -47,6 +47,7 @@ bench: install
 	$(PY) bench/footprint.py
 	$(PY) bench/classify.py
 	$(PY) bench/intent.py
+	$(PY) bench/learning_loop.py
 	$(PY) bench/asr.py
 	$(PY) bench/build.py
 
