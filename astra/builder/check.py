@@ -6,7 +6,8 @@ relationships other than hyperlinks, DTDs; and beyond it: fields other than PAGE
 DATE, and any external relationship, hyperlinks included); every zone of the zone map is
 present as an ``astra:`` content control, once (``mc:Fallback`` copies aside), and none inside a
 field (Word replaces a field's result whenever it updates the field); every content control stands where
-ECMA-376 lets one stand (:data:`CONTROL_PARENTS`, read through ``mc:AlternateContent``); no ``{{ zone_id }}``
+ECMA-376 lets one stand (:data:`astra.ingest.zones.CONTROL_PARENTS`, the one list INGEST refuses templates
+by too, read through ``mc:AlternateContent``); no ``{{ zone_id }}``
 placeholder text is left outside the zones, in any story, note or comment part, ``mc:Fallback``
 branches included (a placeholder is a zone BUILDER did not fill; inside a zone it is the user's own
 text). Only a control tagged with a zone id of the zone map is a zone: any other ``astra:`` control
@@ -52,24 +53,15 @@ from pathlib import Path
 from lxml import etree
 
 from astra.ingest.audit import audit
-from astra.ingest.zones import RUN_CONTROL_PARENTS, field_depths, placeholder_texts, zone_control_id
+from astra.ingest.zones import CONTROL_PARENTS, control_place, field_depths, placeholder_texts, zone_control_id
 from astra.ooxml.errors import PackageError
 from astra.ooxml.fields import field_instructions
-from astra.ooxml.ns import M_NS, MC, Names, W, qname
+from astra.ooxml.ns import MC, W, qname
 from astra.ooxml.package import Package, write_package
 from astra.ooxml.partname import rels_source
 from astra.ooxml.wordml import element_path, story_parts
 
 ALLOWED_FIELDS = frozenset({"PAGE", "NUMPAGES", "DATE"})
-_M = Names(M_NS)
-# Where ECMA-376 lets a content control (w:sdt) stand in a story part (body, header, footer): among blocks
-# (EG_ContentBlockContent: the story, a cell, a text box), among a table's rows, among a row's cells, among runs
-# (:data:`RUN_CONTROL_PARENTS`; w:sdtContent and w:customXml hold any of the four), and in an equation or one of its
-# arguments (EG_PContentMath). Not in a run, ruby text or base, or directly in mc:AlternateContent.
-CONTROL_PARENTS = frozenset({
-    W.body, W.hdr, W.ftr, W.tc, W.txbxContent, W.tbl, W.tr, *RUN_CONTROL_PARENTS,
-    *(_M(name) for name in ("oMath", "e", "num", "den", "fName", "lim", "sub", "sup", "deg")),
-})
 PDF_MAX_ZONE_ROWS = 300  # table rows per zone in the copy LibreOffice converts (a few seconds of layout)
 PDF_MAX_ZONE_BLOCKS = 1_000  # paragraphs and tables per zone in that copy
 
@@ -215,22 +207,13 @@ def _check_control_places(pkg: Package, report: CheckReport) -> None:
     for part in story_parts(pkg):
         root = pkg.xml(part)
         for sdt in root.iter(W.sdt):
-            place = _control_place(sdt)
+            place = control_place(sdt)
             if place.tag not in CONTROL_PARENTS:
                 zone_id = zone_control_id(sdt)
                 what = f"the content control of zone {zone_id!r}" if zone_id else "a content control"
                 report.findings.append(CheckFinding("misplaced_control", f"{what} stands in {qname(place.tag)} in "
                                                     f"{part} ({element_path(sdt, root)}), where no content control "
                                                     "may stand"))
-
-
-def _control_place(sdt: etree._Element) -> etree._Element:
-    """The element ``sdt`` stands in: its parent, or for a branch of ``mc:AlternateContent`` (whose content stands
-    where the alternate content does) the place of that."""
-    parent = sdt.getparent()
-    while parent.tag in (MC.Choice, MC.Fallback) and parent.getparent().tag == MC.AlternateContent:
-        parent = parent.getparent().getparent()
-    return parent
 
 
 def _check_placeholders(pkg: Package, zone_ids: set[str], report: CheckReport) -> None:

@@ -20,13 +20,14 @@ from jsonschema import Draft202012Validator
 from lxml import etree
 
 from astra.ooxml.errors import PackageError
-from astra.ooxml.ns import MC, W, qname
+from astra.ooxml.ns import M_NS, MC, Names, W, qname
 from astra.ooxml.package import Package
 from astra.ooxml.wordml import element_path, story_parts, styles_part, theme_part, top_block, wval
 
 from .styles import StyleAnchor, StyleSheet, zone_style
 
 __all__ = [
+    "CONTROL_PARENTS",
     "KINDS",
     "SIDECAR_SCHEMA_PATH",
     "REFUSAL_CODES",
@@ -36,6 +37,7 @@ __all__ = [
     "TextPiece",
     "TemplateRefused",
     "ZoneDecl",
+    "control_place",
     "extract_maps",
     "field_depths",
     "load_known_intents",
@@ -85,6 +87,7 @@ _PLACEHOLDER_TEXT_RE = re.compile(r"\{\{\s*(" + ZONE_ID_RE.pattern + r")\s*\}\}"
 _SEP = "\x00"  # stands for tabs, breaks, drawings, field characters, zone edges: a placeholder never spans one
 _NOTE_PARTS = ("footnotes", "endnotes", "comments")
 _MAX_LABEL = 200
+_M = Names(M_NS)
 
 
 class TemplateRefused(ValueError):
@@ -321,10 +324,18 @@ class _Vocabulary:
 # Where ECMA-376 lets a run-level content control (CT_SdtRun) stand: the elements whose content is EG_PContent
 # (w:p, w:hyperlink, w:fldSimple, w:smartTag, w:customXml, w:sdtContent, w:dir, w:bdo) or EG_ContentRunContent (the
 # revision marks w:ins, w:del, w:moveFrom, w:moveTo). Not a run, nor ruby text or base (w:rt, w:rubyBase: runs and
-# run-level marks only). An equation and its arguments hold them too (astra.builder.check.CONTROL_PARENTS), but no
-# placeholder zone goes in one.
+# run-level marks only).
 RUN_CONTROL_PARENTS = frozenset({W.p, W.hyperlink, W.fldSimple, W.smartTag, W.customXml, W.sdtContent, W.dir, W.bdo,
                                  W.ins, W("del"), W.moveFrom, W.moveTo})
+# Where ECMA-376 lets a content control (w:sdt) stand in a story part (body, header, footer): among blocks
+# (EG_ContentBlockContent: the story, a cell, a text box), among a table's rows, among a row's cells, among runs
+# (RUN_CONTROL_PARENTS; w:sdtContent and w:customXml hold any of the four), and in an equation or one of its arguments
+# (EG_PContentMath). Not in a run, ruby text or base, or directly in mc:AlternateContent. The one list: INGEST refuses
+# a template with a control anywhere else, BUILDER's check fails a document with one (misplaced_control).
+CONTROL_PARENTS = frozenset({
+    W.body, W.hdr, W.ftr, W.tc, W.txbxContent, W.tbl, W.tr, *RUN_CONTROL_PARENTS,
+    *(_M(name) for name in ("oMath", "e", "num", "den", "fName", "lim", "sub", "sup", "deg")),
+})
 # Where BUILDER may put the control of a placeholder zone: those, but not deleted or moved-away text (accepting the
 # revision would take the zone with it).
 _PLACEHOLDER_HOLDERS = RUN_CONTROL_PARENTS - {W("del"), W.moveFrom}
@@ -546,6 +557,38 @@ def _outside_placeholder_holders(run: etree._Element, p: etree._Element) -> etre
     return None
 
 
+def control_place(sdt: etree._Element) -> etree._Element:
+    """The element ``sdt`` stands in: its parent, or for a branch of ``mc:AlternateContent`` (whose content stands
+    where the alternate content does) the place of that. A control may stand there when its tag is one of
+    :data:`CONTROL_PARENTS`."""
+    parent = sdt.getparent()
+    while parent.tag in (MC.Choice, MC.Fallback) and parent.getparent().tag == MC.AlternateContent:
+        parent = parent.getparent().getparent()
+    return parent
+
+
+def _refuse_misplaced_controls(pkg: Package) -> None:
+    """Refuse a template whose story parts hold a content control (a zone's or any other) where none may stand:
+    BUILDER keeps or fills it where it is, and its check fails every build (misplaced_control)."""
+    try:
+        for part in story_parts(pkg):
+            root = pkg.xml(part)
+            story = root.find(W.body) if root.tag == W.document else root
+            for sdt in root.iter(W.sdt):
+                place = control_place(sdt)
+                if place.tag in CONTROL_PARENTS:
+                    continue
+                zone_id = zone_control_id(sdt)
+                what = f"the content control of zone {zone_id!r}" if zone_id else "a content control"
+                raise TemplateRefused(
+                    "zone_unsupported_position",
+                    f"{what} stands in {qname(place.tag)}, where no content control may stand (ECMA-376): every "
+                    "document built from this template would be invalid markup",
+                    _location(sdt, story if story is not None else root, "/" + part))
+    except PackageError as exc:
+        raise TemplateRefused("invalid_package", str(exc)) from None
+
+
 def _scan_story(root: etree._Element, part: str, sheet: StyleSheet) -> list[ZoneDecl]:
     """Every zone declared in one story, in document order; a zone inside a zone refuses."""
     decls: list[ZoneDecl] = []
@@ -717,6 +760,7 @@ def extract_maps(
     side = validate_sidecar(sidecar)
     pkg, sheet = _open(docx_bytes)
     decls = _scan(pkg, sheet)
+    _refuse_misplaced_controls(pkg)
     _refuse_placeholders_left(pkg, decls)
     if not decls:
         raise TemplateRefused(

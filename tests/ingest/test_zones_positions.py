@@ -303,3 +303,54 @@ def test_a_malformed_note_part_is_an_invalid_package():
     with pytest.raises(TemplateRefused) as info:
         extract_maps(docx)
     assert info.value.code == "invalid_package"
+
+
+def other_control(inner: str) -> str:
+    """A content control that is no zone (ordinary content BUILDER copies as it is)."""
+    return f'<w:sdt><w:sdtPr><w:tag w:val="company"/></w:sdtPr><w:sdtContent>{inner}</w:sdtContent></w:sdt>'
+
+
+MISPLACED_CONTROLS = {  # the template's body after the fallback zone; where the control stands; its path
+    "zone-control-in-ruby-text": (p(t("Name: "), ruby(control("x", t("a")), t("kanji"))), "w:rt",
+                                  "w:p[1]/w:r[1]/w:ruby[0]/w:rt[0]/w:sdt[0]"),
+    "zone-control-directly-in-a-run": (p('<w:r>' + control("x", t("a")) + "</w:r>"), "w:r", "w:p[1]/w:r[0]/w:sdt[0]"),
+    "zone-control-in-a-run-choice": (p(inline_choice(control("x", t("a")))), "w:r",
+                                     "w:p[1]/w:r[0]/mc:AlternateContent[0]/mc:Choice[0]/w:sdt[0]"),
+    "other-control-in-ruby-base": (p(ruby(t("kana"), other_control(t("kanji")))), "w:rubyBase",
+                                   "w:p[1]/w:r[0]/w:ruby[0]/w:rubyBase[0]/w:sdt[0]"),
+}
+WELL_PLACED_CONTROLS = {
+    "zone-control-in-a-hyperlink": p(t("a "), f'<w:hyperlink w:anchor="b">{control("x", t("old"))}</w:hyperlink>'),
+    "other-control-beside-ruby": p(ruby(t("kana"), t("kanji")), other_control(t("Acme"))),
+    "other-control-in-an-equation": p(f"<m:oMath>{other_control('<m:r><m:t>x</m:t></m:r>')}</m:oMath>"),
+    "other-control-in-a-paragraph-choice": p(f'<mc:AlternateContent><mc:Choice Requires="wps">{other_control(t("a"))}'
+                                             f'</mc:Choice><mc:Fallback>{t("b")}</mc:Fallback></mc:AlternateContent>'),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MISPLACED_CONTROLS))
+def test_a_content_control_where_none_may_stand_is_refused(case, monkeypatch):
+    """Any content control, a zone's or not, where ECMA-376 lets none stand: accepted, every build of the template
+    fails the check's misplaced_control (one list of places, astra.ingest.zones.CONTROL_PARENTS, for both)."""
+    body, place, path = MISPLACED_CONTROLS[case]
+    docx = template((body, None))
+    err = _refused(docx)
+    assert err.code == "zone_unsupported_position"
+    assert err.location == {"part": "/word/document.xml", "block": 1, "path": path}
+    assert f"stands in {place}, where no content control may stand" in err.message
+    monkeypatch.setattr(zones, "_refuse_misplaced_controls", lambda pkg: None)
+    assert all("misplaced_control" in codes for codes in _checks(docx, extract_maps(docx)))
+
+
+@pytest.mark.parametrize("case", sorted(WELL_PLACED_CONTROLS))
+def test_a_content_control_where_one_may_stand_is_accepted_and_builds(case):
+    docx = template((WELL_PLACED_CONTROLS[case], None))
+    assert _checks(docx, extract_maps(docx)) == [set(), set()]
+
+
+def test_a_misplaced_control_in_a_header_is_refused():
+    header = p(ruby(t("kana"), other_control(t("kanji"))))
+    err = _refused(minimal_docx(NOTES, headers=[header]))
+    assert err.location == {"part": "/word/header1.xml", "block": 0,
+                            "path": "w:p[0]/w:r[0]/w:ruby[0]/w:rubyBase[0]/w:sdt[0]"}
+    assert "a content control stands in w:rubyBase" in err.message
