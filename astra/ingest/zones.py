@@ -767,6 +767,7 @@ def extract_maps(
             "no_zones", "the template declares no zone (no astra: content control, no {{ placeholder }})"
         )
     by_id = _unique(decls)
+    _refuse_fields_across_zone_edges(decls)
     _refuse_zones_in_fields(decls)
     side_zones: dict = side.get("zones") or {}
     side_fallback = side.get("fallback_zone")
@@ -858,6 +859,37 @@ def _refuse_zones_in_fields(decls: list[ZoneDecl]) -> None:
             f"zone {decl.id!r} sits {where}: Word replaces a field's result whenever it updates the field, and "
             "BUILDER moves a zone out of a field only when the field begins and ends in the zone's paragraph",
             decl.location)
+
+
+def _refuse_fields_across_zone_edges(decls: list[ZoneDecl]) -> None:
+    """Refuse a content-control zone holding part of a field: a field character or field code whose field begins
+    or ends outside the zone. BUILDER replaces the zone's content, and the field's other part, left outside,
+    becomes a field the template never had (or a stray field character)."""
+    for decl in decls:
+        if decl.declared_by != "content_control":
+            continue
+        open_fields = 0
+        for el in decl.element.iter(W.fldChar, W.instrText, W.delInstrText):
+            if any(a.tag == MC.Fallback for a in el.iterancestors()):
+                continue  # a copy of its mc:Choice, counted there
+            kind = (wval(el, "fldCharType") or "").strip().lower() if el.tag == W.fldChar else "code"
+            if kind == "begin":
+                open_fields += 1
+            elif kind == "end" and open_fields:
+                open_fields -= 1
+            elif not open_fields and kind in ("end", "separate", "code"):
+                part = {"end": "the end", "separate": "the separator", "code": "code"}[kind]
+                _refuse_split_field(decl, f"{part} of a field begun before it")
+        if open_fields:
+            _refuse_split_field(decl, "the beginning of a field that ends after it")
+
+
+def _refuse_split_field(decl: ZoneDecl, what: str) -> None:
+    raise TemplateRefused(
+        "zone_unsupported_position",
+        f"zone {decl.id!r} holds {what}: BUILDER replaces the zone's content, and the part of the field left "
+        "outside it would make a field the template does not have; a zone holds whole fields or none",
+        decl.location)
 
 
 def _field_place(decl: ZoneDecl) -> tuple[etree._Element, etree._Element | None]:
