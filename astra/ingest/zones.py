@@ -128,6 +128,11 @@ class ZoneDecl:
     alias: str | None = None
     params: dict = field(default_factory=dict)  # parsed tag parameters
     runs: tuple = ()  # placeholder: the w:r elements the {{ ... }} spans
+    # Where BUILDER puts the zone's content: "inline" among a paragraph's runs (a run-level control; a placeholder
+    # with other content in its paragraph), "block" among blocks (a block-level control; a placeholder that is its
+    # whole paragraph, which the zone's paragraphs replace), "row" or "cell" (a control among a table's rows or a
+    # row's cells, which BUILDER cannot fill: INGEST refuses it).
+    level: str = "block"
     span: tuple[int, int] | None = None  # placeholder: offsets in the paragraph's text (paragraph_text)
 
     @property
@@ -344,6 +349,14 @@ _STANDS_FOR = {MC.Choice: MC.AlternateContent, W.sdtContent: W.sdt}
 _SKIP_IN_PARAGRAPH = {W.pPr, W.rPr, W.sdtPr, W.sdtEndPr, MC.Fallback, W.moveFrom, W.p, W.txbxContent}
 _SEPARATORS = {W.tab, W.ptab, W.br, W.cr, W.drawing, W.pict, W.object, W.fldChar}
 _BLOCK_CONTAINERS = {W.body, W.hdr, W.ftr, W.tc, W.txbxContent, W.tbl, W.tr, W.footnote, W.endnote, W.comment}
+_CONTROL_LEVELS = {W.p: "inline", W.tbl: "row", W.tr: "cell"}  # by the nearest of _BLOCK_CONTAINERS | {W.p}
+# What a paragraph may hold beside its placeholder for the zone to be the whole paragraph (BUILDER replaces it with
+# the zone's blocks): properties, range markers, proofing marks, and plain runs (properties, text, a rendering
+# hint). Anything else (a tab, a field, a picture, a hyperlink, a tracked change...) would be lost: the zone is inline.
+_PARAGRAPH_MARKS = frozenset(W(name) for name in (
+    "bookmarkStart", "commentRangeStart", "permStart", "moveFromRangeStart", "moveToRangeStart", "bookmarkEnd",
+    "commentRangeEnd", "permEnd", "moveFromRangeEnd", "moveToRangeEnd", "proofErr"))
+_PLAIN_RUN_CHILDREN = frozenset({W.rPr, W.t, W.lastRenderedPageBreak})
 
 
 class TextPiece(NamedTuple):
@@ -436,10 +449,10 @@ def _location(el: etree._Element, root: etree._Element, part: str) -> dict:
     return {"part": part, "block": top_block(el, root)[0], "path": element_path(el, root)}
 
 
-def _content_control_kind(sdt_pr, table, paragraph, sheet: StyleSheet) -> str:
+def _content_control_kind(sdt_pr, table, paragraph, inline: bool, sheet: StyleSheet) -> str:
     if sdt_pr is not None and sdt_pr.find(W.picture) is not None:
         return "image"
-    if table is not None:
+    if table is not None and not inline:  # a table cannot go in a line of text
         return "table"
     return "list" if _is_numbered(paragraph, sheet) else "text"
 
@@ -453,7 +466,8 @@ def _content_control_decl(sdt: etree._Element, tag: str, root: etree._Element, p
     content = sdt.find(W.sdtContent)
     content = content if content is not None else sdt
     container = _nearest(sdt, _BLOCK_CONTAINERS | {W.p}, root)
-    if container is not None and container.tag == W.p:  # run-level control
+    level = _CONTROL_LEVELS.get(container.tag, "block") if container is not None else "block"
+    if level == "inline":
         paragraph = container
         run = _first_desc(content, W.r)
     else:  # block-, row- or cell-level control: its first paragraph and that one's first run
@@ -470,9 +484,10 @@ def _content_control_decl(sdt: etree._Element, tag: str, root: etree._Element, p
         path=location["path"],
         element=sdt,
         anchor=StyleAnchor(paragraph=paragraph, run=run, table=table, sdt=sdt),
-        inferred_kind=_content_control_kind(sdt_pr, table, paragraph, sheet),
+        inferred_kind=_content_control_kind(sdt_pr, table, paragraph, level == "inline", sheet),
         alias=wval(sdt_pr.find(W.alias)) if sdt_pr is not None else None,
         params=params,
+        level=level,
     )
 
 
@@ -523,7 +538,8 @@ def _placeholder_decls(p: etree._Element, zone_sdt: etree._Element | None, root:
                     location,
                 )
         table = _nearest(p, {W.tbl}, root)
-        kind = "table" if table is not None else "list" if _is_numbered(p, sheet) else "text"
+        level = "block" if _alone_in_paragraph(p, text, match.group(0)) else "inline"
+        kind = "table" if table is not None and level == "block" else "list" if _is_numbered(p, sheet) else "text"
         decls.append(
             ZoneDecl(
                 id=inner,
@@ -536,9 +552,24 @@ def _placeholder_decls(p: etree._Element, zone_sdt: etree._Element | None, root:
                 inferred_kind=kind,
                 runs=tuple(runs),
                 span=(start, end),
+                level=level,
             )
         )
     return decls
+
+
+def _alone_in_paragraph(p: etree._Element, text: str, placeholder: str) -> bool:
+    """Whether the placeholder is the whole of its paragraph ``p`` (``text`` as :func:`paragraph_text` reads it):
+    nothing in it but :data:`_PARAGRAPH_MARKS`, plain runs, and the placeholder's text with blanks around."""
+    for child in p:
+        if not isinstance(child.tag, str):
+            continue  # a comment or processing instruction
+        if child.tag == W.r:
+            if any(isinstance(c.tag, str) and c.tag not in _PLAIN_RUN_CHILDREN for c in child):
+                return False
+        elif child.tag != W.pPr and child.tag not in _PARAGRAPH_MARKS:
+            return False
+    return text.strip() == placeholder
 
 
 def _outside_placeholder_holders(run: etree._Element, p: etree._Element) -> etree._Element | None:
@@ -761,6 +792,7 @@ def extract_maps(
     pkg, sheet = _open(docx_bytes)
     decls = _scan(pkg, sheet)
     _refuse_misplaced_controls(pkg)
+    _refuse_unfilled_controls(decls)
     _refuse_placeholders_left(pkg, decls)
     if not decls:
         raise TemplateRefused(
@@ -814,13 +846,26 @@ def _refuse_placeholders_left(pkg: Package, decls: list[ZoneDecl]) -> None:
 
 
 def _placed_in_every_build(decl: ZoneDecl) -> bool:
-    """BUILDER puts content in a placeholder zone on every build, and in a content control unless it is a row or
-    cell of a table (left as it is) or shows its own placeholder text (kept when the zone is empty)."""
+    """BUILDER puts content in a placeholder zone on every build, and in a content control unless it shows its own
+    placeholder text (kept when the zone is empty)."""
     if decl.declared_by == "placeholder":
         return True
     sdt_pr = decl.element.find(W.sdtPr)
-    return decl.element.getparent().tag not in (W.tbl, W.tr) and (
-        sdt_pr is None or sdt_pr.find(W.showingPlcHdr) is None)
+    return sdt_pr is None or sdt_pr.find(W.showingPlcHdr) is None
+
+
+def _refuse_unfilled_controls(decls: list[ZoneDecl]) -> None:
+    """Refuse a zone whose control stands among a table's rows or a row's cells: BUILDER cannot put generated
+    content there and would leave it as it is on every build, losing what is routed to it (all that matches no
+    other zone, were it the fallback zone)."""
+    for decl in decls:
+        if decl.level in ("row", "cell"):
+            among = "a table's rows" if decl.level == "row" else "a row's cells"
+            raise TemplateRefused(
+                "zone_unsupported_position",
+                f"zone {decl.id!r} is a content control among {among}: BUILDER cannot fill a row- or cell-level "
+                "control, and what the zone receives would be lost; put the control inside a cell (around its "
+                "paragraphs) or around the whole table", decl.location)
 
 
 def _mirrored_by_builder(el: etree._Element, mirrored: set) -> bool:
@@ -991,6 +1036,12 @@ def _accepts(decl: ZoneDecl, over: dict, vocab: _Vocabulary | None) -> dict:
 def _zone_entry(decl: ZoneDecl, over: dict, vocab: _Vocabulary | None) -> dict:
     """One zone of the zone map; precedence for every field: sidecar > template > inference."""
     kind = over.get("kind") or decl.params.get("kind") or decl.inferred_kind
+    if kind == "table" and decl.level == "inline":
+        where = {"part": "sidecar", "path": f"zones.{decl.id}.kind"} if "kind" in over else decl.location
+        raise TemplateRefused(
+            "zone_unsupported_position", f"zone {decl.id!r} is a table zone inline in a line of text: a table "
+            "cannot go there, and BUILDER would drop every table of the zone; make the zone its own paragraph, or "
+            "a block-level control", where)
     entry = {
         "id": decl.id,
         "label": _label(over.get("label")) or _label(decl.alias) or _title(decl.id),

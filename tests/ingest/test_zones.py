@@ -354,17 +354,33 @@ def test_table_zone_inferred_for_placeholder_in_a_cell():
     assert zone["location"] == {"part": "/word/document.xml", "block": 1, "path": "w:tbl[0]/w:tr[1]/w:tc[0]/w:p[0]"}
 
 
-def test_table_zone_inferred_for_control_in_a_cell_and_row_level_control():
-    cell = sdt("astra:cell_zone", inner="<w:r><w:t>v</w:t></w:r>")
-    table = _table([[f"<w:p>{cell}</w:p>"]])
-    maps = extract(table + NOTES)
+def test_table_zone_inferred_for_a_block_control_in_a_cell_text_for_an_inline_one():
+    block = sdt("astra:cell_zone")
+    maps = extract(_table([[block]]) + NOTES)
     zone = zones_by_id(maps)["cell_zone"]
     assert zone["kind"] == "table"
-    assert zone["location"]["path"] == "w:tbl[0]/w:tr[0]/w:tc[0]/w:p[0]/w:sdt[0]"
+    assert zone["location"]["path"] == "w:tbl[0]/w:tr[0]/w:tc[0]/w:sdt[0]"
+    # In a line of text a table cannot go: the control is a text zone, and refused when declared a table.
+    inline = sdt("astra:cell_zone", inner="<w:r><w:t>v</w:t></w:r>")
+    assert zones_by_id(extract(_table([[f"<w:p>{inline}</w:p>"]]) + NOTES))["cell_zone"]["kind"] == "text"
+    err = refused(_table([[f"<w:p>{inline.replace('astra:cell_zone', 'astra:cell_zone;kind=table')}</w:p>"]]) + NOTES,
+                  "zone_unsupported_position")
+    assert "table zone inline in a line of text" in err.message
+    assert err.location["path"] == "w:tbl[0]/w:tr[0]/w:tc[0]/w:p[0]/w:sdt[0]"
 
-    row_sdt = sdt("astra:row_zone", inner="<w:tr><w:tc><w:p/></w:tc></w:tr>")
-    maps = extract(f"<w:tbl><w:tblPr/>{row_sdt}</w:tbl>" + NOTES)
-    assert zones_by_id(maps)["row_zone"]["kind"] == "table"
+
+@pytest.mark.parametrize("level", ["row", "cell"])
+def test_a_row_or_cell_level_control_is_refused(level):
+    """BUILDER cannot fill a control among a table's rows or a row's cells: what the zone receives would be lost."""
+    cell = "<w:tc><w:p/></w:tc>"
+    if level == "row":
+        table, path = f"<w:tbl><w:tblPr/>{sdt('astra:z', inner=f'<w:tr>{cell}</w:tr>')}</w:tbl>", "w:tbl[0]/w:sdt[0]"
+    else:
+        table, path = f"<w:tbl><w:tblPr/><w:tr>{sdt('astra:z', inner=cell)}</w:tr></w:tbl>", "w:tbl[0]/w:tr[0]/w:sdt[0]"
+    err = refused(table + NOTES, "zone_unsupported_position")
+    assert err.location == {"part": "/word/document.xml", "block": 0, "path": path}
+    among = "a table's rows" if level == "row" else "a row's cells"
+    assert f"zone 'z' is a content control among {among}: BUILDER cannot fill" in err.message
 
 
 def test_explicit_kind_beats_table_inference():

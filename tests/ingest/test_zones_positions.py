@@ -413,3 +413,76 @@ def test_a_block_zone_beginning_a_field_accepted_builds_a_field_end_without_its_
 def test_a_zone_holding_whole_fields_is_accepted_and_builds(case):
     docx = template((WHOLE_FIELDS[case], None))
     assert _checks(docx, extract_maps(docx)) == [set(), set()]
+
+
+TABLE = {"id": "data/t.json", "source": "data/t.json", "sheet": None, "header": ["k", "v"],
+         "columns": [{"name": "k", "type": "text"}, {"name": "v", "type": "decimal"}],
+         "rows": [["a", 1.5], ["b", None]], "row_count": 2}
+
+
+def cell_table(*cells: str) -> str:
+    return ('<w:tbl><w:tblGrid><w:gridCol w:w="3000"/></w:tblGrid><w:tr>'
+            + "".join(f"<w:tc>{cell}</w:tc>" for cell in cells) + "</w:tr></w:tbl>")
+
+
+def _build_all(docx: bytes, sidecar: dict | None = None, tables: tuple = ()) -> tuple[dict, list, set[str]]:
+    """Zone kinds INGEST gives, BUILDER's problems and the check's codes, every zone receiving text or a table."""
+    maps = extract_maps(docx, sidecar)
+    kinds = {zone["id"]: zone["kind"] for zone in maps.zone_map["zones"]}
+    session = intent_output({z: ["said"] for z, kind in kinds.items() if kind != "table"},
+                            {z: [dict(TABLE, id=f"data/{z}.json")] for z, kind in kinds.items() if kind == "table"})
+    built = build(docx, maps.zone_map, maps.style_map, session)
+    codes = {f.code for f in check_document(built.docx, maps.zone_map, template=docx).findings}
+    return kinds, [problem.code for problem in built.problems], codes
+
+
+@pytest.mark.parametrize("cell", [
+    p(t("Total: {{ total }} units")),
+    p(t("{{ total }}"), "<w:r><w:tab/></w:r>"),
+    p(f'<w:hyperlink w:anchor="b">{t("{{ total }}")}</w:hyperlink>'),
+    p(t("Total: "), control("total", t("old"))),
+], ids=["with-text", "with-a-tab", "in-a-hyperlink", "inline-control"])
+def test_an_inline_zone_in_a_cell_is_a_text_zone_and_builds(cell):
+    """A zone inline in a line of text in a table is no table zone (a table cannot go there: BUILDER would drop
+    every table of it); it takes what is said."""
+    kinds, problems, codes = _build_all(minimal_docx(NOTES + cell_table(cell)))
+    assert (kinds["total"], problems, codes) == ("text", [], set())
+
+
+@pytest.mark.parametrize("cell", [
+    p(t("{{ total }}")),
+    p('<w:bookmarkStart w:id="1" w:name="b"/>', t(" {{ total }} "), '<w:bookmarkEnd w:id="1"/>'),
+    control("total", p(t("old"))),
+], ids=["placeholder-alone", "placeholder-alone-in-a-bookmark", "block-control"])
+def test_a_block_zone_in_a_cell_is_a_table_zone_and_builds(cell):
+    kinds, problems, codes = _build_all(minimal_docx(NOTES + cell_table(cell)))
+    assert (kinds["total"], problems, codes) == ("table", [], set())
+
+
+@pytest.mark.parametrize("cell", [p(t("Total: {{ total }} units")), p(t("Total: "), control("total", t("old")))],
+                         ids=["placeholder", "control"])
+def test_an_inline_zone_declared_a_table_is_refused(cell):
+    docx = minimal_docx(NOTES + cell_table(cell))
+    with pytest.raises(TemplateRefused) as info:
+        extract_maps(docx, {"version": 1, "zones": {"total": {"kind": "table"}}})
+    assert info.value.code == "zone_unsupported_position"
+    assert info.value.location == {"part": "sidecar", "path": "zones.total.kind"}
+    assert "zone 'total' is a table zone inline in a line of text" in info.value.message
+
+
+def test_a_cell_level_control_is_refused_it_would_lose_every_unmatched_utterance(monkeypatch):
+    """Accepted as before, a cell-level control could be the fallback zone: BUILDER leaves it unfilled, and every
+    utterance no other zone takes is lost."""
+    docx = minimal_docx('<w:tbl><w:tblGrid><w:gridCol w:w="3000"/></w:tblGrid><w:tr>'
+                        + control("cellz", "<w:tc>" + p(t("c")) + "</w:tc>") + "</w:tr></w:tbl><w:p/>")
+    sidecar = {"version": 1, "zones": {"cellz": {"kind": "text"}}}
+    with pytest.raises(TemplateRefused) as info:
+        extract_maps(docx, sidecar)
+    assert info.value.code == "zone_unsupported_position"
+    assert info.value.location["path"] == "w:tbl[0]/w:tr[0]/w:sdt[0]"
+    monkeypatch.setattr(zones, "_refuse_unfilled_controls", lambda decls: None)
+    maps = extract_maps(docx, sidecar)
+    assert maps.zone_map["fallback_zone"] == "cellz"
+    built = build(docx, maps.zone_map, maps.style_map, intent_output({"cellz": ["every unmatched utterance"]}))
+    assert [problem.code for problem in built.problems] == ["zone_unsupported_position"]
+    assert b"every unmatched utterance" not in Package.read(built.docx).read_part("word/document.xml")
