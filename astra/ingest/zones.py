@@ -793,6 +793,7 @@ def extract_maps(
     decls = _scan(pkg, sheet)
     _refuse_misplaced_controls(pkg)
     _refuse_unfilled_controls(decls)
+    _refuse_zones_in_unmirrored_choices(decls)
     _refuse_placeholders_left(pkg, decls)
     if not decls:
         raise TemplateRefused(
@@ -866,6 +867,24 @@ def _refuse_unfilled_controls(decls: list[ZoneDecl]) -> None:
                 f"zone {decl.id!r} is a content control among {among}: BUILDER cannot fill a row- or cell-level "
                 "control, and what the zone receives would be lost; put the control inside a cell (around its "
                 "paragraphs) or around the whole table", decl.location)
+
+
+def _refuse_zones_in_unmirrored_choices(decls: list[ZoneDecl]) -> None:
+    """Refuse a zone in an ``mc:Choice`` with an ``mc:Fallback`` unless the zone sits in a text box of the choice:
+    BUILDER fills the choice and removes the fallback, so a reader that cannot use the choice (an unknown
+    ``Requires``) would show nothing. A fallback whose text boxes pair with the choice's takes copies of them; one
+    that does not shows the text box's shape without the zone, and is dropped (``mc:Fallback`` is optional)."""
+    for decl in decls:
+        start = decl.runs[0] if decl.runs else decl.element
+        for choice in start.iterancestors(MC.Choice):
+            if choice.getparent().find(MC.Fallback) is None or _nearest(start, {W.txbxContent}, choice) is not None:
+                continue
+            raise TemplateRefused(
+                "zone_unsupported_position",
+                f"zone {decl.id!r} sits in an mc:Choice (Requires={choice.get('Requires')!r}) beside an mc:Fallback, "
+                "outside any text box: BUILDER fills the choice and removes the fallback, so a reader that cannot "
+                "use the choice would show nothing where the zone is; put the zone outside the alternate content",
+                decl.location)
 
 
 def _mirrored_by_builder(el: etree._Element, mirrored: set) -> bool:
