@@ -4,8 +4,10 @@ For every position here, a template INGEST accepts builds into documents that pa
 zones filled or left empty; a template INGEST refuses (``zone_unsupported_position``) is one that, accepted
 as INGEST accepted it before, builds into documents the check fails: placeholder text BUILDER does not
 replace (in a footnote, endnote or comment, or in an mc:Fallback BUILDER does not rewrite), a zone left
-in the result of a field spanning paragraphs, which Word replaces when it updates the field, or a zone's
-content control where none may stand (in ruby text or base).
+in the result of a field spanning paragraphs, which Word replaces when it updates the field, a zone holding
+part of a field, or a content control (a zone's or any other) where none may stand (in a run, ruby text or
+base). INGEST also refuses zones BUILDER would not fill or show: a row- or cell-level control, an inline table
+zone, a zone in an mc:Choice whose mc:Fallback BUILDER removes.
 """
 
 from __future__ import annotations
