@@ -38,7 +38,8 @@ def train(
     layers: int = typer.Option(4, "--layers", help="encoder layers kept when the base encoder is built"),
     epochs: float = typer.Option(2.0, "--epochs", help="fine-tuning epochs when the base encoder is built"),
     publish: bool = typer.Option(False, "--publish", help="then upload it to the assets bucket, register it in "
-                                 "model_registry and announce MODEL_UPDATED (needs the stack: `astra stack up`)"),
+                                 "model_registry and announce MODEL_UPDATED (the base model only; needs the stack: "
+                                 "`astra stack up`)"),
     json_out: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Train a tenant's intent model: the head on the base encoder (built once by fine-tuning if absent),
@@ -46,6 +47,10 @@ def train(
     with errors():
         try:
             validate_model_owner(tenant)  # it names a directory: never a path
+            if publish and tenant != store.BASE_TENANT:
+                # A tenant's model reaches the service only through LEARN's holdout gate (intent_model).
+                raise InvalidKey(f"--publish publishes the base model only: {tenant!r}'s model is published by "
+                                 "LEARN (intent_model), behind its holdout gate")
             rows = read_dataset(data)
             examples = split_pair(rows, TRAIN_SPLITS)
             held_out = split_pair(rows, EVAL_SPLITS) if any(s in rows for s, _ in EVAL_SPLITS) else []

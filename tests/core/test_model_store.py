@@ -255,19 +255,43 @@ def tiny_data(tmp_path):
     return path
 
 
-def _stack_env(settings, tmp_path) -> dict[str, str]:
-    return {"ASTRA_DATABASE_URL": settings.database_url, "ASTRA_REDIS_URL": settings.redis_url,
+@pytest.fixture
+def own_database():
+    """A database of this test's own, migrated: publishing a base model there leaves the run's other tests the base
+    model they published."""
+    import uuid
+
+    import psycopg
+
+    from astra.db import upgrade
+    from tests.conftest import PG_ADMIN_URL, RUN_ID
+
+    name = f"astra_test_{RUN_ID}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    upgrade(url)
+    yield url
+    make_engine.cache_clear()
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _stack_env(settings, tmp_path, database_url: str | None = None) -> dict[str, str]:
+    return {"ASTRA_DATABASE_URL": database_url or settings.database_url, "ASTRA_REDIS_URL": settings.redis_url,
             "ASTRA_REDIS_PREFIX": settings.redis_prefix, "ASTRA_S3_ENDPOINT_URL": settings.s3_endpoint_url,
             "ASTRA_ASSETS_BUCKET": settings.assets_bucket, "ASTRA_STATE_DIR": str(tmp_path / "state")}
 
 
-def test_cli_train_publish_uploads_registers_and_announces(store, tiny_encoder, tiny_data, tenant, settings, s3,
-                                                           pg_url, redis_url, redis_prefix, tmp_path):
+def test_cli_train_publish_uploads_registers_and_announces(tiny_encoder, tiny_data, settings, s3, own_database,
+                                                           redis_url, redis_prefix, tmp_path):
+    tenant = BASE_TENANT  # the only model the command publishes: a tenant's goes through LEARN's gate
+    store = ModelStore(make_engine(own_database), s3, settings.assets_bucket, tmp_path / "cache")
     pubsub = redis.Redis.from_url(redis_url).pubsub()
     pubsub.subscribe(channel(redis_prefix))
     pubsub.get_message(timeout=1)  # the subscribe confirmation
     res = run_cli("core", "train", "--tenant", tenant, "--data", str(tiny_data), "--base", str(tiny_encoder.path),
-                  "--publish", "--json", env=_stack_env(settings, tmp_path))
+                  "--publish", "--json", env=_stack_env(settings, tmp_path, own_database))
     assert res.returncode == 0, res.stderr
     result = json.loads(res.stdout)
     published = result["published"]
@@ -276,7 +300,7 @@ def test_cli_train_publish_uploads_registers_and_announces(store, tiny_encoder, 
     key = f"models/{tenant}/{result['version']}/manifest.json"
     assert s3.get_object(Bucket=settings.assets_bucket, Key=key)["Body"].read() == \
         (tmp_path / "state" / "models" / tenant / result["version"] / "manifest.json").read_bytes()
-    assert all(row["published_at"] is not None for row in _outbox_rows(pg_url, tenant))
+    assert all(row["published_at"] is not None for row in _outbox_rows(own_database, tenant))
     seen = []
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and not seen:
@@ -287,13 +311,21 @@ def test_cli_train_publish_uploads_registers_and_announces(store, tiny_encoder, 
     pubsub.close()
 
 
+def test_cli_train_publish_refuses_a_tenants_model(settings, tiny_encoder, tiny_data, tenant, tmp_path):
+    res = run_cli("core", "train", "--tenant", tenant, "--data", str(tiny_data), "--base", str(tiny_encoder.path),
+                  "--publish", env=_stack_env(settings, tmp_path))
+    assert res.returncode == 2 and res.stdout == ""
+    assert "publishes the base model only" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "state" / "models").exists()  # refused before any training
+
+
 @pytest.mark.parametrize("down", ["ASTRA_DATABASE_URL", "ASTRA_REDIS_URL", "ASTRA_S3_ENDPOINT_URL"])
 def test_cli_train_publish_without_the_stack_is_one_error_line_before_training(settings, tiny_encoder, tiny_data,
                                                                                 tenant, tmp_path, down):
     dead = {"ASTRA_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none", "ASTRA_REDIS_URL": "redis://127.0.0.1:1/0",
             "ASTRA_S3_ENDPOINT_URL": "http://127.0.0.1:1"}
     env = {**_stack_env(settings, tmp_path), down: dead[down]}
-    res = run_cli("core", "train", "--tenant", tenant, "--data", str(tiny_data), "--base", str(tiny_encoder.path),
+    res = run_cli("core", "train", "--tenant", BASE_TENANT, "--data", str(tiny_data), "--base", str(tiny_encoder.path),
                   "--publish", env=env)
     assert res.returncode != 0 and res.stdout == ""
     lines = res.stderr.strip().splitlines()
