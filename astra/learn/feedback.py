@@ -11,7 +11,9 @@ Delivery is at least once and storing is idempotent, so nothing is lost or count
   be reclaimed after ``min_idle_ms`` by any consumer of the group, this one included.
 - One row per ``example_id`` (tenant, session version, utterance). A row holds the entry with the highest stream id
   seen for it: a later feedback on the same session version relabels it, a re-delivered or older entry does not.
-- ``revision`` grows per tenant when a batch inserts or relabels one of its rows (a new text or intent), allocated
+- ``revision`` grows per tenant when a batch inserts or relabels one of its rows (a new text or intent), or brings
+  a rejected one back: a new report (another ``report_sha256``) carrying a label a gate rejected re-asserts it, so
+  it trains and is judged again (the same report re-published, or an entry re-delivered, changes nothing). Allocated
   under a per-tenant advisory lock, so a tenant's revisions commit in order: a sensor may keep the highest revision
   it saw per tenant as its cursor (``pending_tenants``) and use ``<tenant>:<revision>`` as an idempotent run key.
 - A malformed entry (not this format, invalid values) would fail on every delivery: it is acknowledged, stored
@@ -31,7 +33,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import redis
-from sqlalchemy import Engine, Numeric, case, cast, func, or_, select, tuple_, update
+from sqlalchemy import Engine, Numeric, and_, case, cast, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from astra.db.schema import learn_examples, tenants
@@ -93,7 +95,7 @@ def publish_examples(redis_client: redis.Redis, prefix: str, examples: Iterable[
 
 @dataclass
 class ConsumeResult:
-    stored: dict[str, int] = field(default_factory=dict)  # tenant -> examples inserted or relabelled
+    stored: dict[str, int] = field(default_factory=dict)  # tenant -> examples inserted, relabelled or brought back
     unchanged: int = 0  # well-formed entries that changed no label: re-deliveries, duplicates, older labels
     acked: int = 0
     reclaimed: int = 0  # entries taken over from a consumer that did not acknowledge them in time
@@ -246,7 +248,8 @@ def _stream_order(column):
 
 
 def _upsert(conn, tenant: str, batch: list[tuple[str, LabelledExample]]) -> int:
-    """Upsert one tenant's examples (one entry per example_id) under its lock; how many were inserted or relabelled."""
+    """Upsert one tenant's examples (one entry per example_id) under its lock; how many were inserted, relabelled
+    or brought back."""
     table = learn_examples
     conn.execute(pg_insert(tenants).values(tenant_id=tenant).on_conflict_do_nothing())
     conn.execute(select(func.pg_advisory_xact_lock(_lock_key(tenant))))
@@ -263,16 +266,19 @@ def _upsert(conn, tenant: str, batch: list[tuple[str, LabelledExample]]) -> int:
     stmt = pg_insert(table).values(rows)
     new = stmt.excluded
     # In SET, table.c.* are the row's values before this update.
-    relabelled = or_(table.c.text.is_distinct_from(new.text), table.c.intent.is_distinct_from(new.intent))
+    # A rejected round rejects every label it read, a genuine user's with a poisoner's: the user sending the label
+    # again in a new report is what brings it back. Only a rejected one: an accepted or unjudged label trains anyway.
+    reasserted = and_(table.c.verdict == REJECTED, table.c.report_sha256.is_distinct_from(new.report_sha256))
+    changed = or_(table.c.text.is_distinct_from(new.text), table.c.intent.is_distinct_from(new.intent), reasserted)
     stmt = stmt.on_conflict_do_update(
         index_elements=[table.c.tenant_id, table.c.example_id],
         set_={
             **{name: new[name] for name in (*_PROVENANCE, "text", "intent", "stream_id")},
-            "revision": case((relabelled, new.revision), else_=table.c.revision),
-            # A new label has not been judged: it trains (and judges) again until a gate says otherwise.
-            "verdict": case((relabelled, None), else_=table.c.verdict),
-            "verdict_model": case((relabelled, None), else_=table.c.verdict_model),
-            "updated_at": case((relabelled, func.now()), else_=table.c.updated_at),
+            "revision": case((changed, new.revision), else_=table.c.revision),
+            # A new or re-asserted label has not been judged: it trains (and judges) again until a gate says otherwise.
+            "verdict": case((changed, None), else_=table.c.verdict),
+            "verdict_model": case((changed, None), else_=table.c.verdict_model),
+            "updated_at": case((changed, func.now()), else_=table.c.updated_at),
         },
         where=_stream_order(new.stream_id) > _stream_order(table.c.stream_id),
     ).returning(table.c.revision)
@@ -283,8 +289,8 @@ def corrections(engine: Engine, tenant: str, *, holdout: bool, up_to_revision: i
                 ) -> list[LabelledExample]:
     """The tenant's labelled examples, held back for the holdout gate (``holdout=True``) or for training, in
     example_id order, up to ``up_to_revision`` when given. Only ever the tenant's own; never those of a round the
-    holdout gate rejected (:func:`settle`): a poisoned round would otherwise be in every later retrain and fail it
-    too."""
+    holdout gate rejected (:func:`settle`) unless a new report re-asserted them since: a poisoned round would
+    otherwise be in every later retrain and fail it too."""
     validate_slug(tenant)
     table = learn_examples
     names = [name for name in LabelledExample.__dataclass_fields__ if name != "tenant"]
@@ -310,7 +316,8 @@ def latest_revision(engine: Engine, tenant: str) -> int:
 def settle(engine: Engine, tenant: str, up_to_revision: int, *, accepted: bool, registry_version: int) -> int:
     """The gate's verdict on the retrain that read the tenant's examples up to ``up_to_revision``: each of them not
     judged yet is ``accepted`` or ``rejected`` by the candidate ``registry_version``. Examples judged before keep
-    their verdict; one relabelled since (a higher revision) is not judged by this round. Returns how many were."""
+    their verdict; one relabelled or re-asserted since (a higher revision) is not judged by this round. Returns how
+    many were."""
     validate_slug(tenant)
     table = learn_examples
     with engine.begin() as conn:

@@ -17,6 +17,7 @@ from astra.db import make_engine, normalize_url
 from astra.db.schema import learn_examples
 from astra.learn.examples import LabelledExample
 from astra.learn.feedback import (
+    ACCEPTED,
     GROUP,
     FeedbackConsumer,
     FeedbackStreamError,
@@ -385,3 +386,41 @@ def test_a_rejected_round_trains_and_judges_nothing_more_until_relabelled(client
     assert relabelled in all_corrections(engine, tenant)
     assert row(engine, tenant, relabelled.example_id()).verdict is None
     assert settle(engine, tenant, round_two, accepted=True, registry_version=3) == 0  # past that round's reading
+
+
+def test_a_rejected_label_comes_back_when_a_new_report_carries_it_again(client, engine, prefix, tenant):
+    c = consumer(client, engine, prefix)
+    genuine = [example(tenant, f"a{i}", intent="book_flight", report="a") for i in range(10)]
+    poison = [example(tenant, f"m{i}", intent="transfer", version=2, report="c") for i in range(10)]
+    publish_examples(client, prefix, genuine + poison)
+    c.consume()
+    rejected_round = latest_revision(engine, tenant)
+    assert settle(engine, tenant, rejected_round, accepted=False, registry_version=2) == 20  # the poisoner's gate
+    assert all_corrections(engine, tenant) == []
+
+    # The same report again (a retried run) or its entries re-delivered: nothing comes back, nothing is counted.
+    publish_examples(client, prefix, genuine)
+    again = c.consume()
+    assert again.stored == {} and again.unchanged == 10
+    assert latest_revision(engine, tenant) == rejected_round and all_corrections(engine, tenant) == []
+
+    # The user sends the same labels in a new report: they train and are judged again; the poisoner's stay out.
+    resent = [example(tenant, f"a{i}", intent="book_flight", report="b") for i in range(10)]
+    publish_examples(client, prefix, resent)
+    assert c.consume().stored == {tenant: 10}
+    revision = latest_revision(engine, tenant)
+    assert revision == rejected_round + 1
+    assert sorted(all_corrections(engine, tenant), key=lambda e: e.utterance_key) == resent
+    back = row(engine, tenant, resent[0].example_id())
+    assert (back.verdict, back.verdict_model, back.revision) == (None, None, revision)
+    assert pending_tenants(engine, {tenant: rejected_round}).get(tenant) == revision
+    assert len(corrections(engine, tenant, holdout=False, up_to_revision=rejected_round)
+               + corrections(engine, tenant, holdout=True, up_to_revision=rejected_round)) == 0
+
+    # That report re-delivered changes nothing more; once accepted, a later report with the label is no news.
+    publish_examples(client, prefix, resent)
+    assert c.consume().stored == {}
+    assert settle(engine, tenant, revision, accepted=True, registry_version=3) == 10
+    publish_examples(client, prefix, [example(tenant, "a0", intent="book_flight", report="d")])
+    assert c.consume().stored == {} and latest_revision(engine, tenant) == revision
+    assert row(engine, tenant, resent[0].example_id()).verdict == ACCEPTED
