@@ -280,7 +280,7 @@ def producing_ranker(store: ModelStore, session: SessionKey, model_version: str 
 
 class RetrainConfig(Config):
     """The learning revision of the tenant's examples the retrain reads up to: the one the sensor saw. Unset (a
-    manual run): the latest."""
+    manual run): the latest. One the tenant has not reached is refused."""
 
     up_to_revision: int | None = None
 
@@ -294,8 +294,8 @@ class RetrainConfig(Config):
                      "otherwise registered as rejected with the reason.")],
     check_specs=[AssetCheckSpec(GATE, asset="intent_model", blocking=True,
                                 description="The candidate is not worse than the model the tenant is served now on "
-                                "its holdout: a fixed slice of the base data's val and its held-back corrections "
-                                "(astra/learn/gate.py).")],
+                                "its holdout (a fixed slice of the base data's val and its held-back corrections), "
+                                "nor than the base model on that slice (astra/learn/gate.py).")],
     partitions_def=tenants_partitions,
     retry_policy=RETRAIN_RETRY,
 )
@@ -307,9 +307,7 @@ def intent_model(context: AssetExecutionContext, config: RetrainConfig, postgres
     except InvalidKey as exc:
         raise Failure(f"no intent model for {tenant!r}: {exc}", allow_retries=False) from exc
     engine, store = postgres.engine(), model_store.store()
-    revision = config.up_to_revision or latest_revision(engine, tenant)
-    if not revision:
-        raise Failure(f"{tenant} has no labelled examples yet: nothing to retrain from", allow_retries=False)
+    revision = retrain_revision(tenant, config.up_to_revision, latest_revision(engine, tenant))
     started = time.monotonic()
     trained = held_back = 0
     record = published_for(store, tenant, revision)
@@ -348,6 +346,19 @@ def intent_model(context: AssetExecutionContext, config: RetrainConfig, postgres
                       f"gate: {reason}", allow_retries=False)
 
 
+def retrain_revision(tenant: str, requested: int | None, latest: int) -> int:
+    """The revision to retrain up to: ``requested``, else the tenant's ``latest``. A revision the tenant has not
+    reached is refused: its verdict would settle examples that arrive later, never read nor judged."""
+    if not latest:
+        raise Failure(f"{tenant} has no labelled examples yet: nothing to retrain from", allow_retries=False)
+    if requested is None:
+        return latest
+    if not 1 <= requested <= latest:
+        raise Failure(f"{tenant}: up_to_revision {requested} is not one of the tenant's learning revisions (1 to "
+                      f"{latest}, the latest): nothing retrained", allow_retries=False)
+    return requested
+
+
 def published_for(store: ModelStore, tenant: str, revision: int) -> ModelRecord | None:
     """The model a run for this revision already registered (a retried run), or None."""
     with store.engine.connect() as conn:
@@ -360,9 +371,9 @@ def published_for(store: ModelStore, tenant: str, revision: int) -> ModelRecord 
 def retrain_and_judge(context: AssetExecutionContext, store: ModelStore, engine, tenant: str, revision: int,
                       record: ModelRecord | None) -> tuple[ModelRecord, int, int]:
     """The candidate of this revision (retrained and published, or the one an earlier attempt registered) judged by
-    the holdout gate against the model the tenant is served now (its own, else the base), then promoted (active +
-    MODEL_UPDATED in the outbox, one transaction) or rejected with the reason. (its record, corrections trained on,
-    corrections held back)."""
+    the holdout gate against the model the tenant is served now (its own, else the base) and against the base model
+    (so that rounds each a little worse cannot add up), then promoted (active + MODEL_UPDATED in the outbox, one
+    transaction) or rejected with the reason. (its record, corrections trained on, corrections held back)."""
     from astra.core.intent.model import IntentModel  # ONNX Runtime: in the run only, never in the code server
     from astra.learn.gate import build_holdout, holdout_gate
     from astra.learn.retrain import RetrainError, retrain
@@ -392,7 +403,7 @@ def retrain_and_judge(context: AssetExecutionContext, store: ModelStore, engine,
     else:
         model = store.load(record, IntentModel.load)
     served = current or base
-    verdict = holdout_gate(served, model, build_holdout(served, held))
+    verdict = holdout_gate(served, model, build_holdout(served, held), base=base)
     if verdict.passed:
         record = store.promote(tenant, record.registry_version, verdict.metrics)
     else:

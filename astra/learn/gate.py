@@ -1,5 +1,5 @@
 """The holdout gate (issue 10 §2): a retrained model replaces the current one only when it is not worse on the
-tenant's holdout.
+tenant's holdout, nor worse than the base model on the base slice.
 
 The holdout has two components, judged apart and together:
 
@@ -18,6 +18,14 @@ whole holdout (both pooled), and it keeps every intent of the current model. Apa
 hundreds of utterances cannot outvote the tenant's few explicit labels; pooled, so that a few regressions on each,
 too few to tell on either alone, still count. An empty holdout passes nothing: there is no evidence the candidate is
 not worse.
+
+``drift``: the same test on the base slice (restricted to what the base model can answer) against the base model
+the candidate was retrained from. Judged only against the model it replaces, poison split into rounds too small to
+tell passes round after round, each a little worse than the last (30 wrong labels a round: 5 of 6 rounds promoted,
+slice accuracy 96.1 % -> 94.9 %); against the base the regressions add up until they tell.
+
+The verdict's metrics (JSON, on the registry row) hold every comparison (``against``: ``current`` or ``base``,
+either model's accuracy, regressions, fixes, p, ``worse``) and ``failed``: the comparisons that stopped it.
 
 ``ALPHA`` = 0.1, from measurements on the real base model's slice (764 utterances) with rounds of val utterances
 outside it, as the learning-loop bench builds them: genuine rounds of 40 or 80 misrouted utterances moved to their
@@ -45,7 +53,10 @@ SLICE_MODULUS = 4
 ALPHA = 0.1
 COMPONENTS = ("base", "corrections")
 POOLED = "holdout"
-_NAMES = {"base": "the base slice", "corrections": "the held-back corrections", POOLED: "the whole holdout"}
+DRIFT = "drift"  # the base slice, the candidate against the base model
+CURRENT, BASE = "current", "base"  # the model a comparison judges the candidate against
+_NAMES = {"base": "the base slice", "corrections": "the held-back corrections", POOLED: "the whole holdout",
+          DRIFT: "the base slice"}
 
 
 @dataclass(frozen=True)
@@ -79,51 +90,71 @@ def build_holdout(current: IntentModel, held_back: Sequence[Example],
     return Holdout(tuple(rows), tuple(held_back))
 
 
-def holdout_gate(current: IntentModel, candidate: IntentModel, holdout: Holdout) -> GateVerdict:
+def holdout_gate(current: IntentModel, candidate: IntentModel, holdout: Holdout,
+                 base: IntentModel | None = None) -> GateVerdict:
     """Whether ``candidate`` may replace ``current``: worse neither on a component of ``holdout`` nor on the whole
-    of it, and keeping every intent ``current`` has (module doc)."""
-    right = {name: _right(current, candidate, getattr(holdout, name)) for name in COMPONENTS}
-    right[POOLED] = tuple(right["base"][k] + right["corrections"][k] for k in range(2))
-    components = {name: _compare(*pair) for name, pair in right.items()}
-    metrics = {
-        "rule": f"fail when, on base, corrections or the whole holdout, the candidate's regressions outnumber its "
-                f"fixes with one-sided sign-test p < {ALPHA}",
-        "alpha": ALPHA,
-        "current": {"model_version": current.version,
-                    **{name: c["current_accuracy"] for name, c in components.items()}},
-        "candidate": {"model_version": candidate.version,
-                      **{name: c["candidate_accuracy"] for name, c in components.items()}},
-        "n": {name: c["n"] for name, c in components.items()},
-        "components": components,
-    }
+    of it, not worse than ``base`` (the base model it was retrained from) on the base slice, and keeping every
+    intent ``current`` has (module doc). No ``base``: no drift comparison (the caller judges the base model
+    itself, or has none)."""
+    against_current = {name: (_right(current, getattr(holdout, name)), _right(candidate, getattr(holdout, name)))
+                       for name in COMPONENTS}
+    comparisons = {name: _compare(CURRENT, *pair) for name, pair in against_current.items()}
+    comparisons[POOLED] = _compare(CURRENT, *(against_current["base"][k] + against_current["corrections"][k]
+                                              for k in range(2)))
+    if base is not None:
+        known = answers(base)
+        base_slice = [k for k, e in enumerate(holdout.base) if e.intent in known]
+        current_right, candidate_right = against_current["base"]
+        base_right = current_right if base is current else _right(base, holdout.base)
+        comparisons[DRIFT] = _compare(BASE, [base_right[k] for k in base_slice],
+                                      [candidate_right[k] for k in base_slice])
     lost = sorted(set(current.head.labels) - set(candidate.head.labels))
-    worse = [name for name, c in components.items() if c["p_worse"] < ALPHA]
-    empty = not any(c["n"] for c in components.values())
+    failed = [name for name, c in comparisons.items() if c["worse"]]
+    empty = not any(comparisons[name]["n"] for name in (*COMPONENTS, POOLED))
     if lost:
         reason = f"the candidate drops intents the current model has: {', '.join(lost)}"
     elif empty:
         reason = "the holdout is empty: nothing shows the candidate is not worse"
-    elif worse:
-        reason = "worse than the current model on " + "; ".join(_describe(name, components[name]) for name in worse)
+    elif failed:
+        by_model = {against: [_describe(name, comparisons[name]) for name in failed
+                              if comparisons[name]["against"] == against] for against in (CURRENT, BASE)}
+        reason = "; ".join(f"worse than the {against} model on " + "; ".join(described)
+                           for against, described in by_model.items() if described)
     else:
         reason = "not worse than the current model: " + "; ".join(
-            _describe(name, components[name]) for name in COMPONENTS if components[name]["n"])
-    passed = not (lost or empty or worse)
-    return GateVerdict(passed, reason, {**metrics, "passed": passed, "reason": reason})
+            _describe(name, comparisons[name]) for name in COMPONENTS if comparisons[name]["n"])
+        if DRIFT in comparisons:
+            reason += "; nor than the base model: " + _describe(DRIFT, comparisons[DRIFT])
+    passed = not (lost or empty or failed)
+    metrics = {
+        "rule": f"fail when, on base, corrections or the whole holdout against the current model, or on the base "
+                f"slice against the base model (drift), the candidate's regressions outnumber its fixes with "
+                f"one-sided sign-test p < {ALPHA}",
+        "alpha": ALPHA,
+        "models": {"current": current.version, "candidate": candidate.version,
+                   "base": base.version if base is not None else None},
+        "comparisons": comparisons,
+        "failed": failed,
+        "passed": passed,
+        "reason": reason,
+    }
+    return GateVerdict(passed, reason, metrics)
 
 
-def _right(current: IntentModel, candidate: IntentModel, examples: Sequence[Example]) -> tuple[list, list]:
-    """Which examples each model answers right."""
-    texts, expected = [e.text for e in examples], [e.intent for e in examples]
-    return ([p.intent == gold for p, gold in zip(current.classify(texts), expected, strict=True)],
-            [p.intent == gold for p, gold in zip(candidate.classify(texts), expected, strict=True)])
+def _right(model: IntentModel, examples: Sequence[Example]) -> list[bool]:
+    """Which examples the model answers right."""
+    predictions = model.classify([e.text for e in examples]) if examples else []
+    return [p.intent == e.intent for p, e in zip(predictions, examples, strict=True)]
 
 
-def _compare(before: list[bool], after: list[bool]) -> dict:
+def _compare(against: str, before: list[bool], after: list[bool]) -> dict:
+    """The candidate's answers (``after``) paired with those of the model it is judged against (``before``)."""
     regressions = sum(b and not a for b, a in zip(before, after, strict=True))
     fixes = sum(a and not b for b, a in zip(before, after, strict=True))
-    return {"n": len(before), "current_accuracy": _accuracy(before), "candidate_accuracy": _accuracy(after),
-            "regressions": regressions, "fixes": fixes, "p_worse": p_worse(regressions, fixes)}
+    p = p_worse(regressions, fixes)
+    return {"against": against, "n": len(before), f"{against}_accuracy": _accuracy(before),
+            "candidate_accuracy": _accuracy(after), "regressions": regressions, "fixes": fixes, "p_worse": p,
+            "worse": p < ALPHA}
 
 
 def p_worse(regressions: int, fixes: int) -> float:
@@ -139,5 +170,6 @@ def _accuracy(right: list[bool]) -> float | None:
 
 
 def _describe(name: str, c: dict) -> str:
-    return (f"{_NAMES[name]} ({c['n']} utterances): {c['current_accuracy']:.1%} -> {c['candidate_accuracy']:.1%}, "
+    before = c[f"{c['against']}_accuracy"]
+    return (f"{_NAMES[name]} ({c['n']} utterances): {before:.1%} -> {c['candidate_accuracy']:.1%}, "
             f"{c['regressions']} newly wrong, {c['fixes']} newly right (p = {c['p_worse']:.3g})")

@@ -121,6 +121,8 @@ def test_a_genuine_round_is_promoted_and_announced_a_poisoned_one_rejected(
     assert check.metadata["reason"].value.startswith("not worse than the current model")
     model = store.latest(good)
     assert model.status == ACTIVE and model.metrics["gate"]["passed"] is True
+    assert model.metrics["gate"]["models"]["base"] == base_version  # judged against the base model too
+    assert not model.metrics["gate"]["comparisons"]["drift"]["worse"]
     trained = sum(not e.holdout() for e in good_examples)
     assert (model.metrics["corrections"], model.metrics["held_back"]) == (trained, len(good_examples) - trained)
     assert model.metrics["base_version"] == base_version
@@ -135,6 +137,7 @@ def test_a_genuine_round_is_promoted_and_announced_a_poisoned_one_rejected(
     assert not runs[bad].success
     (check,) = runs[bad].get_asset_check_evaluations()
     assert not check.passed and "worse than the current model" in check.metadata["reason"].value
+    assert check.metadata["metrics"].value["failed"]  # which comparison stopped it
     assert "rejected by the holdout gate" in failure_of(runs[bad])
     assert store.latest(bad) is None and outbox_rows(pg_url, bad) == []
     rejected = store.record(bad, 1)
@@ -148,6 +151,18 @@ def test_a_genuine_round_is_promoted_and_announced_a_poisoned_one_rejected(
         instance=learn_instance, asset_selection=[AssetKey("intent_model")], partition_key=good,
         run_config={"ops": {"intent_model": {"config": {"up_to_revision": revision}}}})
     assert rerun.success and store.record(good, 2) is None and len(outbox_rows(pg_url, good)) == 1
+
+    # A manual run at a revision the tenant has not reached (nor any revision at all): refused at once, not
+    # retried, nothing registered nor settled.
+    for unreached in (revision + 1, 0):
+        refused = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=learn_instance, asset_selection=[AssetKey("intent_model")], partition_key=good,
+            run_config={"ops": {"intent_model": {"config": {"up_to_revision": unreached}}}}, raise_on_error=False)
+        assert not refused.success
+        assert "STEP_UP_FOR_RETRY" not in {event.event_type_value for event in refused.all_events}
+        assert f"up_to_revision {unreached} is not one of the tenant's learning revisions (1 to {revision}, the " \
+            "latest): nothing retrained" in failure_of(refused)
+    assert store.record(good, 2) is None
 
     # Nothing new: no run; the same revision again (a lost cursor) runs once only.
     assert tick(defs, learn_instance, SENSOR).results == []
