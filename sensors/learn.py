@@ -5,8 +5,11 @@ the outbox (`model_updated_publisher`).
 stream holds (reclaiming entries a crashed consumer left pending, XAUTOCLAIM; acknowledged only after the commit),
 then every tenant whose examples changed past the cursor gets a run of `intent_model` for its partition, reading its
 examples up to the revision seen: run key `<tenant>-r<revision>` (a revision is never reused, so a run key never
-runs twice). Cursor: JSON {tenant: revision}. Redis or Postgres down: a skip reason says so and nothing is lost
-(entries stay pending in the stream, the cursor does not move).
+runs twice). A run that failed for a transient reason is offered again (`sensors/reoffer.py`) unless a later
+revision of its tenant has been requested since: that run reads every example this one would, and a re-offer could
+only train an older model after it. Cursor: JSON {"revisions": {tenant: revision}, "reoffer": {...}} (the older
+{tenant: revision} is still read). Redis or Postgres down: a skip reason says so and nothing is lost (entries stay
+pending in the stream, the cursor does not move).
 
 `model_updated_publisher`, every 30 s: drains the outbox to `<prefix>:model-updated` (intent_model drains it
 itself right after a promotion; this sends what an outage held back). Redis down: the events wait in the outbox and
@@ -36,6 +39,7 @@ from astra_assets.learn import RetrainConfig, intent_model
 from astra_assets.partitions import tenants_partitions
 from resources import PostgresResource, RedisResource
 from sensors.partitions import add_new_partitions
+from sensors.reoffer import reoffers
 
 CONSUMER = "dagster-sensor"
 BATCH = 100  # stream entries per consume(); a tick stores at most BATCHES_PER_TICK of them
@@ -44,16 +48,31 @@ DRAIN_LIMIT, DRAINS_PER_TICK = 100, 10  # events per drain_outbox call, calls pe
 LEARN_TENANT_TAG = "astra/learn-tenant"  # one retrain per tenant at a time, where the run queue limits it
 
 
-def load_revisions(raw: str | None) -> dict[str, int]:
-    """The cursor: the highest revision handled per tenant. Unreadable: start afresh (run keys hold: a revision
-    requested before is not run again)."""
+def load_cursor(raw: str | None) -> tuple[dict[str, int], dict]:
+    """The cursor: (the highest revision requested per tenant, the re-offer state). The older cursor, {tenant:
+    revision} alone, keeps its revisions. Unreadable: start afresh (run keys hold: a revision requested before is
+    not run again)."""
     try:
         value = json.loads(raw) if raw else {}
     except ValueError:
         value = {}
     if not isinstance(value, dict):
-        return {}
-    return {tenant: revision for tenant, revision in value.items() if isinstance(revision, int)}
+        return {}, {}
+    reoffer = {}
+    if isinstance(value.get("revisions"), dict):
+        reoffer = value["reoffer"] if isinstance(value.get("reoffer"), dict) else {}
+        value = value["revisions"]
+    return {tenant: revision for tenant, revision in value.items() if isinstance(revision, int)}, reoffer
+
+
+def dump_cursor(revisions: dict[str, int], reoffer: dict) -> str:
+    return json.dumps({"revisions": revisions, "reoffer": reoffer}, sort_keys=True, separators=(",", ":"))
+
+
+def superseded(request: RunRequest, revisions: dict[str, int]) -> bool:
+    """Whether a later revision of the re-offered run's tenant has been requested."""
+    revision = request.run_config["ops"]["intent_model"]["config"]["up_to_revision"]
+    return revision < revisions.get(request.partition_key, 0)
 
 
 @sensor(
@@ -65,7 +84,7 @@ def load_revisions(raw: str | None) -> dict[str, int]:
     "whose examples changed.",
 )
 def learn_feedback_sensor(context: SensorEvaluationContext, postgres: PostgresResource, redis: RedisResource):
-    cursor = load_revisions(context.cursor)
+    revisions, reoffer = load_cursor(context.cursor)
     engine = postgres.engine()
     stored = 0
     try:
@@ -75,7 +94,7 @@ def learn_feedback_sensor(context: SensorEvaluationContext, postgres: PostgresRe
             stored += sum(result.stored.values())
             if result.acked < BATCH:
                 break
-        pending = pending_tenants(engine, cursor)
+        pending = pending_tenants(engine, revisions)
     except (FeedbackStreamError, SQLAlchemyError) as exc:
         return SkipReason(f"feedback not consumed ({type(exc).__name__}: {exc}); nothing lost: the entries stay in "
                           "the stream, retrying next tick")
@@ -85,8 +104,16 @@ def learn_feedback_sensor(context: SensorEvaluationContext, postgres: PostgresRe
                    tags={"astra/tenant": tenant, LEARN_TENANT_TAG: tenant})
         for tenant, revision in sorted(pending.items())
     ]
+    revisions = {**revisions, **pending}
+    retries, reoffer = reoffers(context, reoffer)
+    for retry in retries:
+        if superseded(retry, revisions):
+            context.log.info(f"not offering {retry.run_key}: revision {revisions[retry.partition_key]} of its "
+                             "tenant has been requested since and reads every example it would")
+        else:
+            requests.append(retry)
     skip = None if requests else SkipReason(f"no tenant's examples changed ({stored} examples stored this tick)")
-    return SensorResult(run_requests=requests, cursor=json.dumps({**cursor, **pending}, sort_keys=True),
+    return SensorResult(run_requests=requests, cursor=dump_cursor(revisions, reoffer),
                         dynamic_partitions_requests=add_new_partitions(context, tenants_partitions, sorted(pending)),
                         skip_reason=skip)
 
