@@ -83,8 +83,6 @@ _PLAIN_INT = re.compile(r"[0-9]{1,18}")
 _MIN_FRAME_TWIPS = 360  # a quarter inch
 _MAX_ID = 2**31 - 1  # ids are int32 (ST_DecimalNumber); Word refuses a larger one
 _WP = f"{{{WP_NS}}}"
-_BLOCK_PARENTS = {W.body, W.hdr, W.ftr, W.tc, W.sdtContent, W.txbxContent, W.footnote, W.endnote, W.comment,
-                  W.docPartBody}
 # Content-control properties dropped when BUILDER fills a control: they would hide, replace or
 # restrict what was put in (a placeholder flag, a custom-XML binding, single-value control types,
 # a repeating section, which Word declares invalid around content it did not repeat).
@@ -98,9 +96,6 @@ _IMAGE_REL = RT_TRANSITIONAL + "image"
 _MARKERS = ("bookmarkStart", "commentRangeStart", "permStart", "moveFromRangeStart", "moveToRangeStart")
 _END_MARKERS = ("bookmarkEnd", "commentRangeEnd", "permEnd", "moveFromRangeEnd", "moveToRangeEnd")
 _XML_SPACE = "{http://www.w3.org/XML/1998/namespace}space"
-# What a paragraph replaced whole may hold besides its properties and runs, and what those runs may hold.
-_PARAGRAPH_MARKS = frozenset(W(name) for name in (*_MARKERS, *_END_MARKERS, "proofErr"))
-_PLAIN_RUN_CHILDREN = frozenset({W.rPr, W.t, W.lastRenderedPageBreak})
 _DEFAULT_TEXT_WIDTH_TWIPS = 9360  # 6.5 in: Letter with 1 in margins, when a part says nothing
 _WIDTH_SAMPLE_ROWS = 200
 
@@ -411,15 +406,13 @@ class _Builder:
     def _fill(self, zone: _Zone, entry: dict) -> None:
         decl = zone.decl
         sdt_pr = decl.element.find(W.sdtPr) if decl.declared_by == "content_control" else None
-        parent = decl.element.getparent()
-        inline = parent is not None and parent.tag not in _BLOCK_PARENTS
-        if decl.declared_by == "content_control" and parent is not None and parent.tag in (W.tbl, W.tr):
+        # Where the content goes is the zone scan's decision (ZoneDecl.level), the one INGEST judged the template by.
+        inline = decl.level == "inline"
+        if decl.level in ("row", "cell"):
             self._problem(zone, "zone_unsupported_position",
                           "a row- or cell-level content control cannot take generated content; left as it is")
             self.fills[zone.id] = {"kind": zone.kind, "items": 0}
             return
-        if decl.declared_by == "placeholder":
-            inline = not _alone_in_paragraph(decl)
 
         rpr = wml.rpr_xml(self._run_props(zone))
         fill: dict = {"kind": zone.kind, "items": 0}
@@ -731,7 +724,7 @@ class _Builder:
         placed = _parse_fragment(xml, parent.nsmap)
         element.getparent().replace(element, placed)
         paragraph = next(placed.iterancestors(W.p), None)
-        if parent.tag not in _BLOCK_PARENTS and paragraph is not None:  # run-level: perhaps in a link or field
+        if decl.level == "inline" and paragraph is not None:  # run-level: perhaps in a link or field
             _out_of_links_and_fields(placed, paragraph)
         edit.placed(placed)
         edit.reserialize.add(index)
@@ -897,24 +890,6 @@ def _fit(width_px: int, height_px: int, max_cx: int, max_cy: int) -> tuple[int, 
     if cy > max_cy > 0:
         cx, cy = round(max_cy * width_px / height_px), max_cy
     return max(cx, 1), max(cy, 1)
-
-
-def _alone_in_paragraph(decl: ZoneDecl) -> bool:
-    """A placeholder is the whole paragraph when the paragraph holds only its properties, range
-    markers (kept by :func:`_with_markers`), proofing marks and plain runs — run properties, text,
-    a rendering hint — whose text is the placeholder and blanks. Anything else (a symbol, a note
-    reference, a tab, a field, a picture, a hyperlink, a tracked change...) is content the
-    paragraph would lose: the placeholder is then replaced inline and the rest is kept."""
-    p = decl.element
-    for child in p:
-        if not isinstance(child.tag, str):
-            continue  # a comment or processing instruction
-        if child.tag == W.r:
-            if any(isinstance(c.tag, str) and c.tag not in _PLAIN_RUN_CHILDREN for c in child):
-                return False
-        elif child.tag != W.pPr and child.tag not in _PARAGRAPH_MARKS:
-            return False
-    return _placeholder_pattern(decl.id).fullmatch(paragraph_text(p)[0].strip()) is not None
 
 
 def _placeholder_pattern(zone_id: str) -> re.Pattern:

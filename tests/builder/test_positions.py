@@ -5,12 +5,13 @@ the text around them, and passes the checks."""
 from __future__ import annotations
 
 import io
+import subprocess
 
 import docx
 import pytest
 from lxml import etree
 
-from astra.builder.check import check_document
+from astra.builder.check import check_document, convert_to_pdf
 from astra.builder.engine import build
 from astra.ingest.zones import extract_maps, scan_zones
 from astra.ooxml.ns import MC_NS, W_NS, W
@@ -259,3 +260,43 @@ def test_a_zone_after_the_end_of_a_field_from_an_earlier_paragraph_stays_in_plac
     assert run_text(sdt) == "X"
     assert [el.get(W.fldCharType) for el in sdt.itersiblings(preceding=True) for el in el.iter(W.fldChar)] == ["end"]
     assert sdt.getnext().find(W.fldChar).get(W.fldCharType) == "begin"
+
+
+def _libreoffice_words(docx_bytes: bytes) -> list[str]:
+    """The words of the document as LibreOffice lays it out (its PDF's text layer)."""
+    pdf = convert_to_pdf(docx_bytes, timeout=120)
+    return subprocess.run(["pdftotext", "-", "-"], input=pdf, capture_output=True, check=True).stdout.decode().split()
+
+
+_ZONE_CONTROL = ('<w:sdt><w:sdtPr><w:tag w:val="astra:notes"/></w:sdtPr><w:sdtContent><w:p><w:r><w:t>old</w:t>'
+                 '</w:r></w:p></w:sdtContent></w:sdt>')
+
+
+@pytest.mark.parametrize("wrapped", [
+    f'<w:customXml w:uri="urn:x" w:element="e">{_ZONE_CONTROL}</w:customXml>',
+    f'<mc:AlternateContent><mc:Choice Requires="w14">{_ZONE_CONTROL}</mc:Choice></mc:AlternateContent>',
+], ids=["custom-xml", "mc-choice"])
+def test_a_block_level_control_in_a_block_level_wrapper_is_filled_with_paragraphs(wrapped):
+    """A zone control among blocks, in a block-level custom-XML element or alternate-content choice, is block-level
+    as the zone scan decided: its content is paragraphs (bare runs there are invalid, and readers drop them)."""
+    out, body = _build(f"<w:p><w:r><w:t>BEFORE</w:t></w:r></w:p>{wrapped}<w:p><w:r><w:t>AFTER</w:t></w:r></w:p>",
+                       intent_output({"notes": ["FIRST utterance", "SECOND utterance"]}))
+    content = next(body.iter(W.sdtContent))
+    assert [child.tag for child in content] == [W.p, W.p]
+    assert [run_text(p) for p in content] == ["FIRST utterance", "SECOND utterance"]
+    assert _libreoffice_words(out.docx) == ["BEFORE", "FIRST", "utterance", "SECOND", "utterance", "AFTER"]
+
+
+def test_a_zone_control_in_a_run_level_control_is_filled_with_runs():
+    """A zone control inside another (non-zone) control that stands among a paragraph's runs is inline: its content
+    is runs, not a paragraph inside the paragraph (which LibreOffice drops)."""
+    body_xml = ('<w:p><w:r><w:t xml:space="preserve">Name: </w:t></w:r><w:sdt><w:sdtPr><w:tag w:val="company"/>'
+                '</w:sdtPr><w:sdtContent><w:sdt><w:sdtPr><w:tag w:val="astra:inspector"/></w:sdtPr><w:sdtContent>'
+                '<w:r><w:t>old</w:t></w:r></w:sdtContent></w:sdt></w:sdtContent></w:sdt>'
+                '<w:r><w:t xml:space="preserve"> (signed)</w:t></w:r></w:p>'
+                '<w:p><w:r><w:t>{{ notes }}</w:t></w:r></w:p>')
+    out, body = _build(body_xml, intent_output({"inspector": ["Ada Lovelace"], "notes": ["N"]}))
+    paragraph = body.find(W.p)
+    assert not list(paragraph.iter(W.p))[1:]
+    assert run_text(paragraph) == "Name: Ada Lovelace (signed)"
+    assert _libreoffice_words(out.docx) == ["Name:", "Ada", "Lovelace", "(signed)", "N"]
