@@ -53,11 +53,20 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from copy import deepcopy
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from lxml import etree
 
 from astra.ingest.styles import StyleSheet
-from astra.ingest.zones import KINDS, TemplateRefused, ZoneDecl, paragraph_text, scan_zones
+from astra.ingest.zones import (
+    KINDS,
+    TemplateRefused,
+    ZoneDecl,
+    field_depths,
+    paragraph_text,
+    scan_zones,
+    zone_control_id,
+)
 from astra.ooxml.edit import (
     add_content_type_defaults,
     add_relationships,
@@ -951,19 +960,21 @@ def _out_of_links_and_fields(sdt: etree._Element, p: etree._Element) -> None:
     """Move an inline zone out of the hyperlink or field it sat in, to right after it:
     user content is never a link's text (nothing from the user becomes a hyperlink) nor a field's
     result (which Word replaces when it updates the field). A field ending in a later paragraph
-    cannot be stepped out of and keeps the zone. Fields are counted from the paragraph's start, never below
-    none open: an ``end`` with no ``begin`` before it in the paragraph closes a field from an earlier one."""
-    depth, inside, end_run = 0, 0, None
-    for el in p.iter(W.fldChar, W.sdt):
-        if el is sdt:
-            inside = depth
-        elif el.tag == W.fldChar and el.get(W.fldCharType) in ("begin", "end"):
-            depth = depth + 1 if el.get(W.fldCharType) == "begin" else max(depth - 1, 0)
-            if inside and depth == 0:
-                end_run = el.getparent()
-                break
-    if end_run is not None and end_run.tag == W.r:
-        end_run.addnext(sdt)
+    cannot be stepped out of and keeps the zone. Fields are counted from the paragraph's start as the zone scan and
+    the check count them (:func:`astra.ingest.zones.field_depths`): never below none open, so an ``end`` with no
+    ``begin`` before it in the paragraph closes a field from an earlier one; none in an ``mc:Fallback`` or a zone."""
+    # An empty run at the paragraph's end, removed at once, gives the depth there: whether the fields open at the
+    # zone end in this paragraph even when the run closing them is its last.
+    paragraph_end = etree.SubElement(p, W.r)
+    order = [el for el in p.iter(W.r, W.sdt)
+             if el is sdt or (el.tag == W.r and all(a is not sdt for a in el.iterancestors()))]
+    depths = field_depths(p, order, _is_zone)
+    p.remove(paragraph_end)
+    after = order[order.index(sdt) + 1:]
+    if depths[sdt]:
+        end_run = next((run for run, following in pairwise(after) if depths[following] == 0), None)
+        if end_run is not None:
+            end_run.addnext(sdt)
     holder = None
     for ancestor in sdt.iterancestors():
         if ancestor is p:
@@ -972,6 +983,10 @@ def _out_of_links_and_fields(sdt: etree._Element, p: etree._Element) -> None:
             holder = ancestor
     if holder is not None:
         holder.addnext(sdt)
+
+
+def _is_zone(sdt: etree._Element) -> bool:
+    return zone_control_id(sdt) is not None
 
 
 def _split_run(t: etree._Element, offset: int) -> etree._Element:

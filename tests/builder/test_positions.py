@@ -300,3 +300,25 @@ def test_a_zone_control_in_a_run_level_control_is_filled_with_runs():
     assert not list(paragraph.iter(W.p))[1:]
     assert run_text(paragraph) == "Name: Ada Lovelace (signed)"
     assert _libreoffice_words(out.docx) == ["Name:", "Ada", "Lovelace", "(signed)", "N"]
+
+
+_FALLBACK_FIELD_END = ('<w:r><mc:AlternateContent><mc:Choice Requires="w14"><w:t>1</w:t></mc:Choice><mc:Fallback>'
+                       '<w:fldChar w:fldCharType="end"/></mc:Fallback></mc:AlternateContent></w:r>')
+
+
+@pytest.mark.parametrize("begin, between", [
+    ("begin", _FALLBACK_FIELD_END),
+    (" Begin ", ""),
+], ids=["field-end-in-a-fallback", "type-spelled-otherwise"])
+def test_a_zone_in_a_field_is_counted_out_of_it_as_the_zone_scan_counts(begin, between):
+    """BUILDER counts the fields around a zone as INGEST and the check do: a field character in an mc:Fallback (a
+    copy of its choice) does not close the field, and the type is read without case or blanks; the zone goes after
+    the field's end."""
+    body_xml = (f'<w:p><w:r><w:fldChar w:fldCharType="{begin}"/></w:r><w:r><w:instrText xml:space="preserve"> PAGE '
+                '</w:instrText></w:r><w:r><w:fldChar w:fldCharType="separate"/></w:r>'
+                f'{between}<w:r><w:t>{{{{ notes }}}}</w:t></w:r><w:r><w:fldChar w:fldCharType="end"/></w:r></w:p>')
+    out, body = _build(body_xml, intent_output({"notes": ["user text"]}))
+    paragraph = body.find(W.p)
+    sdt = paragraph[-1]
+    assert sdt.tag == W.sdt and run_text(sdt) == "user text"
+    assert sdt.getprevious().find(W.fldChar).get(W.fldCharType) == "end"
