@@ -25,7 +25,11 @@ every labelled example of the report carries (:func:`report_examples`).
   unchanged (kept or moved), fewer than half of them resemble a paragraph (edited) and the zones hold other text:
   another session's document made from the same template (short utterances of two sessions resemble one another
   now and then). Learning from it would teach every utterance of this one as out of scope.
-* ``bad_corrections``: corrections.json is invalid or does not fit the document (:mod:`astra.learn.labels`).
+* ``bad_corrections``: corrections.json is invalid or does not fit the document (:mod:`astra.learn.labels`);
+* ``too_large``: the edited document holds more than :data:`EDITED_CAPS` allow — more than 20 000 paragraphs or
+  2 000 000 characters in its zones (ten zones filled to BUILDER's ``max_zone_chars``; a real session writes a few
+  hundred utterances), or more than 1 000 000 characters outside them (a template's own text is a few pages); the
+  message names the cap. Reading stops at the cap, so what a hostile document makes LEARN hold stays bounded.
 
 **Matching.** The generated zone items are the intent output's utterances in the order BUILDER wrote them (each
 zone's utterance list); each is aligned with the paragraph (or, in an inline zone, the line) of the generated
@@ -52,8 +56,16 @@ compared normalized (whitespace runs as one space, case folded, typographic quot
    Characters count only at 0.8, for a short utterance whose one word or number was fixed ("transfer 100 from
    checking to savings" → "transfer 150 from checking into savings": 0.67 of the words, 0.95 of the characters),
    and only between texts sharing at least half their words. A wrong pairing labels a new text with an old intent,
-   a missed one labels an old text out of scope: both thresholds sit where the examples above fall right. At most
-   :data:`MAX_FUZZY_COMPARISONS` pairs are compared (about 3 s at worst);
+   a missed one labels an old text out of scope: both thresholds sit where the examples above fall right.
+   The work is bounded by :data:`MAX_COMPARISON_WORK`, paid before each step of each pair: :data:`PAIR_COST` to
+   look at a pair at all (difflib's ``real_quick_ratio``, the length ratio), both texts' lengths for
+   ``quick_ratio`` (the multiset bound), and for ``ratio`` an upper bound of difflib's work (``_ratio_cost``: the
+   product of the lengths, more for long texts), in words and again in characters when those are compared. Most
+   pairs leave at the cheap bounds. When a step cannot be paid, comparing stops: about 3 s at worst (measured up
+   to ~28 ns per unit). The review's repro scripts, before → after: ``fuzzy_budget.py 170 40`` (170-word
+   utterances of eight words, reworded) 505 s → 0.3 s, budget spent; ``fuzzy_budget.py 30 300`` 0.7 s;
+   ``many_paragraphs.py 400000 4000`` 157 s and 848 MB → refused ``too_large`` in 1.3 s, 332 MB (the parsed XML);
+   ``many_paragraphs.py 19000 4000`` (under the caps) 1.6 s, 107 MB, budget spent;
 4. a written utterance whose text is now a new cell of a table zone's table is *moved* there (a table zone teaches
    no intent, but the utterance was not deleted);
 5. a written utterance still unpaired is *deleted*; an edited paragraph still unpaired is *added*.
@@ -62,7 +74,10 @@ compared normalized (whitespace runs as one space, case folded, typographic quot
 removed the control (Word's "Remove content control" keeps the text, outside any zone), not meant the content.
 An utterance of it found in another zone is moved; one found nowhere is *unresolved* (``outside_zones`` says
 whether its text is now outside the zones) and teaches nothing unless corrections.json labels it. Likewise, when
-the comparison budget runs out, the utterances it could not pair are unresolved, never deleted.
+the comparison budget runs out, the utterances it could not pair are unresolved, never deleted. Whether an
+unresolved utterance's text is outside the zones is looked up as a whole outside paragraph first, then searched as
+part of one, through at most :data:`MAX_OUTSIDE_SEARCH` characters in all; past them ``outside_zones`` is true only
+for a whole paragraph.
 
 **Tables** (table zones): each table of the zone as a grid of cell texts; every cell whose text differs
 (exactly, after trimming) is in ``cells_changed`` (table, row, column, before, after; ``null`` for a cell one side
@@ -87,7 +102,15 @@ from astra.canonical import canonical_json
 from astra.ingest.audit import Code, audit
 from astra.tenancy import InvalidKey, SessionKey
 
-from .document_zones import DocumentUnreadable, DocumentZones, Paragraph, normalize, read_zones
+from .document_zones import (
+    DocumentTooLarge,
+    DocumentUnreadable,
+    DocumentZones,
+    Paragraph,
+    ReadCaps,
+    normalize,
+    read_zones,
+)
 from .examples import LabelledExample
 from .labels import CorrectionsRefused, IntentRanker, added_key, label_examples, placements, validate_corrections
 
@@ -98,9 +121,16 @@ EDIT_RATIO_LETTERS = 0.8  # difflib ratio over characters, for a short utterance
 EDIT_RATIO_WORDS_SHARED = 0.5  # below this share of words in common, characters are not compared
 MIN_OUTSIDE_KEPT = 0.6
 MIN_UTTERANCES_FOR_IDENTITY = 3
-MAX_FUZZY_COMPARISONS = 100_000  # difflib pairs: about 3 s at worst
+# The unit of comparison work is about 30 ns, one step of difflib's inner loop (measured on this machine's Python).
+MAX_COMPARISON_WORK = 80_000_000  # about 3 s at worst
+PAIR_COST = 100  # looking at a pair at all: the loop, set_seq1 and real_quick_ratio (~3 µs)
+BOUND_COST = 4  # quick_ratio, per item of either text: a dict lookup and update
+BLOCK_COST = 100  # ratio, per matching block (at most one per item of the shorter text) beyond its n * m steps
+RATIO_DEPTH_ITEMS = 64  # ratio, one more n * m level of difflib's recursion charged per this many items
+MAX_OUTSIDE_SEARCH = 50_000_000  # characters searched for unresolved utterances in the outside text: ~0.1 s
+EDITED_CAPS = ReadCaps(paragraphs_in_zones=20_000, characters_in_zones=2_000_000, characters_outside_zones=1_000_000)
 REFUSAL_CODES = ("not_docx", "audit_refused", "unknown_zone", "duplicate_zone", "nested_zone", "zones_gone",
-                 "other_template", "other_document", "bad_corrections")
+                 "other_template", "other_document", "bad_corrections", "too_large")
 _NOT_A_DOCX = frozenset({Code.UPLOAD_TOO_LARGE, Code.OLE_COMPOUND_FILE, Code.NOT_A_ZIP, Code.MISSING_CONTENT_TYPES,
                          Code.MISSING_MAIN_DOCUMENT})
 _UTTERANCE_KINDS = ("text", "list")
@@ -278,9 +308,12 @@ def _read_generated(generated: bytes, zone_map: dict, speakers: list[str]) -> Do
 
 def _read_edited(edited: bytes, zone_map: dict, speakers: list[str]) -> DocumentZones:
     try:
-        found = read_zones(edited, zone_map, speakers=speakers)
+        found = read_zones(edited, zone_map, speakers=speakers, caps=EDITED_CAPS)
     except DocumentUnreadable as exc:
         raise FeedbackRefused("not_docx", f"the document cannot be read: {exc}") from None
+    except DocumentTooLarge as exc:
+        raise FeedbackRefused("too_large", f"the document holds {exc} (cap {exc.cap}): far more than a session "
+                              "writes; it is not compared") from None
     if found.unknown:
         raise FeedbackRefused("unknown_zone", f"content control tagged {found.unknown[0][:100]!r} names no zone of "
                               "the template this session was built from")
@@ -385,45 +418,94 @@ def _words(norm: str) -> tuple[str, ...]:
     return tuple(_WORD.findall(norm))
 
 
-def _similarity(written: SequenceMatcher, letters: SequenceMatcher, words: tuple[str, ...], norm: str) -> float:
+class _Budget:
+    """What is left of :data:`MAX_COMPARISON_WORK`. A step is paid before it is taken; one it cannot pay is not
+    taken, and the budget stays spent from then on."""
+
+    def __init__(self, work: int) -> None:
+        self.left, self.spent = work, False
+
+    def pay(self, cost: int) -> bool:
+        if self.spent or cost > self.left:
+            self.spent = True
+            return False
+        self.left -= cost
+        return True
+
+
+def _similarity(written: SequenceMatcher, letters: SequenceMatcher, words: tuple[str, ...], norm: str,
+                budget: _Budget) -> float | None:
     """How close a paragraph (``words``, ``norm``) is to the utterance the two matchers hold as their second sequence:
     the word ratio when it reaches :data:`EDIT_RATIO`, else the character ratio when it reaches
-    :data:`EDIT_RATIO_LETTERS`, else 0. The cheap upper bounds are tried first; characters only when at least half the
-    words are shared (a short utterance with a number or a misheard word fixed shares most of them)."""
+    :data:`EDIT_RATIO_LETTERS`, else 0; None when the budget cannot pay the next step. The cheap upper bounds are
+    tried first; characters only when at least half the words are shared (a short utterance with a number or a
+    misheard word fixed shares most of them)."""
+    if not budget.pay(PAIR_COST):
+        return None
     written.set_seq1(words)
     if written.real_quick_ratio() < EDIT_RATIO_WORDS_SHARED:
         return 0.0
+    n, m = len(words), len(written.b)
+    if not budget.pay(BOUND_COST * (n + m)):
+        return None
     shared = written.quick_ratio()
-    if shared >= EDIT_RATIO and (ratio := written.ratio()) >= EDIT_RATIO:
-        return ratio
+    if shared >= EDIT_RATIO:
+        if not budget.pay(_ratio_cost(n, m)):
+            return None
+        if (ratio := written.ratio()) >= EDIT_RATIO:
+            return ratio
     if shared < EDIT_RATIO_WORDS_SHARED:
         return 0.0
     letters.set_seq1(norm)
-    if letters.real_quick_ratio() >= EDIT_RATIO_LETTERS and letters.quick_ratio() >= EDIT_RATIO_LETTERS and \
-            (ratio := letters.ratio()) >= EDIT_RATIO_LETTERS:
-        return ratio
-    return 0.0
+    if letters.real_quick_ratio() < EDIT_RATIO_LETTERS:
+        return 0.0
+    n, m = len(norm), len(letters.b)
+    if not budget.pay(BOUND_COST * (n + m)):
+        return None
+    if letters.quick_ratio() < EDIT_RATIO_LETTERS:
+        return 0.0
+    if not budget.pay(_ratio_cost(n, m)):
+        return None
+    return ratio if (ratio := letters.ratio()) >= EDIT_RATIO_LETTERS else 0.0
+
+
+def _ratio_cost(n: int, m: int) -> int:
+    """difflib's ``ratio`` over sequences of ``n`` and ``m`` items, in work units, bounded from above as measured:
+    each level of its recursion into the gaps between matching blocks may meet every item of one sequence with
+    every item of the other; texts of few distinct items (letters, a vocabulary of eight words shuffled) go one
+    level deeper per few dozen items; and a call's overhead per matching block."""
+    return n * m * (1 + min(n, m) // RATIO_DEPTH_ITEMS) + BLOCK_COST * (min(n, m) + 1)
 
 
 def _pair_close(unpaired: list[_Written], free: list[_Edited], pairing: _Pairing) -> None:
-    budget = MAX_FUZZY_COMPARISONS
+    budget = _Budget(MAX_COMPARISON_WORK)
     candidates = []
-    free_words = {piece.order: _words(piece.norm) for piece in free}
+    by_zone: dict[str, list[tuple[_Edited, tuple[str, ...]]]] = {}
+    for piece in free:
+        by_zone.setdefault(piece.zone, []).append((piece, _words(piece.norm)))
     for same_zone in (True, False):
         for w in unpaired:
+            words = _words(w.norm)
+            if not budget.pay(BOUND_COST * (len(words) + len(w.norm))):  # the two matchers' indexes of it
+                break
             by_words, by_letters = SequenceMatcher(None, autojunk=False), SequenceMatcher(None, autojunk=False)
-            by_words.set_seq2(_words(w.norm))
+            by_words.set_seq2(words)
             by_letters.set_seq2(w.norm)
-            for piece in free:
-                if (piece.zone == w.zone) != same_zone:
+            # a zone's pieces all of one side or the other: other-zone pieces are never looked at in the first pass
+            for zone_id, pieces in by_zone.items():
+                if (zone_id == w.zone) != same_zone:
                     continue
-                if budget == 0:
-                    pairing.incomplete = True
+                for piece, piece_words in pieces:
+                    similarity = _similarity(by_words, by_letters, piece_words, piece.norm, budget)
+                    if similarity is None:
+                        break
+                    if similarity:
+                        candidates.append((not same_zone, -similarity, w.order, piece.order, w, piece))
+                if budget.spent:
                     break
-                budget -= 1
-                similarity = _similarity(by_words, by_letters, free_words[piece.order], piece.norm)
-                if similarity:
-                    candidates.append((not same_zone, -similarity, w.order, piece.order, w, piece))
+            if budget.spent:
+                break
+    pairing.incomplete = budget.spent
     candidates.sort(key=lambda c: c[:4])
     paired: set[int] = set()
     for *_, w, piece in candidates:
@@ -494,15 +576,34 @@ def _place_utterances(report_zones: dict[str, dict], pairing: _Pairing, after: D
                                                       "to_zone": piece.zone})
             moves.append({"utterance_id": uid, "text": now, "before": w.paragraph.text, "from_zone": w.zone,
                           "to_zone": piece.zone, "edited": not exact})
-    outside = {normalize(text) for text in after.outside}
+    outside = _OutsideText(after.outside)
     for w in pairing.unpaired:
         uid = w.utterance["id"]
         if w.zone in after.zones and not pairing.incomplete:
             report_zones[w.zone]["deleted"].append({"utterance_id": uid, "text": w.paragraph.text})
         else:
             report_zones[w.zone]["unresolved"].append({"utterance_id": uid, "text": w.paragraph.text,
-                                                       "outside_zones": any(w.norm in text for text in outside)})
+                                                       "outside_zones": outside.holds(w.norm)})
     return moves
+
+
+class _OutsideText:
+    """The text outside the zones, for telling whether an unresolved utterance's text is there: a whole paragraph
+    (a set lookup) or part of one (a substring search through all of it, paid from :data:`MAX_OUTSIDE_SEARCH`)."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.paragraphs = {normalize(text) for text in texts}
+        self.joined = "\n".join(self.paragraphs)  # normalized text holds no line break: no match spans two
+        self.search_left = MAX_OUTSIDE_SEARCH
+
+    def holds(self, norm: str) -> bool:
+        if norm in self.paragraphs:
+            return True
+        if len(self.joined) > self.search_left:
+            self.search_left = 0
+            return False
+        self.search_left -= len(self.joined)
+        return norm in self.joined
 
 
 def _look(formatting: dict) -> tuple:
@@ -569,6 +670,6 @@ def _counts(report_zones: dict[str, dict], moves: list[dict], not_written: int, 
     return counts
 
 
-__all__ = ["EDIT_RATIO", "MAX_FUZZY_COMPARISONS", "MIN_OUTSIDE_KEPT", "MIN_UTTERANCES_FOR_IDENTITY", "REFUSAL_CODES",
-           "REPORT_FORMAT", "REPORT_SCHEMA_PATH", "ComparisonError", "FeedbackRefused", "compare", "report_bytes",
-           "report_examples", "report_sha256"]
+__all__ = ["EDITED_CAPS", "EDIT_RATIO", "MAX_COMPARISON_WORK", "MAX_OUTSIDE_SEARCH", "MIN_OUTSIDE_KEPT",
+           "MIN_UTTERANCES_FOR_IDENTITY", "REFUSAL_CODES", "REPORT_FORMAT", "REPORT_SCHEMA_PATH", "ComparisonError",
+           "FeedbackRefused", "compare", "report_bytes", "report_examples", "report_sha256"]

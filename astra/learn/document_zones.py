@@ -33,6 +33,10 @@ lead is not bold (the user retyped it, or the words are the utterance's own) kee
 Text outside the zones (``outside``): the text of every paragraph left once the content of every ``astra:``
 control is taken out, in document order; the comparator uses it to tell a document derived from the generated one
 from another template.
+
+**Caps** (:class:`ReadCaps`, optional): the paragraphs (items) read in zones, the characters read in zones (items
+and table cells) and the characters read outside them. Reading stops at the first one past its cap and
+:class:`DocumentTooLarge` names it: what a hostile document makes the comparator hold and compare stays bounded.
 """
 
 from __future__ import annotations
@@ -71,6 +75,21 @@ class DocumentUnreadable(ValueError):
     """The bytes are not a WordprocessingML package this reader can read; the message says why."""
 
 
+class DocumentTooLarge(ValueError):
+    """The document holds more than one of the :class:`ReadCaps` allows; ``cap`` names it."""
+
+    def __init__(self, cap: str, limit: int) -> None:
+        super().__init__(f"more than {limit} {cap.replace('_', ' ')}")
+        self.cap, self.limit = cap, limit
+
+
+@dataclass(frozen=True)
+class ReadCaps:
+    paragraphs_in_zones: int
+    characters_in_zones: int
+    characters_outside_zones: int
+
+
 @dataclass(frozen=True)
 class Paragraph:
     text: str  # as shown, the speaker lead removed; "\t" and "\n" for tabs and breaks
@@ -98,14 +117,16 @@ class DocumentZones:
     nested: list[str] = field(default_factory=list)  # zone ids whose control sits inside another zone's
 
 
-def read_zones(docx: bytes, zone_map: dict, *, speakers: Iterable[str] = ()) -> DocumentZones:
+def read_zones(docx: bytes, zone_map: dict, *, speakers: Iterable[str] = (), caps: ReadCaps | None = None,
+               ) -> DocumentZones:
     """Every zone of ``zone_map`` present in ``docx``, its content read as the module docstring says.
-    Raises :class:`DocumentUnreadable` when the package or one of its story parts cannot be read."""
+    Raises :class:`DocumentUnreadable` when the package or one of its story parts cannot be read,
+    :class:`DocumentTooLarge` when it holds more than ``caps`` allow."""
     kinds = {zone["id"]: zone["kind"] for zone in zone_map.get("zones") or []}
     leads = sorted({f"{name}: " for name in speakers if name}, key=len, reverse=True)
     try:
         pkg = Package.read(docx)
-        reader = _Reader(pkg, kinds, leads)
+        reader = _Reader(pkg, kinds, leads, caps)
         for part in story_parts(pkg):
             reader.read_part(part)
     except PackageError as exc:
@@ -135,9 +156,10 @@ class _Piece:
 
 
 class _Reader:
-    def __init__(self, pkg: Package, kinds: dict[str, str], leads: list[str]) -> None:
-        self.pkg, self.kinds, self.leads = pkg, kinds, leads
+    def __init__(self, pkg: Package, kinds: dict[str, str], leads: list[str], caps: ReadCaps | None) -> None:
+        self.pkg, self.kinds, self.leads, self.caps = pkg, kinds, leads, caps
         self.result = DocumentZones({}, [])
+        self.read = {"paragraphs_in_zones": 0, "characters_in_zones": 0, "characters_outside_zones": 0}
         self.controls: dict[etree._Element, str | None] = {}  # astra: control -> zone id of the map (or None)
 
     def read_part(self, part: str) -> None:
@@ -179,6 +201,7 @@ class _Reader:
         paragraph_props = _props(p.find(W.pPr), _IGNORED_PARAGRAPH_PROPS)
         outside = "".join(piece.text for piece in pieces if piece.zone is None)
         if outside.strip():
+            self._count("characters_outside_zones", len(outside))
             self.result.outside.append(outside)
         by_control: dict[etree._Element, list[_Piece]] = {}
         for piece in pieces:
@@ -193,7 +216,14 @@ class _Reader:
             for line in lines:
                 item = self._item(line, paragraph_props)
                 if item is not None:
+                    self._count("paragraphs_in_zones", 1)
+                    self._count("characters_in_zones", len(item.text))
                     zone.paragraphs.append(item)
+
+    def _count(self, cap: str, amount: int) -> None:
+        self.read[cap] += amount
+        if self.caps is not None and self.read[cap] > getattr(self.caps, cap):
+            raise DocumentTooLarge(cap, getattr(self.caps, cap))
 
     def _block_zone(self, p: etree._Element) -> etree._Element | None:
         """The outermost astra: control holding the whole paragraph (None: the paragraph is outside)."""
@@ -250,8 +280,11 @@ class _Reader:
         for table in content.iter(W.tbl):
             if _in_fallback(table) or _nearest(table, W.tbl, stop=sdt) is not None:
                 continue  # a copy, or a table nested in one of the zone's tables
-            zone.tables.append([[_cell_text(cell) for cell in _own(row, W.tc, W.tr)] for row in _own(table, W.tr,
-                                                                                                     W.tbl)])
+            grid = []
+            for row in _own(table, W.tr, W.tbl):
+                grid.append([_cell_text(cell) for cell in _own(row, W.tc, W.tr)])
+                self._count("characters_in_zones", sum(map(len, grid[-1])))
+            zone.tables.append(grid)
 
     def _read_images(self, sdt: etree._Element, zone: ZoneContent) -> None:
         targets = {rel.id: rel.target_part for rel in self.pkg.relationships(self.part) if not rel.external}
@@ -381,4 +414,5 @@ def _element_value(el: etree._Element) -> dict | None:
     return {**attrs, **children}
 
 
-__all__ = ["DocumentUnreadable", "DocumentZones", "Paragraph", "ZoneContent", "normalize", "read_zones"]
+__all__ = ["DocumentTooLarge", "DocumentUnreadable", "DocumentZones", "Paragraph", "ReadCaps", "ZoneContent",
+           "normalize", "read_zones"]

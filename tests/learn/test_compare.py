@@ -23,7 +23,7 @@ from astra.learn.compare import (
     report_examples,
     report_sha256,
 )
-from astra.learn.document_zones import read_zones
+from astra.learn.document_zones import ReadCaps, read_zones
 from astra.ooxml.ns import W
 from astra.samples.edits import DocumentEdit
 from astra.samples.templates import minimal_docx
@@ -294,7 +294,7 @@ def test_a_deleted_control_with_its_content_is_unresolved_and_a_utterance_found_
 
 
 def test_when_the_comparison_budget_runs_out_nothing_is_taken_as_deleted(monkeypatch):
-    monkeypatch.setattr(compare_module, "MAX_FUZZY_COMPARISONS", 0)
+    monkeypatch.setattr(compare_module, "MAX_COMPARISON_WORK", 0)
     e = edit()
     e.set_text("Transfer two hundred dollars", "Transfer three hundred dollars")
     report = run(e.save())
@@ -500,3 +500,91 @@ def test_a_zone_in_a_text_box_is_block_level_and_its_fallback_copy_is_not_a_seco
     assert found.duplicates == [] and found.zones["notes"].inline is False
     assert [p.text for p in found.zones["notes"].paragraphs] == ["one", "two"]
     assert found.outside == ["anchor text"]
+
+
+# --------------------------------------------------------------------------- bounded work on hostile feedback
+
+
+def test_a_document_past_a_reading_cap_is_refused_too_large_naming_it(monkeypatch):
+    e = edit()
+    for k in range(4):
+        e.add("notes", f"Added paragraph number {k}.")
+    monkeypatch.setattr(compare_module, "EDITED_CAPS", ReadCaps(paragraphs_in_zones=9, characters_in_zones=10**6,
+                                                                characters_outside_zones=10**6))
+    caught = refused(e.save())
+    assert caught.code == "too_large" and "paragraphs_in_zones" in caught.message
+    monkeypatch.setattr(compare_module, "EDITED_CAPS", ReadCaps(paragraphs_in_zones=100, characters_in_zones=100,
+                                                                characters_outside_zones=10**6))
+    assert "characters_in_zones" in refused(edit().save()).message
+    monkeypatch.setattr(compare_module, "EDITED_CAPS", ReadCaps(paragraphs_in_zones=100, characters_in_zones=10**6,
+                                                                characters_outside_zones=5))
+    assert "characters_outside_zones" in refused(edit().save()).message
+    monkeypatch.setattr(compare_module, "EDITED_CAPS", ReadCaps(paragraphs_in_zones=10, characters_in_zones=10**6,
+                                                                characters_outside_zones=10**6))
+    assert run(edit().save())["counts"]["kept"] == 6  # at the caps, not past them
+
+
+def _reworded(n_words: int, per_zone: int) -> tuple[dict, dict, bytes, bytes]:
+    """The review's shape: long utterances of eight words, each but the first reworded (its words in another
+    order); the first kept so that the document is this session's."""
+    vocabulary = "alpha beta gamma delta epsilon zeta eta theta".split()
+    texts = {zone: [" ".join(vocabulary[(k * 7 + i * i) % 8] for i in range(n_words)) + f" {zone}{k}."
+                    for k in range(per_zone)] for zone in ("summary", "action_items", "notes")}
+    zones = zone_map()
+    output = intent_output({zone: [(text, "oos") for text in items] for zone, items in texts.items()})
+    generated = built(zones, output)
+    e = DocumentEdit(generated)
+    for text in [text for items in texts.values() for text in items][1:]:
+        words = text.split()
+        e.set_text(text, " ".join(words[1::2] + words[::2]))
+    return zones, output, generated, e.save()
+
+
+def test_reworded_long_utterances_exhaust_the_budget_and_nothing_is_deleted(monkeypatch):
+    monkeypatch.setattr(compare_module, "MAX_COMPARISON_WORK", 2_000_000)
+    zones, output, generated, edited = _reworded(60, 4)
+    report = run(edited, generated=generated, zones=zones, output=output, ranker=fixed_ranker(["oos"]))
+    assert report["counts"]["comparison_incomplete"] == 1
+    assert report["counts"]["deleted"] == 0 and report["counts"]["unresolved"] == 11
+    assert report["examples"] == []
+
+
+def test_one_pair_of_long_texts_costs_its_length_not_one_comparison(monkeypatch):
+    words = " ".join(f"word{k}" for k in range(300))
+    zones = zone_map()
+    output = intent_output({"notes": [(words, "oos")]}, tables=False)
+    generated = built(zones, output)
+    e = DocumentEdit(generated)
+    e.set_text(words, words.replace("word7 ", "changed "))
+    assert run(e.save(), generated=generated, zones=zones, output=output)["counts"]["edited"] == 1
+    monkeypatch.setattr(compare_module, "MAX_COMPARISON_WORK", 300 * 300)  # no room for the ratio's blocks
+    report = run(e.save(), generated=generated, zones=zones, output=output)
+    assert report["counts"]["comparison_incomplete"] == 1 and report["counts"]["unresolved"] == 1
+
+
+def test_pairs_in_other_zones_are_paid_for(monkeypatch):
+    zones = zone_map()
+    output = intent_output({"notes": [("Call the plumber about the leak.", "oos")]}, tables=False)
+    generated = built(zones, output)
+    e = DocumentEdit(generated)
+    e.delete("Call the plumber about the leak.")
+    for k in range(200):
+        e.add("summary", f"Unrelated paragraph {k} with some words.")
+    monkeypatch.setattr(compare_module, "MAX_COMPARISON_WORK", 100 * compare_module.PAIR_COST)
+    report = run(e.save(), generated=generated, zones=zones, output=output)
+    assert report["counts"]["comparison_incomplete"] == 1 and report["counts"]["deleted"] == 0
+    monkeypatch.setattr(compare_module, "MAX_COMPARISON_WORK", 1000 * compare_module.PAIR_COST)
+    report = run(e.save(), generated=generated, zones=zones, output=output)
+    assert report["counts"]["comparison_incomplete"] == 0 and report["counts"]["deleted"] == 1
+
+
+def test_past_the_outside_search_an_utterance_is_still_found_as_a_whole_outside_paragraph(monkeypatch):
+    monkeypatch.setattr(compare_module, "MAX_OUTSIDE_SEARCH", 0)
+    e = edit()
+    e.unwrap("action_items")
+    e.outside("Add gutter cleaning to my to do list.", "Note: add gutter cleaning to my to do list.")
+    unresolved = run(e.save())["zones"]["action_items"]["unresolved"]
+    assert [(x["utterance_id"], x["outside_zones"]) for x in unresolved] == [("u4", False), ("u5", True)]
+    monkeypatch.setattr(compare_module, "MAX_OUTSIDE_SEARCH", 10**6)
+    unresolved = run(e.save())["zones"]["action_items"]["unresolved"]
+    assert [(x["utterance_id"], x["outside_zones"]) for x in unresolved] == [("u4", True), ("u5", True)]
