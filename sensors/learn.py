@@ -88,6 +88,10 @@ def learn_feedback_sensor(context: SensorEvaluationContext, postgres: PostgresRe
     engine = postgres.engine()
     stored = 0
     try:
+        if context.cursor is None:
+            # The first tick ever (or after a reset) starts from the revisions stored now: examples consumed before
+            # this sensor existed wait for their tenant's next feedback instead of a retrain of every tenant at once.
+            revisions = pending_tenants(engine, {})
         consumer = FeedbackConsumer(redis.client(), engine, redis.key_prefix, CONSUMER)
         for _ in range(BATCHES_PER_TICK):
             result = consumer.consume(count=BATCH)

@@ -102,3 +102,26 @@ def test_a_retrain_failed_by_an_outage_is_offered_again_unless_a_later_revision_
         f"{tenant}-r{latest_revision(engine, tenant)}"]
     assert not [key for key in later.skipped_run_keys if key.startswith(f"{tenant}-")]
     assert runs_for(tick(defs, learn_instance, SENSOR), tenant) == []
+
+
+def test_the_first_tick_starts_from_the_examples_stored_now(learn_instance, pg_url, redis_url, prefix):  # noqa: F811
+    """A sensor with no cursor yet (new, or reset) retrains no tenant for examples stored before it: a retrain of
+    every tenant at once would fill the run queue. What it consumes itself in that tick is retrained."""
+    from dagster import build_sensor_context
+
+    from astra.learn.feedback import FeedbackConsumer
+    from resources import PostgresResource, RedisResource
+    from sensors.learn import learn_feedback_sensor
+
+    old, new = f"t-{uuid.uuid4().hex[:10]}", f"t-{uuid.uuid4().hex[:10]}"
+    client, engine = redis.Redis.from_url(redis_url), make_engine(pg_url)
+    publish_examples(client, prefix, labelled(old, [("book a flight to rome", "book_flight")], 0, "m1"))
+    FeedbackConsumer(client, engine, prefix, "earlier-consumer").consume()  # stored before the sensor ever ran
+    publish_examples(client, prefix, labelled(new, [("move money to savings", "transfer")], 0, "m1"))
+    resources = {"postgres": PostgresResource(url=pg_url), "redis": RedisResource(url=redis_url, key_prefix=prefix)}
+    with build_sensor_context(instance=learn_instance, resources=resources, cursor=None,
+                              sensor_name=SENSOR) as context:
+        result = learn_feedback_sensor(context)
+    assert [r.partition_key for r in result.run_requests] == [new]
+    revisions, _ = load_cursor(result.cursor)
+    assert revisions[old] == latest_revision(engine, old) and revisions[new] == latest_revision(engine, new)
