@@ -78,7 +78,7 @@ from astra.ooxml.errors import PackageError
 from astra.ooxml.ns import MC, R_NS, RT_TRANSITIONAL, W14_NS, W15_NS, W_NS, W_STRICT_NS, WP_NS, W, local_name
 from astra.ooxml.package import CONTENT_TYPES_PART, Package, write_package
 from astra.ooxml.partname import rels_part_for
-from astra.ooxml.rels import Relationship
+from astra.ooxml.rels import ContentTypes, Relationship, media_type
 from astra.ooxml.wordml import styles_part, theme_part, top_block
 from astra.ooxml.xml import hardened_parser
 
@@ -190,9 +190,10 @@ class _Template:
             styles, theme = styles_part(pkg), theme_part(pkg)
             sheet = StyleSheet(pkg.xml(styles) if styles else None, pkg.xml(theme) if theme else None)
             strict = W_STRICT_NS in pkg.xml(pkg.main_document()).nsmap.values()
-            # Every WordprocessingML part, not only those holding zones: a header's picture or a footnote's
-            # bookmark keeps its id, and a new id must not repeat it.
-            used_ids = _numeric_ids(pkg.xml(name) for name in pkg.members if _holds_ids(name))
+            # Every XML part, not only those holding zones: a header's picture or a footnote's bookmark keeps its
+            # id, and a new id must not repeat it.
+            types = pkg.content_types()
+            used_ids = _numeric_ids(pkg.xml(name) for name in pkg.members if _holds_ids(name, types))
         except (TemplateRefused, PackageError) as exc:
             raise BuildError(f"the template cannot be read: {exc}") from None
         if strict:
@@ -785,11 +786,15 @@ def _truncation_note(limit: int) -> str:
     return f"[ASTRA: this section was cut at {limit:,} characters; the rest is in the session record.]"
 
 
-def _holds_ids(member: str) -> bool:
-    """A WordprocessingML part (stories, notes, comments, settings...): where ids of content controls,
-    bookmarks, revisions, comments and drawings live."""
+def _holds_ids(member: str, types: ContentTypes) -> bool:
+    """An XML part, relationships aside: where ids of content controls, bookmarks, revisions, comments and drawings
+    live. Every one, whatever its name (the main document may be any part the package's relationship names), as
+    AUDIT reads them: named ``.xml`` or of an XML content type."""
     name = member.lower()
-    return name.startswith("word/") and name.endswith(".xml") and "/_rels/" not in name
+    if name == CONTENT_TYPES_PART.lower() or name.endswith(".rels"):
+        return False
+    content_type = media_type(types.of(member))
+    return name.endswith(".xml") or content_type.endswith("+xml") or content_type in ("application/xml", "text/xml")
 
 
 def _numeric_ids(roots: Iterable[etree._Element]) -> frozenset[int]:

@@ -455,3 +455,25 @@ def test_a_filled_control_is_not_content_locked_nor_a_repeating_section(lock, ke
     assert [el.get(W.val) for el in sdt_pr.iter(W.lock)] == ([kept_lock] if kept_lock else [])
     assert not [el for el in sdt_pr if el.tag.startswith(f"{{{w15}}}")]
     assert sdt_pr.find(W.id).get(W.val) == "4" and zone_paragraphs(out.docx, "notes") == ["x"]
+
+
+def test_new_ids_are_above_the_ids_of_a_main_document_outside_word(media):
+    """The main document is the part the package's relationship names, whatever its name: its ids are in use too, so
+    new controls and drawings do not repeat the template's (here control 5 and drawings 1 and 2)."""
+    picture = ('<w:r><w:drawing><wp:inline><wp:extent cx="9525" cy="9525"/><wp:docPr id="{}" name="p"/></wp:inline>'
+               '</w:drawing></w:r>')
+    plain = minimal_docx(f"<w:p>{picture.format(1)}{picture.format(2)}</w:p>" + IMAGE_ZONE)
+    pkg = Package.read(plain)
+    renamed = {"word/document.xml": "content/main.xml", RELS_PART: "content/_rels/main.xml.rels"}
+    template = write_package([
+        (renamed.get(name, name),
+         pkg.read_part(name).replace(b"word/document.xml", b"content/main.xml")) for name in pkg.members])
+    maps = extract_maps(template)
+    out = build(template, maps.zone_map, maps.style_map,
+                intent_output({"notes": ["n"]}, media={"photo": ["media/site.png"]}), media)
+    document = Package.read(out.docx).xml("content/main.xml")
+    drawing_ids = [int(el.get("id")) for el in document.iter(f"{{{WP_NS}}}docPr")]
+    control_ids = [int(el.get(W.val)) for el in document.iter(W.id)]
+    assert len(drawing_ids) == 3 and len(control_ids) == 2
+    assert len(set(drawing_ids + control_ids)) == 5
+    assert check_document(out.docx, maps.zone_map, template=template).passed
