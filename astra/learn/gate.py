@@ -21,8 +21,12 @@ not worse.
 
 ``drift``: the same test on the base slice (restricted to what the base model can answer) against the base model
 the candidate was retrained from. Judged only against the model it replaces, poison split into rounds too small to
-tell passes round after round, each a little worse than the last (30 wrong labels a round: 5 of 6 rounds promoted,
-slice accuracy 96.1 % -> 94.9 %); against the base the regressions add up until they tell.
+tell passes round after round, each a little worse than the last; against the base the regressions add up until
+they tell. Measured on the real base (rounds of 30 val utterances outside the slice, each labelled with a random
+wrong intent, 12 rounds): without it 9 rounds promoted and the slice fell 96.1 % -> 93.7 %, still falling; with it
+5 promoted and the slice held at 95.4-95.6 %, what the sign test cannot tell from the base. Wrong labels that move
+nothing on the slice still pass: the gate sees what its holdout sees. Genuine rounds (20 misrouted val utterances
+outside the slice, rightly labelled, 4 rounds) all passed, drift p >= 0.98 (9 fixes, no regression by the last).
 
 The verdict's metrics (JSON, on the registry row) hold every comparison (``against``: ``current`` or ``base``,
 either model's accuracy, regressions, fixes, p, ``worse``) and ``failed``: the comparisons that stopped it.
