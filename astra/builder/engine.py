@@ -301,8 +301,8 @@ class _Builder:
         self.media_parts: dict[str, PreparedImage] = {}  # part name -> image
         self.part_names: dict[str, str] = {}  # image sha256 -> part name
         self.image_bytes = 0  # of media_parts
-        # (media name, pixel box) -> image (None: refused)
-        self.prepared: dict[tuple[str, tuple[int, int]], PreparedImage | None] = {}
+        self.prepared: dict[str, PreparedImage | None] = {}  # media name -> image (None: refused)
+        self.image_boxes: dict[str, tuple[int, int]] = {}  # media name -> the pixels it is prepared to fit
         self.run_props: dict[str, dict] = {}
 
     # ------------------------------------------------------------------ setup
@@ -348,6 +348,7 @@ class _Builder:
         # Placeholders sharing a paragraph are filled from the last one back: splitting runs
         # for a later one leaves the earlier one's text where its declaration found it.
         zones.sort(key=lambda z: -(z.decl.span[0] if z.decl.span else 0))
+        self._size_images(zones, entries)
         for zone in zones:
             self._fill(zone, entries.get(zone.id) or {})
         for edit in edits.values():
@@ -554,29 +555,49 @@ class _Builder:
 
     # -- image zones
 
-    def _image_content(self, zone: _Zone, entry: dict, fill: dict, inline: bool, picture_control: bool) -> str:
+    def _size_images(self, zones: list[_Zone], entries: dict[str, dict]) -> None:
+        """The pixels each image is prepared to fit: the largest frame among the zones listing it, at the caps'
+        resolution. Each image is then decoded once, however many zones show it and at whatever sizes."""
+        for zone in zones:
+            if zone.kind != "image" or zone.decl.level in ("row", "cell"):
+                continue
+            box = pixel_box(*self._image_frame(zone), self.caps.image_dpi)
+            for name in self._image_names(zone, entries.get(zone.id) or {}):
+                known = self.image_boxes.get(name, (0, 0))
+                self.image_boxes[name] = (max(known[0], box[0]), max(known[1], box[1]))
+
+    def _image_names(self, zone: _Zone, entry: dict) -> list[str]:
+        """The media the intent output lists for the zone, else those its ``accepts.media`` pattern matches."""
         names = entry.get("media")
         if names is None:
             pattern = (self._zone_accepts(zone.id).get("media")) or ""
             names = sorted(n for n in self.media if pattern and fnmatch.fnmatchcase(n, pattern))
+        return names
+
+    def _image_frame(self, zone: _Zone) -> tuple[int, int]:
+        """The largest picture the zone shows (EMU): its frame's width, else the cell's or text's; the text height."""
         frame = _first_descendant(zone.decl.element, _WP + "extent") if zone.decl.declared_by == \
             "content_control" else None
         frame_cx = _plain_int(frame.get("cx")) if frame is not None else None
         # A frame under a quarter inch is a template's slip, not a size to shrink a photo to.
         max_cx = frame_cx if frame_cx is not None and frame_cx >= _MIN_FRAME_TWIPS * wml.EMU_PER_TWIP else \
             self._zone_width_twips(zone) * wml.EMU_PER_TWIP
-        max_cy = self._text_height_twips() * wml.EMU_PER_TWIP
-        box = pixel_box(max_cx, max_cy, self.caps.image_dpi)
+        return max_cx, self._text_height_twips() * wml.EMU_PER_TWIP
+
+    def _image_content(self, zone: _Zone, entry: dict, fill: dict, inline: bool, picture_control: bool) -> str:
+        names = self._image_names(zone, entry)
+        max_cx, max_cy = self._image_frame(zone)
+        cap = 1 if picture_control else self.caps.max_images_per_zone
         images: list[PreparedImage] = []
         for name in names:
             if name not in self.media:
                 raise BuildError(f"zone {zone.id!r} lists media {name!r}, which the session does not hold")
-            image = self._prepare(zone, name, box)
-            if image is None:
-                continue
-            if len(images) >= (1 if picture_control else self.caps.max_images_per_zone):
+            if len(images) >= cap:  # before preparing: an image the zone cannot take is never decoded
                 self._problem(zone, "image_dropped", f"{name}: " + ("a picture content control holds one picture"
                               if picture_control else f"over {self.caps.max_images_per_zone} images in one zone"))
+                continue
+            image = self._prepare(zone, name)
+            if image is None:
                 continue
             part = self._media_part(image)
             if part not in self.media_parts:
@@ -608,15 +629,16 @@ class _Builder:
                 return zone.get("accepts") or {}
         return {}
 
-    def _prepare(self, zone: _Zone, name: str, box: tuple[int, int]) -> PreparedImage | None:
-        if (name, box) not in self.prepared:
+    def _prepare(self, zone: _Zone, name: str) -> PreparedImage | None:
+        if name not in self.prepared:
             try:
-                self.prepared[name, box] = prepare_image(self.media[name], max_bytes=self.caps.max_image_bytes,
-                                                         max_pixels=self.caps.max_image_pixels, fit_within=box)
+                self.prepared[name] = prepare_image(self.media[name], max_bytes=self.caps.max_image_bytes,
+                                                    max_pixels=self.caps.max_image_pixels,
+                                                    fit_within=self.image_boxes[name])
             except ImageRefused as exc:
-                self.prepared[name, box] = None
+                self.prepared[name] = None
                 self._problem(zone, "image_refused", f"{name}: {exc.reason}: {exc.detail}")
-        return self.prepared[name, box]
+        return self.prepared[name]
 
     def _media_part(self, image: PreparedImage) -> str:
         """``word/media/astra-<sha256>.<ext>``; if the template already holds a part of that name

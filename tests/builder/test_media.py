@@ -13,6 +13,7 @@ import zlib
 import pytest
 from PIL import Image, ImageFile
 
+from astra.builder import engine
 from astra.builder.check import check_document
 from astra.builder.engine import BuildCaps, build
 from astra.builder.media import ImageRefused, pixel_box, prepare_image
@@ -356,3 +357,54 @@ def test_template_part_of_the_same_name_and_bytes_reused():
     pkg = Package.read(out.docx)
     assert [m for m in pkg.members if m.startswith("word/media/")] == [part]
     assert next(r for r in pkg.relationships("word/document.xml") if r.type.endswith("/image")).target_part == part
+
+
+def _counting_prepare(monkeypatch) -> list[int]:
+    """Count the images BUILDER prepares (each one decoded)."""
+    calls: list[int] = []
+    real = engine.prepare_image
+
+    def counted(data, **kwargs):
+        calls.append(len(data))
+        return real(data, **kwargs)
+
+    monkeypatch.setattr(engine, "prepare_image", counted)
+    return calls
+
+
+def test_images_past_a_zone_s_cap_are_never_decoded(monkeypatch):
+    template, maps = _photo_template()
+    media = {f"media/{i}.png": _image("PNG", (10 + i, 10)) for i in range(4)}
+    calls = _counting_prepare(monkeypatch)
+    out = build(template, maps.zone_map, maps.style_map, intent_output(), media,
+                caps=BuildCaps(max_images_per_zone=2))
+    assert out.fills["photos"]["items"] == 2 and len(calls) == 2
+    assert [p.detail.split(":")[0] for p in out.problems] == ["media/2.png", "media/3.png"]
+
+
+def _framed_zone(zone_id: str, inches: int) -> str:
+    return (f'<w:sdt><w:sdtPr><w:tag w:val="astra:{zone_id};kind=image"/></w:sdtPr><w:sdtContent><w:p><w:r>'
+            f'<w:drawing><wp:inline><wp:extent cx="{914_400 * inches}" cy="914400"/><wp:docPr id="{inches}" '
+            'name="frame"/></wp:inline></w:drawing></w:r></w:p></w:sdtContent></w:sdt>')
+
+
+def test_an_image_shown_in_frames_of_two_sizes_is_decoded_once_for_the_larger(monkeypatch):
+    """One picture in a 2-inch and a 4-inch frame: decoded once, stored once at 200 dpi of the larger frame, shown
+    at each frame's width."""
+    template = minimal_docx(_framed_zone("small", 2) + _framed_zone("large", 4) +
+                            f"<w:p><w:r><w:t>{{{{ notes }}}}</w:t></w:r></w:p>{SECTION}")
+    maps = extract_maps(template)
+    calls = _counting_prepare(monkeypatch)
+    photo = _noise((1600, 400), 7)
+    out = build(template, maps.zone_map, maps.style_map,
+                intent_output(media={"small": ["media/p.png"], "large": ["media/p.png"]}), {"media/p.png": photo})
+    assert len(calls) == 1
+    pkg = Package.read(out.docx)
+    stored = [m for m in pkg.members if m.startswith("word/media/")]
+    assert len(stored) == 1
+    with Image.open(io.BytesIO(pkg.read_part(stored[0]))) as shown:
+        assert shown.size == (800, 200)
+    controls = zone_controls(out.docx)
+    widths = {zone: int(next(controls[zone].iter(f"{{{WP_NS}}}extent")).get("cx")) for zone in ("small", "large")}
+    assert widths == {"small": 914_400 * 2, "large": 914_400 * 4}
+    assert check_document(out.docx, maps.zone_map, template=template).passed
