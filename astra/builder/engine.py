@@ -33,8 +33,8 @@ their sha256, what went into each zone, and the problems met: refused images, tr
   (:func:`astra.ooxml.edit.splice_blocks`): a top-level block holding no zone keeps every byte,
   so it is the same atom in the template and in the output.
 * **Media** go into the package (``word/media/astra-<sha256>.<ext>``, one part per distinct
-  image, an internal relationship, a Default content type), never linked. Each is stored no
-  finer than ``BuildCaps.image_dpi`` at the size it is shown, and the stored pictures of one
+  image, an internal relationship, a Default content type), never linked. Each is decoded once and
+  stored no finer than ``BuildCaps.image_dpi`` at the largest size it is shown, and the stored pictures of one
   document stay under ``max_document_image_bytes`` (one past it is left out and reported).
 * **Sanitized** (:mod:`astra.builder.sanitize`): text is only ever text.
 * **Deterministic:** fixed zip timestamps and member order (the template's, then new parts by
