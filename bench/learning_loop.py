@@ -252,7 +252,7 @@ def run_round(number: int, poisoned: bool, texts: list[Example], base: IntentMod
                 **evaluate(model, evaluation)}
     row["retrain_s"] = round(time.perf_counter() - start, 2)
     start = time.perf_counter()
-    verdict = holdout_gate(model, candidate, build_holdout(model, [e.to_example() for e in held]))
+    verdict = holdout_gate(model, candidate, build_holdout(model, [e.to_example() for e in held]), base=base)
     row["gate_s"] = round(time.perf_counter() - start, 2)
     if verdict.passed:
         served.model, served.kept = candidate, served.kept + examples

@@ -203,7 +203,7 @@ def learning_round(*, tenant: str, examples: list[LabelledExample], client: redi
     record = store.publish(tenant, tmp_path / model.version, status=CANDIDATE)
     assert store.latest(tenant) == own and outbox_rows(engine, tenant) == []  # a candidate: not served, not announced
     served = current or base  # the gate compares with what the tenant is served now
-    verdict = holdout_gate(served, model, build_holdout(served, held_back))
+    verdict = holdout_gate(served, model, build_holdout(served, held_back), base=base)
     if verdict.passed:
         record = store.promote(tenant, record.registry_version, verdict.metrics)
     else:
