@@ -452,7 +452,8 @@ class _Builder:
     # -- text and list zones
 
     def _texts(self, zone: _Zone, entry: dict, fill: dict) -> list[tuple[str | None, str]]:
-        """(speaker, clean text) per utterance, in order, cut at the zone's character cap."""
+        """(speaker, clean text) per utterance, in order, cut at the zone's character cap (which counts each
+        speaker's lead)."""
         budget = self.caps.max_zone_chars
         items: list[tuple[str | None, str]] = []
         cut = 0
@@ -461,13 +462,15 @@ class _Builder:
             if utterance is None:
                 raise BuildError(f"zone {zone.id!r} lists utterance {uid!r}, which the intent output does not hold")
             text = clean_text(str(utterance.get("text") or ""))
-            if cut:
-                cut += len(text)
+            speaker = clean_text(str(utterance.get("speaker") or "")) if zone.speaker else ""
+            lead = len(speaker) + 2 if speaker else 0  # "<speaker>: " is the zone's text too
+            if cut or lead >= budget:  # no room left for the lead and some of the text
+                cut += lead + len(text)
                 continue
+            budget -= lead
             text, over = truncate(text, budget)
             budget -= len(text)
             cut += over
-            speaker = clean_text(str(utterance.get("speaker") or "")) if zone.speaker else ""
             items.append((speaker or None, text))
         fill["items"] = len(items)
         if cut:

@@ -28,6 +28,7 @@ FORMATS = (".txt", ".vtt", ".json")
 MAX_BYTES = 5_000_000
 MAX_UTTERANCES = 20_000
 MAX_TEXT_CHARS = 5_000
+MAX_SPEAKER_CHARS = 64  # transcript.schema.json's speaker maxLength: a WebVTT voice is held to it too
 DOCUMENT_VERSION = 1
 
 # Abbreviations whose period does not end a sentence (lowercase, without the period).
@@ -127,6 +128,9 @@ def parse_vtt(path: Path, data: bytes | None = None) -> list[Utterance]:
         if end < start:
             raise TranscriptError(path, f"cue {i} ends ({caption.end}) before it starts ({caption.start})")
         words = " ".join(caption.text.split())
+        if caption.voice and len(caption.voice) > MAX_SPEAKER_CHARS:
+            raise TranscriptError(path, f"cue {i} names a voice of {len(caption.voice)} characters, over "
+                                  f"{MAX_SPEAKER_CHARS}")
         if words:
             out.append(Utterance(caption.identifier or f"c{i}", caption.voice, start, end, words))
     return _checked(path, out)

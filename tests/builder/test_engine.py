@@ -477,3 +477,15 @@ def test_new_ids_are_above_the_ids_of_a_main_document_outside_word(media):
     assert len(drawing_ids) == 3 and len(control_ids) == 2
     assert len(set(drawing_ids + control_ids)) == 5
     assert check_document(out.docx, maps.zone_map, template=template).passed
+
+
+def test_a_speaker_s_lead_counts_in_the_zone_character_cap(template, maps):
+    """"Ada: " is text of the zone like the utterance after it: 5 + 20 characters fill 25 of 30, and the next
+    utterance's lead would leave no room for its text, so it is cut whole, lead and text."""
+    out = build(template, with_speaker(maps.zone_map, "notes"), maps.style_map,
+                intent_output({"notes": ["a" * 20, "b" * 20]}, speakers={"notes": "Ada"}),
+                caps=BuildCaps(max_zone_chars=30))
+    paragraphs = zone_paragraphs(out.docx, "notes")
+    assert paragraphs[0] == "Ada: " + "a" * 20
+    assert len(paragraphs) == 2 and paragraphs[1].startswith("[ASTRA: this section was cut at 30 characters")
+    assert out.fills["notes"] == {"kind": "text", "items": 1, "truncated_chars": 25}

@@ -11,6 +11,7 @@ import pytest
 from astra.canonical import canonical_json
 from astra.core.asr import RecognizedUtterance
 from astra.core.transcript import (
+    MAX_SPEAKER_CHARS,
     MAX_TEXT_CHARS,
     TranscriptError,
     from_recognition,
@@ -179,3 +180,14 @@ def test_document_from_manifest_and_from_recognition(tmp_path):
                                          "confidence": 0.4}
     with pytest.raises(ValueError, match="source must be"):
         transcript_document([], source="guess", origin="x")
+
+
+def test_a_vtt_voice_is_held_to_the_speaker_cap_of_json_transcripts(tmp_path):
+    """A voice name is the utterance's speaker, as JSON's "speaker" is: over 64 characters is refused alike."""
+    schema = schema_validator().schema
+    assert schema["properties"]["utterances"]["items"]["properties"]["speaker"]["maxLength"] == MAX_SPEAKER_CHARS
+    cue = "WEBVTT\n\n00:00:01.000 --> 00:00:02.000\n<v {}>hello\n"
+    assert parse_transcript(write(tmp_path, "ok.vtt", cue.format("A" * MAX_SPEAKER_CHARS)))[0].speaker == "A" * 64
+    with pytest.raises(TranscriptError) as caught:
+        parse_transcript(write(tmp_path, "long.vtt", cue.format("A" * (MAX_SPEAKER_CHARS + 1))))
+    assert str(caught.value) == "long.vtt: cue 1 names a voice of 65 characters, over 64"
