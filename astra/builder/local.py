@@ -292,6 +292,8 @@ class _ContextImages:
     def name(self, raw: str, zone_id: str) -> str:
         """The media name of the file ``raw`` names, reading the file if it is new."""
         what = f"image for zone {zone_id!r}"
+        if "\x00" in raw:  # no file name holds one (the OS calls refuse it with a ValueError)
+            raise BadInput(f"{what} names no file: the path {raw!r} holds a NUL character")
         path = Path(raw) if Path(raw).is_absolute() else self.base / raw
         try:
             resolved = path.resolve()

@@ -288,3 +288,14 @@ def test_file_names_with_markup_are_printed_as_they_are(files):
                   "--out", str(folder / "[bold]out[red].docx"))
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith(f"wrote {folder / '[bold]out[red].docx'} (")
+
+
+@pytest.mark.parametrize("paths", ["site\u0000.png", ["site.png", "/tmp/\u0000"]], ids=["one", "in-a-list"])
+def test_an_image_path_holding_a_nul_is_bad_input(files, paths):
+    """JSON may spell a NUL (\\u0000) in a path, which no file name holds: one line, exit 2, nothing written."""
+    _bad(files, "d.json", {"site_photo": paths})
+    res = _build(files, "d.json")
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert "image for zone 'site_photo' names no file" in res.stderr and "\\x00" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not (files / "out.docx").exists()
