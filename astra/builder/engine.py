@@ -827,17 +827,15 @@ def _numeric_ids(roots: Iterable[etree._Element]) -> frozenset[int]:
     comment ``w:id``, drawing ``docPr/@id``): a new id is none of them."""
     used = set()
     for root in {id(r): r for r in roots}.values():
-        for el in root.iter():
-            if el.tag == W.id:
-                value = el.get(W.val)
-            elif el.tag == _WP + "docPr":
-                value = el.get("id")
-            else:
-                value = el.get(W.id)
-            number = _plain_int(value)
+        for value in _ID_VALUES(root):  # one XPath in C: walking every element in Python cost ~75 ms a template
+            number = _plain_int(str(value))
             if number is not None and number <= _MAX_ID:  # ids past int32 are not valid ids: none of ours is one
                 used.add(number)
     return frozenset(used)
+
+
+# Every w:id attribute, the w:val of w:id elements, and drawings' docPr/@id.
+_ID_VALUES = etree.XPath("//@w:id | //w:id/@w:val | //wp:docPr/@id", namespaces={"w": W_NS, "wp": WP_NS})
 
 
 class _Ids:
