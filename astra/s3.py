@@ -112,6 +112,18 @@ def object_sha256(s3, bucket: str, key: str, version_id: str | None = None) -> s
         raise
 
 
+def put_if_changed(s3, bucket: str, key: str, body: bytes, sha256: str, content_type: str) -> tuple[str | None, bool]:
+    """Write `body` at `key` unless the current object already holds these bytes (S3's full-object SHA-256 says so),
+    so writing the same bytes again adds no S3 version. S3 checks the body against `sha256` and keeps it for the
+    next comparison. Returns (the S3 version holding the bytes, whether they were written now)."""
+    found = head(s3, bucket, key)
+    if found is not None and full_object_sha256(found) == sha256:
+        return found.get("VersionId"), False
+    response = s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type,
+                             ChecksumAlgorithm="SHA256", ChecksumSHA256=b64_sha256(sha256))
+    return response.get("VersionId"), True
+
+
 def delete_if_unchanged(s3, bucket: str, key: str, etag: str) -> bool:
     """Delete `key` only while its ETag is `etag`. True when it is gone (deleted now or already:
     a concurrent clean-up that won the race is not an error); False when it changed."""

@@ -44,7 +44,7 @@ from dagster_aws.s3 import S3Resource
 from sqlalchemy import func, select
 
 from astra import s3 as s3_lib
-from astra.builder.session import SessionBuildError, load_json_blob, parent_session
+from astra.builder.session import SessionBuildError, load_blob, load_json_blob, parent_session
 from astra.config_svc import TenantNotFound, VersionNotFound
 from astra.core.model_store import ACTIVE, BASE_TENANT, CANDIDATE, ModelRecord, ModelStore, drain_outbox, model_prefix
 from astra.db.schema import model_registry
@@ -126,7 +126,7 @@ def comparison_report(context: AssetExecutionContext, config: FeedbackConfig, s3
     document_asset, document = compared_document(context, session, record)
     edited, corrections_json = read_feedback(client, storage.uploads_bucket, config, session)
     try:
-        generated = stored_binary(client, bucket, session.tenant, document["sha256"])
+        generated = load_blob(client, bucket, session.tenant, document["sha256"], "document")
         output = load_json_blob(client, bucket, session.tenant, document["intent_output_sha256"], "intent output")
         zone_map = config_store.service().snapshot(session.tenant, document["config_version"]).zone_map
     except (SessionBuildError, TenantNotFound, VersionNotFound) as exc:
@@ -145,7 +145,7 @@ def comparison_report(context: AssetExecutionContext, config: FeedbackConfig, s3
     sha256 = hashlib.sha256(body).hexdigest()
     BlobStore(client, bucket, session.tenant).put_once(sha256, body)
     key = report_key(session)
-    version_id = put_if_changed(client, bucket, key, body, sha256)
+    version_id, _ = s3_lib.put_if_changed(client, bucket, key, body, sha256, "application/json")
     examples = report_examples(report)
     try:
         publish_examples(redis.client(), redis.key_prefix, examples)
@@ -228,29 +228,8 @@ def read_upload(client, bucket: str, key: str, etag: str, version_id: str | None
         body.close()
 
 
-def stored_binary(client, bucket: str, tenant: str, sha256: str) -> bytes:
-    try:
-        data = BlobStore(client, bucket, tenant).get(sha256)
-    except KeyError:
-        raise SessionBuildError(f"the document {blob_uri(bucket, tenant, sha256)} is missing") from None
-    if hashlib.sha256(data).hexdigest() != sha256:
-        raise SessionBuildError(f"the document {blob_uri(bucket, tenant, sha256)} does not hold the bytes built")
-    return data
-
-
 def report_key(session: SessionKey) -> str:
     return f"{session.tenant}/reports/{session.session_id}/v{session.version}.comparison.json"
-
-
-def put_if_changed(client, bucket: str, key: str, body: bytes, sha256: str) -> str | None:
-    """Write `body` at `key` unless the current object already holds it (a retried run adds no S3 version); the S3
-    version holding it."""
-    found = s3_lib.head(client, bucket, key)
-    if found is not None and s3_lib.full_object_sha256(found) == sha256:
-        return found.get("VersionId")
-    written = client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json",
-                                ChecksumSHA256=s3_lib.b64_sha256(sha256))
-    return written.get("VersionId")
 
 
 def registry_record(store: ModelStore, owner: str, model_version: str) -> ModelRecord | None:

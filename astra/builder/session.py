@@ -42,7 +42,7 @@ from astra.core.transcribe import SessionFileError, StoredJson, read_blob
 from astra.core.transcribe import store_document as store_json
 from astra.ingest.store import BlobStore, blob_uri
 from astra.ingest.template_ingest import load_manifest, rebuild_template
-from astra.s3 import b64_sha256, full_object_sha256, head, is_missing
+from astra.s3 import is_missing, put_if_changed
 from astra.tenancy import SessionKey
 
 DOCX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
@@ -109,14 +109,20 @@ def load_template(s3, bucket: str, tenant: str, template_sha256: str) -> bytes:
         raise SessionBuildError(f"template {template_sha256[:12]}…: atom {exc.args[0]} is missing") from None
 
 
-def load_json_blob(s3, bucket: str, tenant: str, sha256: str, what: str) -> dict:
-    """A JSON document stored content-addressed under the tenant, checked against its hash."""
+def load_blob(s3, bucket: str, tenant: str, sha256: str, what: str) -> bytes:
+    """Bytes stored content-addressed under the tenant, checked against their hash."""
     try:
         body = BlobStore(s3, bucket, tenant).get(sha256)
     except KeyError:
         raise SessionBuildError(f"the {what} {blob_uri(bucket, tenant, sha256)} is missing") from None
     if hashlib.sha256(body).hexdigest() != sha256:
         raise SessionBuildError(f"the {what} {blob_uri(bucket, tenant, sha256)} does not hold the bytes stored")
+    return body
+
+
+def load_json_blob(s3, bucket: str, tenant: str, sha256: str, what: str) -> dict:
+    """A JSON document stored content-addressed under the tenant, checked against its hash."""
+    body = load_blob(s3, bucket, tenant, sha256, what)
     try:
         return json.loads(body)
     except ValueError as exc:
@@ -154,14 +160,7 @@ def store_document(s3, bucket: str, session: SessionKey, result: BuildResult) ->
     """The document in the tenant's blobs and at its documents key (see the module docstring)."""
     BlobStore(s3, bucket, session.tenant).put_once(result.sha256, result.docx)
     key = document_key(session)
-    found = head(s3, bucket, key)
-    if found is not None and full_object_sha256(found) == result.sha256:
-        version_id, written = found.get("VersionId"), False
-    else:
-        # S3 checks the body against the SHA-256 and keeps it, so the next build can compare without a download.
-        response = s3.put_object(Bucket=bucket, Key=key, Body=result.docx, ContentType=DOCX_MEDIA_TYPE,
-                                 ChecksumAlgorithm="SHA256", ChecksumSHA256=b64_sha256(result.sha256))
-        version_id, written = response.get("VersionId"), True
+    version_id, written = put_if_changed(s3, bucket, key, result.docx, result.sha256, DOCX_MEDIA_TYPE)
     return StoredDocument(f"s3://{bucket}/{key}", version_id, blob_uri(bucket, session.tenant, result.sha256),
                           result.sha256, result.size, written)
 
