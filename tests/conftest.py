@@ -8,9 +8,11 @@ Override the service addresses with ASTRA_TEST_PG_ADMIN_URL / ASTRA_TEST_REDIS_U
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -27,22 +29,29 @@ REDIS_URL = os.environ.get("ASTRA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RUN_ID = uuid.uuid4().hex[:10]
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> str:
-    """A fresh database for this test run, migrated to head; dropped at the end."""
+@contextlib.contextmanager
+def migrated_database(name: str) -> Iterator[str]:
+    """A fresh database `name`, migrated to head, as a URL; dropped on exit."""
     from astra.db import upgrade
+    from astra.db.engine import make_engine
 
-    name = f"astra_test_{RUN_ID}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    upgrade(url)
-    yield url
-    from astra.db.engine import make_engine
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        make_engine.cache_clear()
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    make_engine.cache_clear()
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh database for this test run, migrated to head; dropped at the end."""
+    with migrated_database(f"astra_test_{RUN_ID}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -261,20 +261,10 @@ def own_database():
     model they published."""
     import uuid
 
-    import psycopg
+    from tests.conftest import RUN_ID, migrated_database
 
-    from astra.db import upgrade
-    from tests.conftest import PG_ADMIN_URL, RUN_ID
-
-    name = f"astra_test_{RUN_ID}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    upgrade(url)
-    yield url
-    make_engine.cache_clear()
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with migrated_database(f"astra_test_{RUN_ID}_{uuid.uuid4().hex[:6]}") as url:
+        yield url
 
 
 def _stack_env(settings, tmp_path, database_url: str | None = None) -> dict[str, str]:
