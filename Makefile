@@ -50,6 +50,7 @@ bench: install
 	$(PY) bench/learning_loop.py
 	$(PY) bench/asr.py
 	$(PY) bench/build.py
+	$(PY) bench/template_render.py
 
 clean:
 	-$(VENV)/bin/astra stack down
