@@ -15,6 +15,12 @@ is ordinary content, and hides nothing. Placeholder texts are found by
 :func:`astra.ingest.zones.placeholder_texts`, the function INGEST refuses templates with, so a
 template INGEST accepts never fails this check for a placeholder BUILDER does not replace.
 
+A docxtpl template's zone map (``"language": "jinja"``, issue 11): only its marked zones (``"marked": true``) are
+``astra:`` content controls of the output, so only they must be present, each once and none inside a field; the
+other checks are the same. DECISION: no placeholder text is looked for. Rendering a docxtpl template replaces every
+tag of it, so a ``{{ name }}`` in its output is text of the session's data (an utterance that says it), not a zone
+left unfilled.
+
 DECISION: with the ``template`` given, the fields and external hyperlinks the template itself
 carries are allowed (each as many times as the template has it): they sit outside the zones,
 BUILDER copies them byte for byte and the template passed the audit on upload. BUILDER never
@@ -107,19 +113,30 @@ def check_document(data: bytes, zone_map: dict, *, template: bytes | None = None
         allowed_fields, allowed_links = _template_allowances(template)
         _check_fields(pkg, allowed_fields, report)
         _check_external(pkg, allowed_links, report)
-        zone_ids = {zone["id"] for zone in zone_map.get("zones") or []}
+        zones = controlled_zones(zone_map)
+        zone_ids = {zone["id"] for zone in zones}
         controls = _zone_controls(pkg)
         report.zones_found = [zone_id for zone_id, _, _ in controls]
         _check_zone_controls(pkg, controls, zone_ids, report)
         _check_control_places(pkg, report)
-        _check_placeholders(pkg, zone_ids, report)
+        if zone_map.get("language") != "jinja":
+            _check_placeholders(pkg, zone_ids, report)
     except PackageError as exc:
         report.findings.append(CheckFinding("does_not_open", str(exc)))
         return report
-    for zone in zone_map.get("zones") or []:
+    for zone in zones:
         if zone["id"] not in report.zones_found:
             report.findings.append(CheckFinding("zone_missing", f"zone {zone['id']!r} has no astra content control"))
     return report
+
+
+def controlled_zones(zone_map: dict) -> list[dict]:
+    """The zones of ``zone_map`` a built document holds as ``astra:`` content controls: every zone, but of a docxtpl
+    template's zone map only the marked ones (the others are names its tags read, with no place of their own)."""
+    zones = zone_map.get("zones") or []
+    if zone_map.get("language") == "jinja":
+        return [zone for zone in zones if zone.get("marked") is True]
+    return list(zones)
 
 
 def _xml_parts(pkg: Package) -> list[str]:

@@ -337,3 +337,32 @@ def test_a_misplaced_zone_control_is_named_in_every_story_part():
     assert [f.to_json() for f in report.findings] == [{"code": "misplaced_control", "detail": (
         "the content control of zone 'sign' stands in w:rt in word/header1.xml (w:p[0]/w:r[0]/w:ruby[0]/w:rt[0]/"
         "w:sdt[0]), where no content control may stand")}]
+
+
+def _as_jinja(zone_map: dict, *unmarked: dict) -> dict:
+    """``zone_map`` as a docxtpl template's: every zone marked, plus ``unmarked`` zones no control holds."""
+    zones = [{**zone, "declared_by": "jinja", "marked": True} for zone in zone_map["zones"]]
+    return {**zone_map, "language": "jinja", "zones": zones + [{**z, "marked": False} for z in unmarked]}
+
+
+def test_a_docxtpl_zone_map_needs_its_marked_zones_only_each_once(sample):
+    template, zone_map, built = sample
+    ghost = {"id": "Paid_flag", "kind": "flag", "label": "Paid", "declared_by": "jinja", "accepts": {}}
+    jinja = _as_jinja(zone_map, ghost)
+    report = check_document(built, jinja, template=template)
+    assert report.passed, report.findings  # the unmarked zone has no control, and needs none
+    marked = {**jinja, "zones": [*jinja["zones"][:-1], {**ghost, "marked": True}]}
+    assert [(f.code, f.detail) for f in check_document(built, marked, template=template).findings] == [
+        ("zone_missing", "zone 'Paid_flag' has no astra content control")]
+    twice = _patched(built, DOCUMENT, b"<w:sectPr ", _notes_control(built) + b"<w:sectPr ")
+    assert _codes(check_document(twice, jinja, template=template)) == {"duplicate_zone"}
+
+
+def test_a_docxtpl_document_has_no_placeholders_to_leave_data_saying_one_passes(sample):
+    """A docxtpl render replaces every tag of its template: ``{{ notes }}`` in the output is what the data said."""
+    template, zone_map, built = sample
+    said = _patched(built, DOCUMENT, b"</w:body>", b"<w:p><w:r><w:t>{{ notes }}</w:t></w:r></w:p></w:body>")
+    assert _codes(check_document(said, zone_map, template=template)) == {"placeholder_left"}
+    assert check_document(said, _as_jinja(zone_map), template=template).passed
+    hostile = _patched(said, DOCUMENT, b"</w:body>", b'<w:p><w:fldSimple w:instr="INCLUDETEXT x"/></w:p></w:body>')
+    assert "field_not_allowed" in _codes(check_document(hostile, _as_jinja(zone_map), template=template))
