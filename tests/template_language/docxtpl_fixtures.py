@@ -426,14 +426,24 @@ def _cell_label(tc, r: int, c: int) -> str:
     return f"cell[{r},{c}]" + (f"({','.join(props)})" if props else "")
 
 
+def _children(parent, tag: str):
+    """``parent``'s children named ``tag``, looking through content controls and other wrappers (a row or
+    cell may stand in a content control)."""
+    for child in parent:
+        if child.tag == tag:
+            yield child
+        elif child.tag in _BLOCK_WRAPPERS:
+            yield from _children(child, tag)
+
+
 def _blocks(container, indent: str, lines: list[str]) -> None:
     for child in container:
         if child.tag == _q("w:p"):
             lines.append(f"{indent}p: {_paragraph_text(child)}")
         elif child.tag == _q("w:tbl"):
             lines.append(f"{indent}table")
-            for r, tr in enumerate(child.iterchildren(_q("w:tr"))):
-                for c, tc in enumerate(tr.iterchildren(_q("w:tc"))):
+            for r, tr in enumerate(_children(child, _q("w:tr"))):
+                for c, tc in enumerate(_children(tr, _q("w:tc"))):
                     lines.append(f"{indent}  {_cell_label(tc, r, c)}")
                     _blocks(tc, indent + "    ", lines)
         elif child.tag in _BLOCK_WRAPPERS:
