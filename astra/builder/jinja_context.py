@@ -13,14 +13,10 @@ zone of a ``"language": "jinja"`` zone map (issue 11):
 * ``record``: the first row of the zone's first bound table, as a table zone's row (an empty record when none).
 * ``flag``: whether the zone received any utterance or table.
 
-A name a record does not hold reads as ``""`` (a column the session's table lacks shows empty, as docxtpl shows an
-undefined name). Texts are cleaned (:func:`astra.builder.sanitize.clean_text`) and cut as BUILDER cuts zones: a
-text or list zone at ``max_zone_chars`` characters, a cell at ``max_cell_chars`` (with an ellipsis); the cuts are
-counted in the zone's fill (``truncated_chars``, ``cells_truncated``).
-
-DECISION: a record is not a ``dict``: Jinja reads ``r.items`` or ``r.values`` as a dict's methods before its keys,
-so a column named ``items`` would show ``<built-in method items…>``. A :class:`DataRecord` has no public methods;
-every attribute it has is a key.
+A name a record does not hold is undefined, which the template shows as ``""`` (a column the session's table lacks
+shows empty, as docxtpl shows an undefined name). Texts are cleaned (:func:`astra.builder.sanitize.clean_text`) and
+cut as BUILDER cuts zones: a text or list zone at ``max_zone_chars`` characters, a cell at ``max_cell_chars`` (with
+an ellipsis); the cuts are counted in the zone's fill (``truncated_chars``, ``cells_truncated``).
 """
 
 from __future__ import annotations
@@ -38,29 +34,19 @@ class ContextError(ValueError):
     """The intent output does not fit the zone map (a zone lists an utterance or table it does not hold)."""
 
 
-class DataRecord:
-    """A mapping of names to values that Jinja reads by attribute (``r.desc``) or by key (``r["Unit Price"]``),
-    written as ``shown``. A missing name reads as ``""``; a record with no names is false (``{% if client %}``)."""
+class DataRecord(Mapping):
+    """A read-only mapping of names to values (a list item, a table row), written as ``shown`` when a tag outputs it
+    whole. The template reads it by key, ``r.desc`` as ``r["desc"]`` (the sandbox reads data by key only, so a
+    column named ``items`` is that column, not a method)."""
 
     __slots__ = ("_values", "_shown")
 
     def __init__(self, values: Mapping[str, object], shown: str) -> None:
-        object.__setattr__(self, "_values", dict(values))
-        object.__setattr__(self, "_shown", shown)
+        self._values = dict(values)
+        self._shown = shown
 
-    def __getitem__(self, name: object) -> object:
-        return self._values.get(name, "") if isinstance(name, str) else ""
-
-    def __getattr__(self, name: str) -> object:
-        if name.startswith("_"):  # Python's own protocol look-ups (copy, pickle) are not data
-            raise AttributeError(name)
-        return self._values.get(name, "")
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError("a data record is read only")
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._values
+    def __getitem__(self, name: str) -> object:
+        return self._values[name]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)
@@ -68,16 +54,11 @@ class DataRecord:
     def __len__(self) -> int:
         return len(self._values)
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, DataRecord) and (self._values, self._shown) == (other._values, other._shown)
-
-    __hash__ = None  # type: ignore[assignment]  # equal by content, which is mutable data
-
     def __str__(self) -> str:
         return self._shown
 
     def __repr__(self) -> str:
-        return f"DataRecord({self._values!r})"
+        return f"DataRecord({self._values!r}, {self._shown!r})"
 
 
 @dataclass
