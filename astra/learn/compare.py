@@ -38,7 +38,11 @@ adds when it cuts a zone — is scaffolding: the same text left in the same zone
 kept nor added. The utterances BUILDER cut away (past a zone's character cap) were never in the document and are
 not compared (``counts.not_written``); so are, in an inline zone, an utterance holding a line break (BUILDER
 separates an inline zone's utterances by line breaks too) and those after it. A zone whose first utterance the
-generated document does not show was not built from this intent output: :class:`ComparisonError`. Texts are
+generated document does not show was not built from this intent output: :class:`ComparisonError` — except in a
+docxtpl template's zone (``"language": "jinja"``), whose template may write each utterance inside text of its own
+(``{{ loop.index }}. {{ item }}``): that zone's utterances are then not compared (``counts.not_written``) and its
+paragraphs are scaffolding. Only the zones a built document holds as controls are compared (of a docxtpl template,
+its marked zones: :func:`astra.builder.check.controlled_zones`). Texts are
 compared normalized (whitespace runs as one space, case folded, typographic quotes and dashes as ASCII); the
 ``"<speaker>: "`` lead BUILDER adds is not part of the text (:mod:`astra.learn.document_zones`). In order:
 
@@ -97,6 +101,7 @@ from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from pathlib import Path
 
+from astra.builder.check import controlled_zones
 from astra.builder.sanitize import clean_text
 from astra.canonical import canonical_json
 from astra.ingest.audit import Code, audit
@@ -188,14 +193,16 @@ def compare(generated: bytes, edited: bytes, zone_map: dict, intent_output: dict
         except CorrectionsRefused as exc:
             raise FeedbackRefused("bad_corrections", str(exc)) from None
     _audit(edited)
-    zones = {zone["id"]: zone for zone in zone_map.get("zones") or []}
+    jinja = zone_map.get("language") == "jinja"
+    zone_map = {**zone_map, "zones": controlled_zones(zone_map)}
+    zones = {zone["id"]: zone for zone in zone_map["zones"]}
     utterances = {u["id"]: u for u in intent_output.get("utterances") or []}
     speakers = _speakers(zones, intent_output, utterances)
     before = _read_generated(generated, zone_map, speakers)
     after = _read_edited(edited, zone_map, speakers)
     _check_outside(before.outside, after.outside)
 
-    written, scaffolding, not_written = _align(before, zones, intent_output, utterances)
+    written, scaffolding, not_written = _align(before, zones, intent_output, utterances, shown_whole=not jinja)
     paragraphs = [(zone_id, p) for zone_id, content in after.zones.items() for p in content.paragraphs]
     pieces = [_Edited(zone_id, p, normalize(p.text), n) for n, (zone_id, p) in enumerate(paragraphs)]
     pairing = _pair(written, pieces, scaffolding)
@@ -345,9 +352,11 @@ def _check_outside(before: list[str], after: list[str]) -> None:
 # --------------------------------------------------------------------------- matching
 
 
-def _align(before: DocumentZones, zones: dict[str, dict], intent_output: dict, utterances: dict[str, dict],
-           ) -> tuple[list[_Written], dict[str, list[str]], int]:
-    """The written utterances, each zone's scaffolding (normalized texts) and how many utterances were not written."""
+def _align(before: DocumentZones, zones: dict[str, dict], intent_output: dict, utterances: dict[str, dict], *,
+           shown_whole: bool) -> tuple[list[_Written], dict[str, list[str]], int]:
+    """The written utterances, each zone's scaffolding (normalized texts) and how many utterances were not written.
+    ``shown_whole``: BUILDER wrote each utterance as a paragraph (or line) of its own, so a zone whose first one is
+    not there was built from another intent output; else (a docxtpl template's zones) such a zone is not compared."""
     written: list[_Written] = []
     scaffolding: dict[str, list[str]] = {}
     not_written = 0
@@ -370,7 +379,7 @@ def _align(before: DocumentZones, zones: dict[str, dict], intent_output: dict, u
             if k is None and not cut:  # the utterance BUILDER cut at the zone's cap shows a prefix of its text
                 k = _find(items, at, lambda norm, text=text: bool(norm) and text.startswith(norm))
             if k is None:
-                if not aligned and not cut:
+                if not aligned and not cut and shown_whole:
                     raise ComparisonError(f"the first utterance of zone {zone_id!r} ({uid!r}) is not in the "
                                           "generated document: it was not built from this intent output")
                 cut = True  # BUILDER writes a zone's utterances in order until its cap: none after this one

@@ -3,8 +3,10 @@
 :func:`read_zones` reads the package through :mod:`astra.ooxml` and finds every zone as BUILDER leaves it: an
 ``astra:<zone_id>…`` content control (a ``{{ zone_id }}`` placeholder of the template becomes one too, see
 :mod:`astra.builder.engine`), in the main document, headers and footers. Only controls tagged with a zone id of
-the zone map are zones; every other ``astra:`` control is reported (``unknown``), as are a zone held by two
-controls (``duplicates``) and a zone control inside another (``nested``): the comparator refuses all three.
+the zone map are zones (of a docxtpl template's zone map, ``"language": "jinja"``, its marked zones: the others have
+no control, :func:`astra.builder.check.controlled_zones`); every other ``astra:`` control is reported (``unknown``),
+as are a zone held by two controls (``duplicates``) and a zone control inside another (``nested``): the comparator
+refuses all three.
 ``mc:Fallback`` branches are never read: they are copies of their ``mc:Choice`` (a text box's second rendering).
 
 Per zone (:class:`ZoneContent`):
@@ -47,6 +49,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
+from astra.builder.check import controlled_zones
 from astra.ingest.zones import zone_control_id
 from astra.ooxml.errors import PackageError
 from astra.ooxml.ns import MC, R_NS, V_NS, W_NS, A, W, local_name
@@ -122,7 +125,7 @@ def read_zones(docx: bytes, zone_map: dict, *, speakers: Iterable[str] = (), cap
     """Every zone of ``zone_map`` present in ``docx``, its content read as the module docstring says.
     Raises :class:`DocumentUnreadable` when the package or one of its story parts cannot be read,
     :class:`DocumentTooLarge` when it holds more than ``caps`` allow."""
-    kinds = {zone["id"]: zone["kind"] for zone in zone_map.get("zones") or []}
+    kinds = {zone["id"]: zone["kind"] for zone in controlled_zones(zone_map)}
     leads = sorted({f"{name}: " for name in speakers if name}, key=len, reverse=True)
     try:
         pkg = Package.read(docx)
