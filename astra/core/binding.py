@@ -2,7 +2,8 @@
 
 Rules (zone map as published by CONFIG_SVC, ``astra/config_svc/schemas/zone_map.schema.json``):
 
-* Utterances bind to ``text`` and ``list`` zones only (a table or image zone takes data or media).
+* Utterances bind to ``text``, ``list`` and ``flag`` zones only (a table, record or image zone takes data or media;
+  a docxtpl template's flag zone is true when it receives anything).
   An utterance goes to the first zone, in zone map order, whose ``accepts.intents`` holds its intent — bare
   (``transfer``) or domain-qualified (``banking.transfer``), matched exactly; failing any intent match, to the first
   zone whose ``accepts.domains`` holds its domain. So an intent match anywhere beats a domain match, and a tie goes to
@@ -13,9 +14,10 @@ Rules (zone map as published by CONFIG_SVC, ``astra/config_svc/schemas/zone_map.
   zone, with the session flag ``locale_unsupported``; the classification is kept so a reviewer sees what it said.
   A locale is covered when its tag or its language subtag is in ``supported_locales`` (``en`` covers ``en-AU``);
   a session without a locale is taken as covered.
-* A table binds to the first ``table`` zone whose ``accepts.data`` pattern matches its file path relative to the
-  version folder (``fnmatch.fnmatchcase``: case-sensitive, ``*`` also crosses ``/``). A table no zone takes is listed
-  in ``unbound_tables``; a table zone without a table stays empty. A refused data file is listed in
+* A table binds to the first ``table`` or ``record`` zone (a docxtpl template's record zone shows its first row) whose
+  ``accepts.data`` pattern matches its file path relative to the version folder (``fnmatch.fnmatchcase``:
+  case-sensitive, ``*`` also crosses ``/``). A table no zone takes is listed in ``unbound_tables``; a table zone
+  without a table stays empty. A refused data file is listed in
   ``data_problems`` with the zone it would have filled.
 
 :func:`astra.canonical.canonical_json` gives its bytes: the same input gives the same bytes.
@@ -34,7 +36,8 @@ from astra.core.data import DataProblem, DataSet
 DOCUMENT_VERSION = 1
 DEFAULT_LOW_CONFIDENCE = 0.5
 DEFAULT_SUPPORTED_LOCALES = frozenset({"en", "en-us", "en-gb"})
-UTTERANCE_ZONE_KINDS = ("text", "list")
+UTTERANCE_ZONE_KINDS = ("text", "list", "flag")
+TABLE_ZONE_KINDS = ("table", "record")
 FLAG_LOW_CONFIDENCE = "low_confidence"
 FLAG_LOCALE_UNSUPPORTED = "locale_unsupported"
 FLAG_OUT_OF_SCOPE = "out_of_scope"
@@ -170,7 +173,7 @@ def _utterance_zone(u: ClassifiedUtterance, zones: list[dict]) -> str | None:
 def _table_zone(source: str, zones: list[dict]) -> str | None:
     for zone in zones:
         pattern = zone["accepts"].get("data")
-        if zone["kind"] == "table" and pattern and fnmatch.fnmatchcase(source, pattern):
+        if zone["kind"] in TABLE_ZONE_KINDS and pattern and fnmatch.fnmatchcase(source, pattern):
             return zone["id"]
     return None
 

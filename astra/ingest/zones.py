@@ -3,7 +3,8 @@
 :func:`extract_maps` reads a .docx (bytes) through :mod:`astra.ooxml` and returns the **zone
 map** and the **style map** (see ``astra/config_svc/schemas``), or raises :class:`TemplateRefused`.
 The grammar (content-control tags, ``{{ zone_id }}`` placeholders, the sidecar, zone fields,
-the fallback rule and the refusal codes) is documented in ``docs/zones.md``.
+the fallback rule and the refusal codes) is documented in ``docs/zones.md``. A template in docxtpl's language
+(:func:`astra.template_language.uses_jinja`) gets its zones from its Jinja expressions instead (``docs/templates.md``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .styles import StyleAnchor, StyleSheet, zone_style
 
 __all__ = [
     "CONTROL_PARENTS",
+    "JINJA_KINDS",
     "KINDS",
     "SIDECAR_SCHEMA_PATH",
     "REFUSAL_CODES",
@@ -36,6 +38,7 @@ __all__ = [
     "TemplateMaps",
     "TextPiece",
     "TemplateRefused",
+    "ZONE_ID_RE",
     "ZoneDecl",
     "control_place",
     "extract_maps",
@@ -49,7 +52,8 @@ __all__ = [
     "zone_control_id",
 ]
 
-KINDS = ("text", "list", "table", "image")
+KINDS = ("text", "list", "table", "image")  # the kinds of ASTRA's zone grammar (tags, placeholders)
+JINJA_KINDS = ("text", "list", "table", "flag", "record")  # a docxtpl template's: its use of each name decides
 TAG_PREFIX = "astra:"
 TAG_KEYS = ("kind", "intents", "domains", "data", "media", "fallback", "speaker")
 _FLAG_KEYS = ("fallback", "speaker")  # booleans: bare key = true
@@ -70,9 +74,14 @@ REFUSAL_CODES = (
     "no_fallback_zone",
     "bad_speaker_zone",
     "zone_unsupported_position",
+    "jinja_syntax",
+    "jinja_forbidden",
+    "mixed_template_languages",
 )
 
-ZONE_ID_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# A Jinja identifier (a docxtpl template's zones are its top-level names). The one pattern: the zone map, style map
+# and sidecar schemas hold its text between ^ and $ (tests/ingest/test_jinja_zones.py compares them).
+ZONE_ID_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 INTENT_RE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)?")
 DOMAIN_RE = re.compile(r"[a-z][a-z0-9_]*")
 _SOURCE_RE = {
@@ -156,7 +165,7 @@ def parse_tag(value: str, location: dict | None = None) -> tuple[str, dict]:
     zone_id = pieces[0].strip()
     if not ZONE_ID_RE.fullmatch(zone_id):
         raise TemplateRefused(
-            "bad_zone_id", f"zone id {zone_id!r} in tag {value!r} must match [a-z][a-z0-9_]{{0,63}}", location
+            "bad_zone_id", f"zone id {zone_id!r} in tag {value!r} must match {ZONE_ID_RE.pattern}", location
         )
     params: dict = {}
     for raw in pieces[1:]:
@@ -504,7 +513,7 @@ def _placeholder_decls(p: etree._Element, zone_sdt: etree._Element | None, root:
         if not ZONE_ID_RE.fullmatch(inner):
             raise TemplateRefused(
                 "bad_zone_id",
-                f"placeholder {match.group(0)!r} does not name a zone id ([a-z][a-z0-9_]{{0,63}})",
+                f"placeholder {match.group(0)!r} does not name a zone id ({ZONE_ID_RE.pattern})",
                 location,
             )
         start, end = match.span()
@@ -779,7 +788,8 @@ def _label(text: str | None) -> str | None:
 
 
 def _title(zone_id: str) -> str:
-    return " ".join(word.capitalize() for word in zone_id.split("_") if word) or zone_id
+    """``site_photo`` -> ``Site Photo``; a capital inside a word is kept (``clientName`` -> ``ClientName``)."""
+    return " ".join(word[:1].upper() + word[1:] for word in zone_id.split("_") if word) or zone_id
 
 
 def extract_maps(
@@ -787,7 +797,8 @@ def extract_maps(
     sidecar: dict | None = None,
     known_intents: set[str] | None = None,
 ) -> TemplateMaps:
-    """Zone map and style map of a template. See docs/zones.md for the rules."""
+    """Zone map and style map of a template. See docs/zones.md for the rules; a template in docxtpl's language
+    (:func:`astra.template_language.uses_jinja`) will be read from its Jinja expressions (issue 11)."""
     side = validate_sidecar(sidecar)
     pkg, sheet = _open(docx_bytes)
     decls = _scan(pkg, sheet)
@@ -808,7 +819,8 @@ def extract_maps(
     vocab = _Vocabulary(known_intents) if known_intents is not None else None
     zones = [_zone_entry(decl, side_zones.get(decl.id, {}), vocab) for decl in decls]
 
-    fallback_id = _choose_fallback(decls, zones, side_fallback, "/" + pkg.main_document())
+    flagged = [(d.id, d.location) for d in decls if d.params.get("fallback") is True]
+    fallback_id = _choose_fallback(flagged, zones, side_fallback, "/" + pkg.main_document())
     for zone in zones:
         zone["accepts"]["fallback"] = zone["id"] == fallback_id
     zone_map = {"zones": zones, "fallback_zone": fallback_id}
@@ -1030,9 +1042,9 @@ def _check_sidecar_names(side_zones: dict, side_fallback: str | None, by_id: dic
         )
 
 
-def _accepts(decl: ZoneDecl, over: dict, vocab: _Vocabulary | None) -> dict:
-    """What the zone accepts: sidecar over tag; intents and domains checked against the catalog."""
-    params = decl.params
+def _accepts(zone_id: str, params: dict, location: dict, over: dict, vocab: _Vocabulary | None) -> dict:
+    """What the zone accepts: sidecar (``over``) over tag (``params``); intents and domains checked against the
+    catalog (a refusal names the zone's ``location``)."""
     accepts: dict = {
         "intents": list(over.get("intents", params.get("intents", []))),
         "domains": list(over.get("domains", params.get("domains", []))),
@@ -1045,16 +1057,21 @@ def _accepts(decl: ZoneDecl, over: dict, vocab: _Vocabulary | None) -> dict:
         return accepts
     for name in accepts["intents"]:
         if not vocab.intent_ok(name):
-            raise TemplateRefused("unknown_intent", f"zone {decl.id!r} binds unknown intent {name!r}", decl.location)
+            raise TemplateRefused("unknown_intent", f"zone {zone_id!r} binds unknown intent {name!r}", location)
     for name in accepts["domains"]:
         if not vocab.domain_ok(name):
-            raise TemplateRefused("unknown_domain", f"zone {decl.id!r} binds unknown domain {name!r}", decl.location)
+            raise TemplateRefused("unknown_domain", f"zone {zone_id!r} binds unknown domain {name!r}", location)
     return accepts
 
 
 def _zone_entry(decl: ZoneDecl, over: dict, vocab: _Vocabulary | None) -> dict:
     """One zone of the zone map; precedence for every field: sidecar > template > inference."""
     kind = over.get("kind") or decl.params.get("kind") or decl.inferred_kind
+    if kind not in KINDS:
+        raise TemplateRefused(
+            "invalid_sidecar", f"sidecar gives zone {decl.id!r} kind {kind!r}, a kind of docxtpl templates only (the "
+            f"template's use of a name decides it); this template's zones are one of {', '.join(KINDS)}",
+            {"part": "sidecar", "path": f"zones.{decl.id}.kind"})
     if kind == "table" and decl.level == "inline":
         where = {"part": "sidecar", "path": f"zones.{decl.id}.kind"} if "kind" in over else decl.location
         raise TemplateRefused(
@@ -1067,7 +1084,7 @@ def _zone_entry(decl: ZoneDecl, over: dict, vocab: _Vocabulary | None) -> dict:
         "kind": kind,
         "declared_by": decl.declared_by,
         "location": decl.location,
-        "accepts": _accepts(decl, over, vocab),
+        "accepts": _accepts(decl.id, decl.params, decl.location, over, vocab),
     }
     if over.get("speaker", decl.params.get("speaker", False)):
         if kind not in ("text", "list"):
@@ -1081,20 +1098,22 @@ def _zone_entry(decl: ZoneDecl, over: dict, vocab: _Vocabulary | None) -> dict:
     return entry
 
 
-def _choose_fallback(decls: list[ZoneDecl], zones: list[dict], side_fallback: str | None, main_part: str) -> str:
+def _choose_fallback(flagged: list[tuple[str, dict]], zones: list[dict], side_fallback: str | None,
+                     main_part: str) -> str:
+    """The fallback zone (docs/zones.md): the sidecar's, else the one zone ``flagged`` by its tag (id, location),
+    else the last text zone of ``main_part``, of any part, the last list zone."""
     by_id = {z["id"]: z for z in zones}
     explicit: str | None = side_fallback
     where: dict | None = {"part": "sidecar", "path": "fallback_zone"} if side_fallback else None
     if explicit is None:
-        flagged = [d for d in decls if d.params.get("fallback") is True]
         if len(flagged) > 1:
             raise TemplateRefused(
                 "multiple_fallback_zones",
-                "more than one zone is flagged fallback: " + ", ".join(d.id for d in flagged),
-                flagged[1].location,
+                "more than one zone is flagged fallback: " + ", ".join(zone_id for zone_id, _ in flagged),
+                flagged[1][1],
             )
         if flagged:
-            explicit, where = flagged[0].id, flagged[0].location
+            explicit, where = flagged[0]
     if explicit is not None:
         kind = by_id[explicit]["kind"]
         if kind not in ("text", "list"):
@@ -1115,3 +1134,4 @@ def _choose_fallback(decls: list[ZoneDecl], zones: list[dict], side_fallback: st
         + ", ".join(f"{z['id']} ({z['kind']})" for z in zones),
         None,
     )
+

@@ -293,3 +293,49 @@ def test_the_hash_changes_with_any_recorded_field():
     b = copy.deepcopy(a)
     b["config_version"] = 8
     assert document_sha256(a) != document_sha256(b)
+
+
+def _jinja_zone(zone_id: str, kind: str, accepts: dict, fields: tuple[str, ...] = ()) -> dict:
+    zone = {"id": zone_id, "label": zone_id, "kind": kind, "declared_by": "jinja",
+            "location": {"part": "/word/document.xml", "block": 0, "path": "w:p[0]"}, "accepts": accepts,
+            "marked": kind != "flag"}
+    return {**zone, "fields": list(fields)} if fields else zone
+
+
+# A docxtpl template's zone map as INGEST writes one (tests/ingest/test_jinja_zones.py extracts such maps).
+JINJA_MAP = {
+    "language": "jinja",
+    "zones": [
+        _jinja_zone("Client", "record", {"intents": ["book_flight"], "data": "data/client*.csv"}, ("name", "city")),
+        _jinja_zone("items", "table", {"data": "data/*.csv"}, ("desc", "qty")),
+        _jinja_zone("summary", "text", {"intents": ["travel.book_flight"]}),
+        _jinja_zone("steps", "list", {"domains": ["home"]}),
+        _jinja_zone("paid", "flag", {"intents": ["transfer"], "data": "data/*.csv"}),
+        _jinja_zone("notes", "text", {"fallback": True}),
+    ],
+    "fallback_zone": "notes",
+}
+
+
+def test_a_docxtpl_zone_map_binds_utterances_to_text_list_and_flag_zones_and_tables_to_table_and_record_zones():
+    Draft202012Validator(SCHEMA).validate(JINJA_MAP)
+    files = [("data/client.csv", b"name,city\nAcme,Oslo\n"), ("data/items.csv", b"desc,qty\nbolt,3\n")]
+    doc = bind(JINJA_MAP, [utt("f", "book_flight", "travel", start=1.0), utt("t", "transfer", "banking", start=2.0),
+                           utt("r", "reminder", "home", start=3.0), utt("x", "whisper_mode", "meta", start=4.0)],
+               read_tables(files))
+    # The record zone lists book_flight, but takes no utterance: the text zone after it does.
+    assert {u["id"]: u["zone"] for u in doc["utterances"]} == {"f": "summary", "t": "paid", "r": "steps",
+                                                               "x": "notes"}
+    by_id = zones(doc)
+    assert by_id["paid"] == {"id": "paid", "kind": "flag", "utterances": ["t"], "tables": []}
+    # The first table or record zone whose pattern matches takes a table; a flag zone takes none.
+    assert by_id["Client"]["tables"] == ["data/client.csv"] and by_id["Client"]["utterances"] == []
+    assert by_id["items"]["tables"] == ["data/items.csv"]
+    assert doc["unbound_tables"] == [] and doc["counts"]["per_zone"]["Client"] == 0
+
+
+def test_a_table_only_a_flag_zone_matches_is_unbound():
+    zone_map = copy.deepcopy(JINJA_MAP)
+    del zone_map["zones"][1]["accepts"]["data"], zone_map["zones"][0]["accepts"]["data"]
+    doc = bind(zone_map, [], read_tables([("data/items.csv", b"desc,qty\nbolt,3\n")]))
+    assert doc["unbound_tables"] == ["data/items.csv"] and zones(doc)["paid"]["tables"] == []
