@@ -1,0 +1,246 @@
+"""The Jinja2 environment docxtpl templates are parsed and rendered in: a sandbox with an allow-list.
+
+DECISION: :class:`jinja2.sandbox.ImmutableSandboxedEnvironment`, with its attribute and item lookups replaced by
+data lookups only: ``x.name`` and ``x["name"]`` read a key of a mapping, ``x[0]`` an item of a list or string,
+``loop.index`` (and the loop's other counters) a loop's state; nothing else has attributes, so no method, dunder or
+Python internal is reachable (``"".__class__`` is undefined, and the template that writes it is refused before).
+Autoescape is always on and cannot be switched off (``{% autoescape false %}`` is refused, ``|safe`` is not a
+filter here). Only the filters and tests listed here exist; the one global is a bounded ``range``.
+
+Every value written goes through :func:`finalize`: cleaned of what XML cannot carry
+(:func:`astra.builder.sanitize.clean_text`), escaped, a line end made a line break and a tab a tab: a template's
+output position is always inside a ``w:t`` (docxtpl's run and paragraph forms go through their own filters).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from jinja2 import ChainableUndefined, nodes
+from jinja2 import filters as jinja_filters
+from jinja2 import tests as jinja_tests
+from jinja2.runtime import LoopContext
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup, escape
+
+from astra.builder.sanitize import clean_text, escape_attr
+
+from .errors import RenderError
+
+MAX_RANGE = 10_000  # the largest literal range(n) a loop may iterate
+MAX_REPEAT_CHARS = 100_000  # what "x" * n, replace() and format() may make of one value
+MAX_FORMAT_WIDTH = 1_000  # a width or precision in a %-format (format filter)
+
+# What is reachable on a loop's state (LoopContext); loop.cycle is the one call a template may make on it.
+LOOP_ATTRIBUTES = frozenset({"index", "index0", "revindex", "revindex0", "first", "last", "length", "depth",
+                             "depth0", "previtem", "nextitem", "cycle", "changed"})
+
+_BREAK = Markup('</w:t><w:br/><w:t xml:space="preserve">')
+_TAB = Markup('</w:t><w:tab/><w:t xml:space="preserve">')
+_FORMAT_SPEC = re.compile(r"%[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
+
+# The iterations left in the render under way (None: no render, e.g. while analysing).
+_ITERATIONS_LEFT: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("astra_iterations", default=None)
+
+
+def finalize(value: object) -> object:
+    """Every ``{{ }}`` value: Markup (from ``|e`` or ASTRA's own filters) as is; anything else as clean, escaped
+    text with its line ends as breaks and its tabs as tabs (a ``w:t`` holds neither)."""
+    if isinstance(value, Markup):
+        return value
+    text = clean_text("" if isinstance(value, ChainableUndefined) else str(value))
+    if "\n" not in text and "\t" not in text:
+        return escape(text)
+    return _TAB.join(_BREAK.join(escape(line) for line in part.split("\n")) for part in text.split("\t"))
+
+
+def runs_xml(value: object, rpr: str) -> Markup:
+    """``{{r x}}``: the value as runs with the tag's run properties (a line end a break, a tab a tab)."""
+    text = "" if isinstance(value, ChainableUndefined) or value is None else clean_text(str(value))
+    if not text:
+        return Markup("")
+    return Markup(f'<w:r>{rpr}<w:t xml:space="preserve">') + finalize(text) + Markup("</w:t></w:r>")
+
+
+def paragraphs_xml(value: object, ppr: str, rpr: str) -> Markup:
+    """``{{p x}}``: the value as paragraphs, one per line, each with the tag paragraph's properties and the tag
+    run's; a value of several items (a list) gives a paragraph per item."""
+    if isinstance(value, ChainableUndefined) or value is None:
+        return Markup("")
+    items = value if isinstance(value, (list, tuple)) else [value]
+    out = []
+    for item in items:
+        for line in clean_text(str(item)).split("\n"):
+            out.append(Markup(f"<w:p>{ppr}<w:r>{rpr}<w:t xml:space=\"preserve\">") + finalize(line)
+                       + Markup("</w:t></w:r></w:p>"))
+    return Markup("").join(out)
+
+
+def attribute_value(value: object) -> Markup:
+    """A value written into an attribute (``cellbg``, ``colspan``, ``hm``): cleaned and escaped for it."""
+    return Markup(escape_attr("" if isinstance(value, ChainableUndefined) else str(value)))
+
+
+def counted(iterable: object) -> Iterator:
+    """Every loop's iterable goes through this: the render's iteration budget is spent item by item, and a render
+    past it stops with :class:`RenderError` (a loop nested in a loop over data multiplies; this bounds it)."""
+    left = _ITERATIONS_LEFT.get()
+    if isinstance(iterable, ChainableUndefined) or iterable is None:
+        return
+    if isinstance(iterable, Mapping):
+        iterable = list(iterable)
+    for item in iterable:  # type: ignore[union-attr]
+        if left is not None:
+            left[0] -= 1
+            if left[0] < 0:
+                raise RenderError("the template's loops ran past their cap of iterations for one document")
+        yield item
+
+
+class IterationBudget:
+    """``with IterationBudget(n):`` around a render."""
+
+    def __init__(self, iterations: int) -> None:
+        self.iterations = iterations
+
+    def __enter__(self) -> None:
+        self._token = _ITERATIONS_LEFT.set([self.iterations])
+
+    def __exit__(self, *exc: object) -> None:
+        _ITERATIONS_LEFT.reset(self._token)
+
+
+# --------------------------------------------------------------------------- bounded versions of some filters
+
+
+def _bounded_text(text: str, what: str) -> str:
+    if len(text) > MAX_REPEAT_CHARS:
+        raise RenderError(f"{what} made a value of {len(text):,} characters (cap {MAX_REPEAT_CHARS:,})")
+    return text
+
+
+def _format(value: object, *args: object, **kwargs: object) -> str:
+    spec = str(value)
+    for match in _FORMAT_SPEC.finditer(spec):
+        for number in match.groups():
+            if number == "*" or (number and int(number) > MAX_FORMAT_WIDTH):
+                raise RenderError(f"format {spec!r}: a width or precision over {MAX_FORMAT_WIDTH} (or '*')")
+    return _bounded_text(jinja_filters.do_format(spec, *args, **kwargs), "format")
+
+
+def _replace(eval_ctx: Any, s: str, old: str, new: str, count: int | None = None) -> str:
+    result = jinja_filters.do_replace(eval_ctx, s, old, new, count)
+    return _bounded_text(str(result), "replace")
+
+
+def _center(value: str, width: int = 80) -> str:
+    return str(value).center(min(int(width), MAX_REPEAT_CHARS))
+
+
+def _indent(s: str, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
+    if isinstance(width, int) and width > MAX_FORMAT_WIDTH:
+        raise RenderError(f"indent width {width} over {MAX_FORMAT_WIDTH}")
+    return _bounded_text(jinja_filters.do_indent(s, width, first, blank), "indent")
+
+
+_replace.jinja_pass_arg = jinja_filters.do_replace.jinja_pass_arg  # type: ignore[attr-defined]
+
+# docxtpl templates use Jinja's own filters; these are the ones that only ever read data and make text or data
+# of bounded size. Left out on purpose: safe, xmlattr, urlize, pprint, random (not deterministic), and any filter
+# reaching object attributes other than data (attr reads through the sandbox's data lookup, so it stays).
+FILTERS: dict[str, Any] = {
+    **{name: jinja_filters.FILTERS[name] for name in (
+        "abs", "attr", "batch", "capitalize", "count", "d", "default", "dictsort", "e", "escape", "filesizeformat",
+        "first", "float", "forceescape", "groupby", "int", "items", "join", "last", "length", "list", "lower", "map",
+        "max", "min", "reject", "rejectattr", "reverse", "round", "select", "selectattr", "slice", "sort", "string",
+        "striptags", "sum", "title", "tojson", "trim", "truncate", "unique", "upper", "urlencode", "wordcount",
+        "wordwrap")},
+    "format": _format,
+    "replace": _replace,
+    "center": _center,
+    "indent": _indent,
+}
+TESTS: dict[str, Any] = {name: jinja_tests.TESTS[name] for name in (
+    "boolean", "defined", "divisibleby", "eq", "equalto", "escaped", "even", "false", "filter", "float", "ge", "gt",
+    "greaterthan", "in", "integer", "iterable", "le", "lessthan", "lower", "lt", "mapping", "ne", "none", "number",
+    "odd", "sameas", "sequence", "string", "test", "true", "undefined", "upper", "==", "!=", "<", "<=", ">", ">=")}
+# ASTRA's own filters, named so no template can call them (a tag holding "_astra" is refused).
+INTERNAL_FILTERS = {"_astra_runs": runs_xml, "_astra_paragraphs": paragraphs_xml, "_astra_attr": attribute_value,
+                    "_astra_counted": counted}
+
+
+class TemplateEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox (see the module docstring)."""
+
+    intercepted_binops = frozenset({"*", "**", "%", "//", "/"})
+    intercepted_unops = frozenset()
+
+    def __init__(self) -> None:
+        super().__init__(autoescape=True, finalize=finalize, undefined=ChainableUndefined, keep_trailing_newline=True,
+                         auto_reload=False, cache_size=0)
+        self.filters = {**FILTERS, **INTERNAL_FILTERS}
+        self.tests = dict(TESTS)
+        self.globals = {"range": self._range}
+        self.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": False}
+
+    @staticmethod
+    def _range(*args: int) -> range:
+        result = range(*args)
+        if len(result) > MAX_RANGE:
+            raise RenderError(f"range() of {len(result):,} items (cap {MAX_RANGE:,})")
+        return result
+
+    # Data lookups only: a key of a mapping, an item of a sequence, a loop's counters.
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, Mapping):
+            return obj[attribute] if attribute in obj else self.undefined(obj=obj, name=attribute)
+        if isinstance(obj, LoopContext) and attribute in LOOP_ATTRIBUTES:
+            return getattr(obj, attribute)
+        return self.undefined(obj=obj, name=attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if isinstance(obj, Mapping):
+            try:
+                return obj[argument] if argument in obj else self.undefined(obj=obj, name=argument)
+            except TypeError:  # an unhashable key
+                return self.undefined(obj=obj, name=argument)
+        if isinstance(obj, (Sequence, str)) and isinstance(argument, (int, slice)) and not isinstance(argument, bool):
+            try:
+                return obj[argument]
+            except IndexError:
+                return self.undefined(obj=obj, name=argument)
+        return self.undefined(obj=obj, name=argument)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            raise RenderError("'**' is not allowed")
+        if operator == "%" and isinstance(left, str):
+            raise RenderError("'%' on text is not allowed: use the format filter")
+        if operator == "*" and (_is_sized(left) or _is_sized(right)):
+            count = right if _is_sized(left) else left
+            size = len(left if _is_sized(left) else right)
+            if not isinstance(count, int) or count * size > MAX_REPEAT_CHARS:
+                raise RenderError(f"repeating a value to {MAX_REPEAT_CHARS:,}+ items or characters is not allowed")
+        try:
+            return self.binop_table[operator](left, right)
+        except ZeroDivisionError:
+            raise RenderError(f"division by zero in '{operator}'") from None
+
+
+def _is_sized(value: object) -> bool:
+    return isinstance(value, (str, list, tuple))
+
+
+def counted_loops(template: nodes.Template) -> nodes.Template:
+    """Every ``for`` of ``template`` made to iterate through :func:`counted` (in place; returned)."""
+    for loop in template.find_all(nodes.For):
+        loop.iter = nodes.Filter(loop.iter, "_astra_counted", [], [], None, None, lineno=loop.lineno)
+    return template
+
+
+__all__ = ["FILTERS", "INTERNAL_FILTERS", "LOOP_ATTRIBUTES", "MAX_RANGE", "TESTS", "IterationBudget",
+           "TemplateEnvironment", "attribute_value", "counted", "counted_loops", "finalize",
+           "paragraphs_xml", "runs_xml"]

@@ -1,0 +1,247 @@
+"""A .docx written in docxtpl's template language: read (refused or accepted, with its zones) and rendered.
+
+:meth:`JinjaTemplate.read` finds the tags of the main document, headers, footers and footnotes
+(:mod:`~astra.template_language.source`), parses each part with Jinja's parser, refuses what the allow-list does not
+hold (:mod:`~astra.template_language.analysis`), finds the zones, marks each zone's first use at the top of the
+template with an ``astra:`` content control, and compiles each part once in the sandbox
+(:mod:`~astra.template_language.sandbox`). :meth:`JinjaTemplate.render` renders a context of plain data: every part
+without a tag is copied as stored, every rendered part is checked well-formed XML, and a loop that repeated
+pictures or content controls gets fresh ids (Word repairs a document whose drawings share one).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from jinja2 import Template, TemplateError, TemplateSyntaxError
+from lxml import etree
+
+from astra.ooxml.errors import PackageError
+from astra.ooxml.ns import W, WP_NS, W_NS
+from astra.ooxml.package import Package, write_package
+from astra.ooxml.wordml import story_parts, wval
+from astra.ooxml.xml import parse_xml
+
+from .analysis import ZoneUse, check_allowed, find_zones
+from .errors import RenderError, TemplateLanguageError
+from .sandbox import IterationBudget, TemplateEnvironment, counted_loops
+from .source import PartSource
+
+MiB = 1024 * 1024
+_JINJA_HINT = re.compile(r"\{%|\{#|\{\{(?!\s*[A-Za-z_][A-Za-z0-9_]*\s*\}\})")
+_ID_VALUES = etree.XPath("//@w:id | //w:id/@w:val | //wp:docPr/@id", namespaces={"w": W_NS, "wp": WP_NS})
+_DOC_PR = etree.XPath("//wp:docPr", namespaces={"wp": WP_NS})
+_ENVIRONMENT = TemplateEnvironment()
+
+
+@dataclass(frozen=True)
+class JinjaZone:
+    id: str
+    kind: str  # text | list | table | flag | record
+    fields: tuple[str, ...]
+    marked: bool  # the rendered document holds it in an astra:<id> content control
+    location: dict  # part, block, path of its first use
+
+
+@dataclass(frozen=True)
+class RenderCaps:
+    max_iterations: int = 100_000  # every loop's items, summed over the document
+    max_part_chars: int = 64 * MiB  # rendered XML of one part
+
+
+@dataclass(frozen=True)
+class _Part:
+    name: str
+    template: Template
+    raw: tuple[str, ...]
+
+
+def template_parts(pkg: Package) -> list[str]:
+    """The parts docxtpl renders: main document, headers, footers, then footnotes."""
+    parts = story_parts(pkg)
+    parts += [name for name in pkg.related(pkg.main_document(), "footnotes") if name not in parts]
+    return parts
+
+
+def uses_jinja(docx: bytes) -> bool:
+    """Whether the template is written in docxtpl's language: a ``{%``, ``{#``, or ``{{`` around anything but a
+    bare name, in the text of a part docxtpl renders. (``{{ name }}`` alone is also ASTRA's placeholder.)"""
+    from astra.ingest.zones import paragraph_text
+
+    try:
+        pkg = Package.read(docx)
+        for name in template_parts(pkg):
+            for paragraph in pkg.xml(name).iter(W.p):
+                if _JINJA_HINT.search(paragraph_text(paragraph)[0]):
+                    return True
+    except PackageError:
+        return False
+    return False
+
+
+class JinjaTemplate:
+    def __init__(self, pkg: Package, parts: dict[str, _Part], zones: tuple[JinjaZone, ...]) -> None:
+        self.pkg, self.parts, self.zones = pkg, parts, zones
+
+    @classmethod
+    def read(cls, docx: bytes) -> JinjaTemplate:
+        """Parse and analyse the template; raises :class:`TemplateLanguageError`."""
+        try:
+            pkg = Package.read(docx)
+            names = template_parts(pkg)
+            sources = [s for s in (PartSource.read(name, pkg.read_part(name)) for name in names) if s is not None]
+            used_ids = {int(v) for name in pkg.members if name.lower().endswith(".xml") and name.lower().startswith(
+                "word/") for v in _ID_VALUES(pkg.xml(name)) if str(v).isascii() and str(v).isdigit() and len(v) < 10}
+        except PackageError as exc:
+            raise TemplateLanguageError("invalid_package", str(exc)) from None
+        for source in sources:
+            _refuse_astra_controls(source)
+        zones: dict[str, ZoneUse] = {}
+        for source in sources:
+            template = _parse(source)
+            check_allowed(template, source)
+            find_zones(template, source, zones)
+        next_id = max(used_ids, default=0) + 1
+        marked: set[str] = set()
+        by_part = {source.part: source for source in sources}
+        for zone in zones.values():
+            if zone.mark is None or zone.part not in by_part or "footnotes" in zone.part.lower():
+                continue
+            source = by_part[zone.part]
+            label = zone.id.replace("_", " ").strip().title() or zone.id
+            form, *tags, kind = zone.mark
+            if form == "inline":
+                done = source.mark_inline(tags[0], zone.id, kind, label, next_id)
+            elif form == "block":
+                done = source.mark_block(tags[0], zone.id, kind, label, next_id)
+            elif form == "range":
+                done = source.mark_range(tags[0], tags[1], zone.id, kind, label, next_id)
+            else:
+                done = source.mark_table(tags[0], zone.id, kind, label, next_id)
+            if done:
+                marked.add(zone.id)
+                next_id += 1
+        parts = {}
+        for source in sources:
+            template = counted_loops(_parse(source))
+            code = _ENVIRONMENT.compile(template, name=source.part)
+            parts[source.part] = _Part(source.part, Template.from_code(_ENVIRONMENT, code, _ENVIRONMENT.make_globals(
+                None)), tuple(source.raw))
+        result = tuple(JinjaZone(z.id, z.kind, tuple(z.fields), z.id in marked,
+                                 z.tag.location if z.tag else {"part": "/" + z.part}) for z in zones.values())
+        return cls(pkg, parts, result)
+
+    def render(self, context: Mapping[str, object], caps: RenderCaps = RenderCaps()) -> bytes:
+        """The document for ``context`` (plain data: mappings, lists, strings, numbers, booleans, None)."""
+        if not isinstance(context, Mapping):
+            raise RenderError("the context is not a mapping of names to values")
+        if any(not isinstance(key, str) or key.startswith("_astra") for key in context):
+            raise RenderError("context names are strings, and none begins with '_astra'")
+        rendered: dict[str, bytes] = {}
+        ids = _FreshIds(self.pkg)
+        with IterationBudget(caps.max_iterations):
+            for name, part in self.parts.items():
+                rendered[name] = self._render_part(part, dict(context), caps, ids)
+        members = [(m, rendered[m] if m in rendered else self.pkg.precompressed(m)) for m in self.pkg.members]
+        return write_package(members)
+
+    def _render_part(self, part: _Part, context: dict, caps: RenderCaps, ids: _FreshIds) -> bytes:
+        context["_astra_raw"] = part.raw
+        chunks: list[str] = []
+        size = 0
+        try:
+            for chunk in part.template.generate(context):
+                size += len(chunk)
+                if size > caps.max_part_chars:
+                    raise RenderError(f"/{part.name}: the rendered part passed {caps.max_part_chars:,} characters")
+                chunks.append(chunk)
+        except RenderError:
+            raise
+        except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError) as exc:
+            raise RenderError(f"/{part.name}: {type(exc).__name__}: {exc}") from None
+        data = "".join(chunks).encode("utf-8")
+        try:
+            root = parse_xml(data, part.name, normalise_strict=False)
+        except PackageError as exc:
+            raise RenderError(f"/{part.name}: the template's tags do not nest with the document's structure "
+                              f"(a paragraph, row or cell tag closes elsewhere than it opens): {exc}") from None
+        if ids.refresh(root) | _fit_table_grids(root):
+            data = etree.tostring(root, xml_declaration=True, encoding="UTF-8", standalone=True)
+        return data
+
+
+def _parse(source: PartSource):
+    text = source.source()
+    try:
+        return _ENVIRONMENT.parse(text, name=source.part)
+    except TemplateSyntaxError as exc:
+        tag = source.tag_at(exc.lineno)
+        written = f"{tag.written!r}: " if tag else ""
+        raise TemplateLanguageError("jinja_syntax", written + str(exc.message),
+                                    tag.location if tag else {"part": "/" + source.part}) from None
+
+
+def _refuse_astra_controls(source: PartSource) -> None:
+    for sdt in source.root.iter(W.sdt):
+        value = wval(sdt.find(f"{W.sdtPr}/{W.tag}")) or ""
+        if value.strip().lower().startswith("astra:"):
+            raise TemplateLanguageError(
+                "mixed_template_languages", f"the template uses docxtpl's tags and also an ASTRA content control "
+                f"({value!r}): write its zones one way", {"part": "/" + source.part})
+
+
+class _FreshIds:
+    """Drawings and content controls a loop repeated get ids no other element of the document has."""
+
+    def __init__(self, pkg: Package) -> None:
+        self.seen: set[str] = set()
+        self.next = 1
+        for name in pkg.members:
+            if name.lower().startswith("word/") and name.lower().endswith(".xml"):
+                try:
+                    for value in _ID_VALUES(pkg.xml(name)):
+                        if str(value).isdigit() and len(str(value)) < 10:
+                            self.next = max(self.next, int(value) + 1)
+                except PackageError:
+                    continue
+
+    def refresh(self, root: etree._Element) -> bool:
+        changed = False
+        for el, attribute in [(d, "id") for d in _DOC_PR(root)] + [
+                (i, W.val) for i in root.iter(W.id) if i.getparent() is not None and i.getparent().tag == W.sdtPr]:
+            value = el.get(attribute)
+            if value in self.seen:
+                el.set(attribute, str(self.next))
+                self.next += 1
+                changed = True
+            else:
+                self.seen.add(value)
+        return changed
+
+
+def _fit_table_grids(root: etree._Element) -> bool:
+    """A table whose column loop (``{%tc for %}``) made rows of another width than its grid gets a grid of that
+    many columns sharing the old total width (docxtpl's fix_tables, more simply)."""
+    changed = False
+    for table in root.iter(W.tbl):
+        grid = table.find(W.tblGrid)
+        if grid is None:
+            continue
+        columns = grid.findall(W.gridCol)
+        widest = 0
+        for row in table.findall(W.tr):
+            span = 0
+            for cell in row.findall(W.tc):
+                value = wval(cell.find(f"{W.tcPr}/{W.gridSpan}"))
+                span += int(value) if value and value.isdigit() else 1
+            widest = max(widest, span)
+        if widest and widest != len(columns):
+            total = sum(int(c.get(W.w)) for c in columns if (c.get(W.w) or "").isdigit()) or 9360
+            for column in columns:
+                grid.remove(column)
+            for _ in range(widest):
+                etree.SubElement(grid, W.gridCol).set(W.w, str(total // widest))
+            changed = True
+    return changed
