@@ -32,13 +32,16 @@ _ALLOWED = (nodes.Template, nodes.Output, nodes.TemplateData, nodes.Const, nodes
             nodes.Neg, nodes.Pos, nodes.Compare, nodes.Operand, nodes.Add, nodes.Sub, nodes.Mul, nodes.Div,
             nodes.FloorDiv, nodes.Mod, nodes.Concat, nodes.List, nodes.Tuple, nodes.Dict, nodes.Pair,
             nodes.Keyword, nodes.For, nodes.If, nodes.Assign, nodes.AssignBlock, nodes.With, nodes.Call)
-_REFUSED_WHY = {
-    nodes.Macro: "macros", nodes.CallBlock: "call blocks", nodes.Import: "import", nodes.FromImport: "import",
-    nodes.Include: "include", nodes.Extends: "extends", nodes.Block: "blocks",
-    nodes.FilterBlock: "{% filter %} blocks (they would rewrite the document's XML, not its text)",
-    nodes.ScopedEvalContextModifier: "{% autoescape %} (escaping is always on)",
-    nodes.EvalContextModifier: "{% autoescape %} (escaping is always on)",
-    nodes.Pow: "'**'", nodes.NSRef: "namespace assignments",
+_REFUSED = {
+    nodes.Macro: "macros are not allowed", nodes.CallBlock: "call blocks are not allowed",
+    nodes.Import: "import is not allowed", nodes.FromImport: "import is not allowed",
+    nodes.Include: "include is not allowed", nodes.Extends: "extends is not allowed",
+    nodes.Block: "blocks are not allowed",
+    nodes.FilterBlock: "{% filter %} blocks are not allowed (they would rewrite the document's XML, not its text)",
+    nodes.Scope: "{% autoescape %} is not allowed (escaping is always on)",
+    nodes.ScopedEvalContextModifier: "{% autoescape %} is not allowed (escaping is always on)",
+    nodes.EvalContextModifier: "{% autoescape %} is not allowed (escaping is always on)",
+    nodes.Pow: "'**' is not allowed", nodes.NSRef: "namespace assignments are not allowed",
 }
 
 
@@ -62,17 +65,22 @@ def _walk(node: nodes.Node, path: tuple = ()) -> Iterator[tuple[nodes.Node, tupl
 
 
 def _fail(source: PartSource, node: nodes.Node, message: str) -> TemplateLanguageError:
-    tag = source.tag_at(getattr(node, "lineno", None))
+    """The refusal, naming the tag ``node`` (or the first node under it with a line of its own) comes from."""
+    tag = None
+    for candidate in (node, *node.find_all(nodes.Node)):
+        tag = source.tag_at(getattr(candidate, "lineno", None))
+        if tag is not None:
+            break
     where = f"{tag.written!r}: " if tag else ""
-    return TemplateLanguageError("jinja_forbidden", where + message, tag.location if tag else {"part": source.part})
+    return TemplateLanguageError("jinja_forbidden", where + message,
+                                 tag.location if tag else {"part": "/" + source.part})
 
 
 def check_allowed(template: nodes.Template, source: PartSource) -> None:
     for node, path in _walk(template):
-        for kind, why in _REFUSED_WHY.items():
+        for kind, why in _REFUSED.items():
             if isinstance(node, kind):
-                raise _fail(source, node, f"{why} are not allowed in a template" if why.endswith("s") else
-                            f"{why} is not allowed in a template")
+                raise _fail(source, node, why)
         if not isinstance(node, _ALLOWED):
             raise _fail(source, node, f"{type(node).__name__} is not allowed in a template")
         if isinstance(node, nodes.Getattr) and node.attr.startswith("_"):

@@ -142,6 +142,8 @@ class PartSource:
                 value = t.text or ""
                 lo, hi = max(start - piece.start, 0), min(end - piece.start, len(value))
                 t.text = value[:lo] + (tag.token if piece is first else "") + value[hi:]
+                if piece is not first and not t.text:
+                    _drop_emptied_run(t)
             first.element.set(_XML_SPACE, "preserve")
             tag.run_props = _props_xml(first.element.getparent(), W.rPr)
             tag.paragraph_props = _props_xml(paragraph, W.pPr)

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from jinja2 import Template, TemplateError, TemplateSyntaxError
 from lxml import etree
 
+from astra.ingest.zones import paragraph_text
 from astra.ooxml.errors import PackageError
-from astra.ooxml.ns import W, WP_NS, W_NS
+from astra.ooxml.ns import W_NS, WP_NS, W
 from astra.ooxml.package import Package, write_package
 from astra.ooxml.wordml import story_parts, wval
 from astra.ooxml.xml import parse_xml
@@ -68,8 +69,6 @@ def template_parts(pkg: Package) -> list[str]:
 def uses_jinja(docx: bytes) -> bool:
     """Whether the template is written in docxtpl's language: a ``{%``, ``{#``, or ``{{`` around anything but a
     bare name, in the text of a part docxtpl renders. (``{{ name }}`` alone is also ASTRA's placeholder.)"""
-    from astra.ingest.zones import paragraph_text
-
     try:
         pkg = Package.read(docx)
         for name in template_parts(pkg):
