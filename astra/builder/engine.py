@@ -39,6 +39,14 @@ their sha256, what went into each zone, and the problems met: refused images, tr
 * **Sanitized** (:mod:`astra.builder.sanitize`): text is only ever text.
 * **Deterministic:** fixed zip timestamps and member order (the template's, then new parts by
   name), new ids counted up from the template's highest (:class:`_Ids`), content-addressed media names.
+
+**docxtpl templates** (a zone map whose ``"language"`` is ``"jinja"``, issue 11): the template is rendered by
+:class:`astra.template_language.JinjaTemplate` (read once per template, as the zone grammar's templates are) with
+the context :func:`astra.builder.jinja_context.jinja_context` makes of the intent output; the template's own tags
+place, repeat and format everything, and the renderer cleans and escapes every value and marks the zones it can
+(``astra:<id>;kind=<kind>`` controls). Fills are counted per zone as for every template; a zone's text and cells are
+cut at the same caps; a render the data makes fail (a loop or output cap, a division by zero) is a
+:class:`BuildError`. Such a template has no image zone: ``media`` is not read.
 """
 
 from __future__ import annotations
@@ -50,10 +58,11 @@ import posixpath
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from copy import deepcopy
 from dataclasses import dataclass, field
 from itertools import pairwise
+from typing import Generic, TypeVar
 
 from lxml import etree
 
@@ -81,9 +90,11 @@ from astra.ooxml.partname import rels_part_for
 from astra.ooxml.rels import ContentTypes, Relationship, media_type
 from astra.ooxml.wordml import styles_part, theme_part, top_block
 from astra.ooxml.xml import hardened_parser
+from astra.template_language import JinjaTemplate, RenderCaps, RenderError, TemplateLanguageError
 
 from . import wml
 from .cells import NUMERIC_TYPES, CellFormat
+from .jinja_context import ContextError, jinja_context
 from .media import ImageRefused, PreparedImage, pixel_box, prepare_image
 from .sanitize import clean_text, text_runs, truncate
 
@@ -107,6 +118,7 @@ _END_MARKERS = ("bookmarkEnd", "commentRangeEnd", "permEnd", "moveFromRangeEnd",
 _XML_SPACE = "{http://www.w3.org/XML/1998/namespace}space"
 _DEFAULT_TEXT_WIDTH_TWIPS = 9360  # 6.5 in: Letter with 1 in margins, when a part says nothing
 _WIDTH_SAMPLE_ROWS = 200
+T = TypeVar("T")
 
 
 class BuildError(ValueError):
@@ -123,6 +135,7 @@ class BuildCaps:
     max_images_per_zone: int = 50
     image_dpi: int = 200  # a larger picture is stored scaled down to this resolution at its shown size
     max_document_image_bytes: int = 50 * MiB  # all stored pictures; one past it is left out and reported
+    render: RenderCaps = RenderCaps()  # a docxtpl template's render: loop iterations, rendered XML per part
 
 
 @dataclass(frozen=True)
@@ -161,9 +174,11 @@ def build(
     session folder (``media/site.png``) to bytes; an image zone takes the names its intent-output
     entry lists under ``media``, else those matching its ``accepts.media`` pattern. ``locale``
     defaults to the intent output's."""
+    locale = locale if locale is not None else intent_output.get("locale")
+    if zone_map.get("language") == "jinja":
+        return _build_jinja(template, zone_map, intent_output, locale, caps)
     try:
-        return _Builder(template, zone_map, style_map, intent_output, dict(media or {}),
-                        locale if locale is not None else intent_output.get("locale"), caps).run()
+        return _Builder(template, zone_map, style_map, intent_output, dict(media or {}), locale, caps).run()
     except PackageError as exc:  # a part read or written mid-build (relationships, content types, a story)
         raise BuildError(f"the template cannot be built: {exc}") from None
 
@@ -204,28 +219,28 @@ class _Template:
         return cls(pkg, {d.id: d for d in decls}, sheet, used_ids)
 
 
-class _TemplateCache:
+class _TemplateCache(Generic[T]):
     """The last few templates read, by sha256: a tenant's sessions share one template, and reading
     it (zip, XML, zones, styles) is most of a small document's build time. Bounded in count and
     in template bytes (parsed trees take a few times their size); a template above the byte
     budget is read for its build and not kept."""
 
-    def __init__(self, size: int, max_bytes: int) -> None:
-        self.size, self.max_bytes = size, max_bytes
-        self._items: OrderedDict[str, tuple[_Template, int]] = OrderedDict()
+    def __init__(self, size: int, max_bytes: int, read: Callable[[bytes], T]) -> None:
+        self.size, self.max_bytes, self.read = size, max_bytes, read
+        self._items: OrderedDict[str, tuple[T, int]] = OrderedDict()
         self._lock = threading.Lock()
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
 
-    def get(self, data: bytes) -> _Template:
+    def get(self, data: bytes) -> T:
         key = hashlib.sha256(data).hexdigest()
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key][0]
-        template = _Template.read(data)
+        template = self.read(data)
         if len(data) <= self.max_bytes:
             with self._lock:
                 self._items[key] = (template, len(data))
@@ -234,12 +249,64 @@ class _TemplateCache:
         return template
 
 
-_TEMPLATES = _TemplateCache(16, 64 * MiB)
+def _read_jinja_template(data: bytes) -> JinjaTemplate:
+    try:
+        return JinjaTemplate.read(data)
+    except (TemplateLanguageError, PackageError) as exc:
+        raise BuildError(f"the template cannot be read: {exc}") from None
+
+
+_TEMPLATES = _TemplateCache(16, 64 * MiB, _Template.read)
+_JINJA_TEMPLATES = _TemplateCache(16, 64 * MiB, _read_jinja_template)
 
 
 def clear_template_cache() -> None:
     """Forget the templates read so far (the next build of each reads it again)."""
     _TEMPLATES.clear()
+    _JINJA_TEMPLATES.clear()
+
+
+# --------------------------------------------------------------------------- a docxtpl template
+
+
+def _build_jinja(template: bytes, zone_map: dict, intent_output: dict, locale: str | None,
+                 caps: BuildCaps) -> BuildResult:
+    """The document of a docxtpl template (see the module docstring). The zone map must be the template's: the same
+    zones, of the kinds its tags give them."""
+    tpl = _JINJA_TEMPLATES.get(template)
+    declared = {zone.id: zone for zone in tpl.zones}
+    map_zones = zone_map.get("zones") or []
+    for zone in map_zones:
+        if zone["id"] not in declared:
+            raise BuildError(f"zone {zone['id']!r} of the zone map is not declared by the template")
+        if zone.get("kind") != declared[zone["id"]].kind:
+            raise BuildError(f"zone {zone['id']!r} of the zone map has kind {zone.get('kind')!r}, but the template "
+                             f"uses it as a {declared[zone['id']].kind} zone")
+    listed = {zone["id"] for zone in map_zones}
+    absent = [zone.id for zone in tpl.zones if zone.id not in listed]
+    if absent:
+        raise BuildError(f"zone {absent[0]!r} of the template is not in the zone map")
+    unknown = [entry["id"] for entry in intent_output.get("zones") or [] if entry["id"] not in declared]
+    if unknown:
+        raise BuildError(f"the intent output fills zone {unknown[0]!r}, which the template does not declare")
+    zones = [{"id": zone.id, "kind": zone.kind, "fields": zone.fields} for zone in tpl.zones]
+    try:
+        context = jinja_context(zones, intent_output, CellFormat(locale), max_zone_chars=caps.max_zone_chars,
+                                max_cell_chars=caps.max_cell_chars)
+        docx = tpl.render(context.values, caps.render)
+    except ContextError as exc:
+        raise BuildError(str(exc)) from None
+    except RenderError as exc:
+        raise BuildError(f"the template cannot be rendered with this session's data: {exc}") from None
+    problems = []
+    for zone_id, fill in context.fills.items():
+        if fill.get("truncated_chars"):
+            problems.append(BuildProblem(zone_id, "truncated", f"{fill['truncated_chars']} characters over the "
+                                         f"{caps.max_zone_chars}-character limit of the zone were left out"))
+        if fill.get("cells_truncated"):
+            problems.append(BuildProblem(zone_id, "cell_truncated", f"{fill['cells_truncated']} cells cut at "
+                                         f"{caps.max_cell_chars} characters"))
+    return BuildResult(docx, hashlib.sha256(docx).hexdigest(), dict(sorted(context.fills.items())), problems)
 
 
 # --------------------------------------------------------------------------- per-part editing state
