@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -49,16 +50,38 @@ def test_missing_file_is_one_error_line(tmp_path):
     assert res.returncode == 1 and res.stderr.strip().startswith("error:") and len(res.stderr.strip().splitlines()) == 1
 
 
-def test_zones_prints_both_maps(tmp_path):
+def test_zones_json_prints_both_maps(tmp_path):
     path = tmp_path / "field_inspection.docx"
     path.write_bytes(build_sample_template())
     side = tmp_path / "field_inspection.zones.json"
     side.write_text(json.dumps(sample_sidecar()))
-    res = run_cli("ingest", "zones", str(path), "--sidecar", str(side))
+    res = run_cli("ingest", "zones", str(path), "--sidecar", str(side), "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["zone_map"]["fallback_zone"] == "notes"
     assert set(out["style_map"]["zones"]) == {z["id"] for z in out["zone_map"]["zones"]}
+
+
+def table_rows(stdout: str) -> dict[str, list[str]]:
+    """The rows of a rich table printed without colour (the header's too), by their first cell."""
+    rows = [[cell.strip() for cell in re.split("[│┃]", line)[1:-1]] for line in stdout.splitlines()
+            if line[:1] in ("│", "┃")]
+    return {row[0]: row[1:] for row in rows}
+
+
+def test_zones_lists_a_grammar_templates_zones_as_a_table(tmp_path):
+    path = tmp_path / "field_inspection.docx"
+    path.write_bytes(build_sample_template())
+    side = tmp_path / "field_inspection.zones.json"
+    side.write_text(json.dumps(sample_sidecar()))
+    res = run_cli("ingest", "zones", str(path), "--sidecar", str(side), env={"COLUMNS": "250"})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[0] == "field_inspection.docx: ASTRA zone grammar, 7 zones, fallback zone notes"
+    rows = table_rows(res.stdout)
+    assert rows["zone"] == ["kind", "declared by", "accepts", "where"]
+    assert rows["notes"] == ["text", "content_control", "fallback", "/word/document.xml block 11"]
+    assert rows["title"][:3] == ["text", "placeholder", "-"]
+    assert rows["measurements"][0] == "table" and "data data/*.csv" in rows["measurements"][2]
 
 
 def test_zones_refusal_exits_2(tmp_path):
@@ -181,3 +204,50 @@ def test_template_keys_follow_the_session_manifest_name_rule():
     for bad in ("acme/templates/a b.docx", "acme/templates/.hidden.docx", "acme/templates/x.docx\n"):
         with pytest.raises(TemplateInputError):
             TemplateRef.parse(bad)
+
+
+# --------------------------------------------------------------------------- docxtpl templates (issue 11)
+
+
+def test_zones_lists_a_docxtpl_templates_kinds_fields_and_marks(tmp_path):
+    from tests.ingest.test_jinja_zones import docxtpl_template
+
+    path = tmp_path / "invoice.docx"
+    path.write_bytes(docxtpl_template())
+    side = tmp_path / "invoice.zones.json"
+    side.write_text(json.dumps({"zones": {"items": {"data": "data/*.csv"}, "paid": {"intents": ["pay_bill"]}}}))
+    res = run_cli("ingest", "zones", str(path), "--sidecar", str(side), env={"COLUMNS": "250"})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[0] == "invoice.docx: docxtpl (Jinja), 7 zones, fallback zone notes_2"
+    rows = table_rows(res.stdout)
+    assert rows.pop("zone") == ["kind", "fields", "marked", "accepts", "where"]
+    assert rows == {
+        "Client": ["record", "name, city", "no", "-", "/word/document.xml block 0"],
+        "items": ["table", "desc, Unit price", "yes", "data data/*.csv", "/word/document.xml block 1"],
+        "steps": ["list", "text", "yes", "-", "/word/document.xml block 2"],
+        "paid": ["flag", "-", "no", "intents pay_bill", "/word/document.xml block 5"],
+        "summary": ["text", "-", "yes", "-", "/word/document.xml block 6"],
+        "notes_2": ["text", "-", "yes", "fallback", "/word/document.xml block 7"],
+        "footer_Note": ["text", "-", "yes", "-", "/word/footer1.xml block 0"],
+    }
+    res = run_cli("ingest", "zones", str(path), "--json")
+    assert res.returncode == 0, res.stderr
+    zone_map = json.loads(res.stdout)["zone_map"]
+    assert zone_map["language"] == "jinja"
+    assert [(z["id"], z["kind"], z.get("fields"), z["marked"]) for z in zone_map["zones"]][:2] == [
+        ("Client", "record", ["name", "city"], False), ("items", "table", ["desc", "Unit price"], True)]
+
+
+@pytest.mark.parametrize("command", ["zones", "template"])
+def test_a_forbidden_construct_is_one_line_naming_the_tag_and_where(command, tmp_path):
+    from astra.samples.templates import minimal_docx
+
+    path = tmp_path / "hostile.docx"
+    path.write_bytes(minimal_docx('<w:p><w:r><w:t>{{ notes }}</w:t></w:r></w:p>'
+                                  '<w:p><w:r><w:t>{{ notes.__class__.__mro__ }}</w:t></w:r></w:p>'))
+    extra = ["--tenant", "acme"] if command == "template" else []
+    res = run_cli("ingest", command, str(path), *extra)
+    assert res.returncode == 2 and res.stdout == ""
+    line = _one_error_line(res)
+    assert line.startswith(f"error: {path}: jinja_forbidden: ") and "__class__" in line
+    assert line.endswith("(at part=/word/document.xml block=1 path=w:p[1])")

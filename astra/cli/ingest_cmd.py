@@ -1,5 +1,8 @@
 """`astra ingest roundtrip | audit | zones | template` — INGEST from the command line.
 
+`zones` lists a template's zones as a table (kind; for a docxtpl template the fields read and whether the zone is
+marked; what it accepts; where it is), or with --json prints the zone map and style map.
+
 Exit codes (kept exact: acceptance checks rely on them): roundtrip 1 if any file is not lossless,
 2 if any is refused by the audit; audit 0 pass, 2 refused; zones and template 2 when the audit or the
 zone rules refuse (template then uploads nothing).
@@ -13,8 +16,10 @@ from pathlib import Path
 
 import typer
 from rich.progress import Progress
+from rich.table import Table
+from rich.text import Text
 
-from astra.cli.common import console, emit_json, errors, fail
+from astra.cli.common import console, emit_json, errors, fail, out
 from astra.ingest.atoms import atomize, part_digests, reassemble
 from astra.ingest.audit import audit as run_audit
 from astra.ooxml.ns import CT_DOCX
@@ -104,13 +109,47 @@ def _check_locally(path: Path, data: bytes, sidecar: dict | None, sidecar_path: 
 def zones(
     path: Path = typer.Argument(..., help="a .docx template"),
     sidecar: Path = typer.Option(None, "--sidecar", help="the template's <name>.zones.json"),
+    json_out: bool = typer.Option(False, "--json", help="print the zone map and style map as JSON"),
 ) -> None:
-    """Print the zone map and style map as JSON (refusals exit 2)."""
+    """List the template's zones: kind, fields and marked (docxtpl templates), what each accepts, where it is.
+
+    A template the audit or the zone rules refuse exits 2 with one line saying why and where."""
     with errors():
         data = _read(path)
         side = _read_sidecar(sidecar)[1] if sidecar else None
         maps = _check_locally(path, data, side, sidecar)
-        emit_json({"zone_map": maps.zone_map, "style_map": maps.style_map})
+        if json_out:
+            emit_json({"zone_map": maps.zone_map, "style_map": maps.style_map})
+            return
+        _print_zones(path, maps.zone_map)
+
+
+def _print_zones(path: Path, zone_map: dict) -> None:
+    jinja = zone_map.get("language") == "jinja"
+    language = "docxtpl (Jinja)" if jinja else "ASTRA zone grammar"
+    out.print(Text(f"{path.name}: {language}, {len(zone_map['zones'])} zones, fallback zone "
+                   f"{zone_map['fallback_zone']}"))
+    columns = ("zone", "kind", "fields", "marked") if jinja else ("zone", "kind", "declared by")
+    table = Table(*columns, "accepts", "where")
+    for zone in zone_map["zones"]:
+        if jinja:
+            described = (", ".join(zone.get("fields", ())) or "-", "yes" if zone["marked"] else "no")
+        else:
+            described = (zone.get("declared_by", "-"),)
+        location = zone["location"]
+        where = f"{location['part']} block {location['block']}"
+        # Text cells: labels, fields and patterns are the user's words, never markup.
+        table.add_row(*(Text(cell) for cell in (zone["id"], zone["kind"], *described, _accepts_text(zone["accepts"]),
+                                                where)))
+    out.print(table)
+
+
+def _accepts_text(accepts: dict) -> str:
+    said = [f"{key} {', '.join(accepts[key])}" for key in ("intents", "domains") if accepts.get(key)]
+    said += [f"{key} {accepts[key]}" for key in ("data", "media") if accepts.get(key)]
+    if accepts.get("fallback"):
+        said.append("fallback")
+    return "; ".join(said) or "-"
 
 
 @app.command()

@@ -21,7 +21,7 @@ from jsonschema import Draft202012Validator
 from lxml import etree
 
 from astra.ooxml.errors import PackageError
-from astra.ooxml.ns import M_NS, MC, Names, W, qname
+from astra.ooxml.ns import M_NS, MC, NSMAP, Names, W, qname
 from astra.ooxml.package import Package
 from astra.ooxml.wordml import element_path, story_parts, styles_part, theme_part, top_block, wval
 
@@ -798,9 +798,14 @@ def extract_maps(
     known_intents: set[str] | None = None,
 ) -> TemplateMaps:
     """Zone map and style map of a template. See docs/zones.md for the rules; a template in docxtpl's language
-    (:func:`astra.template_language.uses_jinja`) will be read from its Jinja expressions (issue 11)."""
+    (:func:`astra.template_language.uses_jinja`) is read by :func:`_extract_jinja_maps`."""
+    # Imported here: astra.template_language reads paragraphs with this module's paragraph_text.
+    from astra.template_language import uses_jinja
+
     side = validate_sidecar(sidecar)
     pkg, sheet = _open(docx_bytes)
+    if uses_jinja(docx_bytes):
+        return _extract_jinja_maps(docx_bytes, pkg, sheet, side, known_intents)
     decls = _scan(pkg, sheet)
     _refuse_misplaced_controls(pkg)
     _refuse_unfilled_controls(decls)
@@ -1135,3 +1140,107 @@ def _choose_fallback(flagged: list[tuple[str, dict]], zones: list[dict], side_fa
         None,
     )
 
+
+# --------------------------------------------------------------------------- docxtpl templates
+
+_STEP_RE = re.compile(r"(\w+):(\w+)\[(\d+)\]")
+# A Jinja tag as a paragraph's text shows it: where a zone's first use starts (its style anchor's run).
+_JINJA_TAG_RE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
+
+
+def _extract_jinja_maps(docx_bytes: bytes, pkg: Package, sheet: StyleSheet, side: dict,
+                        known_intents: set[str] | None) -> TemplateMaps:
+    """Zone map and style map of a docxtpl template: its zones are :class:`astra.template_language.JinjaTemplate`'s
+    (kind, fields and marked from the template's use of each name), completed by the sidecar (labels, bindings,
+    fallback zone); the fallback rule is the grammar's. docs/zones.md, "docxtpl templates"."""
+    from astra.template_language import JinjaTemplate, TemplateLanguageError
+
+    try:
+        template = JinjaTemplate.read(docx_bytes)
+    except TemplateLanguageError as exc:
+        raise TemplateRefused(exc.code, exc.message, exc.location) from None
+    _refuse_misplaced_controls(pkg)
+    if not template.zones:
+        raise TemplateRefused("no_zones", "the docxtpl template uses no name: it has no zone to fill")
+    side_zones: dict = side.get("zones") or {}
+    side_fallback = side.get("fallback_zone")
+    _check_sidecar_names(side_zones, side_fallback, {zone.id: zone for zone in template.zones})
+    vocab = _Vocabulary(known_intents) if known_intents is not None else None
+    zones = [_jinja_zone_entry(zone, side_zones.get(zone.id, {}), vocab) for zone in template.zones]
+    fallback_id = _choose_fallback([], zones, side_fallback, "/" + pkg.main_document())
+    for zone in zones:
+        zone["accepts"]["fallback"] = zone["id"] == fallback_id
+    style_map = {
+        "defaults": sheet.document_defaults(),
+        "zones": {zone["id"]: zone_style(sheet, _jinja_anchor(pkg, zone["id"], zone["location"])) for zone in zones},
+    }
+    return TemplateMaps(zone_map={"language": "jinja", "zones": zones, "fallback_zone": fallback_id},
+                        style_map=style_map)
+
+
+def _jinja_zone_entry(zone, over: dict, vocab: _Vocabulary | None) -> dict:
+    """One zone of a docxtpl template's zone map (``zone``: a :class:`astra.template_language.JinjaZone`). The
+    template's use decides the kind: a sidecar may repeat it, not change it; it cannot ask for the speaker (an
+    expression decides what a zone shows: ``{{ item.speaker }}`` in a list zone's loop)."""
+    if "kind" in over and over["kind"] != zone.kind:
+        raise TemplateRefused(
+            "invalid_sidecar", f"sidecar gives zone {zone.id!r} kind {over['kind']!r}, but the template uses it as a "
+            f"{zone.kind} zone: the template's use decides", {"part": "sidecar", "path": f"zones.{zone.id}.kind"})
+    if over.get("speaker"):
+        raise TemplateRefused(
+            "bad_speaker_zone", f"zone {zone.id!r} of a docxtpl template asks for the speaker: the template's "
+            "expressions decide what a zone shows (an utterance's speaker is item.speaker in a list zone's loop)",
+            {"part": "sidecar", "path": f"zones.{zone.id}.speaker"})
+    location = {key: zone.location[key] for key in ("part", "block", "path") if key in zone.location}
+    entry = {
+        "id": zone.id,
+        "label": _label(over.get("label")) or _title(zone.id),
+        "kind": zone.kind,
+        "declared_by": "jinja",
+        "location": location,
+        "accepts": _accepts(zone.id, {}, location, over, vocab),
+    }
+    if zone.fields:
+        entry["fields"] = list(zone.fields)
+    entry["marked"] = zone.marked
+    return entry
+
+
+def _jinja_anchor(pkg: Package, zone_id: str, location: dict) -> StyleAnchor:
+    """Where a docxtpl zone's formatting is read from, as for a placeholder: the paragraph of its first use, the
+    run where the first tag naming it there starts, the table round it."""
+    root = pkg.xml(location["part"].lstrip("/"))
+    story = root.find(W.body) if root.tag == W.document else root
+    el = _element_at(story, location.get("path", ""))
+    paragraph = el if el is None or el.tag == W.p else _first_desc(el, W.p)
+    if paragraph is None:
+        return StyleAnchor(paragraph=None)
+    return StyleAnchor(paragraph=paragraph, run=_tag_run(paragraph, zone_id), table=_nearest(paragraph, {W.tbl}, story))
+
+
+def _element_at(root: etree._Element, path: str) -> etree._Element | None:
+    """The element :func:`astra.ooxml.wordml.element_path` names under ``root``; None when there is none."""
+    el = root
+    for step in filter(None, path.split("/")):
+        match = _STEP_RE.fullmatch(step)
+        ns = NSMAP.get(match.group(1)) if match else None
+        if ns is None:
+            return None
+        siblings = el.findall(f"{{{ns}}}{match.group(2)}")
+        index = int(match.group(3))
+        if index >= len(siblings):
+            return None
+        el = siblings[index]
+    return el
+
+
+def _tag_run(paragraph: etree._Element, zone_id: str) -> etree._Element | None:
+    """The run where the paragraph's first Jinja tag naming ``zone_id`` starts (else its first tag; else None)."""
+    text, pieces = paragraph_text(paragraph)
+    tags = list(_JINJA_TAG_RE.finditer(text))
+    name = re.compile(r"(?<![\w.])" + re.escape(zone_id) + r"(?!\w)")
+    tag = next((t for t in tags if name.search(t.group(0))), tags[0] if tags else None)
+    if tag is None:
+        return None
+    holder = next((piece.element.getparent() for piece in pieces if piece.end > tag.start()), None)
+    return holder if holder is not None and holder.tag == W.r else None

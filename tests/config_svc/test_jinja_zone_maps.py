@@ -14,6 +14,9 @@ from tests.config_svc.maps import SHA, jinja_maps, maps
 
 def test_a_jinja_zone_map_is_a_valid_config():
     assert check_config(*jinja_maps(), SHA) == []
+    zone_map, style_map = jinja_maps()
+    zone_map["zones"][1]["fields"].append("Unit price")  # a string key, r['Unit price'], matched to a header
+    assert check_config(zone_map, style_map, SHA) == []
 
 
 def _jinja_problems(edit) -> list[str]:
@@ -30,7 +33,7 @@ def _jinja_problems(edit) -> list[str]:
     (lambda zm: zm["zones"][3].update(speaker=True), "zone_map.zones[3]"),  # the template's expressions decide
     (lambda zm: zm["zones"][0].update(fields=["name", "name"]), "zone_map.zones[0].fields"),
     (lambda zm: zm["zones"][0].update(fields=[]), "zone_map.zones[0].fields"),
-    (lambda zm: zm["zones"][0].update(fields=["first name"]), "zone_map.zones[0].fields[0]"),
+    (lambda zm: zm["zones"][0].update(fields=[""]), "zone_map.zones[0].fields[0]"),
     (lambda zm: zm["zones"][0].update(marked="yes"), "zone_map.zones[0].marked"),
     (lambda zm: zm.update(language="docxtpl"), "zone_map.language"),
     (lambda zm: zm["zones"][0].update(id="9lives"), "zone_map.zones[0].id"),

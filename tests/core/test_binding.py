@@ -339,3 +339,27 @@ def test_a_table_only_a_flag_zone_matches_is_unbound():
     del zone_map["zones"][1]["accepts"]["data"], zone_map["zones"][0]["accepts"]["data"]
     doc = bind(zone_map, [], read_tables([("data/items.csv", b"desc,qty\nbolt,3\n")]))
     assert doc["unbound_tables"] == ["data/items.csv"] and zones(doc)["paid"]["tables"] == []
+
+
+def test_a_docxtpl_templates_extracted_zone_map_binds():
+    """End to end from INGEST: the zone map extract_maps gives a docxtpl template binds by the same rules."""
+    from astra.samples.templates import minimal_docx
+
+    def para(text: str) -> str:
+        return f'<w:p><w:r><w:t xml:space="preserve">{text}</w:t></w:r></w:p>'
+
+    rows = "".join(f"<w:tr><w:tc>{para(text)}</w:tc></w:tr>"
+                   for text in ("{%tr for r in Readings %}", "{{ r.point }}", "{%tr endfor %}"))
+    body = (para("{{ site.name }}") + f"<w:tbl>{rows}</w:tbl>" + para("{% if urgent %}URGENT{% endif %}")
+            + para("{%p for u in actions %}") + para("{{ u.text }}") + para("{%p endfor %}") + para("{{ notes }}"))
+    sidecar = {"zones": {"site": {"data": "data/site.csv"}, "Readings": {"data": "data/*.csv"},
+                         "urgent": {"intents": ["alarm"]}, "actions": {"domains": ["home"]}}}
+    zone_map = extract_maps(minimal_docx(body), sidecar).zone_map
+    Draft202012Validator(SCHEMA).validate(zone_map)
+    files = [("data/site.csv", b"name\nPier 4\n"), ("data/readings.csv", SAMPLE_CSV)]
+    doc = bind(zone_map, [utt("a", "alarm", "utility"), utt("h", "reminder", "home"), utt("x", "oos", None, oos=True)],
+               read_tables(files))
+    assert {u["id"]: u["zone"] for u in doc["utterances"]} == {"a": "urgent", "h": "actions", "x": "notes"}
+    assert {z["id"]: (z["kind"], z["tables"]) for z in doc["zones"]} == {
+        "site": ("record", ["data/site.csv"]), "Readings": ("table", ["data/readings.csv"]),
+        "urgent": ("flag", []), "actions": ("list", []), "notes": ("text", [])}

@@ -96,13 +96,9 @@ ACCEPTED = {
     "text-box-in-both-renderings": (text_box(p(X), p(X)), None),
     "text-box-fallback-with-other-text": (text_box(p(X), p(t("{{ y }}"))), None),
     "text-box-fallback-beside-a-control": (text_box(control("x", p(t("old"))), p(t("{{ y }}"))), None),
-    "tab-between-the-braces": (p('<w:r><w:t>{{ x</w:t><w:tab/><w:t>}}</w:t></w:r>'), None),
-    "field-character-between-the-braces": (p(t("{{ x"), begin(), t(" }}"), END), None),
     "moved-from-text": (p('<w:moveFrom w:id="9" w:author="a" w:date="2024-01-01T00:00:00Z">' + X + "</w:moveFrom>"),
                         None),
     "comment-without-a-zone-id": ("", ("comments", p(t("{{ Not a zone }} and {{ }}")))),
-    "text-like-the-placeholder-before-it-in-its-run": (p('<w:r><w:t>{{ x</w:t><w:tab/><w:t>}} or {{ x }}</w:t></w:r>'),
-                                                       None),
     "field-from-before-ends-before-the-zone": (p(begin(), t("r")) + p(END, t(" then "), X), None),
     "field-from-before-ends-before-the-zone-another-begins-after":
         (p(begin(), t("r")) + p(END, X, begin("REF b"), t("r")) + p(END), None),
