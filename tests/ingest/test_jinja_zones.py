@@ -211,3 +211,12 @@ def test_the_grammar_refuses_what_it_refused_before_in_a_template_without_jinja(
     maps = extract_maps(minimal_docx(para("{{ Summary }}") + para("{{ notes }}")))
     assert "language" not in maps.zone_map
     assert [z["declared_by"] for z in maps.zone_map["zones"]] == ["placeholder", "placeholder"]
+
+
+def test_a_docxtpl_template_with_a_content_control_where_none_may_stand_is_refused():
+    """BUILDER's check fails every document with such a control, whatever the template's language."""
+    misplaced = ('<w:p><w:r><w:sdt><w:sdtPr><w:tag w:val="other"/></w:sdtPr><w:sdtContent><w:r><w:t>x</w:t></w:r>'
+                 "</w:sdtContent></w:sdt></w:r></w:p>")
+    err = refusal(docxtpl_template(para("{{ notes }} {% if paid %}!{% endif %}") + misplaced, ()),
+                  "zone_unsupported_position")
+    assert err.location == {"part": "/word/document.xml", "block": 1, "path": "w:p[1]/w:r[0]/w:sdt[0]"}
