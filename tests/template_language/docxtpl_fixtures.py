@@ -237,7 +237,8 @@ def headers_footers() -> Fixture:
 
 
 def footnotes() -> Fixture:
-    """python-docx has no footnote API: the footnotes part and the reference run are written here."""
+    """python-docx has no footnote API: the footnotes part and the reference run are written here. The body's
+    ``{{ claim }}`` alone would read as ASTRA's zone grammar: the footnote's dotted names make it docxtpl's."""
     doc = docx.Document()
     paragraph = _runs(doc.add_paragraph(), "The claim {{ claim }}")
     paragraph._p.append(etree.fromstring(
@@ -248,11 +249,11 @@ def footnotes() -> Fixture:
         '<w:footnote w:type="separator" w:id="-1"><w:p><w:r><w:separator/></w:r></w:p></w:footnote>'
         '<w:footnote w:type="continuationSeparator" w:id="0"><w:p><w:r><w:continuationSeparator/></w:r></w:p>'
         '</w:footnote><w:footnote w:id="1"><w:p><w:r><w:rPr><w:vertAlign w:val="superscript"/></w:rPr>'
-        '<w:footnoteRef/></w:r><w:r><w:t xml:space="preserve"> Source: {{ source }}</w:t></w:r></w:p></w:footnote>'
-        '</w:footnotes>')
+        '<w:footnoteRef/></w:r><w:r><w:t xml:space="preserve"> Source: {{ source.title }} ({{ source.year }})</w:t>'
+        '</w:r></w:p></w:footnote></w:footnotes>')
     part = Part(PackURI("/word/footnotes.xml"), CT_FOOTNOTES, footnotes_xml.encode(), doc.part.package)
     doc.part.relate_to(part, RT.FOOTNOTES)
-    return _save(doc), {"claim": "holds", "source": "the 2024 field survey"}
+    return _save(doc), {"claim": "holds", "source": {"title": "the field survey", "year": 2024}}
 
 
 def table_cells() -> Fixture:

@@ -98,7 +98,7 @@ def test_astra_survives_what_breaks_docxtpl(value):
         render_docxtpl(_plain_template(), {"x": value}, autoescape=False)
     # docxtpl, a footnote: the saved package's footnotes part does not parse
     with_footnote, context = footnotes()
-    broken = render_docxtpl(with_footnote, {**context, "source": value}, autoescape=False)
+    broken = render_docxtpl(with_footnote, {**context, "source": {"title": value, "year": 2024}}, autoescape=False)
     with zipfile.ZipFile(io.BytesIO(broken)) as package, pytest.raises(etree.XMLSyntaxError):
         etree.fromstring(package.read("word/footnotes.xml"))
 
@@ -107,9 +107,9 @@ def test_astra_survives_what_breaks_docxtpl(value):
     rendered = JinjaTemplate.read(_plain_template()).render({"x": value})
     _well_formed_parts(rendered)
     assert document_text(rendered)[-2:] == ["[header default]", f"p: H:{value}"]
-    rendered = JinjaTemplate.read(with_footnote).render({**context, "source": value})
+    rendered = JinjaTemplate.read(with_footnote).render({**context, "source": {"title": value, "year": 2024}})
     _well_formed_parts(rendered)
-    assert document_text(rendered)[-1] == f"p:  Source: {value}"
+    assert document_text(rendered)[-1] == f"p:  Source: {value} (2024)"
 
 
 def test_a_cell_colour_from_the_context_cannot_break_out_of_its_attribute():
