@@ -3,6 +3,9 @@
 Two ways to fill a template's zones, both ending in :func:`astra.builder.engine.build`:
 
 * :func:`build_from_context`: a JSON object keyed by zone id (structured data, no speech).
+* :func:`render_context`: a docxtpl template (:func:`astra.template_language.uses_jinja`) and a JSON object of the
+  names its tags read, rendered as it is (docxtpl's own use, with ASTRA's sandbox, caps and escaping): no zone map,
+  so a template the platform would refuse for want of a fallback zone renders too.
 * :func:`build_from_session`: a session folder through CORE, then BUILDER, as the platform's assets do it, with
   local stand-ins for what the platform serves: the local intent model instead of IntentService, the folder's
   files instead of the handover's durable copies.
@@ -25,6 +28,7 @@ stays a problem of the result.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -51,6 +55,7 @@ from astra.orchestrator.manifest import MAX_MANIFEST_BYTES, ManifestRejected, ch
 from astra.orchestrator.upload import read_session_folder, session_roles
 from astra.settings import Settings
 from astra.stack.stack import state_dir
+from astra.template_language import JinjaTemplate, RenderError, TemplateLanguageError
 
 MANIFEST = "manifest.json"
 
@@ -196,13 +201,23 @@ def locale_format_known(locale: str) -> bool:
     return tag in CELL_LOCALES or tag.split("-")[0] in CELL_LOCALES
 
 
-def load_template(path: Path, sidecar_path: Path | None) -> Template:
-    """The template, refused as INGEST refuses an upload (the audit, then the zone grammar), and its maps."""
+def read_template(path: Path) -> bytes:
+    """The template's bytes, refused as INGEST's audit refuses an upload."""
     docx = read_bytes(path, "template", AuditLimits().max_upload_bytes)
     report = audit(docx, path.name)
     if not report.passed:
         first = report.refusals[0]
         raise BadInput(f"template refused: {first.code} at {first.location}: {first.message}")
+    return docx
+
+
+def load_template(path: Path, sidecar_path: Path | None) -> Template:
+    """The template, refused as INGEST refuses an upload (the audit, then the zone grammar), and its maps."""
+    return template_maps(read_template(path), sidecar_path)
+
+
+def template_maps(docx: bytes, sidecar_path: Path | None) -> Template:
+    """The audited template's maps, as INGEST makes them (the zone grammar, or a docxtpl template's zones)."""
     sidecar = read_json(sidecar_path, "sidecar") if sidecar_path else None
     try:
         maps = extract_maps(docx, sidecar)
@@ -226,6 +241,34 @@ def build_from_context(template: Template, context_path: Path, locale: str | Non
     if refused:
         raise BadInput(f"zone {refused[0].zone!r}: image refused: {refused[0].detail}")
     return result
+
+
+def render_context(docx: bytes, context_path: Path, caps: BuildCaps = BuildCaps()) -> BuildResult:
+    """A docxtpl template rendered with the JSON object of ``context_path`` as its context, as it is. A name of the
+    object the template does not read is a problem of the result (``unused_data``: a misspelt name shows nothing)."""
+    try:
+        template = JinjaTemplate.read(docx)
+    except TemplateLanguageError as exc:
+        raise BadInput(f"template refused: {exc}") from None
+    context = read_json(context_path, "data file")
+    if not isinstance(context, dict):
+        raise BadInput("the data file must hold a JSON object keyed by the names the template reads")
+    try:
+        rendered = template.render(context, caps.render)
+    except RenderError as exc:
+        raise BadInput(f"the template cannot be rendered with this data: {exc}") from None
+    fills = {}
+    for zone in template.zones:
+        value = context.get(zone.id)
+        if isinstance(value, list):
+            items = len(value)
+        else:
+            items = int(bool(value)) if zone.kind == "flag" else int(value is not None)
+        fills[zone.id] = {"kind": zone.kind, "items": items}
+    read = {zone.id for zone in template.zones}
+    problems = [BuildProblem(name, "unused_data", f"the template reads no name {name!r}: left out")
+                for name in context if name not in read]
+    return BuildResult(rendered, hashlib.sha256(rendered).hexdigest(), dict(sorted(fills.items())), problems)
 
 
 def context_intent_output(zone_map: dict, context: object, base: Path, locale: str | None, *,

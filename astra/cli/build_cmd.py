@@ -9,6 +9,12 @@ a value of the wrong shape, a missing or refused image) exits 2 with one line an
 An image the document has no room for (a picture control holds one; the document's image budget) is left
 out with a warning of the summary (``images_left_out``).
 
+A docxtpl template (its tags in docxtpl's language, issue 11) with ``--data`` is rendered with the JSON object as
+its context, as it is: the names its tags read, any JSON values (``astra.builder.local.render_context``); a name the
+template does not read is a warning. A template using a construct outside the sandbox's allow-list, or data that
+makes the render fail (a loop cap, a division by zero), exits 2 with one line. ``--sidecar`` is for ``--session``
+then: ``--data`` needs no zone map. With ``--session`` it builds through the platform's BUILDER like any template.
+
 Before any work: ``--out`` must name a new file or a regular file to replace (not a folder, a symlink, a
 device, the template), in a folder that exists and can be written; ``--locale`` one whose date and number
 format the builder knows. Inputs are read as regular files only, each under its cap (the template: INGEST's
@@ -66,6 +72,7 @@ def build_command(
     from astra.core.transcript import TranscriptError
     from astra.orchestrator.manifest import ManifestRejected
     from astra.orchestrator.upload import UnsupportedSession
+    from astra.template_language import uses_jinja
 
     bad_input = (local.BadInput, BuildError, UnsupportedSession, ManifestRejected, TranscriptError, AudioError,
                  BindingError, ModelIntegrityError)
@@ -79,11 +86,21 @@ def build_command(
             local.check_output(out_path, template, (sidecar, data))
             if locale is not None:
                 local.check_locale(locale)
-            template_maps = local.load_template(template, sidecar)
-            if data is not None:
-                result = local.build_from_context(template_maps, data, locale)
+            docx = local.read_template(template)
+            if data is not None and uses_jinja(docx):
+                if sidecar is not None:
+                    raise local.BadInput("--sidecar is for --session with a docxtpl template: --data renders the "
+                                         "JSON object as the template's context, with no zone map")
+                if locale is not None:
+                    raise local.BadInput("--locale formats a session's table cells: a docxtpl template's --data is "
+                                         "rendered as it is, with no cell to format")
+                result = local.render_context(docx, data)
+                summary = _summary(out_path, result, result.problems)
+            elif data is not None:
+                result = local.build_from_context(local.template_maps(docx, sidecar), data, locale)
                 summary = _summary(out_path, result, result.problems)
             else:
+                template_maps = local.template_maps(docx, sidecar)
                 folder = local.read_session(session)
                 with _progress() as progress:
                     built = local.build_from_session(template_maps, folder, model=model, locale=locale,
