@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from jsonschema import Draft202012Validator
 from lxml import etree
@@ -26,6 +26,9 @@ from astra.ooxml.package import Package
 from astra.ooxml.wordml import element_path, story_parts, styles_part, theme_part, top_block, wval
 
 from .styles import StyleAnchor, StyleSheet, zone_style
+
+if TYPE_CHECKING:  # astra.template_language imports this module (paragraph_text): imported where used
+    from astra.template_language import JinjaZone
 
 __all__ = [
     "CONTROL_PARENTS",
@@ -799,7 +802,6 @@ def extract_maps(
 ) -> TemplateMaps:
     """Zone map and style map of a template. See docs/zones.md for the rules; a template in docxtpl's language
     (:func:`astra.template_language.uses_jinja`) is read by :func:`_extract_jinja_maps`."""
-    # Imported here: astra.template_language reads paragraphs with this module's paragraph_text.
     from astra.template_language import uses_jinja
 
     side = validate_sidecar(sidecar)
@@ -1178,10 +1180,10 @@ def _extract_jinja_maps(docx_bytes: bytes, pkg: Package, sheet: StyleSheet, side
                         style_map=style_map)
 
 
-def _jinja_zone_entry(zone, over: dict, vocab: _Vocabulary | None) -> dict:
-    """One zone of a docxtpl template's zone map (``zone``: a :class:`astra.template_language.JinjaZone`). The
-    template's use decides the kind: a sidecar may repeat it, not change it; it cannot ask for the speaker (an
-    expression decides what a zone shows: ``{{ item.speaker }}`` in a list zone's loop)."""
+def _jinja_zone_entry(zone: JinjaZone, over: dict, vocab: _Vocabulary | None) -> dict:
+    """One zone of a docxtpl template's zone map. The template's use decides the kind: a sidecar may repeat it, not
+    change it; it cannot ask for the speaker (an expression decides what a zone shows: ``{{ item.speaker }}`` in a
+    list zone's loop)."""
     if "kind" in over and over["kind"] != zone.kind:
         raise TemplateRefused(
             "invalid_sidecar", f"sidecar gives zone {zone.id!r} kind {over['kind']!r}, but the template uses it as a "
