@@ -52,6 +52,7 @@ from astra.builder.check import (
     ConversionError,
     ConversionTimeout,
     check_document,
+    controlled_zones,
     convert_to_pdf,
     pdf_check_copy,
 )
@@ -105,9 +106,10 @@ def check_specs(asset_name: str) -> list[AssetCheckSpec]:
                        "than PAGE, NUMPAGES and DATE (the audited template's own fields and links allowed), or content "
                        "control where none may stand."),
         AssetCheckSpec(ZONES_PRESENT, asset=asset_name, blocking=True,
-                       description="Every zone of the pinned config version's zone map is one astra: content "
-                       "control of the document, in no field (so LEARN finds each zone in the edited document), and "
-                       "no {{ zone_id }} text is left outside the zones."),
+                       description="Every zone of the pinned config version's zone map (of a docxtpl template, "
+                       "every marked zone) is one astra: content control of the document, in no field (so LEARN "
+                       "finds each zone in the edited document), and no {{ zone_id }} text is left outside the zones "
+                       "(a docxtpl render replaces every tag)."),
     ]
 
 
@@ -321,7 +323,7 @@ def document_checks(docx: bytes, zone_map: dict, template: bytes,
                         "pdf_blocks_left_out": blocks_left_out}),
         (NO_FORBIDDEN, unjudged or [f for f in findings if f["code"] not in (*ZONE_CODES, "does_not_open")], {}),
         (ZONES_PRESENT, unjudged or [f for f in findings if f["code"] in ZONE_CODES],
-         {"zones_found": MetadataValue.json(report.zones_found), "zones_expected": len(zone_map.get("zones") or [])}),
+         {"zones_found": MetadataValue.json(report.zones_found), "zones_expected": len(controlled_zones(zone_map))}),
     ]
     return [v for v in verdicts if v[0] in selected]
 
