@@ -222,7 +222,7 @@ class PartSource:
                 _replace_with_text(target, "".join(tag.token for tag in targets[target]))
 
     def _apply_cell_helpers(self) -> None:
-        for tag in self.tags:
+        for tag in list(self.tags):  # _generated adds tags of ASTRA's own, which are no helpers
             match = _HELPER_RE.fullmatch(tag.written.translate(_CURLY))
             if not match or tag.level is not None:
                 continue
