@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-REFUSAL_CODES = ("jinja_syntax", "jinja_forbidden", "mixed_template_languages", "bad_zone_id")
+REFUSAL_CODES = ("invalid_package", "jinja_syntax", "jinja_forbidden", "mixed_template_languages", "bad_zone_id")
 
 
 class TemplateLanguageError(ValueError):

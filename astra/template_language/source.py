@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 from astra.builder.sanitize import escape_text
-from astra.ingest.zones import paragraph_text
+from astra.ingest.zones import field_depths, paragraph_text
 from astra.ooxml.blocks import split_children
 from astra.ooxml.edit import fragment_xml, story_container_path
-from astra.ooxml.ns import W, local_name
+from astra.ooxml.ns import MC, W, local_name
 from astra.ooxml.wordml import element_path, top_block
 from astra.ooxml.xml import parse_xml, utf16_encoding
 
@@ -48,6 +48,7 @@ _LEVEL_RE = re.compile(r"(\{[{%#])(tr|tc|p|r) (.*)", re.S)  # docxtpl: "{%p if x
 _HELPER_RE = re.compile(r"\{%-?\s*(vm|hm|cellbg|colspan)\b(.*?)-?%\}", re.S)
 _CURLY = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
 _LEVEL_TAGS = {"tr": W.tr, "tc": W.tc, "p": W.p, "r": W.r}
+_INLINE_HOLDERS = frozenset({W.p, W.smartTag, W.customXml, W.dir, W.bdo, W.ins, W.moveTo})
 _BLOCK_PARENTS = frozenset({W.body, W.hdr, W.ftr, W.tc, W.txbxContent, W.footnote, W.endnote})
 _XML_SPACE = "{http://www.w3.org/XML/1998/namespace}space"
 # CT_TcPr's sequence, for a property ASTRA adds to a cell (cellbg, colspan, hm, vm) in schema order.
@@ -278,6 +279,9 @@ class PartSource:
         content = sdt[-1]
         t = self._holder(tag)
         if t is not None and tag.level is None:
+            paragraph = next(t.iterancestors(W.p), None)
+            if paragraph is None or not _inline_control_fits(t.getparent(), paragraph):
+                return False
             run = _isolate_token(t, tag.token)
             run.addprevious(sdt)
             content.append(run)
@@ -291,7 +295,8 @@ class PartSource:
     def mark_range(self, start: Tag, end: Tag, zone_id: str, kind: str, label: str, sdt_id: int) -> bool:
         """Wrap a ``{%p for %}`` … ``{%p endfor %}`` pair standing among the same blocks in a block-level control."""
         a, b = self._loose_place(start.token), self._loose_place(end.token)
-        if a is None or b is None or a[0] is not b[0] or a[0].tag not in _BLOCK_PARENTS:
+        if a is None or b is None or a[0] is not b[0] or a[0].tag not in _BLOCK_PARENTS or any(
+                x.tag in (MC.AlternateContent, MC.Choice, MC.Fallback) for x in a[0].iterancestors()):
             return False
         parent, first, last = a[0], a[1], b[1]
         children = list(parent)
@@ -315,7 +320,8 @@ class PartSource:
     def mark_table(self, tag: Tag, zone_id: str, kind: str, label: str, sdt_id: int) -> bool:
         """Wrap the table whose rows the ``{%tr for %}`` tag repeats in a block-level control."""
         place = self._loose_place(tag.token)
-        if place is None or place[0].tag != W.tbl:
+        if place is None or place[0].tag != W.tbl or place[0].getparent().tag not in _BLOCK_PARENTS or any(
+                x.tag in (MC.AlternateContent, MC.Choice, MC.Fallback) for x in place[0].iterancestors()):
             return False
         table = place[0]
         sdt = _new_sdt(zone_id, kind, label, sdt_id)
@@ -343,7 +349,9 @@ class PartSource:
         parent, index = place
         if block and parent.tag not in _BLOCK_PARENTS:
             return False
-        if not block and parent.tag != W.p:
+        if not block and (parent.tag != W.p or not _inline_control_fits(parent, parent)):
+            return False
+        if any(a.tag in (MC.AlternateContent, MC.Choice, MC.Fallback) for a in parent.iterancestors()):
             return False
         before = _text_before(parent, index)
         head, _, after = before.partition(token)
@@ -392,7 +400,7 @@ class PartSource:
             if block.getparent() is not self.container:
                 continue
             xml = etree.tostring(block, encoding="unicode", with_tail=False)
-            if not any(token in xml for token in tokens):
+            if not any(token in xml for token in tokens) and _unescape_delimiters(xml) == xml:
                 kept[id(block)] = index
         return kept
 
@@ -405,7 +413,7 @@ class PartSource:
 
     @staticmethod
     def _text(text: str | None) -> str:
-        return escape_text(text or "").replace("{", "&#123;")
+        return _unescape_delimiters(escape_text(text or "")).replace("{", "&#123;")
 
     def _serialized(self, el: etree._Element, *, with_tail: bool = True) -> str:
         if el is self.root:
@@ -415,7 +423,7 @@ class PartSource:
             if not with_tail:
                 copy.tail = None
             xml = fragment_xml(copy, self.container.nsmap).decode("utf-8")
-        return xml.replace("{", "&#123;")
+        return _unescape_delimiters(xml).replace("{", "&#123;")
 
     def _merge(self, text: str) -> str:
         """docxtpl's whitespace control on the XML: ``{%-`` takes away everything from the previous ``</w:t>`` to
@@ -473,6 +481,12 @@ class PartSource:
 
 
 # --------------------------------------------------------------------------- tree helpers
+
+
+def _unescape_delimiters(xml: str) -> str:
+    """docxtpl's escaped delimiters: ``{_{``, ``}_}``, ``{_%``, ``%_}`` written in a template are ``{{``, ``}}``,
+    ``{%``, ``%}`` in the document (text, never a tag)."""
+    return xml.replace("{_{", "{{").replace("}_}", "}}").replace("{_%", "{%").replace("%_}", "%}")
 
 
 def _literal(value: str) -> str:
@@ -552,6 +566,23 @@ def _isolate_token(t: etree._Element, token: str) -> etree._Element:
         run.addnext(right)
     t.text = token
     return run
+
+
+def _inline_control_fits(el: etree._Element, paragraph: etree._Element) -> bool:
+    """Whether a zone's inline control can stand at ``el`` (a run, or the paragraph itself) so that BUILDER's check
+    accepts it: nothing but plain run containers up to the paragraph (not a hyperlink or simple field, whose text
+    user content never becomes; not alternate content, deleted or moved text, ruby), and no complex field open in
+    the paragraph (Word replaces a field's result when it updates it)."""
+    for ancestor in ([el] if el is not paragraph else []) + list(el.iterancestors()):
+        if ancestor is paragraph:
+            break
+        if ancestor.getparent() is None or ancestor.getparent().tag not in _INLINE_HOLDERS:
+            return False
+    if any(a.tag in (MC.AlternateContent, MC.Choice, MC.Fallback) for a in paragraph.iterancestors()):
+        return False
+    if el is paragraph:
+        return paragraph.find(f".//{W.fldChar}") is None and paragraph.find(f".//{W.fldSimple}") is None
+    return field_depths(paragraph, [el], lambda sdt: False).get(el, 0) == 0
 
 
 def _drop_emptied_run(t: etree._Element) -> None:

@@ -81,8 +81,9 @@ def uses_jinja(docx: bytes) -> bool:
 
 
 class JinjaTemplate:
-    def __init__(self, pkg: Package, parts: dict[str, _Part], zones: tuple[JinjaZone, ...]) -> None:
-        self.pkg, self.parts, self.zones = pkg, parts, zones
+    def __init__(self, pkg: Package, parts: dict[str, _Part], zones: tuple[JinjaZone, ...],
+                 first_free_id: int) -> None:
+        self.pkg, self.parts, self.zones, self.first_free_id = pkg, parts, zones, first_free_id
 
     @classmethod
     def read(cls, docx: bytes) -> JinjaTemplate:
@@ -91,8 +92,7 @@ class JinjaTemplate:
             pkg = Package.read(docx)
             names = template_parts(pkg)
             sources = [s for s in (PartSource.read(name, pkg.read_part(name)) for name in names) if s is not None]
-            used_ids = {int(v) for name in pkg.members if name.lower().endswith(".xml") and name.lower().startswith(
-                "word/") for v in _ID_VALUES(pkg.xml(name)) if str(v).isascii() and str(v).isdigit() and len(v) < 10}
+            first_free_id = _first_free_id(pkg, names)
         except PackageError as exc:
             raise TemplateLanguageError("invalid_package", str(exc)) from None
         for source in sources:
@@ -102,7 +102,7 @@ class JinjaTemplate:
             template = _parse(source)
             check_allowed(template, source)
             find_zones(template, source, zones)
-        next_id = max(used_ids, default=0) + 1
+        next_id = first_free_id
         marked: set[str] = set()
         by_part = {source.part: source for source in sources}
         for zone in zones.values():
@@ -129,8 +129,9 @@ class JinjaTemplate:
             parts[source.part] = _Part(source.part, Template.from_code(_ENVIRONMENT, code, _ENVIRONMENT.make_globals(
                 None)), tuple(source.raw))
         result = tuple(JinjaZone(z.id, z.kind, tuple(z.fields), z.id in marked,
-                                 z.tag.location if z.tag else {"part": "/" + z.part}) for z in zones.values())
-        return cls(pkg, parts, result)
+                                 z.tag.location if z.tag else {"part": "/" + z.part, "block": 0, "path": ""})
+                       for z in zones.values())
+        return cls(pkg, parts, result, next_id)
 
     def render(self, context: Mapping[str, object], caps: RenderCaps = RenderCaps()) -> bytes:
         """The document for ``context`` (plain data: mappings, lists, strings, numbers, booleans, None)."""
@@ -139,7 +140,7 @@ class JinjaTemplate:
         if any(not isinstance(key, str) or key.startswith("_astra") for key in context):
             raise RenderError("context names are strings, and none begins with '_astra'")
         rendered: dict[str, bytes] = {}
-        ids = _FreshIds(self.pkg)
+        ids = _FreshIds(self.first_free_id)
         with IterationBudget(caps.max_iterations):
             for name, part in self.parts.items():
                 rendered[name] = self._render_part(part, dict(context), caps, ids)
@@ -182,6 +183,20 @@ def _parse(source: PartSource):
                                     tag.location if tag else {"part": "/" + source.part}) from None
 
 
+def _first_free_id(pkg: Package, parts: list[str]) -> int:
+    """One past the highest numeric id (controls, bookmarks, comments, revisions, drawings) of the parts that hold
+    content: a mark or a repeated drawing numbered from here repeats none."""
+    main = pkg.main_document()
+    names = list(parts) + [n for kind in ("endnotes", "comments") for n in pkg.related(main, kind)]
+    highest = 0
+    for name in names:
+        for value in _ID_VALUES(pkg.xml(name)):
+            text = str(value)
+            if text.isascii() and text.isdigit() and len(text) < 10:
+                highest = max(highest, int(text))
+    return highest + 1
+
+
 def _refuse_astra_controls(source: PartSource) -> None:
     for sdt in source.root.iter(W.sdt):
         value = wval(sdt.find(f"{W.sdtPr}/{W.tag}")) or ""
@@ -194,17 +209,9 @@ def _refuse_astra_controls(source: PartSource) -> None:
 class _FreshIds:
     """Drawings and content controls a loop repeated get ids no other element of the document has."""
 
-    def __init__(self, pkg: Package) -> None:
+    def __init__(self, first_free: int) -> None:
         self.seen: set[str] = set()
-        self.next = 1
-        for name in pkg.members:
-            if name.lower().startswith("word/") and name.lower().endswith(".xml"):
-                try:
-                    for value in _ID_VALUES(pkg.xml(name)):
-                        if str(value).isdigit() and len(str(value)) < 10:
-                            self.next = max(self.next, int(value) + 1)
-                except PackageError:
-                    continue
+        self.next = first_free
 
     def refresh(self, root: etree._Element) -> bool:
         changed = False
