@@ -573,11 +573,12 @@ def _inline_control_fits(el: etree._Element, paragraph: etree._Element) -> bool:
     accepts it: nothing but plain run containers up to the paragraph (not a hyperlink or simple field, whose text
     user content never becomes; not alternate content, deleted or moved text, ruby), and no complex field open in
     the paragraph (Word replaces a field's result when it updates it)."""
-    for ancestor in ([el] if el is not paragraph else []) + list(el.iterancestors()):
-        if ancestor is paragraph:
-            break
-        if ancestor.getparent() is None or ancestor.getparent().tag not in _INLINE_HOLDERS:
-            return False
+    if el is not paragraph:
+        for ancestor in [el, *el.iterancestors()]:
+            if ancestor is paragraph:
+                break
+            if ancestor.getparent() is None or ancestor.getparent().tag not in _INLINE_HOLDERS:
+                return False
     if any(a.tag in (MC.AlternateContent, MC.Choice, MC.Fallback) for a in paragraph.iterancestors()):
         return False
     if el is paragraph:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from jinja2 import Template, TemplateError, TemplateSyntaxError
 from lxml import etree
+from markupsafe import Markup
 
 from astra.ingest.zones import paragraph_text
 from astra.ooxml.errors import PackageError
@@ -56,7 +57,7 @@ class RenderCaps:
 class _Part:
     name: str
     template: Template
-    raw: tuple[str, ...]
+    raw: tuple[Markup, ...]  # the template's own bytes the source references: written as they are
 
 
 def template_parts(pkg: Package) -> list[str]:
@@ -127,7 +128,7 @@ class JinjaTemplate:
             template = counted_loops(_parse(source))
             code = _ENVIRONMENT.compile(template, name=source.part)
             parts[source.part] = _Part(source.part, Template.from_code(_ENVIRONMENT, code, _ENVIRONMENT.make_globals(
-                None)), tuple(source.raw))
+                None)), tuple(Markup(chunk) for chunk in source.raw))
         result = tuple(JinjaZone(z.id, z.kind, tuple(z.fields), z.id in marked,
                                  z.tag.location if z.tag else {"part": "/" + z.part, "block": 0, "path": ""})
                        for z in zones.values())

@@ -203,8 +203,6 @@ def test_the_render_holds_one_control_per_marked_zone_around_its_first_use():
     assert ["".join(p.itertext()) for p in sdts["astra:summary;kind=text"].iter(f"{{{W}}}p")] == ["One.", "Two."]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: {{r X}} is never marked: source._inline_control_fits(p, p) walks the "
-                   "paragraph's own ancestors (w:body) and refuses; design11 marks a bare {{r X}} inline")
 def test_a_bare_run_tag_at_the_top_is_marked():
     doc = docx.Document()
     _runs(doc.add_paragraph(), "Note: ", ("{{r note }}", {"bold": True}))
@@ -292,9 +290,6 @@ def test_parts_without_tags_and_top_level_blocks_without_tags_keep_their_bytes()
     assert b">Ada</w:t>" in after[DOCUMENT]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a top-level block without tags holding '{' is referenced as "
-                   "{{ _astra_raw[i] }} (source.PartSource._bytes) and rendered escaped: its XML becomes text "
-                   "(&lt;w:p&gt;...) in the body and the paragraph is lost")
 def test_an_untouched_block_holding_a_brace_keeps_its_bytes():
     kept = b"<w:p><w:r><w:t>Write { and } freely</w:t></w:r></w:p>"
     rendered = JinjaTemplate.read(_template_with_kept_block(kept)).render({"name": "ada"})
