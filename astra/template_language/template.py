@@ -29,10 +29,10 @@ from astra.ooxml.xml import parse_xml
 from .analysis import ZoneUse, check_allowed, find_zones
 from .errors import RenderError, TemplateLanguageError
 from .sandbox import IterationBudget, TemplateEnvironment, counted_loops
-from .source import PartSource
+from .source import TAG_RE, PartSource
 
 MiB = 1024 * 1024
-_JINJA_HINT = re.compile(r"\{%|\{#|\{\{(?!\s*[A-Za-z_][A-Za-z0-9_]*\s*\}\})")
+_PLACEHOLDER = re.compile(r"\{\{\s*[A-Za-z_][A-Za-z0-9_]*\s*\}\}")
 _ID_VALUES = etree.XPath("//@w:id | //w:id/@w:val | //wp:docPr/@id", namespaces={"w": W_NS, "wp": WP_NS})
 _DOC_PR = etree.XPath("//wp:docPr", namespaces={"wp": WP_NS})
 _ENVIRONMENT = TemplateEnvironment()
@@ -68,14 +68,16 @@ def template_parts(pkg: Package) -> list[str]:
 
 
 def uses_jinja(docx: bytes) -> bool:
-    """Whether the template is written in docxtpl's language: a ``{%``, ``{#``, or ``{{`` around anything but a
-    bare name, in the text of a part docxtpl renders. (``{{ name }}`` alone is also ASTRA's placeholder.)"""
+    """Whether the template is written in docxtpl's language: a whole tag (``{% … %}``, ``{# … #}``, or ``{{ … }}``
+    around anything but a bare name, none across a tab, break or field) in the text of a part docxtpl renders.
+    (``{{ name }}`` alone is also ASTRA's placeholder; text such as ``{{ x<tab>}}`` is no tag to either.)"""
     try:
         pkg = Package.read(docx)
         for name in template_parts(pkg):
             for paragraph in pkg.xml(name).iter(W.p):
-                if _JINJA_HINT.search(paragraph_text(paragraph)[0]):
-                    return True
+                for match in TAG_RE.finditer(paragraph_text(paragraph)[0]):
+                    if not _PLACEHOLDER.fullmatch(match.group(0)):
+                        return True
     except PackageError:
         return False
     return False
