@@ -11,7 +11,8 @@ zone of a ``"language": "jinja"`` zone map (issue 11):
   reads on its loop variable) is a key too: the header of that name, else the header equal to it case-insensitively
   with every character other than a letter or digit read as ``_`` (``unit_price`` reads ``Unit Price``).
 * ``record``: the first row of the zone's first bound table, as a table zone's row (an empty record when none).
-* ``flag``: whether the zone received any utterance or table.
+* ``flag``: whether any utterance raised the zone (the intent output's ``raised_by``; the utterance itself is shown
+  in the zone it is bound to).
 
 A name a record does not hold is undefined, which the template shows as ``""`` (a column the session's table lacks
 shows empty, as docxtpl shows an undefined name). Texts are cleaned (:func:`astra.builder.sanitize.clean_text`) and
@@ -108,8 +109,9 @@ def jinja_context(zones: Sequence[Mapping], intent_output: Mapping, cells: CellF
             if cut:
                 fill["cells_truncated"] = cut
         elif kind == "flag":
-            value = bool(said or bound)
-            fill["items"] = len(said) + len(bound)
+            raised = [_look_up(utterances, uid, zone_id, "utterance") for uid in entry.get("raised_by") or []]
+            value = bool(raised)
+            fill["items"] = len(raised)
         else:
             raise ContextError(f"zone {zone_id!r} has kind {kind!r}, which a docxtpl template does not give")
         context.values[zone_id] = value

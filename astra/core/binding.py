@@ -2,8 +2,11 @@
 
 Rules (zone map as published by CONFIG_SVC, ``astra/config_svc/schemas/zone_map.schema.json``):
 
-* Utterances bind to ``text``, ``list`` and ``flag`` zones only (a table, record or image zone takes data or media;
-  a docxtpl template's flag zone is true when it receives anything).
+* Utterances bind to ``text`` and ``list`` zones only (a table, record or image zone takes data or media).
+  A docxtpl template's ``flag`` zone takes none: it is **raised** (``raised_by``: the utterance ids, in time order) by
+  every in-scope utterance of a supported locale its ``accepts`` holds by the same intent/domain rules, and the
+  utterance stays bound, and shown, where the rules below put it (a flag shows nothing: taking the utterance would
+  lose it from the document).
   An utterance goes to the first zone, in zone map order, whose ``accepts.intents`` holds its intent — bare
   (``transfer``) or domain-qualified (``banking.transfer``), matched exactly; failing any intent match, to the first
   zone whose ``accepts.domains`` holds its domain. So an intent match anywhere beats a domain match, and a tie goes to
@@ -36,7 +39,7 @@ from astra.core.data import DataProblem, DataSet
 DOCUMENT_VERSION = 1
 DEFAULT_LOW_CONFIDENCE = 0.5
 DEFAULT_SUPPORTED_LOCALES = frozenset({"en", "en-us", "en-gb"})
-UTTERANCE_ZONE_KINDS = ("text", "list", "flag")
+UTTERANCE_ZONE_KINDS = ("text", "list")
 TABLE_ZONE_KINDS = ("table", "record")
 FLAG_LOW_CONFIDENCE = "low_confidence"
 FLAG_LOCALE_UNSUPPORTED = "locale_unsupported"
@@ -178,6 +181,13 @@ def _table_zone(source: str, zones: list[dict]) -> str | None:
     return None
 
 
+def _raises(u: ClassifiedUtterance, zone: dict) -> bool:
+    """Whether utterance ``u`` raises flag zone ``zone``: its intent, else its domain, is one the zone accepts."""
+    accepts = zone["accepts"]
+    return bool(u.names() & set(accepts.get("intents") or ())) or bool(
+        u.domain and u.domain in (accepts.get("domains") or ()))
+
+
 def _time_order(utterances: Sequence[ClassifiedUtterance]) -> list[int]:
     """Indexes by start time; utterances without times keep the transcript's order (after the timed ones)."""
     return sorted(range(len(utterances)), key=lambda i: (utterances[i].start is None, utterances[i].start or 0.0, i))
@@ -191,6 +201,12 @@ def _zone_entries(zones: list[dict], utterances: Sequence[ClassifiedUtterance], 
     for table_id, zone in table_zone.items():
         if zone is not None:
             entries[zone]["tables"].append(table_id)
+    for zone in zones:
+        if zone["kind"] == "flag":
+            entries[zone["id"]]["raised_by"] = [
+                bound[i]["id"] for i in _time_order(utterances)
+                if not ({FLAG_OUT_OF_SCOPE, FLAG_LOCALE_UNSUPPORTED} & set(bound[i]["flags"]))
+                and _raises(utterances[i], zone)]
     return list(entries.values())
 
 

@@ -32,6 +32,8 @@ def output() -> dict:
                          "actions": ["Replace the gasket", "Book a visit"], "urgent": ["It is urgent."]},
                         {"items": [ITEMS], "client": [ITEMS]}, locale="de-DE")
     out["utterances"][2].update(speaker="Ana", start=1.5, end=2.0, intent="reminder")
+    urgent = next(entry for entry in out["zones"] if entry["id"] == "urgent")
+    urgent["raised_by"], urgent["utterances"] = urgent["utterances"], []  # a flag is raised, it takes no utterance
     return out
 
 
@@ -70,7 +72,7 @@ def test_a_record_zone_is_the_first_row_and_an_empty_record_without_a_table(outp
     assert not empty and dict(empty) == {}
 
 
-def test_a_flag_is_whether_the_zone_received_anything(output):
+def test_a_flag_is_whether_an_utterance_raised_it(output):
     context = _context(output)
     assert context.values["urgent"] is True and context.values["paid"] is False
     assert context.fills["urgent"] == {"kind": "flag", "items": 1}

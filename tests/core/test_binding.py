@@ -317,17 +317,18 @@ JINJA_MAP = {
 }
 
 
-def test_a_docxtpl_zone_map_binds_utterances_to_text_list_and_flag_zones_and_tables_to_table_and_record_zones():
+def test_a_docxtpl_zone_map_binds_utterances_to_text_and_list_zones_raises_flags_and_binds_tables_to_records():
     Draft202012Validator(SCHEMA).validate(JINJA_MAP)
     files = [("data/client.csv", b"name,city\nAcme,Oslo\n"), ("data/items.csv", b"desc,qty\nbolt,3\n")]
     doc = bind(JINJA_MAP, [utt("f", "book_flight", "travel", start=1.0), utt("t", "transfer", "banking", start=2.0),
                            utt("r", "reminder", "home", start=3.0), utt("x", "whisper_mode", "meta", start=4.0)],
                read_tables(files))
     # The record zone lists book_flight, but takes no utterance: the text zone after it does.
-    assert {u["id"]: u["zone"] for u in doc["utterances"]} == {"f": "summary", "t": "paid", "r": "steps",
+    # The flag zone takes no utterance: "transfer" raises it and stays shown in the fallback zone.
+    assert {u["id"]: u["zone"] for u in doc["utterances"]} == {"f": "summary", "t": "notes", "r": "steps",
                                                                "x": "notes"}
     by_id = zones(doc)
-    assert by_id["paid"] == {"id": "paid", "kind": "flag", "utterances": ["t"], "tables": []}
+    assert by_id["paid"] == {"id": "paid", "kind": "flag", "utterances": [], "tables": [], "raised_by": ["t"]}
     # The first table or record zone whose pattern matches takes a table; a flag zone takes none.
     assert by_id["Client"]["tables"] == ["data/client.csv"] and by_id["Client"]["utterances"] == []
     assert by_id["items"]["tables"] == ["data/items.csv"]
@@ -359,7 +360,18 @@ def test_a_docxtpl_templates_extracted_zone_map_binds():
     files = [("data/site.csv", b"name\nPier 4\n"), ("data/readings.csv", SAMPLE_CSV)]
     doc = bind(zone_map, [utt("a", "alarm", "utility"), utt("h", "reminder", "home"), utt("x", "oos", None, oos=True)],
                read_tables(files))
-    assert {u["id"]: u["zone"] for u in doc["utterances"]} == {"a": "urgent", "h": "actions", "x": "notes"}
+    assert {u["id"]: u["zone"] for u in doc["utterances"]} == {"a": "notes", "h": "actions", "x": "notes"}
+    assert zones(doc)["urgent"]["raised_by"] == ["a"]
     assert {z["id"]: (z["kind"], z["tables"]) for z in doc["zones"]} == {
         "site": ("record", ["data/site.csv"]), "Readings": ("table", ["data/readings.csv"]),
         "urgent": ("flag", []), "actions": ("list", []), "notes": ("text", [])}
+
+
+def test_a_flag_is_raised_by_in_scope_utterances_only_and_in_time_order():
+    said = [utt("late", "transfer", "banking", start=9.0), utt("early", "transfer", "banking", start=1.0),
+            utt("oos", "transfer", "banking", start=2.0, oos=True)]
+    doc = bind(JINJA_MAP, said, read_tables([]))
+    assert zones(doc)["paid"]["raised_by"] == ["early", "late"]
+    assert zones(doc)["notes"]["utterances"] == ["early", "oos", "late"]  # all shown in the fallback zone
+    unsupported = bind(JINJA_MAP, [utt("a", "transfer", "banking")], read_tables([]), locale="xx")
+    assert zones(unsupported)["paid"]["raised_by"] == []
