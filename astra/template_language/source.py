@@ -46,6 +46,7 @@ TAG_RE = re.compile(r"\{\{[^\x00]*?\}\}|\{%[^\x00]*?%\}|\{#[^\x00]*?#\}", re.S)
 _OPENERS = ("{{", "{%", "{#")
 _LEVEL_RE = re.compile(r"(\{[{%#])(tr|tc|p|r) (.*)", re.S)  # docxtpl: "{%p if x %}" -> "{% if x %}" at paragraph
 _HELPER_RE = re.compile(r"\{%-?\s*(vm|hm|cellbg|colspan)\b(.*?)-?%\}", re.S)
+_TOKEN_RE = re.compile(r"JT[0-9a-f]{12}x[0-9]+x")
 _CURLY = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
 _LEVEL_TAGS = {"tr": W.tr, "tc": W.tc, "p": W.p, "r": W.r}
 _INLINE_HOLDERS = frozenset({W.p, W.smartTag, W.customXml, W.dir, W.bdo, W.ins, W.moveTo})
@@ -180,19 +181,26 @@ class PartSource:
 
     def _holder(self, tag: Tag) -> etree._Element | None:
         """The ``w:t`` holding the tag's token (None once docxtpl's rules removed it)."""
+        return self._holders().get(tag.token)
+
+    def _holders(self) -> dict[str, etree._Element]:
+        """Each token standing in a ``w:t``, and that ``w:t``: one pass over the tree for every tag."""
+        found: dict[str, etree._Element] = {}
         for t in self.root.iter(W.t):
-            if t.text and tag.token in t.text:
-                return t
-        return None
+            if t.text and f"JT{self.nonce}x" in t.text:
+                for token in _TOKEN_RE.findall(t.text):
+                    found[token] = t
+        return found
 
     def _apply_levels(self) -> None:
         for level in ("tr", "tc", "p", "r"):
             targets: dict[etree._Element, list[Tag]] = {}
             order: list[etree._Element] = []
+            holders = self._holders()  # a level's forms move no token to another w:t before its targets go
             for tag in self.tags:
                 if tag.level != level:
                     continue
-                t = self._holder(tag)
+                t = holders.get(tag.token)
                 if t is None:
                     continue  # inside a row, cell or paragraph an earlier form replaced
                 if tag.opener == "{{" and level in ("tr", "tc"):
@@ -223,11 +231,12 @@ class PartSource:
                 _replace_with_text(target, "".join(tag.token for tag in targets[target]))
 
     def _apply_cell_helpers(self) -> None:
+        holders = self._holders()  # a helper rewrites its own cell's text only
         for tag in list(self.tags):  # _generated adds tags of ASTRA's own, which are no helpers
             match = _HELPER_RE.fullmatch(tag.written.translate(_CURLY))
             if not match or tag.level is not None:
                 continue
-            t = self._holder(tag)
+            t = holders.get(tag.token)
             if t is None:
                 continue
             name, argument = match.group(1), match.group(2).strip()
