@@ -179,7 +179,10 @@ class TemplateEnvironment(ImmutableSandboxedEnvironment):
     intercepted_unops = frozenset()
 
     def __init__(self) -> None:
+        # optimized=False: Jinja folds constant expressions while compiling, which would run a filter on literals
+        # (`[1]|batch(10**9)`) at upload, outside every cap.
         super().__init__(autoescape=True, finalize=finalize, undefined=ChainableUndefined, keep_trailing_newline=True,
+                         optimized=False,
                          auto_reload=False, cache_size=0)
         self.filters = {**FILTERS, **INTERNAL_FILTERS}
         self.tests = dict(TESTS)
