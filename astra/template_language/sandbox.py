@@ -32,7 +32,8 @@ from .errors import RenderError
 
 MAX_RANGE = 10_000  # the largest literal range(n) a loop may iterate
 MAX_REPEAT_CHARS = 100_000  # what "x" * n, replace() and format() may make of one value
-MAX_FORMAT_WIDTH = 1_000  # a width or precision in a %-format (format filter)
+MAX_FORMAT_WIDTH = 1_000
+MAX_GRID_SPAN = 63  # Word's most columns in a table  # a width or precision in a %-format (format filter)
 
 # What is reachable on a loop's state (LoopContext); loop.cycle is the one call a template may make on it.
 LOOP_ATTRIBUTES = frozenset({"index", "index0", "revindex", "revindex0", "first", "last", "length", "depth",
@@ -40,6 +41,7 @@ LOOP_ATTRIBUTES = frozenset({"index", "index0", "revindex", "revindex0", "first"
 
 _BREAK = Markup('</w:t><w:br/><w:t xml:space="preserve">')
 _TAB = Markup('</w:t><w:tab/><w:t xml:space="preserve">')
+_FILL = re.compile(r"[0-9A-Fa-f]{6}|auto")
 _FORMAT_SPEC = re.compile(r"%[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
 
 # The iterations left in the render under way (None: no render, e.g. while analysing).
@@ -82,6 +84,23 @@ def paragraphs_xml(value: object, ppr: str, rpr: str) -> Markup:
 def attribute_value(value: object) -> Markup:
     """A value written into an attribute (``cellbg``, ``colspan``, ``hm``): cleaned and escaped for it."""
     return Markup(escape_attr("" if isinstance(value, ChainableUndefined) else str(value)))
+
+
+def grid_span(value: object) -> Markup:
+    """``{% colspan n %}``: a whole number of grid columns, 1 to 63 (Word's most), else the render stops."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_GRID_SPAN:
+        raise RenderError(f"colspan {str(value)[:40]!r} is not a whole number of columns from 1 to {MAX_GRID_SPAN}")
+    return Markup(str(value))
+
+
+def cell_fill(value: object) -> Markup:
+    """``{% cellbg c %}``: a colour as Word writes one (six hex digits, or ``auto``), else the render stops."""
+    text = "" if isinstance(value, ChainableUndefined) else str(value).strip().lstrip("#")
+    if not _FILL.fullmatch(text):
+        raise RenderError(f"cellbg {text[:40]!r} is not a colour (six hex digits such as 'FF0000', or 'auto')")
+    return Markup(text)
 
 
 def counted(iterable: object) -> Iterator:
@@ -169,6 +188,7 @@ TESTS: dict[str, Any] = {name: jinja_tests.TESTS[name] for name in (
     "odd", "sameas", "sequence", "string", "test", "true", "undefined", "upper", "==", "!=", "<", "<=", ">", ">=")}
 # ASTRA's own filters, named so no template can call them (a tag holding "_astra" is refused).
 INTERNAL_FILTERS = {"_astra_runs": runs_xml, "_astra_paragraphs": paragraphs_xml, "_astra_attr": attribute_value,
+                    "_astra_span": grid_span, "_astra_fill": cell_fill,
                     "_astra_counted": counted}
 
 

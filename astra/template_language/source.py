@@ -253,12 +253,12 @@ class PartSource:
             tc_pr = _cell_properties(cell)
             if name == "cellbg":
                 _set_cell_property(tc_pr, "shd", {W.val: "clear", W.color: "auto",
-                                                  W.fill: self._generated("{{ (" + argument + ")|_astra_attr }}",
+                                                  W.fill: self._generated("{{ (" + argument + ")|_astra_fill }}",
                                                                           tag)})
                 _drop_emptied_run(t)
             elif name == "colspan":
                 _set_cell_property(tc_pr, "gridSpan", {W.val: self._generated(
-                    "{{ (" + argument + ")|_astra_attr }}", tag)})
+                    "{{ (" + argument + ")|_astra_span }}", tag)})
                 _drop_emptied_run(t)
             elif name == "vm":
                 _set_cell_property(tc_pr, "vMerge", {W.val: self._generated(

@@ -17,7 +17,7 @@ import docx
 import pytest
 from lxml import etree
 
-from astra.template_language import JinjaTemplate
+from astra.template_language import JinjaTemplate, RenderError
 
 from .docxtpl_fixtures import W, _runs, _save, _table, document_text, footnotes, render_docxtpl
 
@@ -113,12 +113,16 @@ def test_astra_survives_what_breaks_docxtpl(value):
 
 
 def test_a_cell_colour_from_the_context_cannot_break_out_of_its_attribute():
-    """``{% cellbg %}`` writes the value into an attribute: a quote or ``<`` there must not end it."""
+    """``{% cellbg %}`` writes the value into an attribute: only a colour is written; anything else stops the render
+    with one line (a quote or ``<`` never reaches the XML)."""
     doc = docx.Document()
     _table(doc, [["{% cellbg colour %}cell"]])
-    rendered = JinjaTemplate.read(_save(doc)).render({"colour": 'FF0000" w:val="x"/><w:b/><w:shd w:fill="<&'})
+    template = JinjaTemplate.read(_save(doc))
+    with pytest.raises(RenderError, match="is not a colour"):
+        template.render({"colour": 'FF0000" w:val="x"/><w:b/><w:shd w:fill="<&'})
+    rendered = template.render({"colour": "#ff0000"})
     _well_formed_parts(rendered)
     with zipfile.ZipFile(io.BytesIO(rendered)) as package:
         body = etree.fromstring(package.read("word/document.xml"))
     assert [tc.findtext(f".//{{{W}}}t") for tc in body.iter(f"{{{W}}}tc")] == ["cell"]
-    assert not list(body.iter(f"{{{W}}}b"))
+    assert [shd.get(f"{{{W}}}fill") for shd in body.iter(f"{{{W}}}shd")] == ["ff0000"]
