@@ -1155,12 +1155,9 @@ def _extract_jinja_maps(docx_bytes: bytes, pkg: Package, sheet: StyleSheet, side
     """Zone map and style map of a docxtpl template: its zones are :class:`astra.template_language.JinjaTemplate`'s
     (kind, fields and marked from the template's use of each name), completed by the sidecar (labels, bindings,
     fallback zone); the fallback rule is the grammar's. docs/zones.md, "docxtpl templates"."""
-    from astra.template_language import JinjaTemplate, TemplateLanguageError
+    from astra.template_language import JinjaTemplate
 
-    try:
-        template = JinjaTemplate.read(docx_bytes)
-    except TemplateLanguageError as exc:
-        raise TemplateRefused(exc.code, exc.message, exc.location) from None
+    template = JinjaTemplate.read(docx_bytes)  # its refusals are TemplateRefused (TemplateLanguageError)
     _refuse_misplaced_controls(pkg)
     if not template.zones:
         raise TemplateRefused("no_zones", "the docxtpl template uses no name: it has no zone to fill")
