@@ -93,6 +93,10 @@ def check_allowed(template: nodes.Template, source: PartSource) -> None:
             raise _fail(source, node, f"unknown filter {node.name!r} (allowed: {', '.join(sorted(FILTERS))})")
         if isinstance(node, nodes.Test) and node.name not in TESTS:
             raise _fail(source, node, f"unknown test {node.name!r} (allowed: {', '.join(sorted(TESTS))})")
+        if isinstance(node, nodes.Name) and node.ctx in ("store", "param") and (
+                node.name in ("loop", "range") or node.name.startswith("_")):
+            raise _fail(source, node, f"name {node.name!r} cannot be assigned: it is the template's own "
+                        "(loop's state, range, or a '_' name)")
         if isinstance(node, nodes.Name) and node.ctx == "load" and node.name.startswith("__"):
             raise _fail(source, node, f"name {node.name!r}: names beginning with '__' are not data")
         if isinstance(node, nodes.For) and node.recursive:

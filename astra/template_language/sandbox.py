@@ -7,6 +7,11 @@ Python internal is reachable (``"".__class__`` is undefined, and the template th
 Autoescape is always on and cannot be switched off (``{% autoescape false %}`` is refused, ``|safe`` is not a
 filter here). Only the filters and tests listed here exist; the one global is a bounded ``range``.
 
+Every render runs under a :class:`RenderBudget`: loop iterations, the items filters walk, the characters the
+template itself makes (``~``, ``+``, ``*``, ``replace``, ``join``, ``indent``, ``format``…, counted *before* they are
+made, so a doubling ``{% with %}`` chain stops at the cap instead of filling memory) and a deadline, checked at
+every iteration and every filter.
+
 Every value written goes through :func:`finalize`: cleaned of what XML cannot carry
 (:func:`astra.builder.sanitize.clean_text`), escaped, a line end made a line break and a tab a tab: a template's
 output position is always inside a ``w:t`` (docxtpl's run and paragraph forms go through their own filters).
@@ -16,14 +21,18 @@ from __future__ import annotations
 
 import contextvars
 import re
+import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import wraps
 from typing import Any
 
 from jinja2 import ChainableUndefined, nodes
 from jinja2 import filters as jinja_filters
 from jinja2 import tests as jinja_tests
-from jinja2.runtime import LoopContext
+from jinja2.runtime import LoopContext, markup_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.visitor import NodeTransformer
 from markupsafe import Markup, escape
 
 from astra.builder.sanitize import clean_text, escape_attr
@@ -32,8 +41,9 @@ from .errors import RenderError
 
 MAX_RANGE = 10_000  # the largest literal range(n) a loop may iterate
 MAX_REPEAT_CHARS = 100_000  # what "x" * n, replace() and format() may make of one value
-MAX_FORMAT_WIDTH = 1_000
-MAX_GRID_SPAN = 63  # Word's most columns in a table  # a width or precision in a %-format (format filter)
+MAX_FORMAT_WIDTH = 1_000  # a width or precision in a %-format (format filter), an indent
+MAX_GRID_SPAN = 63  # Word's most columns in a table
+MAX_PIECES = 10_000  # the batches or slices a batch()/slice() may make
 
 # What is reachable on a loop's state (LoopContext); loop.cycle is the one call a template may make on it.
 LOOP_ATTRIBUTES = frozenset({"index", "index0", "revindex", "revindex0", "first", "last", "length", "depth",
@@ -44,8 +54,78 @@ _TAB = Markup('</w:t><w:tab/><w:t xml:space="preserve">')
 _FILL = re.compile(r"[0-9A-Fa-f]{6}|auto")
 _FORMAT_SPEC = re.compile(r"%[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
 
-# The iterations left in the render under way (None: no render, e.g. while analysing).
-_ITERATIONS_LEFT: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("astra_iterations", default=None)
+
+
+@dataclass
+class _Budget:
+    iterations: int  # loop items left
+    items: int  # items filters may still walk
+    chars: int  # characters the template may still make
+    deadline: float  # time.monotonic()
+
+
+# The budget of the render under way (None: no render, e.g. while analysing: nothing is evaluated then).
+_BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("astra_render_budget", default=None)
+
+
+class RenderBudget:
+    """``with RenderBudget(iterations=…, items=…, chars=…, seconds=…):`` around one document's render."""
+
+    def __init__(self, *, iterations: int, items: int, chars: int, seconds: float) -> None:
+        self.limits = (iterations, items, chars, seconds)
+
+    def __enter__(self) -> None:
+        iterations, items, chars, seconds = self.limits
+        self._token = _BUDGET.set(_Budget(iterations, items, chars, time.monotonic() + seconds))
+
+    def __exit__(self, *exc: object) -> None:
+        _BUDGET.reset(self._token)
+
+
+def _budget() -> _Budget | None:
+    budget = _BUDGET.get()
+    if budget is not None and time.monotonic() > budget.deadline:
+        raise RenderError("the render ran past its time limit for one document")
+    return budget
+
+
+def spend_chars(count: int, what: str) -> None:
+    """Before the template makes ``count`` characters (or list items) of a value: pay them, or stop the render."""
+    if count > MAX_REPEAT_CHARS * 100:  # no single value of the template's own making is this large
+        raise RenderError(f"{what} would make a value of {count:,} characters or items")
+    budget = _budget()
+    if budget is not None:
+        budget.chars -= count
+        if budget.chars < 0:
+            raise RenderError(f"{what}: the template made more text than its cap for one document")
+
+
+def _spend_items(count: int) -> None:
+    budget = _budget()
+    if budget is not None:
+        budget.items -= count
+        if budget.items < 0:
+            raise RenderError("the template's filters walked more items than their cap for one document")
+
+
+def _walked(value: object) -> object:
+    """A filter's input, paid for: a sized one at once, an iterator (another filter's output) item by item."""
+    if isinstance(value, (str, Mapping, Sequence, set, frozenset)):
+        _spend_items(len(value))
+        return value
+    if isinstance(value, Iterator):
+        return _walked_items(value)
+    return value
+
+
+def _walked_items(items: Iterator) -> Iterator:
+    for item in items:
+        _spend_items(1)
+        yield item
+
+
+# What ``{{ }}`` may print: data (and Jinja's undefined, printed as nothing).
+_SHOWN = (str, int, float, bool, type(None), Mapping, list, tuple, range, ChainableUndefined)
 
 
 def finalize(value: object) -> object:
@@ -53,6 +133,11 @@ def finalize(value: object) -> object:
     text with its line ends as breaks and its tabs as tabs (a ``w:t`` holds neither)."""
     if isinstance(value, Markup):
         return value
+    if not isinstance(value, _SHOWN):
+        # A generator or a bound method prints as its address: the same template and data would not give the
+        # same document twice.
+        raise RenderError(f"a {type(value).__name__} is not a value a document can show (write it through a "
+                          f"filter that makes text or a list, e.g. |join or |list)")
     text = clean_text("" if isinstance(value, ChainableUndefined) else str(value))
     if "\n" not in text and "\t" not in text:
         return escape(text)
@@ -106,30 +191,17 @@ def cell_fill(value: object) -> Markup:
 def counted(iterable: object) -> Iterator:
     """Every loop's iterable goes through this: the render's iteration budget is spent item by item, and a render
     past it stops with :class:`RenderError` (a loop nested in a loop over data multiplies; this bounds it)."""
-    left = _ITERATIONS_LEFT.get()
     if isinstance(iterable, ChainableUndefined) or iterable is None:
         return
     if isinstance(iterable, Mapping):
         iterable = list(iterable)
     for item in iterable:  # type: ignore[union-attr]
-        if left is not None:
-            left[0] -= 1
-            if left[0] < 0:
+        budget = _budget()
+        if budget is not None:
+            budget.iterations -= 1
+            if budget.iterations < 0:
                 raise RenderError("the template's loops ran past their cap of iterations for one document")
         yield item
-
-
-class IterationBudget:
-    """``with IterationBudget(n):`` around a render."""
-
-    def __init__(self, iterations: int) -> None:
-        self.iterations = iterations
-
-    def __enter__(self) -> None:
-        self._token = _ITERATIONS_LEFT.set([self.iterations])
-
-    def __exit__(self, *exc: object) -> None:
-        _ITERATIONS_LEFT.reset(self._token)
 
 
 # --------------------------------------------------------------------------- bounded versions of some filters
@@ -147,41 +219,122 @@ def _format(value: object, *args: object, **kwargs: object) -> str:
         for number in match.groups():
             if number == "*" or (number and int(number) > MAX_FORMAT_WIDTH):
                 raise RenderError(f"format {spec!r}: a width or precision over {MAX_FORMAT_WIDTH} (or '*')")
+    spend_chars(len(spec) + sum(len(str(a)) for a in args) + sum(len(str(v)) for v in kwargs.values()), "format")
     return _bounded_text(jinja_filters.do_format(spec, *args, **kwargs), "format")
 
 
 def _replace(eval_ctx: Any, s: str, old: str, new: str, count: int | None = None) -> str:
-    result = jinja_filters.do_replace(eval_ctx, s, old, new, count)
-    return _bounded_text(str(result), "replace")
+    text, old, new = str(s), str(old), str(new)
+    times = text.count(old) if old else len(text) + 1
+    if count is not None and isinstance(count, int) and count >= 0:
+        times = min(times, count)
+    spend_chars(len(text) + times * max(0, len(new) - len(old)), "replace")
+    return _bounded_text(str(jinja_filters.do_replace(eval_ctx, s, old, new, count)), "replace")
 
 
 def _center(value: str, width: int = 80) -> str:
-    return str(value).center(min(int(width), MAX_REPEAT_CHARS))
+    width = min(int(width), MAX_REPEAT_CHARS)
+    spend_chars(max(width, len(str(value))), "center")
+    return str(value).center(width)
 
 
 def _indent(s: str, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
     if isinstance(width, int) and width > MAX_FORMAT_WIDTH:
         raise RenderError(f"indent width {width} over {MAX_FORMAT_WIDTH}")
+    text = str(s)
+    spend_chars(len(text) + (text.count("\n") + 1) * (width if isinstance(width, int) else len(str(width))), "indent")
     return _bounded_text(jinja_filters.do_indent(s, width, first, blank), "indent")
 
 
+def _join(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> str:
+    items = list(value)
+    spend_chars(sum(len(str(item)) for item in items) + len(str(d)) * len(items), "join")
+    return jinja_filters.do_join(eval_ctx, items, d, attribute)
+
+
+def _wordwrap(environment: Any, s: str, width: int = 79, *args: Any, **kwargs: Any) -> str:
+    spend_chars(2 * len(str(s)), "wordwrap")
+    return jinja_filters.do_wordwrap(environment, s, width, *args, **kwargs)
+
+
+def _batch(value: Any, linecount: int, fill_with: Any = None) -> Iterator:
+    if not isinstance(linecount, int) or not 1 <= linecount <= MAX_PIECES:
+        raise RenderError(f"batch({str(linecount)[:20]}): a batch size from 1 to {MAX_PIECES:,}")
+    return jinja_filters.do_batch(value, linecount, fill_with)
+
+
+def _slice(value: Any, slices: int, fill_with: Any = None) -> Iterator:
+    if not isinstance(slices, int) or not 1 <= slices <= MAX_PIECES:
+        raise RenderError(f"slice({str(slices)[:20]}): a number of slices from 1 to {MAX_PIECES:,}")
+    return jinja_filters.do_slice(value, slices, fill_with)
+
+
+def _sum(environment: Any, iterable: Any, attribute: Any = None, start: Any = 0) -> Any:
+    """Numbers only: a sum of lists or texts would be a concatenation outside every cap."""
+    if isinstance(start, bool) or not isinstance(start, (int, float)):
+        raise RenderError("sum adds numbers (its start is a number)")
+    total = start
+    get = jinja_filters.make_attrgetter(environment, attribute) if attribute is not None else None
+    for item in (map(get, iterable) if get else iterable):
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            raise RenderError(f"sum adds numbers, not a {type(item).__name__}")
+        total += item
+    return total
+
+
+_sum.jinja_pass_arg = jinja_filters.do_sum.jinja_pass_arg  # type: ignore[attr-defined]
 _replace.jinja_pass_arg = jinja_filters.do_replace.jinja_pass_arg  # type: ignore[attr-defined]
+_join.jinja_pass_arg = jinja_filters.do_join.jinja_pass_arg  # type: ignore[attr-defined]
+_wordwrap.jinja_pass_arg = jinja_filters.do_wordwrap.jinja_pass_arg  # type: ignore[attr-defined]
+
+
+def _concat(items: list) -> str:
+    """``a ~ b``: Jinja's own join (Markup-aware), paid for before it is made."""
+    spend_chars(sum(len(str(item)) for item in items), "'~'")
+    return markup_join(items)
+
+
+# The filters that walk a collection: each call pays for its input's items.
+WALKING = frozenset({"batch", "dictsort", "groupby", "items", "join", "last", "list", "map", "max", "min", "reject",
+                     "rejectattr", "reverse", "select", "selectattr", "slice", "sort", "sum", "tojson", "unique"})
+
+
+def _walking(name: str, function: Any) -> Any:
+    """A filter paid for by the items it walks (and checked against the deadline on every call)."""
+    pass_arg = getattr(function, "jinja_pass_arg", None)
+
+    @wraps(function)
+    def walk(*args: Any, **kwargs: Any) -> Any:
+        at = 1 if pass_arg is not None else 0  # the filtered value comes after Jinja's own first argument
+        if len(args) > at:
+            args = (*args[:at], _walked(args[at]), *args[at + 1:])
+        return function(*args, **kwargs)
+
+    if pass_arg is not None:
+        walk.jinja_pass_arg = pass_arg  # type: ignore[attr-defined]
+    return walk
+
 
 # docxtpl templates use Jinja's own filters; these are the ones that only ever read data and make text or data
 # of bounded size. Left out on purpose: safe, xmlattr, urlize, pprint, random (not deterministic), and any filter
 # reaching object attributes other than data (attr reads through the sandbox's data lookup, so it stays).
 FILTERS: dict[str, Any] = {
     **{name: jinja_filters.FILTERS[name] for name in (
-        "abs", "attr", "batch", "capitalize", "count", "d", "default", "dictsort", "e", "escape", "filesizeformat",
-        "first", "float", "forceescape", "groupby", "int", "items", "join", "last", "length", "list", "lower", "map",
-        "max", "min", "reject", "rejectattr", "reverse", "round", "select", "selectattr", "slice", "sort", "string",
-        "striptags", "sum", "title", "tojson", "trim", "truncate", "unique", "upper", "urlencode", "wordcount",
-        "wordwrap")},
+        "abs", "attr", "capitalize", "count", "d", "default", "dictsort", "e", "escape", "filesizeformat",
+        "first", "float", "forceescape", "groupby", "int", "items", "last", "length", "list", "lower", "map",
+        "max", "min", "reject", "rejectattr", "reverse", "round", "select", "selectattr", "sort", "string",
+        "striptags", "title", "tojson", "trim", "truncate", "unique", "upper", "urlencode", "wordcount")},
     "format": _format,
     "replace": _replace,
     "center": _center,
     "indent": _indent,
+    "join": _join,
+    "wordwrap": _wordwrap,
+    "batch": _batch,
+    "slice": _slice,
+    "sum": _sum,
 }
+FILTERS = {name: _walking(name, function) if name in WALKING else function for name, function in FILTERS.items()}
 TESTS: dict[str, Any] = {name: jinja_tests.TESTS[name] for name in (
     "boolean", "defined", "divisibleby", "eq", "equalto", "escaped", "even", "false", "filter", "float", "ge", "gt",
     "greaterthan", "in", "integer", "iterable", "le", "lessthan", "lower", "lt", "mapping", "ne", "none", "number",
@@ -189,13 +342,13 @@ TESTS: dict[str, Any] = {name: jinja_tests.TESTS[name] for name in (
 # ASTRA's own filters, named so no template can call them (a tag holding "_astra" is refused).
 INTERNAL_FILTERS = {"_astra_runs": runs_xml, "_astra_paragraphs": paragraphs_xml, "_astra_attr": attribute_value,
                     "_astra_span": grid_span, "_astra_fill": cell_fill,
-                    "_astra_counted": counted}
+                    "_astra_counted": counted, "_astra_concat": _concat}
 
 
 class TemplateEnvironment(ImmutableSandboxedEnvironment):
     """The sandbox (see the module docstring)."""
 
-    intercepted_binops = frozenset({"*", "**", "%", "//", "/"})
+    intercepted_binops = frozenset({"+", "*", "**", "%", "//", "/"})
     intercepted_unops = frozenset()
 
     def __init__(self) -> None:
@@ -247,6 +400,9 @@ class TemplateEnvironment(ImmutableSandboxedEnvironment):
             size = len(left if _is_sized(left) else right)
             if not isinstance(count, int) or count * size > MAX_REPEAT_CHARS:
                 raise RenderError(f"repeating a value to {MAX_REPEAT_CHARS:,}+ items or characters is not allowed")
+            spend_chars(max(0, count) * size, "'*'")
+        if operator == "+" and _is_sized(left) and _is_sized(right):
+            spend_chars(len(left) + len(right), "'+'")
         try:
             return self.binop_table[operator](left, right)
         except ZeroDivisionError:
@@ -257,13 +413,24 @@ def _is_sized(value: object) -> bool:
     return isinstance(value, (str, list, tuple))
 
 
-def counted_loops(template: nodes.Template) -> nodes.Template:
-    """Every ``for`` of ``template`` made to iterate through :func:`counted` (in place; returned)."""
-    for loop in template.find_all(nodes.For):
-        loop.iter = nodes.Filter(loop.iter, "_astra_counted", [], [], None, None, lineno=loop.lineno)
-    return template
+class _Bounded(NodeTransformer):
+    def visit_For(self, node: nodes.For) -> nodes.Node:
+        self.generic_visit(node)
+        node.iter = nodes.Filter(node.iter, "_astra_counted", [], [], None, None, lineno=node.lineno)
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        self.generic_visit(node)
+        return nodes.Filter(nodes.List(node.nodes, lineno=node.lineno), "_astra_concat", [], [], None, None,
+                            lineno=node.lineno)
 
 
-__all__ = ["FILTERS", "INTERNAL_FILTERS", "LOOP_ATTRIBUTES", "MAX_RANGE", "TESTS", "IterationBudget",
-           "TemplateEnvironment", "attribute_value", "counted", "counted_loops", "finalize",
+def bounded(template: nodes.Template) -> nodes.Template:
+    """``template`` with every ``for`` iterating through :func:`counted` and every ``~`` paid for before it is made
+    (in place; returned)."""
+    return _Bounded().visit(template)
+
+
+__all__ = ["FILTERS", "INTERNAL_FILTERS", "LOOP_ATTRIBUTES", "MAX_RANGE", "TESTS", "RenderBudget",
+           "TemplateEnvironment", "attribute_value", "bounded", "counted", "finalize", "spend_chars",
            "paragraphs_xml", "runs_xml"]

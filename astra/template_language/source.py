@@ -131,7 +131,8 @@ class PartSource:
                 at = left.index(opener)
                 raise TemplateLanguageError(
                     "jinja_syntax", f"a tag begun with {opener!r} is not closed in its paragraph "
-                    f"(…{left[max(0, at - 20):at + 40]!r}…); a tag cannot span a tab, a break or a field",
+                    f"(…{left[max(0, at - 20):at + 40].replace(chr(0), ' ⏎ ')!r}…, where ⏎ is the tab, break or "
+                    f"field that cuts it); a tag cannot span a tab, a break or a field",
                     self._location(paragraph))
         found: list[Tag] = []
         for match in reversed(matches):  # from the end: offsets of earlier tags stay valid

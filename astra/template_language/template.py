@@ -28,7 +28,7 @@ from astra.ooxml.xml import parse_xml
 
 from .analysis import ZoneUse, check_allowed, find_zones
 from .errors import RenderError, TemplateLanguageError
-from .sandbox import IterationBudget, TemplateEnvironment, counted_loops
+from .sandbox import RenderBudget, TemplateEnvironment, bounded
 from .source import TAG_RE, PartSource
 
 MiB = 1024 * 1024
@@ -51,6 +51,9 @@ class JinjaZone:
 class RenderCaps:
     max_iterations: int = 100_000  # every loop's items, summed over the document
     max_part_chars: int = 64 * MiB  # rendered XML of one part
+    max_filter_items: int = 10_000_000  # the items filters walk (sort, join, map…), summed over the document
+    max_made_chars: int = 32 * MiB  # text the template itself makes (~, +, *, replace, join…), summed
+    max_seconds: float = 30.0  # the whole render
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,7 @@ class JinjaTemplate:
                 next_id += 1
         parts = {}
         for source in sources:
-            template = counted_loops(_parse(source))
+            template = bounded(_parse(source))
             code = _ENVIRONMENT.compile(template, name=source.part)
             parts[source.part] = _Part(source.part, Template.from_code(_ENVIRONMENT, code, _ENVIRONMENT.make_globals(
                 None)), tuple(Markup(chunk) for chunk in source.raw))
@@ -144,7 +147,8 @@ class JinjaTemplate:
             raise RenderError("context names are strings, and none begins with '_astra'")
         rendered: dict[str, bytes] = {}
         ids = _FreshIds(self.first_free_id)
-        with IterationBudget(caps.max_iterations):
+        with RenderBudget(iterations=caps.max_iterations, items=caps.max_filter_items, chars=caps.max_made_chars,
+                          seconds=caps.max_seconds):
             for name, part in self.parts.items():
                 rendered[name] = self._render_part(part, dict(context), caps, ids)
         members = [(m, rendered[m] if m in rendered else self.pkg.precompressed(m)) for m in self.pkg.members]

@@ -5,6 +5,8 @@ fresh ids for repeated drawings and content controls)."""
 from __future__ import annotations
 
 import io
+import re
+import time
 import zipfile
 
 import docx
@@ -68,6 +70,9 @@ REFUSED = [
     ("{% include 'other.docx' %}", "jinja_forbidden", "{% include 'other.docx' %}"),
     ("{% extends 'base.docx' %}", "jinja_forbidden", "{% extends 'base.docx' %}"),
     ("{% macro m() %}x{% endmacro %}", "jinja_forbidden", "{% macro m() %}"),
+    ("{% with loop = x %}{{ loop.index }}{% endwith %}", "jinja_forbidden", "{% with loop = x %}"),
+    ("{% set range = x %}", "jinja_forbidden", "{% set range = x %}"),
+    ("{% for _x in xs %}{% endfor %}", "jinja_forbidden", "{% for _x in xs %}"),
     ("{% call m() %}x{% endcall %}", "jinja_forbidden", "{% call m() %}"),
     ("{% block b %}x{% endblock %}", "jinja_forbidden", "{% block b %}"),
     ("{% filter upper %}a{% endfilter %}", "jinja_forbidden", "{% filter upper %}"),
@@ -253,6 +258,52 @@ def test_the_iteration_cap_counts_every_loop_of_the_document():
         template.render({"xs": list(range(51))}, RenderCaps(max_iterations=100))
 
 
+def _doubling(operator: str, levels: int = 30) -> str:
+    """A chain of ``with`` blocks, each doubling the value before: 2**levels copies if nothing stops it."""
+    opening = "".join(f"{{% with v{i + 1} = v{i} {operator} v{i} %}}" for i in range(levels))
+    return opening + f"{{{{ v{levels}|length }}}}" + "{% endwith %}" * levels
+
+
+@pytest.mark.parametrize(("text", "context", "said"), [
+    (_doubling("~"), {"v0": "x" * 1000}, "'~' would make a value of"),
+    (_doubling("+"), {"v0": "x" * 1000}, "'\\+' would make a value of"),
+    (_doubling("+"), {"v0": list(range(1000))}, "'\\+' would make a value of"),
+    (_doubling("~", 13) * 3, {"v0": "x" * 1000}, "made more text than its cap"),
+    ("{{ ('a' * 100000)|replace('a', 'b' * 100000)|length }}", {}, "replace would make"),
+    ("{{ ([x] * 100000)|join|length }}", {"x": "y" * 100000}, "join would make"),
+    ("{{ nl|indent(1000)|length }}", {"nl": "\n" * 99999}, "indent would make"),
+    ("{{ xs|sum(start=[])|length }}", {"xs": [[1]] * 10}, "sum adds numbers"),
+    ("{{ xs|batch(n, 0)|list|length }}", {"xs": [1], "n": 10 ** 9}, "batch size"),
+    ("{{ xs|slice(n)|list|length }}", {"xs": [1], "n": 10 ** 9}, "number of slices"),
+    ("{% for i in range(10000) %}{{ xs|sort|first }}{% endfor %}", {"xs": list(range(10000))},
+     "walked more items"),
+    ("{{ xs|select('odd') }}", {"xs": [1, 2, 3]}, "generator is not a value a document can show"),
+], ids=["concat", "plus-text", "plus-list", "concat-summed", "replace", "join", "indent", "sum-lists", "batch", "slice",
+        "filter-walk", "generator"])
+def test_what_the_template_makes_is_paid_for_before_it_is_made(text, context, said):
+    """The review's memory attacks: each stops with one line, before the value is built (in under a second where
+    nothing stopped them they would take GBs or minutes)."""
+    started = time.monotonic()
+    with pytest.raises(RenderError) as stopped:
+        _render_body(text, context)
+    assert re.search(said, str(stopped.value))
+    assert "\n" not in str(stopped.value)
+    assert time.monotonic() - started < 20
+
+
+def test_a_render_stops_at_its_deadline():
+    template = JinjaTemplate.read(_one_paragraph("{% for a in xs %}{% for b in xs %}{{ b }}{% endfor %}{% endfor %}"))
+    template.render({"xs": list(range(100))})
+    with pytest.raises(RenderError, match="time limit"):
+        template.render({"xs": list(range(300))}, RenderCaps(max_seconds=0.0))
+
+
+def test_a_template_within_the_caps_renders_what_the_filters_make():
+    body = _render_body("{{ (a ~ '-' ~ b)|upper }} {{ (xs + ys)|join(',') }} {{ xs|sum }} {{ t|replace('a', 'o') }}",
+                        {"a": "x", "b": "y", "xs": [1, 2], "ys": [3], "t": "banana"})
+    assert "".join(body.itertext()) == "X-Y 1,2,3 3 bonono"
+
+
 @pytest.mark.parametrize("key", ["_astra_raw", "_astra", "_astra_anything"])
 def test_a_context_name_beginning_with_astra_is_refused(key):
     template = JinjaTemplate.read(_one_paragraph("{{ x|upper }}"))
@@ -339,3 +390,15 @@ def test_a_row_loop_repeating_a_picture_and_a_content_control_gives_each_copy_fr
     assert "900" in sdt_ids
     names = ["Alpha", "Beta", "Gamma"]
     assert [t.text for t in body.iter(f"{{{W}}}t") if t.text in names] == names
+
+
+def test_a_tag_cut_by_a_break_is_refused_showing_where_it_is_cut():
+    doc = docx.Document()
+    run = doc.add_paragraph().add_run("{{ name")
+    run.add_break()
+    run.add_text("}}")
+    with pytest.raises(TemplateLanguageError) as refused:
+        JinjaTemplate.read(_save(doc))
+    assert refused.value.code == "jinja_syntax"
+    assert "{{ name ⏎ }}" in refused.value.message
+    assert "\x00" not in refused.value.message
