@@ -294,6 +294,7 @@ class PartSource:
                 return False
             run = _isolate_token(t, tag.token)
             run.addprevious(sdt)
+            sdt.tail, run.tail = run.tail, None  # what follows the run (another tag's place) stays outside
             content.append(run)
             return True
         return self._wrap_loose_token(tag.token, sdt, block=False)
@@ -399,6 +400,7 @@ class PartSource:
             pieces.append(self._bytes(suffix))
         text = "".join(pieces)
         text = self._merge(text)
+        self._check_nesting(text)
         return self._place_tags(text)
 
     def _kept_blocks(self) -> dict[int, int]:
@@ -436,16 +438,68 @@ class PartSource:
         return _unescape_delimiters(xml).replace("{", "&#123;")
 
     def _merge(self, text: str) -> str:
-        """docxtpl's whitespace control on the XML: ``{%-`` takes away everything from the previous ``</w:t>`` to
-        the tag, ``-%}`` everything from the tag to the next ``w:t``'s start (unless another tag comes first)."""
+        """docxtpl's whitespace control on the XML: every ``{%-`` first takes away everything from the previous
+        ``</w:t>`` to the tag, then every ``-%}`` everything from the tag to the next ``w:t``'s start — as docxtpl
+        does, except that neither ever takes away another tag (docxtpl's would drop it silently); a tag whose
+        text before or after holds another is not merged on that side."""
+        tokens = [tag.token for tag in self.tags]
         for tag in self.tags:
             if tag.merge_before:
-                text = re.sub(r"</w:t>(?:(?!</w:t>).)*?" + re.escape(tag.token), tag.token, text, count=1, flags=re.S)
+                others = "|".join(re.escape(t) for t in tokens if t != tag.token) or "(?!)"
+                text = re.sub(r"</w:t>(?:(?!</w:t>|" + others + r").)*?" + re.escape(tag.token), tag.token, text,
+                              count=1, flags=re.S)
+        for tag in self.tags:
             if tag.merge_after:
-                others = "|".join(re.escape(t.token) for t in self.tags if t is not tag) or "(?!)"
+                others = "|".join(re.escape(t) for t in tokens if t != tag.token) or "(?!)"
                 text = re.sub(re.escape(tag.token) + r"(?:(?!<w:t[ >]|" + others + r").)*?<w:t[^>]*?>", tag.token,
                               text, count=1, flags=re.S)
         return text
+
+    def _check_nesting(self, text: str) -> None:
+        """Refuse a block tag (``for``, ``if``, ``with``, ``set``…``endset``) whose parts stand in different places
+        of the XML: its body is repeated or dropped whole, so it must leave the document's elements as it found
+        them (what a paragraph opens in it, it closes; it may close one paragraph and open the next). A loop that
+        opens in the body and ends in a table cell would write broken XML at every render."""
+        text = _RAW_REF.sub(lambda m: self.raw[int(m.group(1))], text)
+        stacks: dict[str, tuple[str, ...]] = {}
+        stack: list[str] = []
+        by_token = {tag.token: tag for tag in self.tags}
+        last: Tag | None = None
+        for match in _XML_OR_TOKEN.finditer(text):
+            token, closing, name, empty = match.group("token"), match.group("close"), match.group("name"), \
+                match.group("empty")
+            if token:
+                stacks[token] = tuple(stack)
+                last = by_token.get(token, last)
+            elif name and closing:
+                if not stack or stack[-1] != name:
+                    # Read in order (every if taken, every loop once), the XML does not nest: a merge or a tag
+                    # took away part of an element.
+                    where = f"after {last.written!r}" if last else "before its first tag"
+                    raise TemplateLanguageError(
+                        "jinja_syntax", f"the template's tags leave its XML broken {where}: </{name}> closes "
+                        f"{_place(tuple(stack))} (a whitespace merge '{{%-' or '-%}}' reaching across a paragraph, "
+                        "or a tag cutting an element)", last.location if last else {"part": "/" + self.part})
+                stack.pop()
+            elif name and not empty:
+                stack.append(name)
+        open_blocks: list[list[Tag]] = []
+        for tag in sorted((by_token[t] for t in stacks), key=lambda t: text.index(t.token)):
+            word = _block_word(tag.jinja)
+            if word in _BLOCK_OPENERS:
+                open_blocks.append([tag])
+            elif word in ("elif", "else") and open_blocks:
+                open_blocks[-1].append(tag)
+            elif word is not None and word.startswith("end") and open_blocks:
+                block = [*open_blocks.pop(), tag]
+                first = block[0]
+                for other in block[1:]:
+                    if stacks[other.token] != stacks[first.token]:
+                        raise TemplateLanguageError(
+                            "jinja_syntax", f"{first.written!r} opens in {_place(stacks[first.token])} and "
+                            f"{other.written!r} stands in {_place(stacks[other.token])}: a block tag must end where "
+                            "it begins (for whole paragraphs, rows or cells use docxtpl's {%p %}, {%tr %}, {%tc %})",
+                            first.location)
 
     def _place_tags(self, text: str) -> str:
         """Each token replaced by its tag's Jinja text, a line end inside the tag before its closing delimiter
@@ -491,6 +545,37 @@ class PartSource:
 
 
 # --------------------------------------------------------------------------- tree helpers
+
+
+_RAW_REF = re.compile(r"\{\{ _astra_raw\[(\d+)\] \}\}")
+# An element's start or end tag (attribute values quoted), skipping comments, CDATA and processing instructions;
+# or a tag's token.
+_XML_OR_TOKEN = re.compile(
+    r"<!--.*?-->|<!\[CDATA\[.*?\]\]>|<[?!][^>]*>"
+    r"|<(?P<close>/)?(?P<name>[^\s/>]+)(?:\s+[^\s=>]+\s*=\s*(?:\"[^\"]*\"|'[^']*'))*\s*(?P<empty>/)?>"
+    r"|(?P<token>JT[0-9a-f]{12}x[0-9]+x)", re.S)
+_BLOCK_OPENERS = frozenset({"for", "if", "with", "filter", "macro", "call", "block", "autoescape"})
+_BLOCK_WORD = re.compile(r"\{%[-+]?\s*([a-z]+)")
+# The containers a tag's place is named by in a message (the innermost one holding it).
+_PLACES = {"w:tc": "a table cell", "w:body": "the body", "w:sdtContent": "a content control", "w:hdr": "the header",
+           "w:ftr": "the footer", "w:footnote": "a footnote", "w:txbxContent": "a text box"}
+
+
+def _block_word(jinja: str) -> str | None:
+    """``for``, ``endif``, ``else``… of a statement tag; ``set`` only in its block form (no ``=``)."""
+    match = _BLOCK_WORD.match(jinja)
+    if match is None:
+        return None
+    word = match.group(1)
+    if word == "set":
+        return "for" if "=" not in jinja else None  # a block assignment opens like any block
+    return word
+
+
+def _place(stack: tuple[str, ...]) -> str:
+    """Where a tag stands, for a message: the innermost cell, body, control… holding it, and the path to it."""
+    named = [_PLACES.get(name, name) for name in stack if name in _PLACES]
+    return (named[-1] if named else "the part") + " (" + "/".join(stack[1:] or stack) + ")"
 
 
 def _unescape_delimiters(xml: str) -> str:

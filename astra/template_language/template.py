@@ -110,6 +110,7 @@ class JinjaTemplate:
             find_zones(template, source, zones)
         next_id = first_free_id
         marked: set[str] = set()
+        marked_parts: set[str] = set()
         by_part = {source.part: source for source in sources}
         for zone in zones.values():
             if zone.mark is None or zone.part not in by_part or "footnotes" in zone.part.lower():
@@ -127,7 +128,18 @@ class JinjaTemplate:
                 done = source.mark_table(tags[0], zone.id, kind, label, next_id)
             if done:
                 marked.add(zone.id)
+                marked_parts.add(zone.part)
                 next_id += 1
+        for index, source in enumerate(sources):
+            if source.part not in marked_parts:
+                continue
+            try:
+                source.source()
+            except TemplateLanguageError:
+                # A mark placed where a whitespace merge ('{%-', '-%}') reaches into it: that part goes unmarked
+                # (the same part read without marks parsed above).
+                sources[index] = PartSource.read(source.part, pkg.read_part(source.part))
+                marked -= {zone.id for zone in zones.values() if zone.part == source.part}
         parts = {}
         for source in sources:
             template = bounded(_parse(source))

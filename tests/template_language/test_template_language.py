@@ -402,3 +402,42 @@ def test_a_tag_cut_by_a_break_is_refused_showing_where_it_is_cut():
     assert refused.value.code == "jinja_syntax"
     assert "{{ name ⏎ }}" in refused.value.message
     assert "\x00" not in refused.value.message
+
+
+def test_a_dash_merge_never_takes_away_another_tag():
+    """docxtpl's ``{%-`` takes everything back to the previous ``</w:t>``, a tag written before it in the same
+    text included (dropping it silently or unbalancing the template); ASTRA keeps the other tag."""
+    template = JinjaTemplate.read(_one_paragraph("A {% if y %}{%- if x %}B{% endif %}{% endif %} {{ a }} -%}"
+                                                 .replace(" -%}", "")))
+    text = "".join(etree.fromstring(_part(template.render({"x": True, "y": True, "a": "z"}))).itertext())
+    assert text == "A B z"
+    doc = docx.Document()
+    doc.add_paragraph("first {{ a }} {%- if x %}")
+    doc.add_paragraph("second{% endif %}")
+    rendered = JinjaTemplate.read(_save(doc)).render({"a": "kept", "x": True})
+    assert "kept" in "".join(etree.fromstring(_part(rendered)).itertext())
+
+
+def test_a_block_tag_that_ends_in_another_place_of_the_xml_is_refused_at_read():
+    doc = docx.Document()
+    doc.add_paragraph("{% for x in xs %}")
+    table = doc.add_table(rows=1, cols=1)
+    table.cell(0, 0).paragraphs[0].text = "{{ x }}{% endfor %}"
+    with pytest.raises(TemplateLanguageError) as refused:
+        JinjaTemplate.read(_save(doc))
+    assert refused.value.code == "jinja_syntax"
+    assert "'{% for x in xs %}' opens in the body" in refused.value.message
+    assert "'{% endfor %}' stands in a table cell" in refused.value.message
+    assert refused.value.location["path"] == "w:p[0]"
+
+
+@pytest.mark.parametrize("shown", [True, False])
+def test_an_if_across_two_paragraphs_closes_one_and_opens_the_next_either_way(shown):
+    """Not a docxtpl {%p %}: the body closes a paragraph and opens another, so taking it away joins them (as
+    docxtpl does) and keeping it keeps both; either way the XML is whole."""
+    doc = docx.Document()
+    doc.add_paragraph("A {% if x %}B")
+    doc.add_paragraph("C{% endif %} D")
+    body = etree.fromstring(_part(JinjaTemplate.read(_save(doc)).render({"x": shown})))
+    paragraphs = ["".join(p.itertext()) for p in body.iter(f"{{{W}}}p")]
+    assert paragraphs == (["A B", "C D"] if shown else ["A  D"])
