@@ -186,7 +186,7 @@ class JinjaTemplate:
         except PackageError as exc:
             raise RenderError(f"/{part.name}: the template's tags do not nest with the document's structure "
                               f"(a paragraph, row or cell tag closes elsewhere than it opens): {exc}") from None
-        if ids.refresh(root) | _fit_table_grids(root):
+        if _whole_tables(root) | ids.refresh(root) | _fit_table_grids(root):
             data = etree.tostring(root, xml_declaration=True, encoding="UTF-8", standalone=True)
         return data
 
@@ -229,11 +229,11 @@ class _FreshIds:
     """Drawings and content controls a loop repeated get ids no other element of the document has."""
 
     def __init__(self, first_free: int) -> None:
-        self.seen: set[str] = set()
+        self.seen: set[object] = set()
         self.next = first_free
 
     def refresh(self, root: etree._Element) -> bool:
-        changed = False
+        changed = self._refresh_bookmarks(root)
         for el, attribute in [(d, "id") for d in _DOC_PR(root)] + [
                 (i, W.val) for i in root.iter(W.id) if i.getparent() is not None and i.getparent().tag == W.sdtPr]:
             value = el.get(attribute)
@@ -244,6 +244,56 @@ class _FreshIds:
             else:
                 self.seen.add(value)
         return changed
+
+
+    def _refresh_bookmarks(self, root: etree._Element) -> bool:
+        """A bookmark a loop repeated: a fresh id for its start and the end that closes it, and a fresh name."""
+        changed = False
+        renamed: dict[str, str] = {}  # old id -> new id, from a repeated start to its end
+        for el in root.iter(W.bookmarkStart, W.bookmarkEnd):
+            value = el.get(W.id)
+            if el.tag == W.bookmarkEnd:
+                if value in renamed:
+                    el.set(W.id, renamed.pop(value))
+                    changed = True
+                continue
+            name = el.get(W.name)
+            if ("b", value) in self.seen:
+                renamed[value] = str(self.next)
+                el.set(W.id, str(self.next))
+                self.next += 1
+                changed = True
+            self.seen.add(("b", el.get(W.id)))
+            if name is not None and ("n", name) in self.seen:
+                count = 2
+                while ("n", f"{name}_{count}") in self.seen:
+                    count += 1
+                name = f"{name}_{count}"
+                el.set(W.name, name)
+                changed = True
+            self.seen.add(("n", name))
+        return changed
+
+
+def _whole_tables(root: etree._Element) -> bool:
+    """What a loop that ran no time can leave and Word repairs: a row with no cell and a table with no row go, and
+    a cell with no paragraph, or ending in a table, gets an empty one."""
+    changed = False
+    for row in list(root.iter(W.tr)):
+        if row.find(W.tc) is None and row.getparent() is not None:
+            row.getparent().remove(row)
+            changed = True
+    for table in list(root.iter(W.tbl)):
+        if table.find(W.tr) is None and table.getparent() is not None:
+            table.getparent().remove(table)
+            changed = True
+    for cell in root.iter(W.tc):
+        blocks = [child for child in cell if child.tag in (W.p, W.tbl, W.sdt)]
+        if not blocks or blocks[-1].tag == W.tbl or (blocks[-1].tag == W.sdt and next(
+                blocks[-1].iter(W.p), None) is None):
+            etree.SubElement(cell, W.p)
+            changed = True
+    return changed
 
 
 def _fit_table_grids(root: etree._Element) -> bool:

@@ -441,3 +441,36 @@ def test_an_if_across_two_paragraphs_closes_one_and_opens_the_next_either_way(sh
     body = etree.fromstring(_part(JinjaTemplate.read(_save(doc)).render({"x": shown})))
     paragraphs = ["".join(p.itertext()) for p in body.iter(f"{{{W}}}p")]
     assert paragraphs == (["A B", "C D"] if shown else ["A  D"])
+
+
+def test_loops_that_ran_no_time_leave_tables_word_opens_without_repair():
+    doc = docx.Document()
+    empty_rows = doc.add_table(rows=1, cols=2)
+    empty_rows.cell(0, 0).paragraphs[0].text = "{%tr for r in none %}"
+    empty_rows.cell(0, 1).paragraphs[0].text = "{{ r }}{%tr endfor %}"
+    kept = doc.add_table(rows=1, cols=2)
+    kept.cell(0, 0).paragraphs[0].text = "{%p for x in none %}"
+    kept.cell(0, 0).add_paragraph("{{ x }}")
+    kept.cell(0, 0).add_paragraph("{%p endfor %}")
+    kept.cell(0, 1).paragraphs[0].text = "right"
+    body = etree.fromstring(_part(JinjaTemplate.read(_save(doc)).render({"none": []})))
+    tables = list(body.iter(f"{{{W}}}tbl"))
+    assert len(tables) == 1  # the table whose only row was a loop that ran no time is gone
+    for cell in body.iter(f"{{{W}}}tc"):
+        assert cell.findall(f"{{{W}}}p"), "a cell with no paragraph"
+    assert "right" in "".join(tables[0].itertext())
+
+
+def test_a_bookmark_a_loop_repeats_gets_a_fresh_id_and_name():
+    doc = docx.Document()
+    doc.add_paragraph("{%p for x in xs %}")
+    paragraph = doc.add_paragraph()
+    paragraph._p.append(etree.fromstring(f'<w:bookmarkStart xmlns:w="{W}" w:id="7" w:name="item"/>'))
+    paragraph.add_run("{{ x }}")
+    paragraph._p.append(etree.fromstring(f'<w:bookmarkEnd xmlns:w="{W}" w:id="7"/>'))
+    doc.add_paragraph("{%p endfor %}")
+    body = etree.fromstring(_part(JinjaTemplate.read(_save(doc)).render({"xs": ["a", "b", "c"]})))
+    starts = [(el.get(f"{{{W}}}id"), el.get(f"{{{W}}}name")) for el in body.iter(f"{{{W}}}bookmarkStart")]
+    ends = [el.get(f"{{{W}}}id") for el in body.iter(f"{{{W}}}bookmarkEnd")]
+    assert len(starts) == 3 and len({i for i, _ in starts}) == 3 and len({n for _, n in starts}) == 3
+    assert starts[0] == ("7", "item") and ends == [i for i, _ in starts]
