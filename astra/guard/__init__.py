@@ -1,5 +1,6 @@
 """GUARD: WORM custody of session audio (S3 Object Lock), a hash-chained ledger, and its audit."""
 
+from astra.guard.checkpoints import CheckpointConflict, record_checkpoint
 from astra.guard.custody import (
     CustodyError,
     CustodyRecord,
@@ -13,11 +14,19 @@ from astra.guard.custody import (
 )
 from astra.guard.ledger import GENESIS_HASH, Checkpoint, CustodyLedger, LedgerEntry, canonical_json, chain_hash
 from astra.guard.merkle import merkle_root, merkle_root_hex
-from astra.guard.verify import Problem, UnknownTenant, VerifyReport, verify, verify_chain
+from astra.guard.verify import (
+    Problem,
+    UnknownTenant,
+    VerifyReport,
+    verify,
+    verify_chain,
+    verify_tenant_checkpoints,
+)
 
 __all__ = [
     "GENESIS_HASH",
     "Checkpoint",
+    "CheckpointConflict",
     "CustodyError",
     "CustodyLedger",
     "CustodyRecord",
@@ -34,8 +43,10 @@ __all__ = [
     "merkle_root_hex",
     "place_in_custody",
     "prepare_client",
+    "record_checkpoint",
     "take_custody",
     "verify",
     "verify_chain",
     "verify_custody",
+    "verify_tenant_checkpoints",
 ]

@@ -19,6 +19,13 @@ Appends of one tenant are serialized by a row lock on `tenants` (as CONFIG_SVC p
 seq is 1, 2, 3… without gaps under concurrent appenders. The Postgres trigger of migration 0001
 refuses UPDATE, DELETE and TRUNCATE; what a superuser can still do with the triggers disabled is
 what `astra.guard.verify` detects.
+
+Checkpoints (`custody_checkpoints`, append-only too) pin the Merkle root of a tenant's first
+`size` entries. A superuser can rewrite those rows as well, so `verify` writes each one through
+`astra.guard.checkpoints.record_checkpoint`, which also puts it, before the row commits, as an
+object under an S3 Object Lock COMPLIANCE retention in the guard bucket
+(`<tenant>/checkpoints/<size>.json`); the audit checks the ledger and these rows against the
+objects. `write_checkpoint` alone writes only the row (an audit reports it: no WORM object).
 """
 
 from __future__ import annotations
@@ -202,8 +209,21 @@ def last_checkpoint(conn: Connection, tenant: str) -> Checkpoint | None:
     return None if row is None else Checkpoint(row.tenant_id, row.size, row.merkle_root, row.created_at)
 
 
+def checkpoints(conn: Connection, tenant: str) -> list[Checkpoint]:
+    """Every checkpoint row of the tenant, by size."""
+    rows = conn.execute(
+        select(custody_checkpoints)
+        .where(custody_checkpoints.c.tenant_id == tenant)
+        .order_by(custody_checkpoints.c.size)
+    ).all()
+    return [Checkpoint(r.tenant_id, r.size, r.merkle_root, r.created_at) for r in rows]
+
+
 def write_checkpoint(conn: Connection, tenant: str, size: int, merkle_root: str) -> Checkpoint | None:
-    """Insert a checkpoint; None when one of that size exists already (a concurrent audit)."""
+    """Insert a checkpoint row; None when one of that size exists already (a concurrent audit).
+
+    Only the row: `checkpoints.record_checkpoint` calls this and writes the WORM object in the same
+    transaction, before it commits."""
     row = conn.execute(
         pg_insert(custody_checkpoints)
         .values(tenant_id=tenant, size=size, merkle_root=merkle_root)

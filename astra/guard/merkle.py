@@ -6,6 +6,8 @@
 
 The custody ledger's checkpoint is the MTH of a tenant's entries (their canonical JSON bytes,
 in seq order), so a later audit can show the ledger still starts with exactly what was pinned.
+`prefix_roots` gives the roots of many prefixes of one ledger (every checkpoint a tenant has, in
+the database and in the WORM bucket) in one pass over its leaves.
 """
 
 from __future__ import annotations
@@ -40,6 +42,30 @@ def root_from_leaf_hashes(leaves: Sequence[bytes]) -> bytes:
         return node_hash(mth(lo, lo + k), mth(lo + k, hi))
 
     return EMPTY_ROOT if not leaves else mth(0, len(leaves))
+
+
+def prefix_roots(leaves: Sequence[bytes], sizes: Iterable[int]) -> dict[int, bytes]:
+    """MTH(D[0:n]) for every n in `sizes` (1 <= n <= len(leaves)), in one pass over the leaf hashes.
+
+    The leaves are appended to a stack of perfect subtrees (a binary counter: their sizes are the
+    bits of the count, largest first); the MTH of the first n leaves folds that stack from the right,
+    node(P1, node(P2, ... Pk)), which is what RFC 6962's split at the largest power of two gives."""
+    wanted = sorted({n for n in sizes if 1 <= n <= len(leaves)})
+    out: dict[int, bytes] = {}
+    stack: list[tuple[int, bytes]] = []  # (subtree size, root), sizes strictly decreasing
+    at = 0
+    for n in wanted:
+        for leaf in leaves[at:n]:
+            size, node = 1, leaf
+            while stack and stack[-1][0] == size:
+                size, node = size * 2, node_hash(stack.pop()[1], node)
+            stack.append((size, node))
+        at = n
+        root = stack[-1][1]
+        for _, left in reversed(stack[:-1]):
+            root = node_hash(left, root)
+        out[n] = root
+    return out
 
 
 def merkle_root(data: Iterable[bytes]) -> bytes:

@@ -6,7 +6,15 @@ import hashlib
 
 import pytest
 
-from astra.guard.merkle import EMPTY_ROOT, leaf_hash, merkle_root, merkle_root_hex, node_hash, root_from_leaf_hashes
+from astra.guard.merkle import (
+    EMPTY_ROOT,
+    leaf_hash,
+    merkle_root,
+    merkle_root_hex,
+    node_hash,
+    prefix_roots,
+    root_from_leaf_hashes,
+)
 
 # certificate-transparency merkle_tree_test.cc (also trillian's testonly): leaves and MTH of D[0:n].
 CT_LEAVES = [bytes.fromhex(h) for h in
@@ -53,3 +61,15 @@ def test_by_hand_from_the_definition():
 
 def test_order_matters():
     assert merkle_root([b"a", b"b"]) != merkle_root([b"b", b"a"])
+
+
+def test_prefix_roots_in_one_pass_are_the_roots_of_each_prefix():
+    leaves = [leaf_hash(i.to_bytes(2, "big")) for i in range(70)]
+    everything = prefix_roots(leaves, range(0, 75))  # 0 and beyond the end are left out
+    assert sorted(everything) == list(range(1, 71))
+    for n, root in everything.items():
+        assert root == root_from_leaf_hashes(leaves[:n]), n
+    assert prefix_roots([leaf_hash(d) for d in CT_LEAVES], [3, 8, 5]) == {
+        n: bytes.fromhex(CT_ROOTS[n - 1]) for n in (3, 5, 8)
+    }
+    assert prefix_roots(leaves, []) == {}

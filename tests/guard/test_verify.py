@@ -111,8 +111,9 @@ def test_edited_entry_with_its_hash_recomputed(engine, s3, settings, tenant, fiv
 def test_deleted_entry_is_a_seq_gap(engine, s3, settings, tenant, five):
     superuser_sql(engine, ("DELETE FROM custody_ledger WHERE tenant_id = :t AND seq = 2", {"t": tenant}))
     report = audit(engine, s3, settings, tenant)
-    # 4 entries left under a checkpoint of 5: shorter than the checkpoint too (no tail seq missing)
-    assert kinds(report) == [("deleted", 2), ("orphan_object", None), ("truncated", None)]
+    # 4 entries left under a checkpoint of 5: shorter than the checkpoint row and its WORM object too
+    assert kinds(report) == [("deleted", 2), ("orphan_object", None), ("truncated", None),
+                             ("worm_checkpoint_mismatch", None)]
     assert ("orphan_object", None) in kinds(report)  # its audio is still in the guard bucket
 
 
@@ -125,7 +126,8 @@ def test_reordered_entries(engine, s3, settings, tenant, five):
         ("UPDATE custody_ledger SET seq = 4 WHERE tenant_id = :t AND seq = -3", p),
     )
     report = audit(engine, s3, settings, tenant)
-    assert [k for k in kinds(report) if k[0] != "checkpoint_mismatch"] == [("reordered", 3)]
+    checkpoints = ("checkpoint_mismatch", "worm_checkpoint_mismatch")
+    assert [k for k in kinds(report) if k[0] not in checkpoints] == [("reordered", 3)]
 
 
 def test_inserted_entry_with_a_made_up_hash(engine, s3, settings, tenant, five):
@@ -154,7 +156,7 @@ def test_inserted_entry_in_the_middle_with_valid_hashes(engine, s3, settings, te
          {**p, "e": forged.decode(), "p": prev, "h": chain_hash(prev, forged), "at": at}),
     )
     report = audit(engine, s3, settings, tenant)
-    assert kinds(report) == [("inserted", 3), ("checkpoint_mismatch", None)]
+    assert kinds(report) == [("inserted", 3), ("checkpoint_mismatch", None), ("worm_checkpoint_mismatch", None)]
 
 
 def test_entry_copied_from_another_tenant(engine, s3, settings, tenant):
@@ -199,7 +201,8 @@ def test_tail_rewritten_with_all_hashes_recomputed_breaks_the_checkpoint(engine,
     c = canonical_json(e)
     superuser_sql(engine, ("UPDATE custody_ledger SET entry = :e, entry_hash = :h WHERE tenant_id = :t AND seq = 5",
                            {"e": c.decode(), "h": chain_hash(last.prev_hash, c), "t": tenant}))
-    assert kinds(audit(engine, s3, settings, tenant)) == [("checkpoint_mismatch", None)]
+    assert kinds(audit(engine, s3, settings, tenant)) == [("checkpoint_mismatch", None),
+                                                          ("worm_checkpoint_mismatch", None)]
 
 
 # -- objects ----------------------------------------------------------------------------------
