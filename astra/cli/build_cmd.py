@@ -87,7 +87,10 @@ def build_command(
             if locale is not None:
                 local.check_locale(locale)
             docx = local.read_template(template)
-            if data is not None and uses_jinja(docx):
+            # A docxtpl template renders --data as its context; one of bare {{ name }}s ASTRA's grammar refuses
+            # (a name used twice) is a docxtpl template too (INGEST's rule: its zone map says "jinja").
+            grammar = None if data is None or uses_jinja(docx) else local.template_maps(docx, sidecar)
+            if data is not None and (grammar is None or grammar.zone_map.get("language") == "jinja"):
                 if sidecar is not None:
                     raise local.BadInput("--sidecar is for --session with a docxtpl template: --data renders the "
                                          "JSON object as the template's context, with no zone map")
@@ -97,7 +100,7 @@ def build_command(
                 result = local.render_context(docx, data)
                 summary = _summary(out_path, result, result.problems)
             elif data is not None:
-                result = local.build_from_context(local.template_maps(docx, sidecar), data, locale)
+                result = local.build_from_context(grammar, data, locale)
                 summary = _summary(out_path, result, result.problems)
             else:
                 template_maps = local.template_maps(docx, sidecar)

@@ -808,6 +808,37 @@ def extract_maps(
     pkg, sheet = _open(docx_bytes)
     if uses_jinja(docx_bytes):
         return _extract_jinja_maps(docx_bytes, pkg, sheet, side, known_intents)
+    try:
+        return _extract_grammar_maps(pkg, sheet, side, known_intents)
+    except TemplateRefused as refused:
+        # A template of bare {{ name }} placeholders reads in both languages. ASTRA's grammar comes first (every
+        # template accepted before reads as before); where it refuses what docxtpl's language accepts (a name
+        # used twice, a placeholder in a footnote), the template is a docxtpl one.
+        if not _docxtpl_accepts(refused) or not _only_placeholders(pkg, sheet):
+            raise
+        try:
+            return _extract_jinja_maps(docx_bytes, pkg, sheet, side, known_intents)
+        except TemplateRefused:
+            raise refused from None
+
+
+def _docxtpl_accepts(refused: TemplateRefused) -> bool:
+    """What ASTRA's grammar refuses of bare placeholders and docxtpl's language accepts: a name used twice, a
+    placeholder in a footnote (docxtpl renders footnotes; not endnotes or comments, where it would stay text)."""
+    part = str((refused.location or {}).get("part", ""))
+    return refused.code == "duplicate_zone_id" or (
+        refused.code == "zone_unsupported_position" and part.startswith("/word/footnotes"))
+
+
+def _only_placeholders(pkg: Package, sheet: StyleSheet) -> bool:
+    try:
+        return all(decl.declared_by == "placeholder" for decl in _scan(pkg, sheet))
+    except TemplateRefused:
+        return False
+
+
+def _extract_grammar_maps(pkg: Package, sheet: StyleSheet, side: dict, known_intents: set[str] | None) -> TemplateMaps:
+    """The maps of a template in ASTRA's zone grammar (content controls and ``{{ placeholder }}``s)."""
     decls = _scan(pkg, sheet)
     _refuse_misplaced_controls(pkg)
     _refuse_unfilled_controls(decls)

@@ -144,3 +144,14 @@ def test_session_with_a_transcript_puts_every_sentence_in_a_zone(session_work, t
     assert sum(said.values()) == summary["transcript"]["utterances"] > 0  # every sentence bound to one zone
     assert len(shown) == sum(said.values()) - said["urgent"]  # and shown there, but a flag's: it only decides
     assert set(shown) <= set(split_sentences(transcript))
+
+
+def test_data_renders_a_template_of_bare_placeholders_with_a_name_used_twice(work):
+    doc = docx.Document()
+    doc.add_paragraph("Dear {{ client }},")
+    doc.add_paragraph("Regards to {{ client }}.")
+    (work / "twice.docx").write_bytes(_save(doc))
+    (work / "twice.json").write_text(json.dumps({"client": "Ada & Co"}))
+    res = _build(work, "--data", str(work / "twice.json"), template="twice.docx")
+    assert res.returncode == 0, res.stderr
+    assert document_text((work / "out.docx").read_bytes())[1:] == ["p: Dear Ada & Co,", "p: Regards to Ada & Co."]

@@ -220,3 +220,19 @@ def test_a_docxtpl_template_with_a_content_control_where_none_may_stand_is_refus
     err = refusal(docxtpl_template(para("{{ notes }} {% if paid %}!{% endif %}") + misplaced, ()),
                   "zone_unsupported_position")
     assert err.location == {"part": "/word/document.xml", "block": 1, "path": "w:p[1]/w:r[0]/w:sdt[0]"}
+
+
+def test_bare_placeholders_the_grammar_refuses_are_read_as_a_docxtpl_template():
+    """A docxtpl template of plain ``{{ name }}``s, a name used twice: ASTRA's grammar refuses a zone declared twice;
+    docxtpl's language accepts it, and so does INGEST, as a docxtpl template."""
+    docx = minimal_docx(para("Dear {{ client }},") + para("{{ body }}") + para("Regards to {{ client }}."),
+                        footers=(para("{{ client }}"),))
+    maps = jinja_maps(docx)
+    assert maps.zone_map["language"] == "jinja"
+    assert {zone["id"]: zone["kind"] for zone in maps.zone_map["zones"]} == {"client": "text", "body": "text"}
+
+
+def test_a_grammar_template_with_a_content_control_keeps_its_refusal():
+    control = ('<w:sdt><w:sdtPr><w:tag w:val="astra:client"/></w:sdtPr><w:sdtContent>'
+               + para("x") + "</w:sdtContent></w:sdt>")
+    refusal(minimal_docx(control + para("{{ client }}")), "duplicate_zone_id")

@@ -551,15 +551,26 @@ def test_refuses_template_without_zones():
     [
         (sdt("astra:summary") + sdt("astra:summary"), []),
         (sdt("astra:summary") + para("{{ summary }}"), []),
-        (para("{{ summary }} {{ summary }}"), []),
-        (para("{{ summary }}"), [para("{{ summary }}")]),
+        (sdt("astra:summary"), [para("{{ summary }}")]),
     ],
-    ids=["two_controls", "control_and_placeholder", "same_paragraph", "body_and_header"],
+    ids=["two_controls", "control_and_placeholder", "control_and_header_placeholder"],
 )
 def test_refuses_duplicate_zone_ids(body, headers):
     err = refused(body, "duplicate_zone_id", headers=headers)
     assert "summary" in err.message
     assert err.location is not None
+
+
+@pytest.mark.parametrize(
+    "body,headers",
+    [(para("{{ summary }} {{ summary }}"), []), (para("{{ summary }}"), [para("{{ summary }}")])],
+    ids=["same_paragraph", "body_and_header"],
+)
+def test_a_placeholder_used_twice_is_a_docxtpl_templates_name(body, headers):
+    """Only bare placeholders, one used twice: docxtpl's language reads that (tests/ingest/test_jinja_zones.py)."""
+    maps = extract(body, headers=headers)
+    assert maps.zone_map["language"] == "jinja"
+    assert [zone["id"] for zone in maps.zone_map["zones"]] == ["summary"]
 
 
 @pytest.mark.parametrize(

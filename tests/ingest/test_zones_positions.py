@@ -130,7 +130,6 @@ ACCEPTED = {
            "</mc:AlternateContent></w:r>"), None),
 }
 REFUSED = {
-    "footnote": ("", ("footnotes", p(X)), "placeholder_left"),
     "endnote": ("", ("endnotes", p(t("see {{ x }}"))), "placeholder_left"),
     "comment": ("", ("comments", p(X)), "placeholder_left"),
     "comment-control-tagged-like-a-zone": ("", ("comments", control("notes", p(X))), "placeholder_left"),
@@ -226,7 +225,7 @@ def test_a_header_text_box_fallback_is_judged_like_the_body():
 def test_a_placeholder_in_a_note_is_refused_even_without_any_zone():
     """The stray text is the more useful refusal: the template's only placeholder sits where no zone can be."""
     with pytest.raises(TemplateRefused) as info:
-        extract_maps(with_note_part(minimal_docx(p(t("Report"))), "footnotes", p(X)))
+        extract_maps(with_note_part(minimal_docx(p(t("Report"))), "endnotes", p(X)))
     assert info.value.code == "zone_unsupported_position"
 
 
@@ -524,3 +523,15 @@ def test_a_zone_in_a_choice_whose_fallback_builder_drops_is_refused(case, monkey
     document = Package.read(built.docx).read_part("word/document.xml")
     assert b"FALLBACK TEXT" in Package.read(docx).read_part("word/document.xml")
     assert b"FALLBACK TEXT" not in document and b"mc:Fallback" not in document
+
+
+def test_a_placeholder_in_a_footnote_makes_a_docxtpl_template():
+    """ASTRA's grammar fills no footnote; docxtpl's language renders footnotes, so a template of bare placeholders
+    with one in a footnote is read as docxtpl's, and its builds fill the footnote."""
+    docx = template(("", ("footnotes", p(X))))
+    maps = extract_maps(docx)
+    assert maps.zone_map["language"] == "jinja"
+    assert {zone["id"] for zone in maps.zone_map["zones"]} == {"notes", "x"}
+    from astra.template_language import JinjaTemplate
+    rendered = Package.read(JinjaTemplate.read(docx).render({"notes": "n", "x": "in the note"}))
+    assert b"in the note" in rendered.read_part("word/footnotes.xml")
