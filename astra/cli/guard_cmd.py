@@ -9,6 +9,7 @@ from rich.table import Table
 from astra import s3 as s3_lib
 from astra.cli.common import console, emit_json, errors, fail, out
 from astra.db import make_engine
+from astra.guard.checkpoints import checkpoint_key
 from astra.guard.verify import DEFAULT_ORPHAN_GRACE_SECONDS, UnknownTenant
 from astra.guard.verify import verify as run_verify
 from astra.settings import Settings
@@ -35,8 +36,11 @@ def verify(
 ) -> None:
     """Re-walk each tenant's hash chain, re-hash the guard objects, check checkpoints and orphans.
 
-    Writes a Merkle checkpoint for every intact chain. Exit 0 only when everything is intact, 1 when
-    something is not (or the audit could not run), 2 for a tenant that does not exist."""
+    Checks the ledger against every checkpoint: the database rows and their WORM copies in the guard
+    bucket (<tenant>/checkpoints/<size>.json, Object Lock COMPLIANCE), which a database superuser
+    cannot rewrite. Writes a Merkle checkpoint (locked object, then row) for every intact ledger that
+    grew. Exit 0 only when everything is intact, 1 when something is not (or the audit could not
+    run), 2 for a tenant that does not exist."""
     with errors():
         settings = Settings.from_env()
         engine = make_engine(settings.require("database_url"))
@@ -62,11 +66,11 @@ def verify(
         if json_out:
             emit_json(report.to_dict())
         else:
-            _print(report)
+            _print(report, settings.guard_bucket)
     raise typer.Exit(0 if report.ok else 1)
 
 
-def _print(report) -> None:
+def _print(report, bucket: str) -> None:
     scope = f"{report.tenants} tenant{'s' * (report.tenants != 1)}, {report.entries} entries, {report.objects} objects"
     if report.ok:
         out.print(f"[green]custody intact[/]: {scope}")
@@ -77,4 +81,5 @@ def _print(report) -> None:
         out.print(table)
         out.print(f"[bold red]{len(report.problems)} problem{'s' * (len(report.problems) != 1)}[/]: {scope}")
     for cp in report.checkpoints:
-        out.print(f"checkpoint {cp.tenant}: size {cp.size}, root {cp.merkle_root}")
+        out.print(f"checkpoint {cp.tenant}: size {cp.size}, root {cp.merkle_root}, "
+                  f"locked copy s3://{bucket}/{checkpoint_key(cp.tenant, cp.size)}")

@@ -14,6 +14,7 @@ import sys
 import pytest
 from sqlalchemy import text
 
+from astra.guard.checkpoints import checkpoint_key
 from tests.conftest import ROOT, run_cli
 from tests.guard.conftest import custody_n, superuser_sql
 
@@ -56,6 +57,7 @@ def test_verify_human_output(engine, s3, settings, tenant, use_stack_env):
     custody_n(engine, s3, settings, tenant, 1)
     ok = astra_guard("verify", "--tenant", tenant, env=use_stack_env)
     assert ok.returncode == 0 and "custody intact" in ok.stdout and f"checkpoint {tenant}: size 1" in ok.stdout
+    assert f"locked copy s3://{use_stack_env['ASTRA_GUARD_BUCKET']}/{checkpoint_key(tenant, 1)}" in ok.stdout
     superuser_sql(engine, ("UPDATE custody_ledger SET entry = entry || ' ' WHERE tenant_id = :t", {"t": tenant}))
     bad = astra_guard("verify", "--tenant", tenant, env=use_stack_env)
     assert bad.returncode == 1 and "edited" in bad.stdout and "problem" in bad.stdout
@@ -76,3 +78,19 @@ def test_verify_unknown_tenant_exit_2_one_line(engine, tenant, use_stack_env):
     with engine.begin() as conn:  # a tenant that exists but holds nothing yet is an intact, empty audit
         conn.execute(text("INSERT INTO tenants (tenant_id) VALUES (:t)"), {"t": tenant})
     assert astra_guard("verify", "--tenant", tenant, env=use_stack_env).returncode == 0
+
+
+def test_verify_tail_and_checkpoint_rows_rewritten_exit_1(engine, s3, settings, tenant, use_stack_env):
+    """The superuser's rewrite the database cannot see: the WORM checkpoint object makes it exit 1."""
+    custody_n(engine, s3, settings, tenant, 2)
+    assert astra_guard("verify", "--tenant", tenant, "--json", env=use_stack_env).returncode == 0
+    forged = "replace(entry, '\"source_uri\":\"s3://', '\"source_uri\":\"s3://forged-')"
+    superuser_sql(engine, (f"UPDATE custody_ledger SET entry = {forged}, entry_hash = encode(sha256("
+                           f"decode(prev_hash, 'hex') || convert_to({forged}, 'UTF8')), 'hex') "
+                           "WHERE tenant_id = :t AND seq = 2", {"t": tenant}))
+    superuser_sql(engine, ("DELETE FROM custody_checkpoints WHERE tenant_id = :t", {"t": tenant}),
+                  table="custody_checkpoints")
+    res = astra_guard("verify", "--tenant", tenant, "--json", "--orphan-grace", "0", env=use_stack_env)
+    assert res.returncode == 1, res.stderr
+    found = {p["kind"] for p in json.loads(res.stdout)["problems"]}
+    assert found == {"worm_checkpoint_mismatch", "checkpoint_row_missing"}
