@@ -442,7 +442,6 @@ def _k8s_typed(vals: dict) -> list[tuple[str, object]]:
     typed += [("secretenvsource-v1", x) for x in d["envSecrets"]]
     typed += [("envvar-v1", x) for x in d["env"]]
     typed += [("volume-v1", x) for x in d["volumes"]] + [("volumemount-v1", x) for x in d["volumeMounts"]]
-    typed += [("resourcerequirements-v1", d["resources"])]
     run = vals["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]["containerConfig"]
     return typed + [("resourcerequirements-v1", run["resources"])]
 
@@ -482,6 +481,8 @@ def test_the_code_location_is_workspace_yamls_and_dagster_accepts_its_arguments(
     assert grpc_args.params["module_name"] == location["python_module"]["module_name"]
     assert d["name"] == location["python_module"]["location_name"]
     assert d["includeConfigInLaunchedRuns"]["enabled"] is True
+    # The chart passes the code location's `resources` to its runs, over the run launcher's (runK8sConfig).
+    assert "resources" not in d
     vals = values()
     assert vals["runLauncher"]["type"] == "K8sRunLauncher"
     assert vals["postgresql"]["enabled"] is False and vals["dagsterDaemon"]["enabled"] is True
