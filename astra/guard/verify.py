@@ -378,7 +378,9 @@ def verify_tenant_checkpoints(
     cutoff = datetime.now(UTC) - timedelta(seconds=grace_seconds)
     cps, rows = _read_tenant(engine, tenant)
     versions = list_checkpoint_versions(s3, bucket, tenant)
-    return check_worm_checkpoints(bucket, tenant, versions, cps, [leaf_hash(r.entry.encode()) for r in rows], cutoff)
+    leaves = [leaf_hash(r.entry.encode()) for r in rows]
+    problems = check_worm_checkpoints(bucket, tenant, versions, cps, leaves, cutoff)
+    return sorted(problems, key=lambda p: (p.kind, p.detail))
 
 
 # -- the bucket -------------------------------------------------------------------------------
