@@ -58,7 +58,7 @@ import posixpath
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from copy import deepcopy
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -87,8 +87,8 @@ from astra.ooxml.errors import PackageError
 from astra.ooxml.ns import MC, R_NS, RT_TRANSITIONAL, W14_NS, W15_NS, W_NS, W_STRICT_NS, WP_NS, W, local_name
 from astra.ooxml.package import CONTENT_TYPES_PART, Package, write_package
 from astra.ooxml.partname import rels_part_for
-from astra.ooxml.rels import ContentTypes, Relationship, media_type
-from astra.ooxml.wordml import styles_part, theme_part, top_block
+from astra.ooxml.rels import Relationship
+from astra.ooxml.wordml import MAX_ID, id_parts, numeric_ids, styles_part, theme_part, top_block
 from astra.ooxml.xml import hardened_parser
 from astra.template_language import JinjaTemplate, RenderCaps, RenderError, TemplateLanguageError
 
@@ -101,7 +101,6 @@ from .sanitize import clean_text, text_runs, truncate
 MiB = 1024 * 1024
 _PLAIN_INT = re.compile(r"[0-9]{1,18}")
 _MIN_FRAME_TWIPS = 360  # a quarter inch
-_MAX_ID = 2**31 - 1  # ids are int32 (ST_DecimalNumber); Word refuses a larger one
 _WP = f"{{{WP_NS}}}"
 # Content-control properties dropped when BUILDER fills a control: they would hide, replace or
 # restrict what was put in (a placeholder flag, a custom-XML binding, single-value control types,
@@ -207,8 +206,7 @@ class _Template:
             strict = W_STRICT_NS in pkg.xml(pkg.main_document()).nsmap.values()
             # Every XML part, not only those holding zones: a header's picture or a footnote's bookmark keeps its
             # id, and a new id must not repeat it.
-            types = pkg.content_types()
-            used_ids = _numeric_ids(pkg.xml(name) for name in pkg.members if _holds_ids(name, types))
+            used_ids = numeric_ids(pkg.xml(name) for name in id_parts(pkg))
         except (TemplateRefused, PackageError) as exc:
             raise BuildError(f"the template cannot be read: {exc}") from None
         if strict:
@@ -878,33 +876,6 @@ def _truncation_note(limit: int) -> str:
     return f"[ASTRA: this section was cut at {limit:,} characters; the rest is in the session record.]"
 
 
-def _holds_ids(member: str, types: ContentTypes) -> bool:
-    """An XML part, relationships aside: where ids of content controls, bookmarks, revisions, comments and drawings
-    live. Every one, whatever its name (the main document may be any part the package's relationship names), as
-    AUDIT reads them: named ``.xml`` or of an XML content type."""
-    name = member.lower()
-    if name == CONTENT_TYPES_PART.lower() or name.endswith(".rels"):
-        return False
-    content_type = media_type(types.of(member))
-    return name.endswith(".xml") or content_type.endswith("+xml") or content_type in ("application/xml", "text/xml")
-
-
-def _numeric_ids(roots: Iterable[etree._Element]) -> frozenset[int]:
-    """The valid numeric ids in the parts (content-control ``w:id/@w:val``, bookmark, revision and
-    comment ``w:id``, drawing ``docPr/@id``): a new id is none of them."""
-    used = set()
-    for root in {id(r): r for r in roots}.values():
-        for value in _ID_VALUES(root):  # one XPath in C: walking every element in Python cost ~75 ms a template
-            number = _plain_int(str(value))
-            if number is not None and number <= _MAX_ID:  # ids past int32 are not valid ids: none of ours is one
-                used.add(number)
-    return frozenset(used)
-
-
-# Every w:id attribute, the w:val of w:id elements, and drawings' docPr/@id.
-_ID_VALUES = etree.XPath("//@w:id | //w:id/@w:val | //wp:docPr/@id", namespaces={"w": W_NS, "wp": WP_NS})
-
-
 class _Ids:
     """New ids for controls, drawings and bookmarks, deterministic and valid: counted up from the
     template's highest id while that stays within int32 (Word refuses a document with a larger
@@ -917,7 +888,7 @@ class _Ids:
         self.lowest_free = 1
 
     def new(self) -> int:
-        if self.next <= _MAX_ID:
+        if self.next <= MAX_ID:
             self.next += 1
             return self.next - 1
         # Counting up has reached the top. A template holds far fewer ids than int32 has, so a free one is found

@@ -21,9 +21,9 @@ from markupsafe import Markup
 
 from astra.ingest.zones import paragraph_text
 from astra.ooxml.errors import PackageError
-from astra.ooxml.ns import W_NS, WP_NS, W
+from astra.ooxml.ns import WP_NS, W
 from astra.ooxml.package import Package, write_package
-from astra.ooxml.wordml import story_parts, wval
+from astra.ooxml.wordml import id_parts, numeric_ids, story_parts, wval
 from astra.ooxml.xml import parse_xml
 
 from .analysis import ZoneUse, check_allowed, find_zones
@@ -33,7 +33,6 @@ from .source import TAG_RE, PartSource
 
 MiB = 1024 * 1024
 _PLACEHOLDER = re.compile(r"\{\{\s*[A-Za-z_][A-Za-z0-9_]*\s*\}\}")
-_ID_VALUES = etree.XPath("//@w:id | //w:id/@w:val | //wp:docPr/@id", namespaces={"w": W_NS, "wp": WP_NS})
 _DOC_PR = etree.XPath("//wp:docPr", namespaces={"wp": WP_NS})
 _ENVIRONMENT = TemplateEnvironment()
 
@@ -98,7 +97,7 @@ class JinjaTemplate:
             pkg = Package.read(docx)
             names = template_parts(pkg)
             sources = [s for s in (PartSource.read(name, pkg.read_part(name)) for name in names) if s is not None]
-            first_free_id = _first_free_id(pkg, names)
+            first_free_id = max(numeric_ids(pkg.xml(name) for name in id_parts(pkg)), default=0) + 1
         except PackageError as exc:
             raise TemplateLanguageError("invalid_package", str(exc)) from None
         for source in sources:
@@ -200,20 +199,6 @@ def _parse(source: PartSource):
         written = f"{tag.written!r}: " if tag else ""
         raise TemplateLanguageError("jinja_syntax", written + str(exc.message),
                                     tag.location if tag else {"part": "/" + source.part}) from None
-
-
-def _first_free_id(pkg: Package, parts: list[str]) -> int:
-    """One past the highest numeric id (controls, bookmarks, comments, revisions, drawings) of the parts that hold
-    content: a mark or a repeated drawing numbered from here repeats none."""
-    main = pkg.main_document()
-    names = list(parts) + [n for kind in ("endnotes", "comments") for n in pkg.related(main, kind)]
-    highest = 0
-    for name in names:
-        for value in _ID_VALUES(pkg.xml(name)):
-            text = str(value)
-            if text.isascii() and text.isdigit() and len(text) < 10:
-                highest = max(highest, int(text))
-    return highest + 1
 
 
 def _refuse_astra_controls(source: PartSource) -> None:
