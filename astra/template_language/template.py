@@ -23,7 +23,7 @@ from astra.ingest.zones import paragraph_text
 from astra.ooxml.errors import PackageError
 from astra.ooxml.ns import WP_NS, W
 from astra.ooxml.package import Package, write_package
-from astra.ooxml.wordml import id_parts, numeric_ids, story_parts, wval
+from astra.ooxml.wordml import numeric_ids, story_parts, wval
 from astra.ooxml.xml import parse_xml
 
 from .analysis import ZoneUse, check_allowed, find_zones
@@ -97,7 +97,7 @@ class JinjaTemplate:
             pkg = Package.read(docx)
             names = template_parts(pkg)
             sources = [s for s in (PartSource.read(name, pkg.read_part(name)) for name in names) if s is not None]
-            first_free_id = max(numeric_ids(pkg.xml(name) for name in id_parts(pkg)), default=0) + 1
+            first_free_id = _first_free_id(pkg, names)
         except PackageError as exc:
             raise TemplateLanguageError("invalid_package", str(exc)) from None
         for source in sources:
@@ -199,6 +199,15 @@ def _parse(source: PartSource):
         written = f"{tag.written!r}: " if tag else ""
         raise TemplateLanguageError("jinja_syntax", written + str(exc.message),
                                     tag.location if tag else {"part": "/" + source.part}) from None
+
+
+def _first_free_id(pkg: Package, parts: list[str]) -> int:
+    """One past the highest id of the parts that hold content (controls, bookmarks, comments, revisions, drawings):
+    a mark or a repeated drawing numbered from here repeats none. (Not every XML part, as BUILDER reads: styles,
+    numbering and themes hold no such id, and parsing them cost more than the rest of a small template's read.)"""
+    main = pkg.main_document()
+    names = list(parts) + [n for kind in ("endnotes", "comments") for n in pkg.related(main, kind)]
+    return max(numeric_ids(pkg.xml(name) for name in names), default=0) + 1
 
 
 def _refuse_astra_controls(source: PartSource) -> None:
