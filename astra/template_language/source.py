@@ -484,7 +484,7 @@ class PartSource:
             elif name and not empty:
                 stack.append(name)
         open_blocks: list[list[Tag]] = []
-        for tag in sorted((by_token[t] for t in stacks), key=lambda t: text.index(t.token)):
+        for tag in (by_token[t] for t in stacks if t in by_token):  # in the order the scan met them
             word = _block_word(tag.jinja)
             if word in _BLOCK_OPENERS:
                 open_blocks.append([tag])
