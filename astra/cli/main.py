@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from astra.cli import build_cmd, config_cmd, core_cmd, dev_cmd, guard_cmd, ingest_cmd, serve_cmd, session_cmd, stack_cmd
+from astra.cli import (
+    audit_cmd,
+    build_cmd,
+    config_cmd,
+    core_cmd,
+    dev_cmd,
+    guard_cmd,
+    ingest_cmd,
+    serve_cmd,
+    session_cmd,
+    stack_cmd,
+)
 from astra.cli.common import set_verbose
 
 app = typer.Typer(
@@ -22,6 +33,7 @@ app.add_typer(serve_cmd.app, name="serve")
 app.add_typer(core_cmd.app, name="core")
 app.command("dev")(dev_cmd.dev)
 app.command("build")(build_cmd.build_command)
+app.command("audit")(audit_cmd.audit_command)
 
 
 @app.callback()
