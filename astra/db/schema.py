@@ -34,7 +34,11 @@ tenants = Table(
     metadata,
     Column("tenant_id", String(63), primary_key=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The tenant's retention in S3's standard class: its documents and session copies older than that move to a
+    # colder one (astra/orchestrator/archival.py, migration 0005).
+    Column("archive_after_days", Integer, nullable=False, server_default="365"),
     CheckConstraint(TENANT_SLUG_CHECK, name="tenants_slug"),
+    CheckConstraint("archive_after_days BETWEEN 30 AND 36500", name="tenants_archive_after_days"),
 )
 
 
