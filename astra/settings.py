@@ -56,6 +56,8 @@ ENV: dict[str, str] = {
     "ingest_delay_ms": "ASTRA_INGEST_DELAY_MS",
     # Intra-op threads of the intent encoder (ONNX Runtime); 1 by default: a service runs several workers.
     "intent_threads": "ASTRA_INTENT_THREADS",
+    # How many new corrections a tenant needs before the retrain catch-up schedule retrains it (astra/learn/backlog.py).
+    "retrain_min_corrections": "ASTRA_RETRAIN_MIN_CORRECTIONS",
 }
 
 

@@ -15,8 +15,10 @@ from resources import (
     StorageLayout,
     s3_resource,
 )
+from schedules.archival import archive_rules, archive_rules_job
 from schedules.custody import custody_audit, custody_audit_job, temp_cleanup, temp_cleanup_job
 from schedules.dedup import dedup_reconcile, dedup_reconcile_job
+from schedules.learn import retrain_catch_up, retrain_catch_up_job
 from sensors.feedback_upload import feedback_upload_sensor
 from sensors.learn import learn_feedback_sensor, model_updated_publisher
 from sensors.session_upload import session_upload_sensor
@@ -52,8 +54,8 @@ def build_definitions() -> Definitions:
                 *learn.assets],
         sensors=[template_upload_sensor, session_upload_sensor, feedback_upload_sensor, learn_feedback_sensor,
                  model_updated_publisher],
-        schedules=[custody_audit, temp_cleanup, dedup_reconcile],
-        jobs=[custody_audit_job, temp_cleanup_job, dedup_reconcile_job],
+        schedules=[custody_audit, temp_cleanup, dedup_reconcile, retrain_catch_up, archive_rules],
+        jobs=[custody_audit_job, temp_cleanup_job, dedup_reconcile_job, retrain_catch_up_job, archive_rules_job],
         resources=build_resources(),
     )
 
