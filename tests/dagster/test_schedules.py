@@ -244,3 +244,50 @@ def test_archive_rules_refuse_a_guard_bucket_that_is_the_assets_bucket(dagster_i
     (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert "custody" in failure.event_specific_data.error.message
     assert read_configuration(s3, own_buckets.assets_bucket) == {"Rules": []}
+
+
+@pytest.mark.parametrize("name,job_name,cron", [
+    ("custody_audit", "custody_audit_job", "0 3 * * *"),
+    ("temp_cleanup", "temp_cleanup_job", "15 * * * *"),
+    ("dedup_reconcile", "dedup_reconcile_job", "*/5 * * * *"),
+    ("archive_rules", "archive_rules_job", "30 2 * * *"),
+    ("retrain_catch_up", "retrain_catch_up_job", "40 * * * *"),
+])
+def test_every_schedule_runs_by_default_and_targets_its_job(defs, name, job_name, cron):
+    from dagster import DefaultScheduleStatus
+
+    schedule = defs.resolve_schedule_def(name)
+    assert (schedule.job_name, schedule.cron_schedule, schedule.default_status) == (
+        job_name, cron, DefaultScheduleStatus.RUNNING)
+    assert defs.resolve_job_def(job_name) is not None
+
+
+def test_temp_cleanup_run_removes_a_handed_over_sessions_leftovers(defs, dagster_instance, s3, run_settings, tenant):
+    """A session handed over through the sensor, whose uploads come back (a handover that died while deleting them
+    leaves the same): the scheduled run deletes them, custody verified; the tick asks for exactly that job."""
+    from astra.orchestrator.upload import upload_session
+    from astra.samples import session_files
+    from astra.tenancy import SessionKey
+    from astra_assets.local_runner import tick
+    from tests.dagster.conftest import publish_sample_config
+
+    publish_sample_config(tenant)
+    session = SessionKey(tenant, f"s-{uuid.uuid4().hex[:6]}", 1)
+    bucket = run_settings.uploads_bucket
+    upload_session(s3, bucket, session, "field_inspection", session_files())
+    uploaded = {o["Key"]: s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+                for o in s3.list_objects_v2(Bucket=bucket, Prefix=session.upload_prefix)["Contents"]}
+    assert tick(defs, dagster_instance, "session_upload_sensor").results[0].success
+    for key, body in uploaded.items():  # the same bytes back, the manifest last
+        if not key.endswith("manifest.json"):
+            s3.put_object(Bucket=bucket, Key=key, Body=body)
+    manifest = next(key for key in uploaded if key.endswith("manifest.json"))
+    s3.put_object(Bucket=bucket, Key=manifest, Body=uploaded[manifest])
+    assert s3.list_objects_v2(Bucket=bucket, Prefix=session.upload_prefix)["KeyCount"] == len(uploaded)
+    with build_schedule_context(instance=dagster_instance, repository_def=defs.get_repository_def()) as context:
+        (request,) = defs.resolve_schedule_def("temp_cleanup").evaluate_tick(context).run_requests
+    result = defs.resolve_job_def("temp_cleanup_job").execute_in_process(instance=dagster_instance,
+                                                                        run_config=request.run_config,
+                                                                        tags=request.tags)
+    assert result.success
+    assert s3.list_objects_v2(Bucket=bucket, Prefix=session.upload_prefix)["KeyCount"] == 0
