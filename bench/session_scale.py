@@ -162,7 +162,7 @@ class Run:
     requested: Counter = field(default_factory=Counter)  # run key -> times requested
     partitions: set = field(default_factory=set)  # partition keys of the requests
     events: int = 0
-    settled: list = field(default_factory=list)  # (sessions in the bucket, Tick) once every mark passed them
+    settled: list = field(default_factory=list)  # (after batch, sessions in the bucket, Tick) past the mark margin
 
 
 class SensorDriver:
@@ -178,7 +178,7 @@ class SensorDriver:
         self.record_events = record_events
         self.run = Run()
 
-    def tick(self, batch: int, n: int, settled: bool = False) -> Tick:
+    def tick(self, batch: int, n: int, settled: int = 0) -> Tick:
         from dagster import build_sensor_context
 
         CALLS.clear()
@@ -211,22 +211,27 @@ class SensorDriver:
         row = Tick(batch, n, ms, calls, LISTED["keys"], len(result.run_requests or []), new, dups, added,
                    rss_mb(), len(self.cursor or ""), apply_ms)
         if settled:
-            self.run.settled.append((len(self.run.partitions), row))
+            self.run.settled.append((settled, len(self.run.partitions), row))
         else:
             self.run.ticks.append(row)
         return row
 
 
 def settle(driver: SensorDriver, batch: int, out) -> None:
-    """Wait until every upload is older than the scanner's mark margin, then tick twice: the pure cost of
-    a sweep over what was already seen (no judging, no recently-seen set)."""
+    """Wait until every upload is older than the scanner's mark margin, then tick until a tick judges
+    nothing (every tenant's sweep has moved its mark past the uploads), and once more: the pure cost of
+    a sweep over what was already seen."""
     from astra import uploads
 
     time.sleep(uploads.MARGIN_SECONDS + 5)
-    for n in (1, 2):
-        row = driver.tick(batch, n, settled=True)
+    quiet = 0
+    for n in range(1, 16):
+        row = driver.tick(batch, n, settled=batch)
+        quiet = quiet + 1 if row.requests == 0 else 0
         out(f"settled after batch {batch}, tick {n}: {row.ms:.0f} ms, {row.calls.get('ListObjectsV2', 0)} lists, "
             f"{row.calls.get('GetObject', 0)} GETs, {row.listed} keys listed, {row.requests} requests", flush=True)
+        if quiet == 2:
+            break
 
 
 def drive_batch(driver: SensorDriver, batch: int, expected: set[str], per_tick: bool) -> list[Tick]:
@@ -325,8 +330,10 @@ def verdict(run: Run, batches: int) -> list[str]:
              f"{req_f:.2f} -> {req_l:.2f} S3 calls, {dup_f:.2f} -> {dup_l:.2f} duplicate requests"]
     flat_judging = ms_l <= 1.5 * ms_f
     flat_sweep = True
-    if len(run.settled) >= 4:
-        (n0, a), (n1, b) = run.settled[1], run.settled[-1]  # the second tick of each settled pair
+    phases = sorted({p for p, _, _ in run.settled})
+    if len(phases) >= 2:
+        _, n0, a = [s for s in run.settled if s[0] == phases[0]][-1]  # the last tick of each settled phase
+        _, n1, b = [s for s in run.settled if s[0] == phases[-1]][-1]
         flat_sweep = b.ms <= 1.5 * a.ms and b.calls.get("ListObjectsV2", 0) <= a.calls.get("ListObjectsV2", 0)
         lines.append(f"settled tick (nothing new, every mark past), {n0} vs {n1} sessions in the bucket: "
                      f"{a.ms:.0f} -> {b.ms:.0f} ms, {a.calls.get('ListObjectsV2', 0)} -> "
