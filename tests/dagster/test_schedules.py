@@ -3,9 +3,10 @@ against the test Postgres, Redis and moto: `retrain_catch_up` (a tenant's retrai
 arrived, never twice, never beside a retrain already queued) and `archive_rules` (its run writes the lifecycle rules
 of the tenants in Postgres on the assets bucket, idempotently, and never touches the guard bucket).
 
-Each test has a database of its own: both schedules read every tenant, and the shared database holds the other
-tests' tenants. The daemon's launch of a requested run is stood in for by a run record with the tags the daemon
-gives it (`dagster/schedule_name`, `dagster/run_key`); the retrain itself is tests/dagster/test_learn_model.py's.
+The schedule tests have a database of their own (both schedules read every tenant, and the shared database holds
+the other tests' tenants), except the one that runs a requested retrain end to end, which looks at its tenant only.
+The daemon's launch of a requested run is stood in for by a run record with the tags the daemon gives it
+(`dagster/schedule_name`, `dagster/run_key`), or by executing the request in process.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dagster_aws.s3 import S3Resource
 from sqlalchemy import func, insert, select
 
 from astra import s3 as s3_lib
+from astra.core.model_store import ACTIVE
 from astra.db.engine import make_engine
 from astra.db.schema import model_registry, tenants
 from astra.learn.backlog import DEFAULT_MIN_CORRECTIONS, REVISION_METRIC, min_corrections, retrain_backlog
@@ -31,6 +33,7 @@ from astra.orchestrator.archival import ARCHIVE_CLASS, read_configuration, rule_
 from astra.settings import ENV, InvalidSetting
 from resources import PostgresResource, StorageLayout
 from tests.conftest import migrated_database
+from tests.dagster.test_learn_model import dataset, genuine, learn_instance, prefix, registry  # noqa: F401 — fixtures
 
 pytestmark = pytest.mark.integration
 
@@ -47,15 +50,15 @@ def own_db():
 def feed(own_db, redis_url, redis_prefix):
     """add(tenant, n): n new labelled examples of the tenant through the feedback stream into learn_examples (as the
     sensor's consumer stores them); returns the tenant's latest revision."""
-    prefix = f"{redis_prefix}:sched-{uuid.uuid4().hex[:8]}"
+    stream_prefix = f"{redis_prefix}:sched-{uuid.uuid4().hex[:8]}"
     client, engine = redis.Redis.from_url(redis_url), make_engine(own_db)
-    consumer = FeedbackConsumer(client, engine, prefix, "test-schedules")
+    consumer = FeedbackConsumer(client, engine, stream_prefix, "test-schedules")
     sent: dict[str, int] = {}
 
     def add(tenant: str, n: int) -> int:
         start = sent.get(tenant, 0)
         sent[tenant] = start + n
-        publish_examples(client, prefix, [
+        publish_examples(client, stream_prefix, [
             LabelledExample(tenant, f"{tenant}--s-1--v1", f"u{i}", f"move money number {i}", "transfer", "moved",
                             "summary", "notes", "m1", REPORT_SHA256) for i in range(start, start + n)])
         consumer.consume(count=1000)
@@ -291,3 +294,36 @@ def test_temp_cleanup_run_removes_a_handed_over_sessions_leftovers(defs, dagster
                                                                         tags=request.tags)
     assert result.success
     assert s3.list_objects_v2(Bucket=bucket, Prefix=session.upload_prefix)["KeyCount"] == 0
+
+
+def test_a_backlog_the_sensor_never_saw_is_retrained_by_the_schedules_run(
+        learn_instance, run_settings, settings, s3, pg_url, redis_url, prefix, sample_intents_model, tmp_path,  # noqa: F811
+        min_five):
+    """Corrections stored while the sensor was stopped (consumed by another consumer of the group): the schedule's
+    request, run as the daemon would run it, retrains and promotes the tenant's model up to the latest revision; the
+    next tick has nothing left to ask for that tenant."""
+    from astra_assets.definitions import build_definitions
+
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    engine = make_engine(pg_url)
+    labelled = [LabelledExample(tenant, f"{tenant}--s-learn--v1", f"u{n}", text, intent, "moved", "summary", "notes",
+                                sample_intents_model[1].version, REPORT_SHA256)
+                for n, (text, intent) in enumerate(genuine(dataset()))]
+    client = redis.Redis.from_url(redis_url)
+    publish_examples(client, prefix, labelled)
+    while FeedbackConsumer(client, engine, prefix, "stopped-sensor-stand-in").consume(count=500).acked:
+        pass
+    revision = latest_revision(engine, tenant)
+    defs = build_definitions()
+    requests = [r for r in evaluate(defs, learn_instance, pg_url).run_requests if r.partition_key == tenant]
+    assert [r.run_key for r in requests] == [f"{tenant}-r{revision}"]
+    (request,) = requests
+    result = defs.resolve_job_def("retrain_catch_up_job").execute_in_process(
+        instance=learn_instance, partition_key=tenant, run_config=request.run_config,
+        tags={**request.tags, "dagster/run_key": request.run_key})
+    assert result.success
+    model = registry(settings, s3, pg_url, tmp_path).latest(tenant)
+    assert model.status == ACTIVE and model.metrics[REVISION_METRIC] == revision
+    (item,) = [b for b in retrain_backlog(engine) if b.tenant == tenant]
+    assert (item.trained_revision, item.new_corrections) == (revision, 0)
+    assert tenant not in [r.partition_key for r in evaluate(defs, learn_instance, pg_url).run_requests]
