@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 from sqlalchemy import Engine, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from astra.db.schema import tenants
 from astra.s3 import error_code
@@ -95,6 +96,19 @@ def tenant_retention(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         rows = conn.execute(select(tenants.c.tenant_id, tenants.c.archive_after_days)).all()
     return {tenant: days for tenant, days in rows if tenant not in RESERVED_TENANTS}
+
+
+def set_archive_after_days(engine: Engine, tenant: str, days: int) -> None:
+    """A tenant's retention in the standard class (the tenant row is created if missing); the next reconcile writes
+    its rules."""
+    try:
+        validate_slug(tenant)
+    except InvalidKey as exc:
+        raise ArchivalRefused(str(exc)) from None
+    check_days(tenant, days)
+    with engine.begin() as conn:
+        conn.execute(pg_insert(tenants).values(tenant_id=tenant, archive_after_days=days)
+                     .on_conflict_do_update(index_elements=[tenants.c.tenant_id], set_={"archive_after_days": days}))
 
 
 def read_configuration(s3, bucket: str) -> dict:
@@ -164,5 +178,5 @@ def reconcile(s3, assets_bucket: str, guard_bucket: str, retention: Mapping[str,
 __all__ = [
     "ARCHIVE_CLASS", "AREAS", "DEFAULT_ARCHIVE_AFTER_DAYS", "INSTANT_CLASSES", "MAX_RULES", "RULE_PREFIX",
     "ArchivalRefused", "ArchivalReport", "archive_rules", "is_ours", "read_configuration", "reconcile", "rule_id",
-    "tenant_retention",
+    "set_archive_after_days", "tenant_retention",
 ]

@@ -28,6 +28,7 @@ from astra.orchestrator.archival import (
     read_configuration,
     reconcile,
     rule_id,
+    set_archive_after_days,
     tenant_retention,
 )
 
@@ -174,3 +175,16 @@ def test_retention_comes_from_the_tenants_table(pg_url):
             with engine.begin() as conn:
                 conn.execute(text("UPDATE tenants SET archive_after_days = :d WHERE tenant_id = :t"),
                              {"d": days, "t": a})
+
+
+def test_a_tenants_retention_is_set_within_the_bounds(pg_url):
+    engine = make_engine(pg_url)
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    set_archive_after_days(engine, tenant, 60)  # a new tenant row
+    assert tenant_retention(engine)[tenant] == 60
+    set_archive_after_days(engine, tenant, 90)
+    assert tenant_retention(engine)[tenant] == 90
+    for bad_tenant, days in ((tenant, 29), (tenant, 36501), ("base", 90), ("Nope", 90)):
+        with pytest.raises(ArchivalRefused):
+            set_archive_after_days(engine, bad_tenant, days)
+    assert tenant_retention(engine)[tenant] == 90
