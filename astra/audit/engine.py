@@ -448,6 +448,7 @@ class Auditor:
                 differs = [k for k in ("asr_model_sha256", "lm_sha256") if ev.metadata.get(k) != doc.get(k)]
                 hop.check("ASR hashes = materialization", not differs,
                           "as recorded by the run" if not differs else f"{differs} differ from the run's metadata")
+            self._asr_artifacts(hop, doc)
             hop.check("recognized from the session audio", f is not None and doc.get("origin_sha256") == f["sha256"],
                       "origin = the handed-over audio" if f is not None and doc.get("origin_sha256") == f["sha256"]
                       else f"the transcript's origin sha256 {doc.get('origin_sha256')!r} is not the audio's")
@@ -455,6 +456,29 @@ class Auditor:
             hop.check("no transcript source", not ({"audio", "transcript"} & set(files)),
                       "a data-only session: empty transcript" if not ({"audio", "transcript"} & set(files)) else
                       "the transcript is empty but the session has audio or a transcript")
+
+    def _asr_artifacts(self, hop: Hop, doc: dict) -> None:
+        """The acoustic model installed here and the in-domain LM in this machine's cache, re-hashed against the
+        transcript's record. An LM not in the cache is said, not failed: the cache is local state, rebuilt on demand
+        (the same sentences give the same bytes)."""
+        from astra.core.asr import acoustic_model_dir, directory_sha256
+        from astra.core.transcribe import LM_CACHE
+        from astra.stack.stack import state_dir
+
+        asr = directory_sha256(acoustic_model_dir())
+        hop.check("acoustic model re-hashed", asr == doc.get("asr_model_sha256"),
+                  f"the installed acoustic model hashes to {_short(asr)}, as recorded" if asr ==
+                  doc.get("asr_model_sha256") else f"the installed acoustic model hashes to {asr}; the transcript was "
+                  f"made with {doc.get('asr_model_sha256')}: not the model recorded")
+        lm = doc.get("lm_sha256")
+        arpa = state_dir() / LM_CACHE / str(lm) / "lm.arpa"
+        if not arpa.is_file():
+            hop.check("language model re-hashed", True,
+                      f"LM {_short(lm)} is not in this machine's cache ({arpa.parent}): recorded, not re-hashed here")
+            return
+        digest = hashlib.sha256(arpa.read_bytes()).hexdigest()
+        hop.check("language model re-hashed", digest == lm, f"{arpa} re-hashed: {_short(digest)}" if digest == lm else
+                  f"{arpa} hashes to {digest}, not the recorded LM {lm}")
 
     def hop_config(self, hop: Hop, tenant: str, meta: dict, record: dict) -> None:
         from astra.config_svc.service import check_config

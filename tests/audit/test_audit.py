@@ -240,3 +240,28 @@ def test_a_v2_clone_walks_its_parent(built, defs, dagster_instance, s3, run_sett
     report = auditor(dagster_instance, s3).audit(clone.partition_key)
     assert "parent" in failed_hops(report) and failed_hops(report.parent) == {"document"}
     assert any(line.startswith(f"{session.partition_key} document: key serves it") for line in report.failure_lines())
+
+
+def test_a_session_heard_by_asr_reverifies_the_acoustic_model_and_the_lm(template_tenant, defs, dagster_instance, s3,
+                                                                         run_settings, tmp_path_factory, monkeypatch):
+    from astra.settings import ENV
+
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv(ENV["state_dir"], str(state))  # the run builds the in-domain LM here; the audit reads it
+    session = SessionKey(template_tenant, f"s-{uuid.uuid4().hex[:6]}", 1)
+    files = {k: v for k, v in session_files().items() if k != "transcript.txt"}
+    upload_and_run(s3, run_settings.uploads_bucket, session, files, defs, dagster_instance)
+    report = auditor(dagster_instance, s3).audit(session.partition_key)
+    assert report.ok, report.failure_lines()
+    transcript = next(h for h in report.hops if h.id == "transcript")
+    assert transcript.facts["source"] == "asr"
+    checks = {c.name: c for c in transcript.checks}
+    assert checks["acoustic model re-hashed"].ok and checks["language model re-hashed"].ok
+    assert "re-hashed:" in checks["language model re-hashed"].detail  # read from the cache, not just recorded
+    # The cached LM altered: that hop fails, naming the file.
+    (arpa,) = state.glob("lm-cache/*/lm.arpa")
+    arpa.write_bytes(arpa.read_bytes() + b"\n")
+    report = auditor(dagster_instance, s3).audit(session.partition_key)
+    assert failed_hops(report) == {"transcript"}
+    assert any("transcript: language model re-hashed: " in line and str(arpa) in line
+               for line in report.failure_lines())
