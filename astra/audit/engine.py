@@ -581,9 +581,21 @@ class Auditor:
             until = head.get("ObjectLockRetainUntilDate")
             hop.facts["object_lock"] = f"{head.get('ObjectLockMode')} until {until.isoformat() if until else None}"
         problems = check_custody(self.s3, self.settings, self.engine, custody)
-        hop.check("custody (ledger entry, object re-hashed, retention, chain)", not problems,
-                  f"ledger seq {custody['ledger_seq']}, object re-hashed, {custody['retention_mode']} until "
-                  f"{custody['retain_until']}, chain intact" if not problems else " | ".join(problems))
+        by_check: dict[str, list[str]] = {name: [] for name in _CUSTODY_CHECKS.values()}
+        for problem in problems:  # "<kind>: <detail>" (astra.guard.check_custody)
+            kind = problem.split(":", 1)[0]
+            by_check[_CUSTODY_CHECKS.get(kind, "guard object re-hashed")].append(problem)
+        passed = {
+            "ledger entry": f"seq {custody['ledger_seq']} (entry hash {_short(custody['ledger_entry_hash'])}) records "
+                            "this copy",
+            "guard object re-hashed": f"version {custody['version_id']} re-hashed: {_short(custody['sha256'])}, "
+                                      "and the key still serves it",
+            "retention": f"{(head or {}).get('ObjectLockMode', custody['retention_mode'])} until at least the "
+                         f"ledger's {custody['retain_until']}",
+            "chain": "the tenant's hash chain re-walked from genesis: intact",
+        }
+        for name, found in by_check.items():
+            hop.check(name, not found, passed[name] if not found else " | ".join(found))
         worm = verify_tenant_checkpoints(self.engine, self.s3, self.settings.guard_bucket, session.tenant)
         hop.check("WORM checkpoints", not worm, "the ledger agrees with every locked checkpoint object" if not worm
                   else " | ".join(f"{p.kind}: {p.detail}" for p in worm))
@@ -591,12 +603,15 @@ class Auditor:
         covered = cp is not None and cp.size >= custody["ledger_seq"]
         hop.facts["checkpoint"] = f"size {cp.size}, root {cp.merkle_root}" if cp else "none yet"
         hop.facts["covered_by_checkpoint"] = covered
-        hop.check("chain up to a checkpoint", True,
-                  f"entry seq {custody['ledger_seq']} is inside checkpoint size {cp.size} "
-                  f"(root {_short(cp.merkle_root)})"
-                  if covered else f"entry seq {custody['ledger_seq']} is after the newest checkpoint "
-                  f"({'size ' + str(cp.size) if cp else 'none'}): verified by the chain; the next "
-                  "`astra guard verify` anchors it")
+        seq = custody["ledger_seq"]
+        if by_check["chain"] or worm:
+            hop.fail("chain up to a checkpoint", f"entry seq {seq}: the chain or its checkpoints do not verify (above)")
+        else:
+            hop.check("chain up to a checkpoint", True,
+                      f"entry seq {seq} is inside checkpoint size {cp.size} (root {_short(cp.merkle_root)})"
+                      if covered else f"entry seq {seq} is after the newest checkpoint "
+                      f"({'size ' + str(cp.size) if cp else 'none'}): verified by the chain; the next "
+                      "`astra guard verify` anchors it")
 
     def hop_manifest(self, hop: Hop, partition: str, record: dict) -> None:
         from astra.orchestrator.manifest import ManifestRejected, parse_manifest
@@ -658,6 +673,10 @@ class Auditor:
         hop.check("comparison reports re-hashed", not bad,
                   f"{len(reports)} report(s) re-hashed" if not bad else "; ".join(bad))
 
+
+# check_custody's problem kinds → the custody hop's checks
+_CUSTODY_CHECKS = {"ledger": "ledger entry", "object_missing": "guard object re-hashed",
+                   "object_changed": "guard object re-hashed", "retention_weakened": "retention", "chain": "chain"}
 
 _TITLES = {
     "document": "document binary",
