@@ -124,8 +124,30 @@ def _walked_items(items: Iterator) -> Iterator:
         yield item
 
 
-# What ``{{ }}`` may print: data (and Jinja's undefined, printed as nothing).
-_SHOWN = (str, int, float, bool, type(None), Mapping, list, tuple, range, ChainableUndefined)
+# What may be written as text: data (and Jinja's undefined, printed as nothing).
+_DATA = (str, int, float, bool, type(None), Mapping, list, tuple, range, ChainableUndefined)
+MAX_INT_BITS = 4_096  # a number the template makes: about 1,200 digits (a product of products grows without end)
+
+
+def shown(value: object) -> str:
+    """``str(value)`` when the value is data through and through; else the render stops. A generator, a function or
+    a method prints as its memory address: the same template and data would not give the same document twice (and
+    the address is nothing a document should show)."""
+    stack, seen = [value], 0
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > MAX_REPEAT_CHARS:
+            raise RenderError("a value of more than 100,000 nested items cannot be written as text")
+        if not isinstance(item, _DATA):
+            raise RenderError(f"a {type(item).__name__} is not a value a document can show (make it text or a list "
+                              "first, e.g. with |join or |list)")
+        if isinstance(item, Mapping):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return value if isinstance(value, str) else str(value)
 
 
 def finalize(value: object) -> object:
@@ -133,12 +155,7 @@ def finalize(value: object) -> object:
     text with its line ends as breaks and its tabs as tabs (a ``w:t`` holds neither)."""
     if isinstance(value, Markup):
         return value
-    if not isinstance(value, _SHOWN):
-        # A generator or a bound method prints as its address: the same template and data would not give the
-        # same document twice.
-        raise RenderError(f"a {type(value).__name__} is not a value a document can show (write it through a "
-                          f"filter that makes text or a list, e.g. |join or |list)")
-    text = clean_text("" if isinstance(value, ChainableUndefined) else str(value))
+    text = clean_text("" if isinstance(value, ChainableUndefined) else shown(value))
     if "\n" not in text and "\t" not in text:
         return escape(text)
     return _TAB.join(_BREAK.join(escape(line) for line in part.split("\n")) for part in text.split("\t"))
@@ -239,11 +256,14 @@ def _center(value: str, width: int = 80) -> str:
 
 
 def _indent(s: str, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
-    if isinstance(width, int) and width > MAX_FORMAT_WIDTH:
-        raise RenderError(f"indent width {width} over {MAX_FORMAT_WIDTH}")
-    text = str(s)
-    spend_chars(len(text) + (text.count("\n") + 1) * (width if isinstance(width, int) else len(str(width))), "indent")
-    return _bounded_text(jinja_filters.do_indent(s, width, first, blank), "indent")
+    """Jinja's indent on plain text (its Markup branch would mark a width given as text safe: data written raw)."""
+    if isinstance(width, bool) or not isinstance(width, (int, str)):
+        raise RenderError("indent takes a number of spaces or a text")
+    if isinstance(width, int) and not 0 <= width <= MAX_FORMAT_WIDTH:
+        raise RenderError(f"indent width {width} is not from 0 to {MAX_FORMAT_WIDTH}")
+    text, width = shown(s), width if isinstance(width, int) else str(width)
+    spend_chars(len(text) + (text.count("\n") + 1) * (width if isinstance(width, int) else len(width)), "indent")
+    return _bounded_text(str(jinja_filters.do_indent(text, width, first, blank)), "indent")
 
 
 def _join(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> str:
@@ -288,12 +308,44 @@ _join.jinja_pass_arg = jinja_filters.do_join.jinja_pass_arg  # type: ignore[attr
 _wordwrap.jinja_pass_arg = jinja_filters.do_wordwrap.jinja_pass_arg  # type: ignore[attr-defined]
 
 
+def _as_is(value: object) -> object:
+    """``|e``, ``|escape``, ``|forceescape``: every value is escaped once when written, so these change nothing (as
+    Jinja's Markup they would skip the cleaning of control characters, and Markup's methods — ``|e|upper`` — would
+    write broken XML)."""
+    return value
+
+
+def _tojson(eval_ctx: Any, value: Any, indent: int | None = None) -> str:
+    """JSON text (sorted keys), as plain text: cleaned and escaped when written, like any value."""
+    return str(jinja_filters.do_tojson(eval_ctx, value, indent))
+
+
+_tojson.jinja_pass_arg = jinja_filters.do_tojson.jinja_pass_arg  # type: ignore[attr-defined]
+
+
+def _listed(function: Any) -> Any:
+    """A filter that yields (select, map, batch…) made to return a list: no generator exists in a render, so none is
+    ever printed (as its address) or walked twice."""
+    pass_arg = getattr(function, "jinja_pass_arg", None)
+
+    @wraps(function)
+    def listed(*args: Any, **kwargs: Any) -> list:
+        return list(function(*args, **kwargs))
+
+    if pass_arg is not None:
+        listed.jinja_pass_arg = pass_arg  # type: ignore[attr-defined]
+    return listed
+
+
 def _concat(items: list) -> str:
     """``a ~ b``: Jinja's own join (Markup-aware), paid for before it is made."""
-    spend_chars(sum(len(str(item)) for item in items), "'~'")
-    return markup_join(items)
+    texts = [item if isinstance(item, Markup) else shown(item) for item in items]
+    spend_chars(sum(len(text) for text in texts), "'~'")
+    return markup_join(texts)
 
 
+# The filters that yield their result (a generator in Jinja): here they return lists.
+YIELDING = frozenset({"batch", "map", "reject", "rejectattr", "select", "selectattr", "slice", "unique", "items"})
 # The filters that walk a collection: each call pays for its input's items.
 WALKING = frozenset({"batch", "dictsort", "groupby", "items", "join", "last", "list", "map", "max", "min", "reject",
                      "rejectattr", "reverse", "select", "selectattr", "slice", "sort", "sum", "tojson", "unique"})
@@ -334,6 +386,8 @@ FILTERS: dict[str, Any] = {
     "slice": _slice,
     "sum": _sum,
 }
+FILTERS.update({"e": _as_is, "escape": _as_is, "forceescape": _as_is, "tojson": _tojson})
+FILTERS.update({name: _listed(FILTERS[name]) for name in YIELDING})
 FILTERS = {name: _walking(name, function) if name in WALKING else function for name, function in FILTERS.items()}
 TESTS: dict[str, Any] = {name: jinja_tests.TESTS[name] for name in (
     "boolean", "defined", "divisibleby", "eq", "equalto", "escaped", "even", "false", "filter", "float", "ge", "gt",
@@ -375,6 +429,8 @@ class TemplateEnvironment(ImmutableSandboxedEnvironment):
             return obj[attribute] if attribute in obj else self.undefined(obj=obj, name=attribute)
         if isinstance(obj, LoopContext) and attribute in LOOP_ATTRIBUTES:
             return getattr(obj, attribute)
+        if isinstance(obj, jinja_filters._GroupTuple) and attribute in ("grouper", "list"):  # groupby's groups
+            return getattr(obj, attribute)
         return self.undefined(obj=obj, name=attribute)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
@@ -393,6 +449,9 @@ class TemplateEnvironment(ImmutableSandboxedEnvironment):
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**":
             raise RenderError("'**' is not allowed")
+        if operator in ("*", "+") and _is_int(left) and _is_int(right) and (
+                abs(left).bit_length() + abs(right).bit_length() > MAX_INT_BITS):
+            raise RenderError(f"'{operator}' would make a number of more than ~1,200 digits")
         if operator == "%" and isinstance(left, str):
             raise RenderError("'%' on text is not allowed: use the format filter")
         if operator == "*" and (_is_sized(left) or _is_sized(right)):
@@ -407,6 +466,10 @@ class TemplateEnvironment(ImmutableSandboxedEnvironment):
             return self.binop_table[operator](left, right)
         except ZeroDivisionError:
             raise RenderError(f"division by zero in '{operator}'") from None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_sized(value: object) -> bool:
