@@ -47,7 +47,8 @@ def test_the_bench_measures_each_tick(scale_run):
     assert all(t.rss_mb > 0 and t.ms > 0 for t in ticks)
 
 
-@pytest.mark.xfail(strict=True, reason="sensor re-judges sessions newer than its mark beyond astra.uploads.MAX_SEEN "
-                   "(100): the same run key is requested again each tick for ~MARGIN_SECONDS (issue 12 §5 report)")
+@pytest.mark.xfail(strict=True, reason="the scanner remembers at most astra.uploads.MAX_SEEN (100) sessions newer "
+                   "than a tenant's mark: the rest are judged and requested again on every tick until a sweep that "
+                   "starts MARGIN_SECONDS after them ends (issue 12 §5 report)")
 def test_no_session_is_requested_twice(scale_run):
     assert [k for k, n in scale_run["run"].requested.items() if n > 1] == []
