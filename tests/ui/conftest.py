@@ -32,6 +32,8 @@ CHROMIUM = os.environ.get("ASTRA_CHROMIUM", "/usr/bin/chromium")
 # Chromium keeps calling home (updates, sync, safe browsing) and floods the network with refused connections.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+NO_CHROMIUM = (f"no Chromium at {CHROMIUM}: `apt-get install chromium` (scripts/system-deps.sh) could not install it "
+               "on this machine")
 ARTIFACTS = Path(os.environ.get("ASTRA_TEST_ARTIFACTS", ROOT / "tests" / "artifacts")) / "ui"
 
 
@@ -101,8 +103,7 @@ def dev_ui(stack_env, s3, core_server, tmp_path_factory):  # noqa: F811
 @pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}: `apt-get install chromium` (scripts/system-deps.sh) could not "
-                    "install it on this machine")
+        pytest.skip(NO_CHROMIUM)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
