@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance
 
-from astra.audit.model import Materialization
+from astra.audit.model import CheckResult, Materialization
 
 PAGE = 1000
 
@@ -64,6 +64,18 @@ class DagsterMaterializations:
 
     def records(self, asset_key: str, limit: int = 10_000) -> list[Materialization]:
         return self._fetch(asset_key, None, limit)
+
+    def check_results(self, run_id: str) -> list[CheckResult]:
+        out = []
+        for entry in self.instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
+            ev = entry.dagster_event.event_specific_data
+            out.append(CheckResult(ev.asset_key.to_user_string(), ev.check_name, bool(ev.passed),
+                                   getattr(ev, "partition", None)))
+        return out
+
+    def run_status(self, run_id: str) -> str | None:
+        run = self.instance.get_run_by_id(run_id)
+        return run.status.value if run is not None else None
 
 
 @contextmanager

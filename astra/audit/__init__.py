@@ -2,13 +2,14 @@
 
 from astra.audit.engine import Auditor, audit
 from astra.audit.html import lineage_svg, render_html
-from astra.audit.model import AuditReport, BadTarget, Check, Hop, Materialization, MaterializationSource
+from astra.audit.model import AuditReport, BadTarget, Check, CheckResult, Hop, Materialization, MaterializationSource
 
 __all__ = [
     "AuditReport",
     "Auditor",
     "BadTarget",
     "Check",
+    "CheckResult",
     "Hop",
     "Materialization",
     "MaterializationSource",

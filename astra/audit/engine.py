@@ -272,6 +272,10 @@ class Auditor:
             else:
                 runs[asset] = up.run_id
         hop.facts["upstream_runs"] = runs
+        hop.facts["run_status"] = self.source.run_status(ev.run_id)
+        self._checks_passed(hop, ev.run_id, t.asset, t.partition, _DOCUMENT_CHECKS)
+        if "custody_audio" in runs:
+            self._checks_passed(hop, runs["custody_audio"], "custody_audio", t.partition, ("custody_verified",))
         if record is None:
             hop.fail("handover record", f"no handover record for {t.partition} in s3://{self.assets}")
             return
@@ -290,6 +294,17 @@ class Auditor:
         hop.check("built with the pinned config", not differs,
                   f"config v{record['config_version']}, template {_short(record['template_sha256'])}" if not differs
                   else "; ".join(differs))
+
+    def _checks_passed(self, hop: Hop, run_id: str, asset: str, partition: str, names: tuple[str, ...]) -> None:
+        """The blocking checks of `asset` evaluated in `run_id` (for `partition` when they say) all passed."""
+        found = {c.check_name: c.passed for c in self.source.check_results(run_id)
+                 if c.asset_key == asset and c.partition in (None, partition)}
+        missing = [n for n in names if n not in found]
+        failed = [n for n in names if found.get(n) is False]
+        hop.check(f"{asset} checks passed", not missing and not failed,
+                  f"{', '.join(names)} passed in run {run_id}" if not missing and not failed else
+                  f"run {run_id}: " + "; ".join([f"{n} failed" for n in failed] +
+                                                [f"{n} has no evaluation" for n in missing]))
 
     def hop_parent(self, hop: Hop, meta: dict, report: AuditReport) -> None:
         partition, sha = meta.get("parent_partition"), meta.get("parent_sha256")
@@ -673,6 +688,9 @@ class Auditor:
         hop.check("comparison reports re-hashed", not bad,
                   f"{len(reports)} report(s) re-hashed" if not bad else "; ".join(bad))
 
+
+# the blocking checks of the document assets (astra_assets.builder: OPENS, NO_FORBIDDEN, ZONES_PRESENT)
+_DOCUMENT_CHECKS = ("document_opens", "no_forbidden_construct", "every_zone_present")
 
 # check_custody's problem kinds → the custody hop's checks
 _CUSTODY_CHECKS = {"ledger": "ledger entry", "object_missing": "guard object re-hashed",

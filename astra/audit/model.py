@@ -29,6 +29,14 @@ class Materialization:
     data_version: str | None = None
 
 
+@dataclass(frozen=True)
+class CheckResult:
+    asset_key: str
+    check_name: str
+    passed: bool
+    partition: str | None = None
+
+
 class MaterializationSource(Protocol):
     """Dagster's event log, read-only. `history` is newest first."""
 
@@ -38,6 +46,14 @@ class MaterializationSource(Protocol):
 
     def records(self, asset_key: str, limit: int = 10_000) -> list[Materialization]:
         """Materializations of `asset_key` over every partition, newest first."""
+        ...
+
+    def check_results(self, run_id: str) -> list[CheckResult]:
+        """The asset check evaluations the run recorded."""
+        ...
+
+    def run_status(self, run_id: str) -> str | None:
+        """The run's status (SUCCESS, FAILURE, ...), None when the run is unknown."""
         ...
 
 

@@ -69,6 +69,9 @@ def test_the_built_session_verifies_end_to_end(built, dagster_instance, s3, tmp_
     assert hops["materialization"].facts["partition"] == session.partition_key
     assert hops["materialization"].facts["run_id"]
     assert hops["custody"].facts["covered_by_checkpoint"] is True
+    assert hops["materialization"].facts["run_status"] == "SUCCESS"
+    checked = {c.name for c in hops["materialization"].checks}
+    assert {"document_binary checks passed", "custody_audio checks passed"} <= checked
     assert hops["transcript"].facts["source"] == "manifest"
     assert all(c.ok for h in report.hops for c in h.checks) and all(len(h.checks) >= 1 for h in report.hops)
 
