@@ -103,6 +103,28 @@ def check_allowed(template: nodes.Template, source: PartSource) -> None:
             raise _fail(source, node, "recursive loops are not allowed (their depth has no bound)")
         if isinstance(node, nodes.Call):
             _check_call(node, path, source)
+        _check_value_use(node, path, source)
+        if isinstance(node, _BLOCKS) and sum(isinstance(a, _BLOCKS) for a, _ in path) >= MAX_BLOCK_DEPTH:
+            raise _fail(source, node, f"loops nested more than {MAX_BLOCK_DEPTH} deep")
+
+
+MAX_BLOCK_DEPTH = 16  # loops in loops: Python compiles at most 20 nested loops (an if or a with is no such block)
+_BLOCKS = (nodes.For,)
+
+
+def _check_value_use(node: nodes.Node, path: tuple, source: PartSource) -> None:
+    """``range`` only called, ``loop`` only read by its counters, ``loop.cycle``/``loop.changed`` only called:
+    as values they are a function or Jinja's own state, printed as a memory address."""
+    parent, where = path[-1] if path else (None, None)
+    called = isinstance(parent, nodes.Call) and where == "node"
+    if isinstance(node, nodes.Name) and node.ctx == "load" and node.name == "range" and not called:
+        raise _fail(source, node, "range is only called (range(<number>)), never used as a value")
+    if isinstance(node, nodes.Name) and node.ctx == "load" and node.name == "loop" and not (
+            isinstance(parent, nodes.Getattr) and where == "node"):
+        raise _fail(source, node, "loop is only read by its counters (loop.index, loop.first…)")
+    if isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name) and node.node.name == "loop" and \
+            node.attr in ("cycle", "changed") and not called:
+        raise _fail(source, node, f"loop.{node.attr} is only called (loop.{node.attr}(…))")
 
 
 def _generated(source: PartSource, node: nodes.Node) -> bool:

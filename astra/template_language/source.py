@@ -24,6 +24,7 @@ end inside it, so the line Jinja reports for a node names one tag (:meth:`PartSo
 
 from __future__ import annotations
 
+import bisect
 import re
 import secrets
 from copy import deepcopy
@@ -35,7 +36,7 @@ from astra.builder.sanitize import escape_text
 from astra.ingest.zones import field_depths, paragraph_text
 from astra.ooxml.blocks import split_children
 from astra.ooxml.edit import fragment_xml, story_container_path
-from astra.ooxml.ns import MC, W, local_name
+from astra.ooxml.ns import MC, W, local_name, qname
 from astra.ooxml.wordml import element_path, top_block
 from astra.ooxml.xml import parse_xml, utf16_encoding
 
@@ -44,6 +45,7 @@ from .errors import TemplateLanguageError
 # A tag as Jinja's lexer reads one (without its string-literal subtleties, as docxtpl): never across a separator.
 TAG_RE = re.compile(r"\{\{[^\x00]*?\}\}|\{%[^\x00]*?%\}|\{#[^\x00]*?#\}", re.S)
 _OPENERS = ("{{", "{%", "{#")
+MAX_TAGS = 20_000  # per part
 _LEVEL_RE = re.compile(r"(\{[{%#])(tr|tc|p|r) (.*)", re.S)  # docxtpl: "{%p if x %}" -> "{% if x %}" at paragraph
 _HELPER_RE = re.compile(r"\{%-?\s*(vm|hm|cellbg|colspan)\b(.*?)-?%\}", re.S)
 _TOKEN_RE = re.compile(r"JT[0-9a-f]{12}x[0-9]+x")
@@ -95,6 +97,8 @@ class PartSource:
     raw: list[str] = field(default_factory=list)  # byte chunks the source references (see the module docstring)
     _count: int = 0
     _lines: list[tuple[int, Tag]] = field(default_factory=list)
+    _block_steps: dict[int, tuple[int, str]] = field(default_factory=dict)  # id(block) -> (index, path step)
+    _holder_cache: dict[str, etree._Element] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ reading
 
@@ -110,6 +114,10 @@ class PartSource:
                 return None
         source = cls(part, data, root, container, [], [c for c in container if isinstance(c.tag, str)],
                      secrets.token_hex(6))
+        same: dict[str, int] = {}
+        for index, block in enumerate(source.blocks):  # one pass: a location per tag must not rescan the siblings
+            source._block_steps[id(block)] = (index, f"{qname(block.tag)}[{same.get(block.tag, 0)}]")
+            same[block.tag] = same.get(block.tag, 0) + 1
         for paragraph in list(root.iter(W.p)):
             source._find_tags(paragraph)
         if not source.tags:
@@ -119,12 +127,25 @@ class PartSource:
         return source
 
     def _location(self, el: etree._Element) -> dict:
-        block, _ = top_block(el, self.container) if self.container is not el else (0, el)
-        return {"part": "/" + self.part.lstrip("/"), "block": block, "path": element_path(el, self.container)}
+        part = "/" + self.part.lstrip("/")
+        top = el
+        while top.getparent() is not None and top.getparent() is not self.container:
+            top = top.getparent()
+        known = self._block_steps.get(id(top)) if top.getparent() is self.container else None
+        if known is None:  # not among the blocks read at first (or the container itself)
+            block, _ = top_block(el, self.container) if self.container is not el else (0, el)
+            return {"part": part, "block": block, "path": element_path(el, self.container)}
+        index, step = known
+        inner = element_path(el, top)
+        return {"part": part, "block": index, "path": step + ("/" + inner if inner else "")}
 
     def _find_tags(self, paragraph: etree._Element) -> None:
         text, pieces = paragraph_text(paragraph)
         matches = list(TAG_RE.finditer(text))
+        if len(self.tags) + len(matches) > MAX_TAGS:
+            raise TemplateLanguageError("jinja_forbidden", f"/{self.part} holds more than {MAX_TAGS:,} tags: a "
+                                        "template that long is refused (its read alone would take minutes)",
+                                        self._location(paragraph))
         left = TAG_RE.sub("", text)
         for opener in _OPENERS:
             if opener in left:
@@ -181,8 +202,13 @@ class PartSource:
     # ------------------------------------------------------------------ docxtpl's forms
 
     def _holder(self, tag: Tag) -> etree._Element | None:
-        """The ``w:t`` holding the tag's token (None once docxtpl's rules removed it)."""
-        return self._holders().get(tag.token)
+        """The ``w:t`` holding the tag's token (None once docxtpl's rules removed it): from the last pass over the
+        tree while that still holds (marking one zone splits only its own run)."""
+        t = self._holder_cache.get(tag.token)
+        if t is None or tag.token not in (t.text or "") or not _attached(t, self.root):
+            self._holder_cache = self._holders()
+            t = self._holder_cache.get(tag.token)
+        return t
 
     def _holders(self) -> dict[str, etree._Element]:
         """Each token standing in a ``w:t``, and that ``w:t``: one pass over the tree for every tag."""
@@ -406,13 +432,13 @@ class PartSource:
     def _kept_blocks(self) -> dict[int, int]:
         """id(block) -> its index among the original blocks, for each original block still in the container
         that holds no tag (so its bytes are kept)."""
-        tokens = [tag.token for tag in self.tags]
         kept = {}
+        marker = f"JT{self.nonce}x"  # every token of this part begins so
         for index, block in enumerate(self.blocks):
             if block.getparent() is not self.container:
                 continue
             xml = etree.tostring(block, encoding="unicode", with_tail=False)
-            if not any(token in xml for token in tokens) and _unescape_delimiters(xml) == xml:
+            if marker not in xml and _unescape_delimiters(xml) == xml:
                 kept[id(block)] = index
         return kept
 
@@ -441,18 +467,17 @@ class PartSource:
         """docxtpl's whitespace control on the XML: every ``{%-`` first takes away everything from the previous
         ``</w:t>`` to the tag, then every ``-%}`` everything from the tag to the next ``w:t``'s start — as docxtpl
         does, except that neither ever takes away another tag (docxtpl's would drop it silently); a tag whose
-        text before or after holds another is not merged on that side."""
-        tokens = [tag.token for tag in self.tags]
-        for tag in self.tags:
-            if tag.merge_before:
-                others = "|".join(re.escape(t) for t in tokens if t != tag.token) or "(?!)"
-                text = re.sub(r"</w:t>(?:(?!</w:t>|" + others + r").)*?" + re.escape(tag.token), tag.token, text,
-                              count=1, flags=re.S)
-        for tag in self.tags:
-            if tag.merge_after:
-                others = "|".join(re.escape(t) for t in tokens if t != tag.token) or "(?!)"
-                text = re.sub(re.escape(tag.token) + r"(?:(?!<w:t[ >]|" + others + r").)*?<w:t[^>]*?>", tag.token,
-                              text, count=1, flags=re.S)
+        text before or after holds another is not merged on that side. One pass each: the spans are disjoint (each
+        ends at a tag, or begins at one, and holds no other)."""
+        before = {tag.token for tag in self.tags if tag.merge_before}
+        after = {tag.token for tag in self.tags if tag.merge_after}
+        token = f"JT{self.nonce}x[0-9]+x"
+        if before:
+            text = re.sub(r"</w:t>(?:(?!</w:t>|" + token + r").)*?(" + token + ")",
+                          lambda m: m.group(1) if m.group(1) in before else m.group(0), text, flags=re.S)
+        if after:
+            text = re.sub("(" + token + r")(?:(?!<w:t[ >]|" + token + r").)*?<w:t[^>]*?>",
+                          lambda m: m.group(1) if m.group(1) in after else m.group(0), text, flags=re.S)
         return text
 
     def _check_nesting(self, text: str) -> None:
@@ -533,11 +558,10 @@ class PartSource:
 
     def tag_at(self, line: int | None) -> Tag | None:
         """The tag Jinja's line number ``line`` falls in (the last one begun at or before it)."""
-        found = None
-        for start, tag in self._lines:
-            if line is not None and start <= line:
-                found = tag
-        return found
+        if line is None:
+            return None
+        index = bisect.bisect_right(self._lines, line, key=lambda entry: entry[0]) - 1
+        return self._lines[index][1] if index >= 0 else None
 
     def tags_in_source(self) -> list[Tag]:
         """The tags the last :meth:`source` holds, in source order."""

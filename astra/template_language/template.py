@@ -12,7 +12,8 @@ pictures or content controls gets fresh ids (Word repairs a document whose drawi
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from jinja2 import Template, TemplateError, TemplateSyntaxError
@@ -104,9 +105,10 @@ class JinjaTemplate:
             _refuse_astra_controls(source)
         zones: dict[str, ZoneUse] = {}
         for source in sources:
-            template = _parse(source)
-            check_allowed(template, source)
-            find_zones(template, source, zones)
+            with _too_deep(source):
+                template = _parse(source)
+                check_allowed(template, source)
+                find_zones(template, source, zones)
         next_id = first_free_id
         marked: set[str] = set()
         marked_parts: set[str] = set()
@@ -141,8 +143,9 @@ class JinjaTemplate:
                 marked -= {zone.id for zone in zones.values() if zone.part == source.part}
         parts = {}
         for source in sources:
-            template = bounded(_parse(source))
-            code = _ENVIRONMENT.compile(template, name=source.part)
+            with _too_deep(source):
+                template = bounded(_parse(source))
+                code = _ENVIRONMENT.compile(template, name=source.part)
             parts[source.part] = _Part(source.part, Template.from_code(_ENVIRONMENT, code, _ENVIRONMENT.make_globals(
                 None)), tuple(Markup(chunk) for chunk in source.raw))
         result = tuple(JinjaZone(z.id, z.kind, tuple(z.fields), z.id in marked,
@@ -188,6 +191,17 @@ class JinjaTemplate:
         if _whole_tables(root) | ids.refresh(root) | _fit_table_grids(root):
             data = etree.tostring(root, xml_declaration=True, encoding="UTF-8", standalone=True)
         return data
+
+
+@contextmanager
+def _too_deep(source: PartSource) -> Iterator[None]:
+    """An expression nested past Python's recursion (``((((…))))``, a chain of thousands of filters) or blocks past
+    its compiler's nesting: refused like any other construct, not a crash."""
+    try:
+        yield
+    except (RecursionError, SyntaxError, MemoryError) as exc:
+        raise TemplateLanguageError("jinja_forbidden", f"an expression or block nested too deeply to compile "
+                                    f"({type(exc).__name__})", {"part": "/" + source.part}) from None
 
 
 def _parse(source: PartSource):

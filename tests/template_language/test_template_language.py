@@ -508,3 +508,19 @@ def test_groupby_groups_read_by_grouper_and_list():
     body = _render_body("{% for g in xs|groupby('paid') %}{{ g.grouper }}: {{ g.list|length }}; {% endfor %}",
                         {"xs": [{"paid": True}, {"paid": False}, {"paid": True}]})
     assert "".join(body.itertext()) == "False: 1; True: 2; "
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("{% for a in x %}" * 17 + "{{ a }}" + "{% endfor %}" * 17, "loops nested more than 16 deep"),
+    ("{{ " + "(" * 2000 + "x" + ")" * 2000 + " }}", "nested too deeply"),
+    ("{{ x" + "|upper" * 5000 + " }}", "nested too deeply"),
+    ("{{ range }}", "range is only called"),
+    ("{{ [range] }}", "range is only called"),
+    ("{% for i in xs %}{{ loop }}{% endfor %}", "loop is only read by its counters"),
+    ("{% for i in xs %}{{ loop.cycle }}{% endfor %}", "loop.cycle is only called"),
+])
+def test_what_would_crash_or_print_an_address_is_refused_at_read(text, said):
+    with pytest.raises(TemplateLanguageError) as refused:
+        JinjaTemplate.read(_one_paragraph(text))
+    assert refused.value.code == "jinja_forbidden"
+    assert said in refused.value.message
