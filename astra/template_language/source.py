@@ -487,6 +487,7 @@ class PartSource:
         opens in the body and ends in a table cell would write broken XML at every render."""
         text = _RAW_REF.sub(lambda m: self.raw[int(m.group(1))], text)
         stacks: dict[str, tuple[str, ...]] = {}
+        positions: dict[str, int] = {}
         stack: list[str] = []
         by_token = {tag.token: tag for tag in self.tags}
         last: Tag | None = None
@@ -495,6 +496,7 @@ class PartSource:
                 match.group("empty")
             if token:
                 stacks[token] = tuple(stack)
+                positions[token] = match.start()
                 last = by_token.get(token, last)
             elif name and closing:
                 if not stack or stack[-1] != name:
@@ -518,6 +520,12 @@ class PartSource:
             elif word is not None and word.startswith("end") and open_blocks:
                 block = [*open_blocks.pop(), tag]
                 first = block[0]
+                if first.jinja.lstrip("{%-+ ").startswith("for") and _NOTE_ANCHOR.search(
+                        text, positions[first.token], positions[tag.token]):
+                    raise TemplateLanguageError(
+                        "jinja_forbidden", f"{first.written!r}: a footnote, endnote or comment inside a loop would be "
+                        "repeated with one id (Word repairs the document; LibreOffice drops copies): keep it out of "
+                        "the loop", first.location)
                 for other in block[1:]:
                     if stacks[other.token] != stacks[first.token]:
                         raise TemplateLanguageError(
@@ -578,6 +586,8 @@ _XML_OR_TOKEN = re.compile(
     r"<!--.*?-->|<!\[CDATA\[.*?\]\]>|<[?!][^>]*>"
     r"|<(?P<close>/)?(?P<name>[^\s/>]+)(?:\s+[^\s=>]+\s*=\s*(?:\"[^\"]*\"|'[^']*'))*\s*(?P<empty>/)?>"
     r"|(?P<token>JT[0-9a-f]{12}x[0-9]+x)", re.S)
+# What a loop cannot repeat: a note's or comment's anchor points at one note by its id.
+_NOTE_ANCHOR = re.compile(r"<w:(?:footnoteReference|endnoteReference|commentReference|commentRangeStart)\b")
 _BLOCK_OPENERS = frozenset({"for", "if", "with", "filter", "macro", "call", "block", "autoescape"})
 _BLOCK_WORD = re.compile(r"\{%[-+]?\s*([a-z]+)")
 # The containers a tag's place is named by in a message (the innermost one holding it).

@@ -35,6 +35,10 @@ from .source import TAG_RE, PartSource
 MiB = 1024 * 1024
 _PLACEHOLDER = re.compile(r"\{\{\s*[A-Za-z_][A-Za-z0-9_]*\s*\}\}")
 _DOC_PR = etree.XPath("//wp:docPr", namespaces={"wp": WP_NS})
+# Tracked changes: each carries an id of its own, which a loop would repeat.
+_REVISIONS = tuple(W(name) for name in ("ins", "del", "moveFrom", "moveTo", "rPrChange", "pPrChange", "sectPrChange",
+                                        "tblPrChange", "trPrChange", "tcPrChange", "tblGridChange", "cellIns",
+                                        "cellDel", "cellMerge", "numberingChange"))
 _ENVIRONMENT = TemplateEnvironment()
 
 
@@ -50,7 +54,8 @@ class JinjaZone:
 @dataclass(frozen=True)
 class RenderCaps:
     max_iterations: int = 100_000  # every loop's items, summed over the document
-    max_part_chars: int = 64 * MiB  # rendered XML of one part
+    max_part_chars: int = 32 * MiB  # rendered XML of one part
+    max_document_chars: int = 32 * MiB  # rendered XML of every part together (a template may have many parts)
     max_filter_items: int = 10_000_000  # the items filters walk (sort, join, map…), summed over the document
     max_made_chars: int = 32 * MiB  # text the template itself makes (~, +, *, replace, join…), summed
     max_seconds: float = 30.0  # the whole render
@@ -161,22 +166,27 @@ class JinjaTemplate:
             raise RenderError("context names are strings, and none begins with '_astra'")
         rendered: dict[str, bytes] = {}
         ids = _FreshIds(self.first_free_id)
+        written = [0]  # characters rendered so far, every part
         with RenderBudget(iterations=caps.max_iterations, items=caps.max_filter_items, chars=caps.max_made_chars,
                           seconds=caps.max_seconds):
             for name, part in self.parts.items():
-                rendered[name] = self._render_part(part, dict(context), caps, ids)
+                rendered[name] = self._render_part(part, dict(context), caps, ids, written)
         members = [(m, rendered[m] if m in rendered else self.pkg.precompressed(m)) for m in self.pkg.members]
         return write_package(members)
 
-    def _render_part(self, part: _Part, context: dict, caps: RenderCaps, ids: _FreshIds) -> bytes:
+    def _render_part(self, part: _Part, context: dict, caps: RenderCaps, ids: _FreshIds, written: list[int]) -> bytes:
         context["_astra_raw"] = part.raw
         chunks: list[str] = []
         size = 0
         try:
             for chunk in part.template.generate(context):
                 size += len(chunk)
+                written[0] += len(chunk)
                 if size > caps.max_part_chars:
                     raise RenderError(f"/{part.name}: the rendered part passed {caps.max_part_chars:,} characters")
+                if written[0] > caps.max_document_chars:
+                    raise RenderError(f"/{part.name}: the rendered document passed {caps.max_document_chars:,} "
+                                      "characters")
                 chunks.append(chunk)
         except RenderError:
             raise
@@ -234,7 +244,8 @@ def _refuse_astra_controls(source: PartSource) -> None:
 
 
 class _FreshIds:
-    """Drawings and content controls a loop repeated get ids no other element of the document has."""
+    """Drawings, content controls and tracked changes a loop repeated get ids no other element of the document has
+    (bookmarks a fresh id and name: :meth:`_refresh_bookmarks`)."""
 
     def __init__(self, first_free: int) -> None:
         self.seen: set[object] = set()
@@ -243,7 +254,8 @@ class _FreshIds:
     def refresh(self, root: etree._Element) -> bool:
         changed = self._refresh_bookmarks(root)
         for el, attribute in [(d, "id") for d in _DOC_PR(root)] + [
-                (i, W.val) for i in root.iter(W.id) if i.getparent() is not None and i.getparent().tag == W.sdtPr]:
+                (i, W.val) for i in root.iter(W.id) if i.getparent() is not None and i.getparent().tag == W.sdtPr] + [
+                (r, W.id) for r in root.iter(*_REVISIONS) if r.get(W.id) is not None]:
             value = el.get(attribute)
             if value in self.seen:
                 el.set(attribute, str(self.next))

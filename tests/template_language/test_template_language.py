@@ -524,3 +524,46 @@ def test_what_would_crash_or_print_an_address_is_refused_at_read(text, said):
         JinjaTemplate.read(_one_paragraph(text))
     assert refused.value.code == "jinja_forbidden"
     assert said in refused.value.message
+
+
+def test_the_whole_document_has_a_cap_not_only_each_part():
+    doc = docx.Document()
+    doc.sections[0].header.paragraphs[0].text = "{% for i in xs %}{{ i }}{% endfor %}"
+    doc.sections[0].footer.paragraphs[0].text = "{% for i in xs %}{{ i }}{% endfor %}"
+    doc.add_paragraph("{% for i in xs %}{{ i }}{% endfor %}")
+    template = JinjaTemplate.read(_save(doc))
+    sizes = {name: len(data) for name, data in _parts(template.render({"xs": list(range(2000))})).items()}
+    part = max(sizes[n] for n in sizes if n.startswith(("word/header", "word/footer", "word/document")))
+    caps = RenderCaps(max_part_chars=part + 1000, max_document_chars=2 * part)
+    with pytest.raises(RenderError, match="rendered document passed"):
+        template.render({"xs": list(range(2000))}, caps)
+
+
+@pytest.mark.parametrize("anchor", [
+    '<w:r><w:footnoteReference w:id="1"/></w:r>',
+    '<w:commentRangeStart w:id="0"/><w:r><w:t>c</w:t></w:r><w:commentRangeEnd w:id="0"/>'
+    '<w:r><w:commentReference w:id="0"/></w:r>',
+])
+def test_a_note_or_comment_inside_a_loop_is_refused_at_read(anchor):
+    doc = docx.Document()
+    doc.add_paragraph("{%p for x in xs %}")
+    paragraph = doc.add_paragraph("{{ x }}")
+    for el in etree.fromstring(f'<w:p xmlns:w="{W}">{anchor}</w:p>'):
+        paragraph._p.append(el)
+    doc.add_paragraph("{%p endfor %}")
+    with pytest.raises(TemplateLanguageError) as refused:
+        JinjaTemplate.read(_save(doc))
+    assert refused.value.code == "jinja_forbidden"
+    assert "'{%p for x in xs %}': a footnote, endnote or comment inside a loop" in refused.value.message
+
+
+def test_a_tracked_change_a_loop_repeats_gets_a_fresh_id():
+    doc = docx.Document()
+    doc.add_paragraph("{%p for x in xs %}")
+    paragraph = doc.add_paragraph("{{ x }}")
+    paragraph._p.append(etree.fromstring(
+        f'<w:ins xmlns:w="{W}" w:id="90" w:author="a" w:date="2024-01-01T00:00:00Z"><w:r><w:t>new</w:t></w:r></w:ins>'))
+    doc.add_paragraph("{%p endfor %}")
+    body = etree.fromstring(_part(JinjaTemplate.read(_save(doc)).render({"xs": [1, 2, 3]})))
+    ids = [el.get(f"{{{W}}}id") for el in body.iter(f"{{{W}}}ins")]
+    assert len(ids) == 3 and len(set(ids)) == 3 and ids[0] == "90"
