@@ -51,6 +51,8 @@ bench: install
 	$(PY) bench/asr.py
 	$(PY) bench/build.py
 	$(PY) bench/template_render.py
+	$(PY) -m pytest -q -m scale tests/bench  # exactly-once at small N, then the 10k figures
+	$(PY) bench/session_scale.py --sessions 10000 --tenants 20 --batches 20
 
 clean:
 	-$(VENV)/bin/astra stack down
