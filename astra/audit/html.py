@@ -25,7 +25,8 @@ def _column(report: AuditReport, x: int) -> tuple[list[str], int]:
         y = y0 + i * (BOX_H + GAP_Y)
         colour = OK if hop.ok else BAD
         mark = "✓" if hop.ok else "✗"
-        sub = hop.subject if len(hop.subject) <= 40 else "…" + hop.subject[-39:]
+        sub = hop.subject if hop.ok else "failed: " + ", ".join(c.name for c in hop.failures)
+        sub = sub if len(sub) <= 44 else sub[:43] + "…"
         parts.append(
             f'<g><title>{_e(hop.title)}: {_e(hop.subject)}</title>'
             f'<rect x="{x}" y="{y}" width="{BOX_W}" height="{BOX_H}" rx="6" fill="#fff" stroke="{colour}" '
