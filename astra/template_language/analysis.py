@@ -42,6 +42,8 @@ _REFUSED = {
     nodes.ScopedEvalContextModifier: "{% autoescape %} is not allowed (escaping is always on)",
     nodes.EvalContextModifier: "{% autoescape %} is not allowed (escaping is always on)",
     nodes.Pow: "'**' is not allowed", nodes.NSRef: "namespace assignments are not allowed",
+    nodes.AssignBlock: "{% set x %}…{% endset %} is not allowed (it would capture the document's XML as a value): "
+                       "use {% set x = … %}",
 }
 
 

@@ -133,7 +133,9 @@ def shown(value: object) -> str:
     """``str(value)`` when the value is data through and through; else the render stops. A generator, a function or
     a method prints as its memory address: the same template and data would not give the same document twice (and
     the address is nothing a document should show)."""
-    stack, seen = [value], 0
+    if isinstance(value, str):
+        return value
+    stack, seen, size = [value], 0, 0
     while stack:
         item = stack.pop()
         seen += 1
@@ -147,7 +149,10 @@ def shown(value: object) -> str:
             stack.extend(item.values())
         elif isinstance(item, (list, tuple)):
             stack.extend(item)
-    return value if isinstance(value, str) else str(value)
+        size += len(item) + 4 if isinstance(item, str) else 8  # quotes, separators; a number's digits are capped
+    if isinstance(value, (Mapping, list, tuple)):
+        spend_chars(size, "writing a list or mapping as text")  # a list of one long text repeated is made here
+    return str(value)
 
 
 def finalize(value: object) -> object:
@@ -351,6 +356,41 @@ WALKING = frozenset({"batch", "dictsort", "groupby", "items", "join", "last", "l
                      "rejectattr", "reverse", "select", "selectattr", "slice", "sort", "sum", "tojson", "unique"})
 
 
+# The filters that read their value as text: a list or mapping given to one is written as text first (paid for), and
+# each call pays for the text it makes (times what it may grow by).
+TEXTUAL = {"capitalize": 1, "center": 1, "filesizeformat": 1, "format": 1, "indent": 1, "lower": 1, "replace": 1,
+           "string": 1, "striptags": 1, "title": 1, "trim": 1, "truncate": 1, "upper": 1, "urlencode": 3,
+           "wordcount": 0, "wordwrap": 1}
+
+
+def _textual(name: str, function: Any) -> Any:
+    pass_arg = getattr(function, "jinja_pass_arg", None)
+    growth = TEXTUAL[name]
+
+    @wraps(function)
+    def textual(*args: Any, **kwargs: Any) -> Any:
+        at = 1 if pass_arg is not None else 0
+        if len(args) > at and not isinstance(args[at], (str, int, float)) and name != "urlencode":
+            args = (*args[:at], shown(args[at]), *args[at + 1:])
+        if len(args) > at and isinstance(args[at], str):
+            spend_chars(growth * len(args[at]), name)
+        return function(*args, **kwargs)
+
+    if pass_arg is not None:
+        textual.jinja_pass_arg = pass_arg  # type: ignore[attr-defined]
+    return textual
+
+
+def _whole_number(value: Any, default: int = 0, base: int = 10) -> int:
+    """``|int``: Jinja's, with the number's size capped (a hex text escapes Python's own 4,300-digit limit)."""
+    if isinstance(value, str) and len(value) > MAX_INT_BITS // 3:
+        raise RenderError(f"|int of a text of {len(value):,} characters")
+    result = jinja_filters.do_int(value, default, base)
+    if abs(result).bit_length() > MAX_INT_BITS:
+        raise RenderError("|int would make a number of more than ~1,200 digits")
+    return result
+
+
 def _walking(name: str, function: Any) -> Any:
     """A filter paid for by the items it walks (and checked against the deadline on every call)."""
     pass_arg = getattr(function, "jinja_pass_arg", None)
@@ -388,6 +428,8 @@ FILTERS: dict[str, Any] = {
 }
 FILTERS.update({"e": _as_is, "escape": _as_is, "forceescape": _as_is, "tojson": _tojson})
 FILTERS.update({name: _listed(FILTERS[name]) for name in YIELDING})
+FILTERS["int"] = _whole_number
+FILTERS.update({name: _textual(name, FILTERS[name]) for name in TEXTUAL})
 FILTERS = {name: _walking(name, function) if name in WALKING else function for name, function in FILTERS.items()}
 TESTS: dict[str, Any] = {name: jinja_tests.TESTS[name] for name in (
     "boolean", "defined", "divisibleby", "eq", "equalto", "escaped", "even", "false", "filter", "float", "ge", "gt",
@@ -402,8 +444,8 @@ INTERNAL_FILTERS = {"_astra_runs": runs_xml, "_astra_paragraphs": paragraphs_xml
 class TemplateEnvironment(ImmutableSandboxedEnvironment):
     """The sandbox (see the module docstring)."""
 
-    intercepted_binops = frozenset({"+", "*", "**", "%", "//", "/"})
-    intercepted_unops = frozenset()
+    intercepted_binops = frozenset({"+", "-", "*", "**", "%", "//", "/"})
+    intercepted_unops = frozenset({"-", "+"})
 
     def __init__(self) -> None:
         # optimized=False: Jinja folds constant expressions while compiling, which would run a filter on literals
@@ -434,6 +476,8 @@ class TemplateEnvironment(ImmutableSandboxedEnvironment):
         return self.undefined(obj=obj, name=attribute)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
+        if isinstance(obj, jinja_filters._GroupTuple) and argument in ("grouper", "list"):  # map(attribute=…)
+            return getattr(obj, argument)
         if isinstance(obj, Mapping):
             try:
                 return obj[argument] if argument in obj else self.undefined(obj=obj, name=argument)
@@ -446,7 +490,26 @@ class TemplateEnvironment(ImmutableSandboxedEnvironment):
                 return self.undefined(obj=obj, name=argument)
         return self.undefined(obj=obj, name=argument)
 
+    def call_unop(self, context: Any, operator: str, arg: Any) -> Any:
+        _budget()  # the deadline, between operators too
+        return self.unop_table[operator](arg)
+
+    def call_filter(self, name: str, value: Any, args: Any = None, kwargs: Any = None, context: Any = None,
+                    eval_ctx: Any = None) -> Any:
+        """A filter called by name (``map('upper')``, ``select``…): only the template's filters, never ASTRA's own
+        (``map('_astra_runs', xml)`` would write the data as raw XML)."""
+        if name not in FILTERS:
+            raise RenderError(f"no filter named {str(name)[:40]!r}")
+        return super().call_filter(name, value, args, kwargs, context, eval_ctx)
+
+    def call_test(self, name: str, value: Any, args: Any = None, kwargs: Any = None, context: Any = None,
+                  eval_ctx: Any = None) -> Any:
+        if name not in TESTS:
+            raise RenderError(f"no test named {str(name)[:40]!r}")
+        return super().call_test(name, value, args, kwargs, context, eval_ctx)
+
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        _budget()  # the deadline, between operators too
         if operator == "**":
             raise RenderError("'**' is not allowed")
         if operator in ("*", "+") and _is_int(left) and _is_int(right) and (

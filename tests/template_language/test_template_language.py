@@ -567,3 +567,31 @@ def test_a_tracked_change_a_loop_repeats_gets_a_fresh_id():
     body = etree.fromstring(_part(JinjaTemplate.read(_save(doc)).render({"xs": [1, 2, 3]})))
     ids = [el.get(f"{{{W}}}id") for el in body.iter(f"{{{W}}}ins")]
     assert len(ids) == 3 and len(set(ids)) == 3 and ids[0] == "90"
+
+
+@pytest.mark.parametrize(("text", "context", "said"), [
+    ("{{ l|map(f, r)|first }}", {"l": ["x"], "f": "_astra_runs", "r": '<w:rPr><w:b/></w:rPr>'}, "no filter named"),
+    ("{{ l|map('_ast' ~ 'ra_paragraphs', '', '')|first }}", {"l": ["x"]}, "no filter named"),
+    ("{{ l|select(t)|list }}", {"l": [1], "t": "_astra"}, "no test named"),
+    ("{% set l = [s] * 99000 %}{{ l }}", {"s": "y" * 1000}, "writing a list or mapping as text"),
+    ("{% set l = [s] * 99000 %}{{ l|center(10) }}", {"s": "y" * 1000}, "writing a list or mapping as text"),
+    ("{% set l = [s] * 99000 %}{{ l|string|length }}", {"s": "y" * 1000}, "writing a list or mapping as text"),
+    ("{{ h|int(0, 16) }}", {"h": "f" * 400_000}, "|int of a text"),
+    ("{{ p" + "|urlencode" * 30 + " }}", {"p": "%" * 100_000}, "made more text than its cap|would make a value"),
+])
+def test_what_the_second_review_found_stops_with_one_line(text, context, said):
+    with pytest.raises(RenderError) as stopped:
+        _render_body(text, context)
+    assert re.search(said, str(stopped.value))
+
+
+def test_a_set_block_is_refused_it_would_capture_xml():
+    with pytest.raises(TemplateLanguageError) as refused:
+        JinjaTemplate.read(_one_paragraph("{% set x %}<b>{{ y }}{% endset %}{{ x|upper }}"))
+    assert refused.value.code == "jinja_forbidden" and "{% set x = … %}" in refused.value.message
+
+
+def test_map_reads_groupby_groups_by_attribute():
+    body = _render_body("{{ xs|groupby('k')|map(attribute='grouper')|join(',') }}",
+                        {"xs": [{"k": "a"}, {"k": "b"}, {"k": "a"}]})
+    assert "".join(body.itertext()) == "a,b"
