@@ -69,6 +69,25 @@ def on_off(el: etree._Element | None) -> bool | None:
     return val.strip().lower() not in ("false", "0", "off", "none")
 
 
+# Counted in C: a Python loop over the siblings made a location per tag quadratic in a long template.
+_ELEMENTS_BEFORE = etree.XPath("count(preceding-sibling::*)")
+_SAME_BEFORE: dict[str, etree.XPath] = {}
+
+
+def _same_before(el: etree._Element) -> int:
+    """How many element siblings before ``el`` have its name (an XPath per name, its node test matched in C)."""
+    if not isinstance(el.tag, str):  # a comment or processing instruction: no name
+        return 0
+    counter = _SAME_BEFORE.get(el.tag)
+    if counter is None:
+        name = etree.QName(el)
+        counter = etree.XPath(f"count(preceding-sibling::n:{name.localname})", namespaces={"n": name.namespace}) \
+            if name.namespace else etree.XPath(f"count(preceding-sibling::{name.localname})")
+        if len(_SAME_BEFORE) < 4096:
+            _SAME_BEFORE[el.tag] = counter
+    return int(counter(el))
+
+
 def element_path(el: etree._Element, root: etree._Element) -> str:
     """Readable XPath-like path from ``root`` (exclusive) down to ``el``.
 
@@ -78,17 +97,11 @@ def element_path(el: etree._Element, root: etree._Element) -> str:
     steps: list[str] = []
     cur = el
     while cur is not None and cur is not root:
-        parent = cur.getparent()
-        if parent is None:
+        if cur.getparent() is None:
             break
-        idx = 0
-        for sib in parent:
-            if sib is cur:
-                break
-            if sib.tag == cur.tag:
-                idx += 1
+        idx = _same_before(cur)
         steps.append(f"{qname(cur.tag)}[{idx}]")
-        cur = parent
+        cur = cur.getparent()
     return "/".join(reversed(steps))
 
 
@@ -97,13 +110,9 @@ def top_block(el: etree._Element, root: etree._Element) -> tuple[int, etree._Ele
     cur = el
     while cur.getparent() is not None and cur.getparent() is not root:
         cur = cur.getparent()
-    idx = 0
-    for child in root:
-        if child is cur:
-            return idx, cur
-        if isinstance(child.tag, str):
-            idx += 1
-    return 0, cur  # pragma: no cover - el not under root
+    if cur.getparent() is not root:
+        return 0, cur  # pragma: no cover - el not under root
+    return int(_ELEMENTS_BEFORE(cur)), cur
 
 
 # --------------------------------------------------------------------------- numeric ids
