@@ -338,8 +338,9 @@ def verdict(run: Run, batches: int) -> list[str]:
                      f"{b.calls.get('ListObjectsV2', 0)} list calls, {a.listed} -> {b.listed} keys listed, "
                      f"{a.calls.get('GetObject', 0)} -> {b.calls.get('GetObject', 0)} GETs")
     lines.append(f"VERDICT: judging {'FLAT' if flat_judging else 'NOT FLAT'} per new session; "
-                 f"sweep {'FLAT' if flat_sweep else 'NOT FLAT'}: every tick lists every key of every tenant's "
-                 f"sessions/ (the mark spares reading them, not listing them)")
+                 f"sweep {'FLAT' if flat_sweep else 'NOT FLAT'}"
+                 + ("" if flat_sweep else ": every sweep lists every key of every tenant's sessions/ (the mark "
+                    "spares reading them, not listing them)"))
     return lines
 
 
