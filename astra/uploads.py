@@ -40,7 +40,11 @@ from email.utils import parsedate_to_datetime
 # How long after its LastModified an object may still be invisible to a listing (a slow PUT,
 # a clock tick). A manifest or template written in one PUT is visible within seconds.
 MARGIN_SECONDS = 120
-MAX_SEEN = 100  # recently-seen entries kept in the cursor, all tenants together
+# Recently-seen entries kept in the cursor, all tenants together (~40 bytes each): enough for the sessions that arrive
+# while a tenant's mark trails its sweep (MARGIN_SECONDS and a round of the tenants). At 100, a burst of 500 sessions
+# was judged again on every sweep until the mark passed it (bench/session_scale.py: 23,427 repeated run requests for
+# 10,000 sessions); a forgotten upload is only read again, never lost.
+MAX_SEEN = 2000
 MAX_TENANTS = 1000  # tenants whose state the cursor keeps (least recently visited dropped first)
 
 

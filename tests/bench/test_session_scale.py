@@ -47,8 +47,6 @@ def test_the_bench_measures_each_tick(scale_run):
     assert all(t.rss_mb > 0 and t.ms > 0 for t in ticks)
 
 
-@pytest.mark.xfail(strict=True, reason="the scanner remembers at most astra.uploads.MAX_SEEN (100) sessions newer "
-                   "than a tenant's mark: the rest are judged and requested again on every tick until a sweep that "
-                   "starts MARGIN_SECONDS after them ends (issue 12 §5 report)")
 def test_no_session_is_requested_twice(scale_run):
+    """At MAX_SEEN = 100 the scanner forgot most of a burst and requested it again every tick (issue 12 §5)."""
     assert [k for k, n in scale_run["run"].requested.items() if n > 1] == []
