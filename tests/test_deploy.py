@@ -384,10 +384,12 @@ CHART_SUBSET = {
                                                             "jobMetadata")}}}}}}}},
         "postgresql": {
             "type": "object", "additionalProperties": False,
-            "required": ["enabled", "postgresqlHost", "postgresqlUsername", "postgresqlDatabase"],
+            "required": ["enabled", "postgresqlHost", "postgresqlUsername", "postgresqlDatabase", "postgresqlScheme"],
             "properties": {"enabled": {"type": "boolean"}, "postgresqlHost": {"type": "string", "minLength": 1},
                            "postgresqlUsername": {"type": "string"}, "postgresqlDatabase": {"type": "string"},
                            "postgresqlParams": {"type": "object"},
+                           # SQLAlchemy 2.1 reads postgresql:// as psycopg 3, where dagster-postgres' NOTIFY fails.
+                           "postgresqlScheme": {"const": "postgresql+psycopg2"},
                            "service": {"type": "object", "additionalProperties": False, "required": ["port"],
                                        "properties": {"port": {"type": "integer"}}}}},
         "generatePostgresqlPasswordSecret": {"type": "boolean"},
