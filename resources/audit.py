@@ -74,8 +74,12 @@ class DagsterMaterializations:
         return out
 
     def run_status(self, run_id: str) -> str | None:
-        run = self.instance.get_run_by_id(run_id)
+        run = self.instance.get_run_by_id(run_id) if run_id else None
         return run.status.value if run is not None else None
+
+    def run_partition(self, run_id: str) -> str | None:
+        run = self.instance.get_run_by_id(run_id) if run_id else None
+        return run.tags.get("dagster/partition") if run is not None else None
 
 
 @contextmanager

@@ -272,7 +272,18 @@ class Auditor:
             else:
                 runs[asset] = up.run_id
         hop.facts["upstream_runs"] = runs
-        hop.facts["run_status"] = self.source.run_status(ev.run_id)
+        status = self.source.run_status(ev.run_id)
+        hop.facts["run_status"] = status
+        # The event must come from a run of that partition that succeeded: an event reported outside any run (Dagster's
+        # report_runless_asset_event, open to anyone who can reach the instance) carries whatever metadata it was given.
+        hop.check("made by a run", bool(ev.run_id) and status == "SUCCESS",
+                  f"run {ev.run_id} succeeded" if ev.run_id and status == "SUCCESS" else
+                  "the materialization was reported outside any run" if not ev.run_id else
+                  f"run {ev.run_id} is {'unknown to the instance' if status is None else status}")
+        launched_for = self.source.run_partition(ev.run_id)
+        hop.check("run of this partition", launched_for == t.partition,
+                  f"run launched for {t.partition}" if launched_for == t.partition else
+                  f"the run was launched for {launched_for!r}, not {t.partition}")
         self._checks_passed(hop, ev.run_id, t.asset, t.partition, _DOCUMENT_CHECKS)
         if "custody_audio" in runs:
             self._checks_passed(hop, runs["custody_audio"], "custody_audio", t.partition, ("custody_verified",))
@@ -588,6 +599,11 @@ class Auditor:
         hop.subject = f"s3://{custody['bucket']}/{custody['key']} (version {custody['version_id']})"
         hop.facts.update(sha256=custody["sha256"], version_id=custody["version_id"], ledger_seq=custody["ledger_seq"],
                          retention=f"{custody['retention_mode']} until {custody['retain_until']}")
+        held_for = (custody.get("tenant"), custody.get("session_id"), custody.get("version"))
+        hop.check("held for this session", held_for == (session.tenant, session.session_id, session.version),
+                  f"the custody copy was made for {session.partition_key}" if held_for ==
+                  (session.tenant, session.session_id, session.version) else
+                  f"the custody copy was made for {held_for!r}, not {session.partition_key}")
         hop.check("the session's audio", bool(audio) and audio[0]["sha256"] == custody["sha256"],
                   f"{audio[0]['path']} = the custody copy's sha256" if audio and audio[0]["sha256"] ==
                   custody["sha256"] else "the custody copy is not the handed-over audio")

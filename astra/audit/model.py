@@ -56,6 +56,11 @@ class MaterializationSource(Protocol):
         """The run's status (SUCCESS, FAILURE, ...), None when the run is unknown."""
         ...
 
+    def run_partition(self, run_id: str) -> str | None:
+        """The partition the run was launched for (its ``dagster/partition`` tag), None when it has none or is
+        unknown."""
+        ...
+
 
 class BadTarget(ValueError):
     """The argument names no document ASTRA built (malformed, or unknown): exit 2, nothing was verified."""

@@ -177,6 +177,26 @@ def tamper_handover_record(ctx):
                       Body=json.dumps(record).encode())
 
 
+def tamper_event_log(ctx):
+    """An insider who can reach the Dagster instance: new bytes at the document's key and blob, and a materialization
+    reported outside any run (Dagster's public report_runless_asset_event) carrying their sha256 and version."""
+    import hashlib
+
+    from dagster import AssetKey, AssetMaterialization
+
+    body = b"PK\x03\x04 a forged document"
+    sha = hashlib.sha256(body).hexdigest()
+    bucket, _, key = ctx.meta["uri"].removeprefix("s3://").partition("/")
+    version = ctx.s3.put_object(Bucket=bucket, Key=key, Body=body)["VersionId"]
+    blob = blob_key(ctx.tenant, sha)
+    ctx.s3.put_object(Bucket=ctx.settings.assets_bucket, Key=blob, Body=body)
+    metadata = {k: v for k, v in ctx.meta.items() if isinstance(v, (str, int, float, bool))}
+    metadata.update(sha256=sha, size=len(body), version_id=version, blob_uri=f"s3://{ctx.settings.assets_bucket}/{blob}")
+    ctx.instance.report_runless_asset_event(AssetMaterialization(
+        AssetKey("document_binary"), partition=ctx.session.partition_key, metadata=metadata,
+        tags={"dagster/data_version": sha}))
+
+
 TAMPERS = {
     # hop that must fail: (tamper, the check named in its failure line)
     "document": (tamper_document, "key serves it"),
@@ -189,6 +209,7 @@ TAMPERS = {
     "custody-object": (tamper_custody_object, "guard object re-hashed"),
     "manifest": (tamper_manifest, "manifest re-hashed"),
     "materialization": (tamper_handover_record, "handover record = its materialization"),
+    "materialization-runless": (tamper_event_log, "made by a run"),
 }
 
 
@@ -207,7 +228,7 @@ def test_each_tampered_hop_fails_clearly(name, built, dagster_instance, s3):
 
     record = load_record(s3, settings.assets_bucket, session)
     ctx = Ctx(s3=s3, settings=settings, engine=engine, meta=meta, tenant=session.tenant, session=session,
-              record=record, record_custody=record["custody"])
+              record=record, record_custody=record["custody"], instance=dagster_instance)
     tamper, check = TAMPERS[name]
     hop = name.split("-")[0]
     assert auditor(dagster_instance, s3).audit(session.partition_key).ok  # untouched: it verifies
@@ -217,7 +238,7 @@ def test_each_tampered_hop_fails_clearly(name, built, dagster_instance, s3):
         assert not report.ok
         assert hop in failed_hops(report), report.failure_lines()
         # A tamper of a stored input is named at its own hop; the handover record feeds every later hop.
-        if name != "materialization":
+        if not name.startswith("materialization"):
             assert failed_hops(report) == {hop}, report.failure_lines()
         result = cli(dagster_instance, session.partition_key)
         assert result.returncode == 1, (result.stdout, result.stderr)
