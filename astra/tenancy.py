@@ -30,7 +30,10 @@ def control_characters(value: str) -> list[str]:
 # The owner of the base intent model (models/base/…, model_registry rows). No customer may be
 # called that: its corrections would train, and its reads would see, the model every tenant shares.
 BASE_MODEL_OWNER = "base"
-RESERVED_TENANTS = frozenset({BASE_MODEL_OWNER})
+# The model store's root in the assets bucket (models/<tenant>/…): a tenant called so would have its own objects
+# under every tenant's models, and the archival rule of its prefix would reach them.
+MODEL_STORE_ROOT = "models"
+RESERVED_TENANTS = frozenset({BASE_MODEL_OWNER, MODEL_STORE_ROOT})
 
 
 def validate_slug(value: str, what: str = "tenant") -> str:
@@ -40,7 +43,7 @@ def validate_slug(value: str, what: str = "tenant") -> str:
             "starting with a letter or digit"
         )
     if what == "tenant" and value in RESERVED_TENANTS:
-        raise InvalidKey(f"invalid tenant {value!r}: the name is reserved (the base model's owner)")
+        raise InvalidKey(f"invalid tenant {value!r}: the name is reserved (the base model's owner, the model store)")
     return value
 
 

@@ -43,3 +43,11 @@ def test_the_base_model_owner_is_no_customer_tenant():
     assert validate_model_owner("acme") == "acme"
     with pytest.raises(InvalidKey):
         validate_model_owner("Not A Slug")
+
+
+def test_the_model_stores_root_is_no_tenant():
+    """models/<tenant>/… holds every tenant's models in the assets bucket: a tenant "models" would live inside it."""
+    from astra.tenancy import MODEL_STORE_ROOT, InvalidKey, validate_slug
+
+    with pytest.raises(InvalidKey, match="reserved"):
+        validate_slug(MODEL_STORE_ROOT)

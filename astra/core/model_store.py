@@ -51,7 +51,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from astra import s3 as s3_lib
 from astra.core.intent.store import BASE_TENANT, ModelIntegrityError, file_sha256
 from astra.db.schema import model_registry, outbox, tenants
-from astra.tenancy import validate_model_owner
+from astra.tenancy import MODEL_STORE_ROOT, validate_model_owner
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _row(tenant: str, registry_version: int):
 
 
 def model_prefix(tenant: str, model_version: str) -> str:
-    return f"models/{tenant}/{model_version}/"
+    return f"{MODEL_STORE_ROOT}/{tenant}/{model_version}/"
 
 
 def _check_version(model_version: str) -> str:
