@@ -638,11 +638,13 @@ class Auditor:
         if by_check["chain"] or worm:
             hop.fail("chain up to a checkpoint", f"entry seq {seq}: the chain or its checkpoints do not verify (above)")
         else:
-            hop.check("chain up to a checkpoint", True,
+            # Until a checkpoint covers it, the entry is only as good as the database: a superuser could rewrite the
+            # tail with every hash recomputed. Not verified is not passed.
+            hop.check("chain up to a checkpoint", covered,
                       f"entry seq {seq} is inside checkpoint size {cp.size} (root {_short(cp.merkle_root)})"
                       if covered else f"entry seq {seq} is after the newest checkpoint "
-                      f"({'size ' + str(cp.size) if cp else 'none'}): verified by the chain; the next "
-                      "`astra guard verify` anchors it")
+                      f"({'size ' + str(cp.size) if cp else 'none'}): not yet anchored outside the database; run "
+                      "`astra guard verify` (the custody_audit schedule does) and audit again")
 
     def hop_manifest(self, hop: Hop, partition: str, record: dict) -> None:
         from astra.orchestrator.manifest import ManifestRejected, parse_manifest

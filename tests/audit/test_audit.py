@@ -278,6 +278,13 @@ def test_a_session_heard_by_asr_reverifies_the_acoustic_model_and_the_lm(templat
     session = SessionKey(template_tenant, f"s-{uuid.uuid4().hex[:6]}", 1)
     files = {k: v for k, v in session_files().items() if k != "transcript.txt"}
     upload_and_run(s3, run_settings.uploads_bucket, session, files, defs, dagster_instance)
+    # Its custody entry is newer than every checkpoint: only the database vouches for it yet, and that is not enough.
+    report = auditor(dagster_instance, s3).audit(session.partition_key)
+    assert failed_hops(report) == {"custody"}
+    assert any("custody: chain up to a checkpoint: " in line and "not yet anchored" in line
+               for line in report.failure_lines())
+    settings = Settings.from_env()
+    assert guard_verify(make_engine(settings.database_url), s3, settings, template_tenant).ok
     report = auditor(dagster_instance, s3).audit(session.partition_key)
     assert report.ok, report.failure_lines()
     transcript = next(h for h in report.hops if h.id == "transcript")
