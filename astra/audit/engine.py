@@ -85,6 +85,10 @@ def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
+HISTORY_LIMIT = 100_000  # events of one asset partition read when looking for one
+RECORDS_LIMIT = 10_000_000  # document materializations read when looking a sha256 up (paged by the source)
+
+
 class Auditor:
     def __init__(self, s3, settings: Settings, engine: Engine, source: MaterializationSource,
                  config_service=None, progress: Progress | None = None):
@@ -132,11 +136,15 @@ class Auditor:
         return Target(partition, asset, event)
 
     def _by_sha(self, sha: str, tenant: str | None = None) -> Target:
-        found = [(asset, ev) for asset in (DOCUMENT, CLONE) for ev in self.source.records(asset)
+        found = [(asset, ev) for asset in (DOCUMENT, CLONE) for ev in self.source.records(asset, limit=RECORDS_LIMIT)
                  if ev.metadata.get("sha256") == sha and ev.partition
                  and (tenant is None or ev.partition.startswith(f"{tenant}--"))]
         if not found:
             raise BadTarget(f"no document with sha256 {sha} was materialized ({DOCUMENT}, {CLONE})")
+        tenants = sorted({ev.partition.split("--", 1)[0] for _, ev in found})
+        if len(tenants) > 1:  # the same bytes built for two tenants: the auditor says which
+            raise BadTarget(f"documents of {len(tenants)} tenants have sha256 {sha} ({', '.join(tenants)}): give the "
+                            "document's <tenant>--<session>--v<n> instead")
         asset, event = max(found, key=lambda f: f[1].timestamp)
         return Target(event.partition, asset, event)
 
@@ -216,7 +224,10 @@ class Auditor:
         return None
 
     def _event_with(self, asset: str, partition: str | None, key: str, value: Any) -> Materialization | None:
-        return next((e for e in self.source.history(asset, partition) if e.metadata.get(key) == value), None)
+        # Every event of the partition (a tenant's config versions, its template uploads): a window of the newest
+        # would call an old version missing.
+        return next((e for e in self.source.history(asset, partition, limit=HISTORY_LIMIT)
+                     if e.metadata.get(key) == value), None)
 
     # -- hops --------------------------------------------------------------------------------------
 
