@@ -52,7 +52,7 @@ bench: install
 	$(PY) bench/build.py
 	$(PY) bench/template_render.py
 	$(PY) -m pytest -q -m scale tests/bench  # exactly-once at small N, then the 10k figures
-	$(PY) bench/session_scale.py --sessions 10000 --tenants 20 --batches 20
+	$(PY) bench/session_scale.py --sessions 10000 --tenants 20 --batches 20 --no-events --settle
 
 clean:
 	-$(VENV)/bin/astra stack down
