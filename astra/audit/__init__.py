@@ -2,7 +2,16 @@
 
 from astra.audit.engine import Auditor, audit
 from astra.audit.html import lineage_svg, render_html
-from astra.audit.model import AuditReport, BadTarget, Check, CheckResult, Hop, Materialization, MaterializationSource
+from astra.audit.model import (
+    AuditReport,
+    BadTarget,
+    Check,
+    CheckResult,
+    Hop,
+    Materialization,
+    MaterializationSource,
+    RecordMissing,
+)
 
 __all__ = [
     "AuditReport",
@@ -13,6 +22,7 @@ __all__ = [
     "Hop",
     "Materialization",
     "MaterializationSource",
+    "RecordMissing",
     "audit",
     "lineage_svg",
     "render_html",

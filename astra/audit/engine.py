@@ -43,7 +43,7 @@ from botocore.exceptions import ClientError
 from sqlalchemy import Engine, or_, select
 
 from astra import s3 as s3_lib
-from astra.audit.model import AuditReport, BadTarget, Hop, Materialization, MaterializationSource
+from astra.audit.model import AuditReport, BadTarget, Hop, Materialization, MaterializationSource, RecordMissing
 from astra.db.schema import model_registry, tenant_config_versions
 from astra.ingest.store import BlobStore, atoms_manifest_key, blob_uri
 from astra.settings import Settings
@@ -129,7 +129,15 @@ class Auditor:
         found = [(asset, ev) for asset in (DOCUMENT, CLONE)
                  if (ev := self.source.latest(asset, partition)) is not None and "sha256" in ev.metadata]
         if not found:
-            raise BadTarget(f"no document was built for {partition} (no {DOCUMENT} or {CLONE} materialization)")
+            session = SessionKey.parse(partition)
+            key = f"{session.tenant}/documents/{session.session_id}/v{session.version}.docx"
+            try:
+                self.s3.head_object(Bucket=self.assets, Key=key)
+            except ClientError:
+                raise BadTarget(f"no document was built for {partition} (no {DOCUMENT} or {CLONE} materialization)") \
+                    from None
+            raise RecordMissing(f"{partition}: s3://{self.assets}/{key} is there but Dagster holds no {DOCUMENT} or "
+                                f"{CLONE} materialization of it: its record is gone (wiped?), nothing can be verified")
         asset, event = max(found, key=lambda f: f[1].timestamp)
         if uri is not None and event.metadata.get("uri") != uri:
             raise BadTarget(f"{uri} is not where {partition}'s document was stored ({event.metadata.get('uri')})")
@@ -496,8 +504,7 @@ class Auditor:
 
     def _asr_artifacts(self, hop: Hop, doc: dict) -> None:
         """The acoustic model installed here and the in-domain LM in this machine's cache, re-hashed against the
-        transcript's record. An LM not in the cache is said, not failed: the cache is local state, rebuilt on demand
-        (the same sentences give the same bytes)."""
+        transcript's record. An LM not in the cache fails: what cannot be re-hashed is not verified."""
         from astra.core.asr import acoustic_model_dir, directory_sha256
         from astra.core.transcribe import LM_CACHE
         from astra.stack.stack import state_dir
@@ -510,8 +517,9 @@ class Auditor:
         lm = doc.get("lm_sha256")
         arpa = state_dir() / LM_CACHE / str(lm) / "lm.arpa"
         if not arpa.is_file():
-            hop.check("language model re-hashed", True,
-                      f"LM {_short(lm)} is not in this machine's cache ({arpa.parent}): recorded, not re-hashed here")
+            # Not verified is not passed: audit where the LM is cached (the run's machine), or rebuild it there.
+            hop.check("language model re-hashed", False,
+                      f"LM {lm} is not in this machine's cache ({arpa.parent}): it cannot be re-hashed here")
             return
         digest = hashlib.sha256(arpa.read_bytes()).hexdigest()
         hop.check("language model re-hashed", digest == lm, f"{arpa} re-hashed: {_short(digest)}" if digest == lm else

@@ -66,6 +66,11 @@ class BadTarget(ValueError):
     """The argument names no document ASTRA built (malformed, or unknown): exit 2, nothing was verified."""
 
 
+class RecordMissing(RuntimeError):
+    """The document is in S3 but Dagster holds no materialization of it (its record was wiped): a failed audit, exit 1,
+    not a typo."""
+
+
 @dataclass
 class Check:
     name: str

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from astra import s3 as s3_lib
-from astra.audit import AuditReport, BadTarget, render_html
+from astra.audit import AuditReport, BadTarget, RecordMissing, render_html
 from astra.audit.engine import Auditor
 from astra.cli.common import console, emit_json, errors, fail, out
 from astra.db import make_engine
@@ -66,6 +66,8 @@ def audit_command(
                 target_doc = auditor.resolve(target)
             except BadTarget as exc:
                 raise fail(str(exc), 2) from None
+            except RecordMissing as exc:
+                raise fail(str(exc), 1) from None
             report = auditor.walk(target_doc, target)
         if html_out is not None:
             html_out.write_text(render_html(report), encoding="utf-8")

@@ -128,8 +128,11 @@ def tamper_transcript(ctx):
 
 def tamper_registry(ctx):
     with ctx.engine.begin() as conn:
-        row = conn.execute(text("SELECT tenant_id, version, sha256 FROM model_registry WHERE uri LIKE :u"),
-                           {"u": f"%/models/%/{ctx.meta['model_version']}/"}).one()
+        # The row the audit reads: the session's tenant's or the base's, the newest (other tests' tenants may have
+        # published the same model version under their own names).
+        row = conn.execute(text("SELECT tenant_id, version, sha256 FROM model_registry WHERE uri LIKE :u "
+                                "AND tenant_id IN (:t, 'base') ORDER BY created_at DESC LIMIT 1"),
+                           {"u": f"%/models/%/{ctx.meta['model_version']}/", "t": ctx.tenant}).one()
         conn.execute(text("UPDATE model_registry SET sha256 = :s WHERE tenant_id = :t AND version = :v"),
                      {"s": "0" * 64, "t": row.tenant_id, "v": row.version})
 
@@ -299,3 +302,15 @@ def test_a_session_heard_by_asr_reverifies_the_acoustic_model_and_the_lm(templat
     assert failed_hops(report) == {"transcript"}
     assert any("transcript: language model re-hashed: " in line and str(arpa) in line
                for line in report.failure_lines())
+
+
+def test_a_document_whose_record_was_wiped_fails_not_a_typo(built, dagster_instance, s3):
+    """An insider wipes the document's materializations (the UI's wipe): the .docx is still in S3, so the audit fails
+    (exit 1) saying the record is gone, rather than answering that no such document was built (exit 2)."""
+    from dagster import AssetKey
+
+    session, _ = built
+    dagster_instance.wipe_assets([AssetKey("document_binary")])  # the test instance's storage wipes whole assets
+    result = cli(dagster_instance, session.partition_key)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "its record is gone" in result.stderr and result.stderr.count("\n") == 1, result.stderr
