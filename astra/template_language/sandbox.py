@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextvars
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any
@@ -331,14 +331,11 @@ _tojson.jinja_pass_arg = jinja_filters.do_tojson.jinja_pass_arg  # type: ignore[
 def _listed(function: Any) -> Any:
     """A filter that yields (select, map, batch…) made to return a list: no generator exists in a render, so none is
     ever printed (as its address) or walked twice."""
-    pass_arg = getattr(function, "jinja_pass_arg", None)
 
-    @wraps(function)
+    @wraps(function)  # copies jinja_pass_arg too (it is in the function's __dict__)
     def listed(*args: Any, **kwargs: Any) -> list:
         return list(function(*args, **kwargs))
 
-    if pass_arg is not None:
-        listed.jinja_pass_arg = pass_arg  # type: ignore[attr-defined]
     return listed
 
 
@@ -363,22 +360,31 @@ TEXTUAL = {"capitalize": 1, "center": 1, "filesizeformat": 1, "format": 1, "inde
            "wordcount": 0, "wordwrap": 1}
 
 
-def _textual(name: str, function: Any) -> Any:
-    pass_arg = getattr(function, "jinja_pass_arg", None)
-    growth = TEXTUAL[name]
+def _with_value(function: Any, prepare: Callable[[Any], Any]) -> Any:
+    """``function`` with its filtered value (after Jinja's own first argument, when it takes one) passed through
+    ``prepare`` first. ``wraps`` keeps ``jinja_pass_arg`` (it is in the function's ``__dict__``)."""
+    at = 1 if getattr(function, "jinja_pass_arg", None) is not None else 0
 
     @wraps(function)
-    def textual(*args: Any, **kwargs: Any) -> Any:
-        at = 1 if pass_arg is not None else 0
-        if len(args) > at and not isinstance(args[at], (str, int, float)) and name != "urlencode":
-            args = (*args[:at], shown(args[at]), *args[at + 1:])
-        if len(args) > at and isinstance(args[at], str):
-            spend_chars(growth * len(args[at]), name)
+    def filtered(*args: Any, **kwargs: Any) -> Any:
+        if len(args) > at:
+            args = (*args[:at], prepare(args[at]), *args[at + 1:])
         return function(*args, **kwargs)
 
-    if pass_arg is not None:
-        textual.jinja_pass_arg = pass_arg  # type: ignore[attr-defined]
-    return textual
+    return filtered
+
+
+def _textual(name: str, function: Any) -> Any:
+    growth = TEXTUAL[name]
+
+    def as_text(value: Any) -> Any:
+        if not isinstance(value, (str, int, float)) and name != "urlencode":
+            value = shown(value)
+        if isinstance(value, str):
+            spend_chars(growth * len(value), name)
+        return value
+
+    return _with_value(function, as_text)
 
 
 def _whole_number(value: Any, default: int = 0, base: int = 10) -> int:
@@ -391,20 +397,9 @@ def _whole_number(value: Any, default: int = 0, base: int = 10) -> int:
     return result
 
 
-def _walking(name: str, function: Any) -> Any:
+def _walking(function: Any) -> Any:
     """A filter paid for by the items it walks (and checked against the deadline on every call)."""
-    pass_arg = getattr(function, "jinja_pass_arg", None)
-
-    @wraps(function)
-    def walk(*args: Any, **kwargs: Any) -> Any:
-        at = 1 if pass_arg is not None else 0  # the filtered value comes after Jinja's own first argument
-        if len(args) > at:
-            args = (*args[:at], _walked(args[at]), *args[at + 1:])
-        return function(*args, **kwargs)
-
-    if pass_arg is not None:
-        walk.jinja_pass_arg = pass_arg  # type: ignore[attr-defined]
-    return walk
+    return _with_value(function, _walked)
 
 
 # docxtpl templates use Jinja's own filters; these are the ones that only ever read data and make text or data
@@ -430,7 +425,7 @@ FILTERS.update({"e": _as_is, "escape": _as_is, "forceescape": _as_is, "tojson": 
 FILTERS.update({name: _listed(FILTERS[name]) for name in YIELDING})
 FILTERS["int"] = _whole_number
 FILTERS.update({name: _textual(name, FILTERS[name]) for name in TEXTUAL})
-FILTERS = {name: _walking(name, function) if name in WALKING else function for name, function in FILTERS.items()}
+FILTERS = {name: _walking(function) if name in WALKING else function for name, function in FILTERS.items()}
 TESTS: dict[str, Any] = {name: jinja_tests.TESTS[name] for name in (
     "boolean", "defined", "divisibleby", "eq", "equalto", "escaped", "even", "false", "filter", "float", "ge", "gt",
     "greaterthan", "in", "integer", "iterable", "le", "lessthan", "lower", "lt", "mapping", "ne", "none", "number",
