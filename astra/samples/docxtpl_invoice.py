@@ -24,8 +24,8 @@ def build_invoice_template() -> bytes:
     doc.sections[0].header.paragraphs[0].text = "{{ company|upper }} - invoice {{ ref }}"
     doc.sections[0].footer.paragraphs[0].text = "{% if paid %}Paid, thank you.{% else %}Due within 30 days.{% endif %}"
     doc.add_paragraph("Invoice {{ ref }}", style="Title")
-    _runs(doc.add_paragraph(), "Bill to: ", ("{{ client.na", {"bold": True}), "me }}", ", {{ client.city }}")
-    _runs(doc.add_paragraph(), "Contact: ", ("{{r contact }}", {"italic": True}))
+    add_runs(doc.add_paragraph(), "Bill to: ", ("{{ client.na", {"bold": True}), "me }}", ", {{ client.city }}")
+    add_runs(doc.add_paragraph(), "Contact: ", ("{{r contact }}", {"italic": True}))
     rows = [["Description", "Qty", "Price", "Status"],
             ["{%tr for item in items %}", "", "", ""],
             ["{{ item.desc }}", "{{ item.qty }}", '{{ "%.2f"|format(item.price) }}',
@@ -60,13 +60,14 @@ def invoice_context() -> dict:
         "terms": "Payment by bank transfer.\nLate payment: 8% a year over base rate."}
 
 
-def _runs(paragraph, *pieces):
-    """Each piece its own run: a str, or (text, {"bold": True, ...})."""
+def add_runs(paragraph, *pieces):
+    """Write each piece as its own run: a str, or (text, {"bold": True, "italic": True, "underline": True})."""
     for piece in pieces:
         text, fmt = (piece, {}) if isinstance(piece, str) else piece
         run = paragraph.add_run(text)
         for attribute, value in fmt.items():
             setattr(run, attribute, value)
+    return paragraph
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from docx.opc.packuri import PackURI
 from docx.opc.part import Part
 from lxml import etree
 
+from astra.samples.docxtpl_invoice import add_runs as _runs
 from astra.samples.docxtpl_invoice import build_invoice_template, invoice_context
 
 W = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
@@ -36,7 +37,6 @@ MC = "http://schemas.openxmlformats.org/markup-compatibility/2006"
 CT_FOOTNOTES = "application/vnd.openxmlformats-officedocument.wordprocessingml.footnotes+xml"
 
 Fixture = tuple[bytes, dict]
-Piece = str | tuple[str, dict]
 
 
 # --- building -------------------------------------------------------------------------------------
@@ -45,16 +45,6 @@ def _save(document) -> bytes:
     out = io.BytesIO()
     document.save(out)
     return out.getvalue()
-
-
-def _runs(paragraph, *pieces: Piece):
-    """Write each piece as its own run: a str, or (text, {"bold": True, "italic": True, "underline": True})."""
-    for piece in pieces:
-        text, fmt = (piece, {}) if isinstance(piece, str) else piece
-        run = paragraph.add_run(text)
-        for attribute, value in fmt.items():
-            setattr(run, attribute, value)
-    return paragraph
 
 
 def _table(document, rows: list[list[str]]):
