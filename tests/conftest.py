@@ -114,6 +114,20 @@ def s3(settings):
     return client
 
 
+@pytest.fixture
+def own_buckets(settings, s3) -> Settings:
+    """The settings with fresh buckets of this test's own (assets versioned, guard under Object Lock)."""
+    import dataclasses
+
+    from astra import s3 as s3_lib
+
+    suffix = uuid.uuid4().hex[:8]
+    own = dataclasses.replace(settings, uploads_bucket=f"own-up-{suffix}", assets_bucket=f"own-assets-{suffix}",
+                              guard_bucket=f"own-guard-{suffix}")
+    s3_lib.ensure_buckets(s3, own)
+    return own
+
+
 @pytest.fixture(scope="session")
 def registry_server(pg_url, settings):
     """INGEST's dedup registry: a real gRPC server on a free loopback port (threads of this process),

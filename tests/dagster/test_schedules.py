@@ -11,7 +11,6 @@ The daemon's launch of a requested run is stood in for by a run record with the 
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 
 import pytest
@@ -22,7 +21,6 @@ from dagster._core.utils import make_new_run_id
 from dagster_aws.s3 import S3Resource
 from sqlalchemy import func, insert, select
 
-from astra import s3 as s3_lib
 from astra.core.model_store import ACTIVE
 from astra.db.engine import make_engine
 from astra.db.schema import model_registry, tenants
@@ -184,15 +182,6 @@ def test_the_revision_metric_is_the_one_intent_model_writes():
     from astra_assets.learn import REVISION_METRIC as WRITTEN
 
     assert REVISION_METRIC == WRITTEN
-
-
-@pytest.fixture
-def own_buckets(settings, s3):
-    suffix = uuid.uuid4().hex[:8]
-    own = dataclasses.replace(settings, uploads_bucket=f"sch-up-{suffix}", assets_bucket=f"sch-assets-{suffix}",
-                              guard_bucket=f"sch-guard-{suffix}")
-    s3_lib.ensure_buckets(s3, own)
-    return own
 
 
 def archive_resources(settings, db_url: str, guard_bucket: str | None = None) -> dict:

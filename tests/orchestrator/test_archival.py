@@ -8,7 +8,6 @@ them, which is what AWS evaluates."""
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 
 import pytest
@@ -39,13 +38,9 @@ FOREIGN = {"ID": "ops-expire-scratch", "Filter": {"Prefix": "scratch/"}, "Status
 
 
 @pytest.fixture
-def buckets(settings, s3):
+def buckets(own_buckets):
     """(a fresh versioned assets bucket, a fresh Object Lock guard bucket, a client for them) of this test's own."""
-    suffix = uuid.uuid4().hex[:8]
-    own = dataclasses.replace(settings, uploads_bucket=f"arch-up-{suffix}", assets_bucket=f"arch-assets-{suffix}",
-                              guard_bucket=f"arch-guard-{suffix}")
-    s3_lib.ensure_buckets(s3, own)
-    return own.assets_bucket, own.guard_bucket, s3_lib.client(own)
+    return own_buckets.assets_bucket, own_buckets.guard_bucket, s3_lib.client(own_buckets)
 
 
 def rules_by_id(s3, bucket: str) -> dict[str, dict]:
