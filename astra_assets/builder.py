@@ -47,8 +47,12 @@ from dagster import (
 from dagster_aws.s3 import S3Resource
 
 from astra.builder.check import (
+    BLOCKING_CHECKS,
+    NO_FORBIDDEN,
+    OPENS,
     PDF_MAX_ZONE_BLOCKS,
     PDF_MAX_ZONE_ROWS,
+    ZONES_PRESENT,
     ConversionError,
     ConversionTimeout,
     check_document,
@@ -81,8 +85,7 @@ from astra_assets.orchestrator import handed_over, handed_over_session, session_
 from astra_assets.partitions import sessions_partitions
 from resources import ConfigStoreResource, IntentServiceResource, StorageLayout
 
-OPENS, NO_FORBIDDEN, ZONES_PRESENT = "document_opens", "no_forbidden_construct", "every_zone_present"
-CHECKS = (OPENS, NO_FORBIDDEN, ZONES_PRESENT)
+CHECKS = BLOCKING_CHECKS
 NO_VERSION = "none (bucket not versioned)"
 # check_document's findings about the zones; every other finding (forbidden_construct, field_not_allowed,
 # external_relationship, misplaced_control, and any kind added later: never passed in silence) fails

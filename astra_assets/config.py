@@ -1,7 +1,5 @@
 """Group `config`: the tenant's zone and style maps published to CONFIG_SVC (post-audit)."""
 
-import hashlib
-import json
 
 from dagster import (
     AssetExecutionContext,
@@ -16,6 +14,7 @@ from dagster import (
 )
 from dagster_aws.s3 import S3Resource
 
+from astra.config_svc.validation import maps_sha256
 from astra.ingest.template_ingest import TemplateRef, template_maps
 from astra.ingest.zones import TemplateRefused
 from astra_assets.ingest import template_atoms
@@ -70,9 +69,7 @@ def tenant_config(
     version = config_store.service().publish(
         tenant, maps.zone_map, maps.style_map, template_sha, context.run_id, template_name
     )
-    digest = hashlib.sha256(
-        json.dumps([maps.zone_map, maps.style_map], sort_keys=True, separators=(",", ":")).encode()
-    ).hexdigest()
+    digest = maps_sha256(maps.zone_map, maps.style_map)
     return MaterializeResult(
         metadata={
             "config_version": version,

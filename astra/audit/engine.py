@@ -44,6 +44,8 @@ from sqlalchemy import Engine, or_, select
 
 from astra import s3 as s3_lib
 from astra.audit.model import AuditReport, BadTarget, Hop, Materialization, MaterializationSource, RecordMissing
+from astra.builder.check import BLOCKING_CHECKS
+from astra.config_svc.validation import maps_sha256
 from astra.db.schema import model_registry, tenant_config_versions
 from astra.ingest.store import BlobStore, atoms_manifest_key, blob_uri
 from astra.settings import Settings
@@ -65,11 +67,6 @@ class Target:
     partition: str
     asset: str
     event: Materialization
-
-
-def maps_sha256(zone_map: dict, style_map: dict) -> str:
-    """The tenant_config asset's `maps_sha256`: sha256 of [zone_map, style_map] as sorted compact JSON."""
-    return hashlib.sha256(json.dumps([zone_map, style_map], sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _split(uri: str) -> tuple[str, str]:
@@ -727,7 +724,7 @@ class Auditor:
 
 
 # the blocking checks of the document assets (astra_assets.builder: OPENS, NO_FORBIDDEN, ZONES_PRESENT)
-_DOCUMENT_CHECKS = ("document_opens", "no_forbidden_construct", "every_zone_present")
+_DOCUMENT_CHECKS = BLOCKING_CHECKS
 
 # check_custody's problem kinds → the custody hop's checks
 _CUSTODY_CHECKS = {"ledger": "ledger entry", "object_missing": "guard object re-hashed",

@@ -67,6 +67,10 @@ from astra.ooxml.package import Package, write_package
 from astra.ooxml.partname import rels_source
 from astra.ooxml.wordml import element_path, story_parts
 
+# The blocking checks of a built document (document_binary, v2_clone_binary), which the audit requires passed.
+OPENS, NO_FORBIDDEN, ZONES_PRESENT = "document_opens", "no_forbidden_construct", "every_zone_present"
+BLOCKING_CHECKS = (OPENS, NO_FORBIDDEN, ZONES_PRESENT)
+
 ALLOWED_FIELDS = frozenset({"PAGE", "NUMPAGES", "DATE"})
 PDF_MAX_ZONE_ROWS = 300  # table rows per zone in the copy LibreOffice converts (a few seconds of layout)
 PDF_MAX_ZONE_BLOCKS = 1_000  # paragraphs and tables per zone in that copy

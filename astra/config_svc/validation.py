@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from functools import cache
 from pathlib import Path
@@ -41,3 +42,9 @@ def _fallback_kind_errors(zone_map: dict) -> list[str]:
         return []
     return [f"zone_map.fallback_zone: {fallback!r} is a {kind} zone; the fallback zone receives utterances and must "
             f"be a text or list zone"]
+
+
+def maps_sha256(zone_map: dict, style_map: dict) -> str:
+    """The maps' fingerprint (the tenant_config asset's `maps_sha256`, re-computed by the audit): sha256 of
+    [zone_map, style_map] as sorted compact JSON."""
+    return hashlib.sha256(json.dumps([zone_map, style_map], sort_keys=True, separators=(",", ":")).encode()).hexdigest()
